@@ -1,0 +1,245 @@
+"""NATS header blocks: checked encoding, a lenient one-message parser, and a bulk parser.
+
+A header block is what follows ``HPUB``/``HMSG`` on the wire::
+
+    NATS/1.0[ status]\\r\\n
+    key: value\\r\\n
+    ...
+    \\r\\n
+
+Capture keeps blocks as raw bytes (cheap on the hot path) and splits them later, all at
+once, with :func:`parse_blocks` — numpy over one joined buffer instead of a Python loop per
+message. :func:`parse_block` is the one-message reference (used for handler events) and the
+two must agree; the property tests check that.
+
+Parsing never raises: lines without a colon are skipped and reported as malformed, keys keep
+their case (lookups of known names are case-insensitive), the first occurrence of a repeated
+key wins for known names, values are stripped of blanks, and bytes that are not UTF-8 are
+replaced with U+FFFD.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import PublishError
+
+STATUS_LINE = b"NATS/1.0"
+CRLF = b"\r\n"
+
+# The same rule nats-py applies to header keys (printable ASCII except ':'), so a block we
+# build ourselves is one nats-py would have built.
+_KEY_RE = re.compile(r"[!-9;-~]+")
+_BAD_VALUE = re.compile(r"[\r\n]")
+
+# Header names evtkit understands, lower case; the bulk parser extracts these as columns.
+KNOWN = (
+    "ce-specversion",
+    "ce-id",
+    "ce-source",
+    "ce-type",
+    "ce-time",
+    "ce-datacontenttype",
+    "ce-correlationid",
+    "ce-causationid",
+    "traceparent",
+    "content-type",
+    "evtkit-replay-of",
+)
+# The headers that have their own columns in frames; any other header is kept in a dict.
+CLOUDEVENTS = frozenset(KNOWN[:9])
+
+
+def check_value(name: str, value: str) -> str:
+    """Return ``value`` if it can go into a header; raise :class:`PublishError` if not."""
+    if _BAD_VALUE.search(value):
+        raise PublishError(f"header {name!r} value {value!r} contains a line break")
+    return value
+
+
+def encode_extra(headers: Mapping[str, str] | None) -> str:
+    """Encode user headers as ``key: value\\r\\n`` lines, checking keys and values.
+
+    Raises:
+        PublishError: a key is empty or has characters NATS does not allow, or a value
+            contains a line break (which would let it inject other headers).
+    """
+    if not headers:
+        return ""
+    parts = []
+    for key, value in headers.items():
+        if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
+            raise PublishError(
+                f"header name {key!r} is not allowed: use printable ASCII without ':' or spaces"
+            )
+        if not isinstance(value, str):
+            raise PublishError(f"header {key!r} value must be str, not {type(value).__name__}")
+        parts.append(f"{key}: {check_value(key, value.strip())}\r\n")
+    return "".join(parts)
+
+
+def block_from_dict(headers: Mapping[str, str] | None) -> bytes | None:
+    """Build a wire header block from a dict (as nats-py hands it to callbacks)."""
+    if not headers:
+        return None
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k)
+    return STATUS_LINE + CRLF + lines.encode("utf-8", "surrogateescape") + CRLF
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedBlock:
+    """One header block, split: all headers in order, plus how many lines were malformed."""
+
+    headers: dict[str, str]
+    malformed: int
+
+    def get(self, name: str) -> str | None:
+        """First value of header ``name`` (lower case; matched ASCII-case-insensitively)."""
+        for key, value in self.headers.items():
+            if header_name(key) == name:
+                return value
+        return None
+
+
+def header_name(key: str) -> str:
+    """A header name for matching: ASCII letters lower-cased, anything else as is.
+
+    (Unicode case folding would let e.g. a Kelvin sign stand in for ``k``.)
+    """
+    return key.lower() if key.isascii() else key
+
+
+def parse_block(block: bytes | None) -> ParsedBlock:
+    """Split one header block; never raises (see the module docstring for the rules)."""
+    if not block:
+        return ParsedBlock({}, 0)
+    headers: dict[str, str] = {}
+    malformed = 0
+    for line in block.split(CRLF)[1:]:
+        if not line:
+            continue
+        key, colon, value = line.partition(b":")
+        if not colon:
+            malformed += 1
+            continue
+        name = key.decode("utf-8", "replace")
+        if name not in headers:
+            headers[name] = value.strip(b" \t").decode("utf-8", "replace")
+    return ParsedBlock(headers, malformed)
+
+
+@dataclass(slots=True)
+class ParsedBlocks:
+    """Many header blocks, split at once.
+
+    Attributes:
+        known: for each name in :data:`KNOWN`, a string array with one entry per block
+            (null where the block has no such header).
+        lines: number of well-formed header lines per block.
+        extra: number of those lines whose name is not in :data:`CLOUDEVENTS`.
+        malformed: number of lines without a colon per block.
+    """
+
+    known: dict[str, pa.Array]
+    lines: np.ndarray
+    extra: np.ndarray
+    malformed: np.ndarray
+
+
+def parse_blocks(blocks: Sequence[bytes | None], chunk: int = 20_000) -> ParsedBlocks:
+    """Split many header blocks at once; the values agree with :func:`parse_block`.
+
+    Work goes in chunks of ``chunk`` blocks so the temporary arrays stay small.
+    """
+    parts = [_parse_chunk(blocks[i : i + chunk]) for i in range(0, len(blocks), chunk)]
+    if not parts:
+        parts = [_parse_chunk([])]
+    return ParsedBlocks(
+        known={
+            name: pa.concat_arrays([p.known[name] for p in parts]) for name in KNOWN
+        },
+        lines=np.concatenate([p.lines for p in parts]),
+        extra=np.concatenate([p.extra for p in parts]),
+        malformed=np.concatenate([p.malformed for p in parts]),
+    )
+
+
+_NAMES = [np.frombuffer(name.encode(), np.uint8) for name in KNOWN]
+
+
+def _parse_chunk(blocks: Sequence[bytes | None]) -> ParsedBlocks:
+    """Join the blocks into one buffer and find lines, colons and known names with numpy."""
+    n = len(blocks)
+    if n == 0:
+        none = np.zeros(0, np.int64)
+        return ParsedBlocks({k: pa.array([], pa.large_string()) for k in KNOWN}, none, none, none)
+    lens = np.array([len(b) if b is not None else -1 for b in blocks], np.int64)
+    # Each block is followed by CRLF so no line ever runs from one block into the next.
+    buf = CRLF.join([b if b is not None else b"" for b in blocks]) + CRLF
+    block_start = np.zeros(n, np.int64)
+    if n > 1:
+        np.cumsum(np.maximum(lens, 0)[:-1] + 2, out=block_start[1:])
+    raw = np.frombuffer(buf, np.uint8)
+
+    newlines = np.flatnonzero(raw == 10)
+    ends = newlines[newlines > 0] - 1
+    ends = ends[raw[ends] == 13]
+    starts = np.empty_like(ends)
+    starts[:1] = 0
+    starts[1:] = ends[:-1] + 2
+    owner = np.searchsorted(block_start, starts, side="right") - 1
+    # Drop each block's status line, the empty lines, and the separators between blocks.
+    keep = (starts != block_start[owner]) & (ends > starts) & (lens[owner] >= 0)
+    starts, ends, owner = starts[keep], ends[keep], owner[keep]
+
+    colons = np.flatnonzero(raw == 58)
+    first = np.searchsorted(colons, starts)
+    colon = colons[np.minimum(first, len(colons) - 1)] if len(colons) else ends
+    ok = (first < len(colons)) & (colon < ends)
+    malformed = np.bincount(owner[~ok], minlength=n)
+    starts, ends, owner, colon = (a[ok] for a in (starts, ends, owner, colon))
+    key_len = colon - starts
+
+    # One Arrow array of buffer segments: ..., [colon+1, end) is a value, ... (zero copy).
+    points = np.empty(2 * len(starts) + 2, np.int64)
+    points[0], points[-1] = 0, len(buf)
+    points[1:-1] = np.column_stack((colon + 1, ends)).ravel()
+    segments = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(points) - 1, [None, pa.py_buffer(points), pa.py_buffer(buf)]
+    )
+
+    known: dict[str, pa.Array] = {}
+    known_lines = np.zeros(n, np.int64)
+    for name, target in zip(KNOWN, _NAMES, strict=True):
+        cand = np.flatnonzero(key_len == len(target))
+        if len(cand):
+            window = raw[starts[cand, None] + np.arange(len(target))]
+            upper = (window >= 65) & (window <= 90)
+            cand = cand[((window + upper * np.uint8(32)) == target).all(axis=1)]
+        if name in CLOUDEVENTS:
+            known_lines += np.bincount(owner[cand], minlength=n)
+        # Lines are in order, so an owner's first candidate is its first occurrence.
+        firsts = cand[np.r_[True, owner[cand][1:] != owner[cand][:-1]]] if len(cand) else cand
+        slot = np.full(n, -1, np.int64)
+        slot[owner[firsts]] = 2 * firsts + 1
+        values = segments.take(pa.array(slot, mask=slot < 0))
+        known[name] = pc.utf8_trim(_text(values), " \t")
+    lines = np.bincount(owner, minlength=n)
+    return ParsedBlocks(known, lines, lines - known_lines, malformed)
+
+
+def _text(arr: pa.Array) -> pa.Array:
+    """Binary to string; invalid UTF-8 is replaced with U+FFFD, like ``bytes.decode``."""
+    try:
+        return arr.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        return pa.array(
+            [None if v is None else v.decode("utf-8", "replace") for v in arr.to_pylist()],
+            type=pa.large_string(),
+        )

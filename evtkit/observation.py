@@ -1,0 +1,257 @@
+"""Observation rows: the tuples capture appends, and the frame built from them in bulk.
+
+The hot path appends one plain tuple per observation (:data:`ROW_FIELDS`); nothing is
+parsed there. :func:`build_observations` turns a list of rows into the ``observations``
+frame (see :mod:`evtkit.schema`) in one go: header blocks are split with numpy/Arrow, ids and
+causality are read with Arrow compute, and only rare rows (structured-mode CloudEvents,
+messages without any id) take a per-row Python path. The results agree with
+:func:`evtkit.event.decode_message`, which handlers use for one message at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ._headers import CLOUDEVENTS, header_name, parse_block, parse_blocks
+from .event import RFC3339, STRUCTURED, decode_message, synthetic_id
+from .schema import OBSERVATIONS, to_frame
+
+__all__ = ["MESSAGE_KINDS", "ROW_FIELDS", "build_observations"]
+
+ROW_FIELDS = (
+    "kind",  # str, one of schema.KINDS
+    "ts",  # int, ns since the epoch (UTC)
+    "observer",  # str, connection name
+    "consumer",  # str | None
+    "queue",  # str | None
+    "subject",  # bytes | None
+    "reply",  # bytes | None
+    "payload",  # bytes | None
+    "headers",  # bytes | None: the raw header block
+    "extra",  # per kind: receive/tap → synthetic id | None; handled → (ref, started_ns,
+    #           outcome, error); drop → (count, detail); disconnect/reconnect/error → detail
+)
+MESSAGE_KINDS = ("publish", "receive", "tap")
+
+_TRACEPARENT = (
+    r"(?s)^(?P<version>[0-9a-f]{2})-(?P<trace>[0-9a-f]{32})-(?P<parent>[0-9a-f]{16})"
+    r"-(?P<flags>[0-9a-f]{2})(?P<rest>.*)$"
+)
+_TS = pa.timestamp("ns", tz="UTC")
+# Columns that describe the event carried by a message row, null on other rows.
+_EVENT_COLUMNS = ("event_id", "correlation_id", "trace_id", "parent_id", "sampled",
+                  "id_synthetic", "mode")
+
+
+def build_observations(rows: Sequence[tuple[Any, ...]], first_seq: int = 0) -> pd.DataFrame:
+    """Build the ``observations`` frame from captured rows (see :data:`ROW_FIELDS`).
+
+    Args:
+        rows: the tuples, in capture order.
+        first_seq: ``seq`` of the first row (rows drained earlier keep their numbers).
+    """
+    if not rows:
+        return OBSERVATIONS.empty()
+    kind, ts, observer, consumer, queue, subject, reply, payload, block, extra = zip(
+        *rows, strict=True
+    )
+    n = len(rows)
+    kinds = pa.array(kind, pa.string())
+    is_message = pc.is_in(kinds, value_set=pa.array(MESSAGE_KINDS))
+    parsed = parse_blocks(block)
+    known = {name: _blank_to_null(arr) for name, arr in parsed.known.items()}
+
+    stored = pa.array([x if isinstance(x, str) else None for x in extra], pa.large_string())
+    given_id = known["ce-id"]
+    trace, parent, sampled = _traceparent(known["traceparent"])
+    event_id = _fill_missing_ids(
+        pc.coalesce(given_id, stored), np.asarray(is_message), subject, block, payload
+    )
+    binary = pc.or_kleene(pc.is_valid(given_id), pc.is_valid(known["ce-specversion"]))
+    cols: dict[str, Any] = {
+        "seq": pa.array(np.arange(first_seq, first_seq + n, dtype=np.int64)),
+        "kind": kinds,
+        "ts": pa.array(np.array(ts, dtype="datetime64[ns]"), _TS),
+        "observer": pa.array(observer, pa.string()),
+        "consumer": pa.array(consumer, pa.string()),
+        "queue": pa.array(queue, pa.string()),
+        "subject": _text(subject),
+        "reply": _text(reply),
+        "size": pa.array([len(p) if p is not None else None for p in payload], pa.int64()),
+        "payload": pa.array(payload, pa.binary()),
+        "header_block": pa.array(block, pa.binary()),
+        "headers": _other_headers(block, parsed.extra),
+        "event_id": event_id,
+        "type": known["ce-type"],
+        "source": known["ce-source"],
+        "correlation_id": pc.coalesce(known["ce-correlationid"], trace, event_id),
+        "causation_id": known["ce-causationid"],
+        "trace_id": trace,
+        "parent_id": parent,
+        "sampled": sampled,
+        "event_time": times(known["ce-time"]),
+        "content_type": pc.coalesce(known["ce-datacontenttype"], known["content-type"]),
+        "mode": pc.if_else(binary, "binary", "bare"),
+        "id_synthetic": pc.is_null(given_id),
+        "malformed": pa.array(parsed.malformed, pa.int64()),
+    }
+    for name in _EVENT_COLUMNS:
+        cols[name] = pc.if_else(is_message, cols[name], pa.scalar(None, cols[name].type))
+    cols.update(_kind_details(kind, extra))
+    _apply_structured(cols, known["content-type"], np.asarray(is_message), extra)
+    table = pa.table({name: cols[name] for name in OBSERVATIONS.names})
+    return to_frame(table, OBSERVATIONS)
+
+
+def _other_headers(block: Sequence[bytes | None], extra: np.ndarray) -> pa.Array:
+    """Headers beyond the CloudEvents/traceparent ones, as a map; only rows that have some
+    are split in Python."""
+    values: list[list[tuple[str, str]] | None] = [None] * len(block)
+    for i in np.flatnonzero(extra):
+        values[i] = [
+            (k, v) for k, v in parse_block(block[i]).headers.items() if header_name(k) not in CLOUDEVENTS
+        ]
+    return pa.array(values, pa.map_(pa.string(), pa.string()))
+
+
+def _blank_to_null(arr: pa.Array) -> pa.Array:
+    """Empty strings mean 'absent' (a malformed attribute never raises, it is dropped)."""
+    return pc.if_else(pc.equal(arr, ""), pa.scalar(None, arr.type), arr)
+
+
+def _text(values: Sequence[bytes | None]) -> pa.Array:
+    """bytes → string array; invalid UTF-8 replaced, as ``bytes.decode(errors='replace')``."""
+    arr = pa.array(values, pa.binary())
+    try:
+        return arr.cast(pa.string())
+    except pa.ArrowInvalid:
+        return pa.array(
+            [None if v is None else v.decode("utf-8", "replace") for v in values], pa.string()
+        )
+
+
+def _fill_missing_ids(
+    event_id: pa.Array,
+    is_message: np.ndarray,
+    subject: Sequence[bytes | None],
+    block: Sequence[bytes | None],
+    payload: Sequence[bytes | None],
+) -> pa.Array:
+    """Messages with neither an id nor a stored synthetic one get one from their bytes."""
+    missing = np.flatnonzero(is_message & np.asarray(pc.is_null(event_id)))
+    if not len(missing):
+        return event_id
+    values = event_id.to_pylist()
+    for i in missing:
+        values[i] = synthetic_id(subject[i] or b"", block[i], payload[i] or b"", 0)
+    return pa.array(values, pa.large_string())
+
+
+def _traceparent(values: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """Trace id, parent id and sampled flag; null where the header is absent or malformed.
+
+    The same rules as :func:`evtkit.event.parse_traceparent`, on whole columns.
+    """
+    parts = pc.extract_regex(pc.fill_null(values, ""), pattern=_TRACEPARENT)
+    version, trace, parent, flags, rest = (
+        pc.struct_field(parts, name) for name in ("version", "trace", "parent", "flags", "rest")
+    )
+    later_version_ok = pc.and_kleene(
+        pc.not_equal(version, "00"), pc.starts_with(rest, pattern="-")
+    )
+    valid = pc.and_kleene(
+        pc.and_kleene(pc.not_equal(version, "ff"), pc.not_equal(trace, "0" * 32)),
+        pc.and_kleene(
+            pc.not_equal(parent, "0" * 16), pc.or_kleene(pc.equal(rest, ""), later_version_ok)
+        ),
+    )
+    valid = pc.fill_null(valid, False)
+    sampled = pc.match_substring_regex(flags, pattern="[13579bdf]$")
+    null_text = pa.scalar(None, trace.type)
+    return (
+        pc.if_else(valid, trace, null_text),
+        pc.if_else(valid, parent, null_text),
+        pc.if_else(valid, sampled, pa.scalar(None, pa.bool_())),
+    )
+
+
+def times(values: pa.Array) -> pa.Array:
+    """RFC 3339 strings to UTC timestamps; null where missing or malformed."""
+    ok = pc.fill_null(pc.match_substring_regex(values, pattern=RFC3339), False)
+    text = pc.if_else(ok, values, pa.scalar(None, values.type))
+    try:
+        return text.cast(_TS)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        # Shaped like RFC 3339 but not a real time (month 13...): decide row by row.
+        parsed = pd.to_datetime(
+            pd.Series(text.to_pylist(), dtype=object), utc=True, format="ISO8601",
+            errors="coerce",
+        )
+        return pa.array(parsed, _TS)
+
+
+def _kind_details(kind: Sequence[str], extra: Sequence[Any]) -> dict[str, pa.Array]:
+    """Columns that only some kinds fill, from each row's ``extra`` slot."""
+    n = len(kind)
+    ref: list[int | None] = [None] * n
+    started: list[int | None] = [None] * n
+    outcome: list[str | None] = [None] * n
+    error: list[str | None] = [None] * n
+    count: list[int | None] = [None] * n
+    detail: list[str | None] = [None] * n
+    for i, k in enumerate(kind):
+        if k == "handled":
+            ref[i], started[i], outcome[i], error[i] = extra[i]
+        elif k == "drop":
+            count[i], detail[i] = extra[i]
+        elif k in ("disconnect", "reconnect"):
+            detail[i] = extra[i]
+        elif k == "error":
+            error[i] = detail[i] = extra[i]
+    return {
+        "ref": pa.array(ref, pa.int64()),
+        "started_at": pa.array(started, pa.int64()).cast(_TS),
+        "outcome": pa.array(outcome, pa.string()),
+        "error": pa.array(error, pa.string()),
+        "count": pa.array(count, pa.int64()),
+        "detail": pa.array(detail, pa.string()),
+    }
+
+
+def _apply_structured(
+    cols: dict[str, Any], content_type: pa.Array, is_message: np.ndarray, extra: Sequence[Any]
+) -> None:
+    """Read the attributes of structured-mode CloudEvents from their JSON, row by row."""
+    media = pc.utf8_lower(pc.utf8_trim(pc.fill_null(content_type, ""), " \t"))
+    rows = np.flatnonzero(np.asarray(pc.starts_with(media, pattern=STRUCTURED)) & is_message)
+    if not len(rows):
+        return
+    fields = ("event_id", "type", "source", "correlation_id", "causation_id", "trace_id",
+              "parent_id", "sampled", "event_time", "mode", "id_synthetic")
+    patched = {name: cols[name].to_pylist() for name in fields}
+    for i in rows:
+        subject = cols["subject"][i].as_py() or ""
+        event = decode_message(
+            subject,
+            cols["payload"][i].as_py() or b"",
+            cols["header_block"][i].as_py(),
+            synthetic=extra[i] if isinstance(extra[i], str) else None,
+        )
+        if event.mode != "structured":
+            continue
+        for name, value in (
+            ("event_id", event.id), ("type", event.type), ("source", event.source),
+            ("correlation_id", event.correlation_id), ("causation_id", event.causation_id),
+            ("trace_id", event.trace_id), ("parent_id", event.parent_id),
+            ("sampled", event.sampled), ("event_time", event.time), ("mode", "structured"),
+            ("id_synthetic", event.synthetic_id),
+        ):
+            patched[name][i] = value
+    for name in fields:
+        cols[name] = pa.array(patched[name], cols[name].type)

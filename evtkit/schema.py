@@ -1,0 +1,239 @@
+"""Column schemas of evtkit's frames and trace files, defined once.
+
+Three frames:
+
+``observations``
+    The raw capture, one row per thing an observer saw: a ``publish``, a ``receive`` by a
+    named consumer, a ``tap`` (passive capture), a ``handled`` (handler outcome, pointing at
+    its receive through ``ref``), a ``drop`` (messages lost, ``count``), a ``disconnect`` /
+    ``reconnect`` of the connection, or an ``error`` reported by the client. This is what
+    trace files store.
+``events``
+    One row per event (unique ``event_id``), derived from the observations.
+``deliveries``
+    One row per event × consumer delivery, with queue and processing times and outcome.
+
+Timestamps are ``datetime64[ns, UTC]``; durations are float seconds with ``_s`` in the name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+import pyarrow as pa
+
+__all__ = ["DELIVERIES", "EVENTS", "KINDS", "OBSERVATIONS", "SCHEMA_VERSION", "Column", "Schema"]
+
+SCHEMA_VERSION = 1
+"""Version of the observation columns in trace files; bumped on any incompatible change."""
+
+KINDS = ("publish", "receive", "tap", "handled", "drop", "disconnect", "reconnect", "error")
+OUTCOMES = ("ok", "error", "dropped", "pending")
+
+_TS = pa.timestamp("ns", tz="UTC")
+_TS_PD = pd.DatetimeTZDtype("ns", "UTC")
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column: its name, Arrow type on disk, pandas dtype in memory and meaning."""
+
+    name: str
+    arrow: pa.DataType
+    pandas: object
+    doc: str
+
+
+def _str(name: str, doc: str) -> Column:
+    return Column(name, pa.string(), pd.StringDtype(na_value=float("nan")), doc)
+
+
+def _ts(name: str, doc: str) -> Column:
+    return Column(name, _TS, _TS_PD, doc)
+
+
+def _int(name: str, doc: str) -> Column:
+    return Column(name, pa.int64(), pd.Int64Dtype(), doc)
+
+
+def _bool(name: str, doc: str) -> Column:
+    return Column(name, pa.bool_(), pd.BooleanDtype(), doc)
+
+
+def _float(name: str, doc: str) -> Column:
+    return Column(name, pa.float64(), "float64", doc)
+
+
+def _bytes(name: str, doc: str) -> Column:
+    return Column(name, pa.binary(), "object", doc)
+
+
+class Schema:
+    """An ordered set of columns with a check that a frame conforms to it."""
+
+    def __init__(self, name: str, columns: list[Column]) -> None:
+        self.name = name
+        self.columns = columns
+        self.by_name: Mapping[str, Column] = {c.name: c for c in columns}
+
+    @property
+    def names(self) -> list[str]:
+        """Column names in order."""
+        return [c.name for c in self.columns]
+
+    @property
+    def arrow(self) -> pa.Schema:
+        """The Arrow schema used on disk."""
+        return pa.schema([pa.field(c.name, c.arrow) for c in self.columns])
+
+    def empty(self) -> pd.DataFrame:
+        """A frame with every column and no rows."""
+        return pd.DataFrame({c.name: pd.Series([], dtype=c.pandas) for c in self.columns})
+
+    def problems(self, frame: pd.DataFrame) -> list[str]:
+        """What is wrong with ``frame`` against this schema (empty list: conforms)."""
+        found = []
+        for column in self.columns:
+            if column.name not in frame.columns:
+                found.append(f"missing column {column.name!r}")
+            elif str(frame[column.name].dtype) != _dtype_name(column):
+                found.append(
+                    f"column {column.name!r} has dtype {frame[column.name].dtype}, "
+                    f"expected {column.pandas}"
+                )
+        return found
+
+    def describe(self) -> str:
+        """One line per column: name, dtype and meaning (used in docstrings and README)."""
+        return "\n".join(f"{c.name:<15} {c.pandas!s:<22} {c.doc}" for c in self.columns)
+
+
+OBSERVATIONS = Schema(
+    "observations",
+    [
+        _int("seq", "capture order, unique within a trace"),
+        _str("kind", "publish, receive, tap, handled, drop, disconnect, reconnect or error"),
+        _ts("ts", "when it was observed (for handled: when the handler finished)"),
+        _str("observer", "name of the NATS connection that observed it"),
+        _str("consumer", "consumer name (receive, handled, drop)"),
+        _str("queue", "queue group of the consumer, if any"),
+        _str("subject", "NATS subject"),
+        _str("reply", "reply subject, if any"),
+        _int("size", "payload size in bytes"),
+        _bytes("payload", "payload bytes as on the wire"),
+        _bytes("header_block", "raw NATS header block as on the wire"),
+        Column("headers", pa.map_(pa.string(), pa.string()), "object",
+               "headers other than the CloudEvents/traceparent ones (dict), or None"),
+        _str("event_id", "CloudEvents id (syn-… when the message had none)"),
+        _str("type", "CloudEvents type"),
+        _str("source", "CloudEvents source: the producing service"),
+        _str("correlation_id", "the flow the event belongs to"),
+        _str("causation_id", "id of the event that caused it; empty for a root"),
+        _str("trace_id", "W3C trace id from traceparent"),
+        _str("parent_id", "W3C parent span id from traceparent"),
+        _bool("sampled", "W3C sampled flag from traceparent"),
+        _ts("event_time", "CloudEvents time, as the producer stated it"),
+        _str("content_type", "media type of the payload"),
+        _str("mode", "binary, structured or bare (no CloudEvents attributes)"),
+        _bool("id_synthetic", "True when event_id was made up because none was sent"),
+        _int("malformed", "header lines that could not be parsed"),
+        _int("ref", "for handled rows: seq of the receive row"),
+        _ts("started_at", "for handled rows: when the handler started"),
+        _str("outcome", "for handled rows: ok, error or dropped"),
+        _str("error", "for handled/error rows: the exception text"),
+        _int("count", "for drop rows: how many messages were lost"),
+        _str("detail", "for drop/disconnect/reconnect/error rows: what happened"),
+    ],
+)
+
+EVENTS = Schema(
+    "events",
+    [
+        _str("event_id", "CloudEvents id (syn-… when the message had none)"),
+        _str("type", "CloudEvents type"),
+        _str("subject", "NATS subject it was published on"),
+        _str("source", "CloudEvents source: the producing service"),
+        _str("correlation_id", "the flow the event belongs to"),
+        _str("causation_id", "id of the event that caused it; empty for a root"),
+        _str("trace_id", "W3C trace id"),
+        _ts("published_at", "publish time (else the stated ce-time, else first seen)"),
+        _ts("first_seen_at", "earliest observation of the event by anyone"),
+        _str("producer", "connection that published it, when evtkit saw the publish"),
+        _int("size", "payload size in bytes"),
+        _str("content_type", "media type of the payload"),
+        _str("mode", "binary, structured or bare"),
+        _bool("id_synthetic", "True when event_id was made up"),
+        _int("deliveries", "receives by named consumers"),
+        _bytes("payload", "payload bytes"),
+        Column("headers", pa.map_(pa.string(), pa.string()), "object",
+               "headers other than the CloudEvents/traceparent ones (dict), or None"),
+    ],
+)
+
+DELIVERIES = Schema(
+    "deliveries",
+    [
+        _str("event_id", "the delivered event"),
+        _str("consumer", "consumer name"),
+        _str("queue", "queue group, if any"),
+        _str("observer", "connection that received it (tells queue-group members apart)"),
+        _str("subject", "subject it arrived on"),
+        _str("type", "event type"),
+        _str("correlation_id", "flow of the event"),
+        _ts("published_at", "when the event was published"),
+        _ts("received_at", "when the consumer's connection read it from the socket"),
+        _ts("started_at", "when the handler started"),
+        _ts("done_at", "when the handler finished"),
+        _float("queue_s", "published → handler start: time waiting (broker and client)"),
+        _float("processing_s", "handler start → finish: time working"),
+        _str("outcome", "ok, error, dropped (lost before the handler) or pending"),
+        _str("error", "exception text when the handler failed"),
+        _int("seq", "seq of the receive observation"),
+    ],
+)
+
+
+def _pandas_type(arrow_type: pa.DataType) -> object | None:
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return pd.StringDtype(na_value=float("nan"))
+    if pa.types.is_int64(arrow_type):
+        return pd.Int64Dtype()
+    if pa.types.is_boolean(arrow_type):
+        return pd.BooleanDtype()
+    return None
+
+
+def to_frame(table: pa.Table, schema: Schema) -> pd.DataFrame:
+    """Arrow table → pandas frame with the schema's dtypes (the one conversion path used by
+    capture and by trace files alike)."""
+    frame = table.select(schema.names).cast(schema.arrow).to_pandas(
+        types_mapper=_pandas_type, maps_as_pydicts="strict"
+    )
+    return frame
+
+
+def to_table(frame: pd.DataFrame, schema: Schema) -> pa.Table:
+    """pandas frame → Arrow table with the schema's on-disk types."""
+    return pa.Table.from_pandas(frame[schema.names], schema=schema.arrow, preserve_index=False)
+
+
+def conform(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Return ``frame`` with exactly the schema's columns, in order, cast to its dtypes
+    (missing columns are added empty)."""
+    out = {}
+    for column in schema.columns:
+        if column.name not in frame.columns:
+            out[column.name] = pd.Series([None] * len(frame), dtype=column.pandas,
+                                         index=frame.index)
+            continue
+        values = frame[column.name]
+        if str(values.dtype) != _dtype_name(column):
+            values = values.astype(column.pandas)
+        out[column.name] = values
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _dtype_name(column: Column) -> str:
+    return str(pd.Series([], dtype=column.pandas).dtype)

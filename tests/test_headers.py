@@ -1,0 +1,105 @@
+"""Header blocks: encoding checks, the one-message parser, and the bulk parser agreeing."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from evtkit import PublishError
+from evtkit._headers import (
+    CLOUDEVENTS,
+    KNOWN,
+    block_from_dict,
+    encode_extra,
+    header_name,
+    parse_block,
+    parse_blocks,
+)
+
+
+class TestParseBlock:
+    def test_splits_lines_and_keeps_first_value(self):
+        parsed = parse_block(b"NATS/1.0\r\nce-id: 1\r\nX: a\r\nce-id: 2\r\n\r\n")
+        assert parsed.headers == {"ce-id": "1", "X": "a"}
+        assert parsed.get("ce-id") == "1"
+        assert parsed.malformed == 0
+
+    def test_matches_known_names_ignoring_ascii_case(self):
+        assert parse_block(b"NATS/1.0\r\nCE-ID:  7 \r\n\r\n").get("ce-id") == "7"
+
+    def test_lines_without_colon_are_counted_not_raised(self):
+        parsed = parse_block(b"NATS/1.0\r\ngarbage\r\nok: 1\r\n\r\n")
+        assert parsed.headers == {"ok": "1"}
+        assert parsed.malformed == 1
+
+    def test_status_line_and_non_utf8_never_raise(self):
+        assert parse_block(b"NATS/1.0 503\r\n\r\n").headers == {}
+        assert parse_block(b"NATS/1.0\r\nk: \xff\xfe\r\n\r\n").headers == {"k": "\ufffd\ufffd"}
+        assert parse_block(None).headers == {}
+
+    def test_block_from_dict_round_trips(self):
+        headers = {"a": "1", "B-c": "x y"}
+        assert parse_block(block_from_dict(headers)).headers == headers
+        assert block_from_dict({}) is None
+
+
+class TestEncodeExtra:
+    def test_encodes_lines(self):
+        assert encode_extra({"X-Tenant": " acme "}) == "X-Tenant: acme\r\n"
+
+    @pytest.mark.parametrize("key", ["", "has space", "colon:", "tab\t", "naïve"])
+    def test_rejects_bad_names(self, key):
+        with pytest.raises(PublishError, match="not allowed"):
+            encode_extra({key: "v"})
+
+    @pytest.mark.parametrize("value", ["a\r\nInjected: 1", "a\nb", "a\rb"])
+    def test_rejects_line_breaks_in_values(self, value):
+        with pytest.raises(PublishError, match="line break"):
+            encode_extra({"k": value})
+
+    def test_rejects_non_string_values(self):
+        with pytest.raises(PublishError, match="must be str"):
+            encode_extra({"k": 1})  # type: ignore[dict-item]
+
+
+# Header lines built from pieces that stress the parser: known names in odd cases,
+# blanks, colons, stray CR/LF, non-UTF-8 bytes.
+_names = st.one_of(
+    st.sampled_from(KNOWN).map(lambda n: n.encode()),
+    st.sampled_from(KNOWN).map(lambda n: n.upper().encode()),
+    st.binary(max_size=12),
+    st.sampled_from([b"", b" ce-id", b"ce-id ", b"X-Other", b"ce\rid", b"\xff"]),
+)
+_values = st.one_of(
+    st.binary(max_size=40),
+    st.text(max_size=20).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.sampled_from([b"", b"  ", b" \t x \t ", b"\xc3", b"a:b", b"00-" + b"a" * 32]),
+)
+_lines = st.one_of(
+    st.tuples(_names, _values).map(lambda kv: kv[0] + b":" + kv[1]),
+    st.binary(max_size=20),
+)
+_blocks = st.one_of(
+    st.none(),
+    st.lists(_lines, max_size=8).map(lambda ls: b"NATS/1.0\r\n" + b"\r\n".join(ls) + b"\r\n\r\n"),
+    st.binary(max_size=80),
+)
+
+
+class TestBulkAgreesWithOneByOne:
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(_blocks, max_size=12), st.integers(1, 5))
+    def test_known_values_lines_and_malformed(self, blocks, chunk):
+        bulk = parse_blocks(blocks, chunk=chunk)
+        for i, block in enumerate(blocks):
+            one = parse_block(block)
+            for name in KNOWN:
+                assert bulk.known[name][i].as_py() == one.get(name), (name, block)
+            assert bulk.malformed[i] == one.malformed
+            has_other = any(header_name(k) not in CLOUDEVENTS for k in one.headers)
+            assert (bulk.extra[i] > 0) == has_other
+
+    def test_empty_input(self):
+        bulk = parse_blocks([])
+        assert all(len(a) == 0 for a in bulk.known.values())
