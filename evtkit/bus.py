@@ -1,0 +1,640 @@
+"""The bus: publish and subscribe over NATS while recording every event and delivery.
+
+::
+
+    import evtkit as ek
+
+    bus = await ek.connect()                 # NATS_URL, else an embedded nats-server
+    async def reserve(event):
+        await bus.publish("inventory.reserved", {"order": event.data["order"]})
+    await bus.subscribe("orders.placed", reserve, consumer="inventory")
+    await bus.publish("orders.placed", {"order": 1}, source="shop")
+    trace = bus.trace()                      # pandas frames inside
+
+Published events carry CloudEvents binary-mode headers, ``ce-correlationid`` /
+``ce-causationid`` and a W3C ``traceparent``. Inside a handler, whatever the handler
+publishes is caused by the event it is handling (a context variable carries it), so
+instrumenting a service is one ``subscribe`` call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from importlib.metadata import version
+from random import getrandbits
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import nats
+import orjson
+from nats.aio.client import Client
+from nats.errors import SlowConsumerError
+
+from . import _fastpath, env
+from ._headers import block_from_dict, check_value, encode_extra, parse_block
+from .errors import ConnectError, PayloadTooLargeError, PublishError
+from .event import BINARY, JSON, SPECVERSION, TEXT, Event, SyntheticIds, decode_message
+from .recorder import Recorder
+from .server import EmbeddedServer
+
+__all__ = ["Bus", "Subscription", "Tap", "connect", "current_event", "redact"]
+
+log = logging.getLogger("evtkit")
+
+Handler = Callable[[Event], Awaitable[Any] | Any]
+
+DEFAULT_PENDING_MSGS = 524_288
+"""Messages a subscription may hold before its handler takes them (nats-py's default)."""
+DEFAULT_PENDING_BYTES = 128 * 1024 * 1024
+"""Payload bytes a subscription may hold before its handler takes them (nats-py's)."""
+
+_CURRENT: contextvars.ContextVar[Event | None] = contextvars.ContextVar(
+    "evtkit_current_event", default=None
+)
+# evtkit manages these headers itself; callers set them through keyword arguments.
+_MANAGED = frozenset(
+    {"ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time", "ce-datacontenttype",
+     "ce-correlationid", "ce-causationid", "traceparent"}
+)
+_BAD_SUBJECT = re.compile(r"[\s]")
+_URL_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]*@", re.IGNORECASE)
+
+
+def current_event() -> Event | None:
+    """The event whose handler is running in this task, or None outside handlers."""
+    return _CURRENT.get()
+
+
+def redact(text: str) -> str:
+    """Remove credentials (``user:password@``, ``token@``) from every URL in ``text``."""
+    return _URL_IN_TEXT.sub(r"\1", text)
+
+
+def _public_url(url: str) -> str:
+    """A server URL without user, password or token, for display and traces."""
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _server_version(nc: Client) -> str | None:
+    """The server's version string, e.g. ``2.15.1`` (nats-py only exposes it as text)."""
+    match = re.search(r"v(\d[^\s>]*)", str(nc.connected_server_version))
+    return match.group(1) if match else None
+
+
+class _Clock:
+    """Formats ``ce-time`` cheaply: the seconds part is reused within a second."""
+
+    __slots__ = ("_second", "_prefix")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def rfc3339(self, ns: int) -> str:
+        second, rest = divmod(ns, 1_000_000_000)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{rest // 1000:06d}Z"
+
+
+def _encode(data: Any) -> tuple[bytes, str]:
+    """Payload bytes and their media type: dict/list → JSON, str → UTF-8, bytes as is."""
+    if isinstance(data, bytes):
+        return data, BINARY
+    if isinstance(data, str):
+        return data.encode("utf-8"), TEXT
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data), BINARY
+    if data is None:
+        return b"", BINARY
+    try:
+        return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), JSON
+    except TypeError as exc:
+        raise PublishError(
+            f"cannot encode {type(data).__name__} as a payload ({exc}); pass bytes, str, "
+            "or something JSON can represent"
+        ) from exc
+
+
+class Bus:
+    """A named NATS connection that records everything it publishes, receives and taps.
+
+    Create it with :func:`connect`. Use ``async with`` (or ``await`` and later
+    :meth:`close`). See the module docstring for an example.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        name: str = "evtkit",
+        source: str | None = None,
+        recorder: Recorder | None = None,
+        fast: bool = True,
+        connect_timeout: float = 5.0,
+        **nats_options: Any,
+    ) -> None:
+        self.name = name
+        self.source = check_value("source", source or name)
+        self.recorder = recorder or Recorder()
+        self.server: EmbeddedServer | None = None
+        self.nc: Client | None = None
+        self._url = url
+        self.url: str | None = None
+        self._fast = fast and _fastpath.available()
+        self._dispatcher: _fastpath.Dispatcher | None = None
+        self._connect_timeout = connect_timeout
+        self._options = nats_options
+        self._subs: dict[int, Subscription | Tap] = {}
+        self._clock = _Clock()
+        self._opened = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> Bus:
+        """Connect (starting the embedded server when there is no URL); return ``self``."""
+        if self._opened:
+            return self
+        url = self._url or os.environ.get(env.NATS_URL)
+        if not url:
+            self.server = await EmbeddedServer().start()
+            url = self.server.url
+        assert url is not None
+        servers = [u.strip() for u in url.split(",") if u.strip()]
+        self.url = ",".join(_public_url(u) for u in servers)
+        self.nc = Client()
+        options = dict(self._options)
+        user_cbs = {k: options.pop(k, None) for k in
+                    ("error_cb", "disconnected_cb", "reconnected_cb")}
+        try:
+            await asyncio.wait_for(
+                self.nc.connect(
+                    servers,
+                    name=self.name,
+                    error_cb=self._chain(self._on_error, user_cbs["error_cb"]),
+                    disconnected_cb=self._chain(self._on_disconnect, user_cbs["disconnected_cb"]),
+                    reconnected_cb=self._chain(self._on_reconnect, user_cbs["reconnected_cb"]),
+                    **options,
+                ),
+                self._connect_timeout,
+            )
+        except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
+            await self._abandon()
+            reason = self._last_error() or redact(str(exc)) or type(exc).__name__
+            raise ConnectError(
+                f"could not connect to NATS at {self.url} within {self._connect_timeout:g} s: "
+                f"{reason}",
+                url=self.url or "",
+            ) from None
+        except BaseException:
+            await self._abandon()
+            raise
+        if self._fast:
+            self._dispatcher = _fastpath.Dispatcher(self.nc)
+        self.recorder.metadata.update(self._metadata())
+        self._opened = True
+        return self
+
+    def __await__(self) -> Generator[Any, None, Bus]:
+        return self.open().__await__()
+
+    async def __aenter__(self) -> Bus:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Let handlers finish what they hold, drain the connection, stop an embedded server."""
+        for sub in list(self._subs.values()):
+            await sub.unsubscribe()
+        if self.nc is not None and not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except (nats.errors.Error, OSError, asyncio.TimeoutError):
+                await self.nc.close()
+        await self._abandon()
+
+    async def _abandon(self) -> None:
+        if self.nc is not None and not self.nc.is_closed:
+            await self.nc.close()
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+
+    async def flush(self, timeout: float = 10.0) -> None:
+        """Wait until the server has everything published so far."""
+        await self._client().flush(timeout)
+
+    def _client(self) -> Client:
+        if self.nc is None or not self._opened:
+            raise ConnectError("the bus is not connected: `await bus` or use `async with`")
+        return self.nc
+
+    def _metadata(self) -> dict[str, Any]:
+        nc = self._client() if self._opened else self.nc
+        assert nc is not None
+        return {
+            "server_url": self.url,
+            "server_version": _server_version(nc),
+            "client": self.name,
+            "nats_py_version": version("nats-py"),
+            "fast_path": self._fast,
+            "embedded_server": self.server is not None,
+        }
+
+    # -- publish ---------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        subject: str,
+        data: Any = b"",
+        *,
+        type: str | None = None,
+        source: str | None = None,
+        headers: dict[str, str] | None = None,
+        cause: Event | str | None = None,
+        content_type: str | None = None,
+        reply: str | None = None,
+    ) -> Event:
+        """Publish one event and record it.
+
+        Args:
+            subject: NATS subject.
+            data: dict/list → JSON, ``str`` → UTF-8 text, ``bytes`` → as is.
+            type: CloudEvents type; defaults to the subject.
+            source: CloudEvents source; defaults to the bus's ``source`` (its name).
+            headers: extra NATS headers (the ``ce-*`` and ``traceparent`` ones are evtkit's).
+            cause: the event that caused this one (an :class:`Event`, or an id). Inside a
+                handler it defaults to the event being handled. With only an id, the
+                correlation id starts at that id.
+            content_type: media type, overriding the one implied by ``data``.
+            reply: reply subject.
+
+        Returns:
+            The published :class:`Event` (pass it as ``cause=`` to chain events).
+
+        Raises:
+            PublishError: bad subject, header or data type.
+            PayloadTooLargeError: larger than the server's ``max_payload``.
+        """
+        nc = self._client()
+        if not subject or _BAD_SUBJECT.search(subject):
+            raise PublishError(f"subject {subject!r} is empty or contains whitespace")
+        payload, implied = _encode(data)
+        content_type = check_value("content_type", content_type or implied)
+        event_type = check_value("type", type or subject)
+        source = self.source if source is None else check_value("source", source)
+        if cause is None:
+            cause = _CURRENT.get()
+        event_id = f"{getrandbits(64):016x}"
+        causation_id: str | None
+        if cause is None:
+            trace_id = correlation_id = f"{getrandbits(128):032x}"
+            causation_id = None
+        elif isinstance(cause, Event):
+            correlation_id = cause.correlation_id or cause.id
+            trace_id = cause.trace_id or f"{getrandbits(128):032x}"
+            causation_id = cause.id
+        else:
+            correlation_id = causation_id = check_value("cause", str(cause))
+            trace_id = f"{getrandbits(128):032x}"
+        causation = f"ce-causationid: {causation_id}\r\n" if causation_id else ""
+        extra = ""
+        if headers:
+            if _MANAGED.intersection(k.lower() for k in headers):
+                raise PublishError(
+                    f"headers {sorted(_MANAGED.intersection(k.lower() for k in headers))} are "
+                    "set by evtkit; use type=, source=, cause= or content_type= instead"
+                )
+            extra = encode_extra(headers)
+        ts = time.time_ns()
+        block = (
+            f"NATS/1.0\r\nce-specversion: {SPECVERSION}\r\nce-id: {event_id}\r\n"
+            f"ce-source: {source}\r\nce-type: {event_type}\r\n"
+            f"ce-time: {self._clock.rfc3339(ts)}\r\nce-datacontenttype: {content_type}\r\n"
+            f"ce-correlationid: {correlation_id}\r\n{causation}"
+            f"traceparent: 00-{trace_id}-{event_id}-01\r\n{extra}\r\n"
+        ).encode()
+        if len(block) + len(payload) > nc.max_payload:
+            raise PayloadTooLargeError(subject, len(block) + len(payload), nc.max_payload)
+        subject_b = subject.encode()
+        reply_b = reply.encode() if reply else b""
+        if not (self._fast and await _fastpath.publish(nc, subject_b, reply_b, block, payload)):
+            await nc.publish(subject, payload, reply=reply or "",
+                             headers=parse_block(block).headers)
+        self.recorder.rows.append(
+            ("publish", ts, self.name, None, None, subject_b, reply_b or None, payload, block,
+             None)
+        )
+        return Event(
+            id=event_id,
+            subject=subject,
+            type=event_type,
+            source=source,
+            time=None,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            trace_id=trace_id,
+            parent_id=event_id,
+            sampled=True,
+            content_type=content_type,
+            raw=payload,
+            block=block,
+            reply=reply,
+            mode="binary",
+        )
+
+    # -- subscribe and tap -----------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        subject: str,
+        handler: Handler,
+        *,
+        consumer: str,
+        queue: str | None = None,
+        pending_msgs: int = DEFAULT_PENDING_MSGS,
+        pending_bytes: int = DEFAULT_PENDING_BYTES,
+    ) -> Subscription:
+        """Run ``handler(event)`` for each message on ``subject``, recording each delivery.
+
+        The recorder notes when the message was read from the socket, when the handler
+        started and finished, and whether it raised. A failing handler is recorded and the
+        subscription carries on. Messages beyond the pending limits are dropped, counted,
+        and recorded as deliveries with outcome ``dropped``.
+
+        Args:
+            subject: subject or wildcard.
+            handler: ``async def handler(event)`` (a plain function works too).
+            consumer: the consumer's name (the service), used in every delivery row.
+            queue: queue group; members share the messages.
+            pending_msgs: most messages held for the handler before dropping.
+            pending_bytes: most payload bytes held for the handler before dropping.
+        """
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
+        if not consumer:
+            raise ValueError("consumer= must name the consuming service")
+        sub = Subscription(self, subject, handler, consumer, queue, pending_msgs, pending_bytes)
+        await self._attach(sub, subject, queue)
+        return sub
+
+    async def tap(self, *subjects: str, name: str | None = None) -> Tap:
+        """Passively record every message on ``subjects`` (default ``>``: everything).
+
+        Works for publishers that do not use evtkit: CloudEvents binary and structured mode
+        and ``traceparent`` are understood, and bare messages get synthetic ids.
+
+        Args:
+            subjects: subjects or wildcards to capture.
+            name: observer name in the trace (default: the bus name).
+        """
+        tap = Tap(self, subjects or (">",), name or self.name)
+        for subject in tap.subjects:
+            await self._attach(tap, subject, None)
+        return tap
+
+    async def _attach(self, owner: Subscription | Tap, subject: str, queue: str | None) -> None:
+        nc = self._client()
+        if self._dispatcher is not None:
+            nsub = await nc.subscribe(subject, queue=queue or "", cb=_never)
+            self._dispatcher.route(nsub._id, owner.sink)
+        else:
+            async def callback(msg: Any) -> None:
+                owner.sink(msg.subject.encode(), msg.reply.encode(), msg.data,
+                           block_from_dict(msg.headers))
+            nsub = await nc.subscribe(
+                subject, queue=queue or "", cb=callback,
+                pending_msgs_limit=DEFAULT_PENDING_MSGS, pending_bytes_limit=-1,
+            )
+        owner._nats_subs.append(nsub)
+        self._subs[nsub._id] = owner
+        await nc.flush()
+
+    async def _detach(self, owner: Subscription | Tap) -> None:
+        for nsub in owner._nats_subs:
+            self._subs.pop(nsub._id, None)
+            if self._dispatcher is not None:
+                self._dispatcher.unroute(nsub._id)
+            if self.nc is not None and not self.nc.is_closed:
+                try:
+                    await nsub.unsubscribe()
+                except nats.errors.Error:
+                    pass
+        owner._nats_subs.clear()
+
+    def trace(self) -> Any:
+        """A :class:`~evtkit.trace.Trace` of everything recorded so far."""
+        return self.recorder.trace()
+
+    # -- connection events -----------------------------------------------------------------
+
+    @staticmethod
+    def _chain(ours: Callable[..., Awaitable[None]], theirs: Any) -> Callable[..., Any]:
+        if theirs is None:
+            return ours
+
+        async def both(*args: Any) -> None:
+            await ours(*args)
+            await theirs(*args)
+
+        return both
+
+    async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, SlowConsumerError):
+            owner = self._subs.get(exc.sid)
+            consumer = owner.consumer if isinstance(owner, Subscription) else None
+            self.recorder.add("drop", self.name, consumer=consumer, subject=exc.subject.encode(),
+                              extra=(1, "slow consumer: nats-py pending limit reached"))
+            return
+        text = redact(f"{type(exc).__name__}: {exc}")
+        self.recorder.add("error", self.name, extra=text)
+        log.debug("nats error on %s: %s", self.name, text)
+
+    def _last_error(self) -> str | None:
+        for row in reversed(self.recorder.rows):
+            if row[0] == "error" and row[2] == self.name:
+                return row[9]
+        return None
+
+    async def _on_disconnect(self) -> None:
+        self.recorder.add("disconnect", self.name, extra="disconnected from the server")
+
+    async def _on_reconnect(self) -> None:
+        url = self.nc.connected_url if self.nc is not None else None
+        where = _public_url(url.geturl()) if url is not None else "?"
+        self.recorder.add("reconnect", self.name, extra=f"reconnected to {where}")
+
+    def __repr__(self) -> str:
+        state = self.url if self._opened else "not connected"
+        return f"<Bus {self.name!r} {state}, {len(self.recorder.rows)} rows>"
+
+
+async def _never(msg: Any) -> None:  # pragma: no cover - the dispatcher takes these messages
+    """Placeholder callback for subscriptions whose messages the dispatcher routes."""
+
+
+class Tap:
+    """A passive capture of subjects; see :meth:`Bus.tap`."""
+
+    def __init__(self, bus: Bus, subjects: Iterable[str], name: str) -> None:
+        self.bus = bus
+        self.subjects = tuple(subjects)
+        self.name = name
+        self.consumer = None
+        self._nats_subs: list[Any] = []
+        append = bus.recorder.rows.append
+        ids = SyntheticIds()
+        clock = time.time_ns
+
+        def sink(subject: bytes, reply: bytes, data: bytes, block: bytes | None) -> None:
+            syn = ids(subject, block, data) if block is None or b"ce-id:" not in block else None
+            append(("tap", clock(), name, None, None, subject, reply or None, data, block, syn))
+
+        self.sink = sink
+
+    async def unsubscribe(self) -> None:
+        """Stop capturing."""
+        await self.bus._detach(self)
+
+    def __repr__(self) -> str:
+        return f"<Tap {self.name!r} on {', '.join(self.subjects)}>"
+
+
+class Subscription:
+    """A consumer's subscription; see :meth:`Bus.subscribe`.
+
+    Attributes:
+        delivered: messages handed to the handler so far.
+        dropped: messages lost because the handler fell behind the pending limits.
+        failed: handler calls that raised.
+    """
+
+    def __init__(self, bus: Bus, subject: str, handler: Handler, consumer: str,
+                 queue: str | None, pending_msgs: int, pending_bytes: int) -> None:
+        self.bus = bus
+        self.subject = subject
+        self.handler = handler
+        self.consumer = consumer
+        self.queue = queue
+        self.delivered = 0
+        self.dropped = 0
+        self.failed = 0
+        self._nats_subs: list[Any] = []
+        self._queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self._pending_bytes = 0
+        recorder = bus.recorder
+        append = recorder.rows.append
+        ids = SyntheticIds()
+        clock = time.time_ns
+        observer = bus.name
+        put = self._queue.put_nowait
+        qsize = self._queue.qsize
+
+        def sink(subject: bytes, reply: bytes, data: bytes, block: bytes | None) -> None:
+            seq = recorder.next_seq()
+            syn = ids(subject, block, data) if block is None or b"ce-id:" not in block else None
+            append(("receive", clock(), observer, consumer, queue, subject, reply or None, data,
+                    block, syn))
+            if qsize() >= pending_msgs or self._pending_bytes + len(data) > pending_bytes:
+                self.dropped += 1
+                recorder.drops += 1
+                append(("handled", clock(), observer, consumer, queue, None, None, None, None,
+                        (seq, None, "dropped", "pending limit reached: handler fell behind")))
+                return
+            self._pending_bytes += len(data)
+            put((seq, subject, reply, data, block, syn))
+
+        self.sink = sink
+        self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def _work(self) -> None:
+        append = self.bus.recorder.rows.append
+        observer, consumer, queue = self.bus.name, self.consumer, self.queue
+        clock = time.time_ns
+        handler = self.handler
+        while True:
+            seq, subject, reply, data, block, syn = await self._queue.get()
+            self._pending_bytes -= len(data)
+            event = decode_message(subject.decode("utf-8", "replace"), data, block,
+                                   reply=reply.decode("utf-8", "replace") if reply else None,
+                                   synthetic=syn)
+            token = _CURRENT.set(event)
+            started = clock()
+            outcome, error = "ok", None
+            try:
+                result = handler(event)
+                if inspect.isawaitable(result):
+                    await result
+            except asyncio.CancelledError:
+                outcome, error = "error", "cancelled: the subscription was closed"
+                raise
+            except Exception as exc:  # noqa: BLE001 - a failing handler must not stop us
+                outcome, error = "error", f"{type(exc).__name__}: {exc}"
+                self.failed += 1
+                log.debug("handler of %s failed on %s", consumer, event.id, exc_info=True)
+            finally:
+                _CURRENT.reset(token)
+                self.delivered += 1
+                append(("handled", clock(), observer, consumer, queue, None, None, None, None,
+                        (seq, started, outcome, redact(error) if error else None)))
+                self._queue.task_done()
+
+    @property
+    def pending(self) -> int:
+        """Messages received and waiting for the handler."""
+        return self._queue.qsize()
+
+    async def idle(self) -> None:
+        """Wait until every message received so far has been handled."""
+        await self._queue.join()
+
+    async def unsubscribe(self) -> None:
+        """Stop receiving, let the handler finish what is already queued, then stop."""
+        await self.bus._detach(self)
+        await self._queue.join()
+        self._worker.cancel()
+        try:
+            await self._worker
+        except asyncio.CancelledError:
+            pass
+
+    def __repr__(self) -> str:
+        group = f" queue={self.queue!r}" if self.queue else ""
+        return f"<Subscription {self.consumer!r} on {self.subject!r}{group}>"
+
+
+def connect(url: str | None = None, *, name: str = "evtkit", **options: Any) -> Bus:
+    """Make a :class:`Bus`; ``await`` it or use it with ``async with``.
+
+    URL resolution: the ``url`` argument, else ``$NATS_URL``, else an embedded
+    ``nats-server`` started on a free loopback port (stopped when the bus closes).
+
+    Args:
+        url: server URL(s), comma-separated; may carry credentials, which are never
+            recorded (``bus.url`` and traces show the URL without them).
+        name: connection name (shown by the server, and the observer in traces); also the
+            default CloudEvents source.
+        **options: ``source=``, ``fast=``, ``connect_timeout=``, ``recorder=``, and any
+            ``nats.connect`` option (``user``, ``password``, ``token``, ``nkeys_seed``,
+            ``user_credentials``, ``tls``, ...), passed through unchanged.
+
+    Raises:
+        ConnectError: the server could not be reached within ``connect_timeout``.
+        ServerError: no URL and the embedded server could not start.
+    """
+    return Bus(url, name=name, **options)

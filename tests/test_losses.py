@@ -1,0 +1,113 @@
+"""Nothing lost silently: drops and connection gaps are rows in the trace."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import evtkit as ek
+
+
+class TestDrops:
+    async def test_a_handler_that_falls_behind_produces_counted_drops(self, bus):
+        async def slow(event):
+            await asyncio.sleep(0.01)
+
+        sub = await bus.subscribe("slow", slow, consumer="sloth", pending_msgs=5)
+        for i in range(100):
+            await bus.publish("slow", {"i": i})
+        await bus.flush()
+        await asyncio.sleep(0.05)
+        await sub.idle()
+        trace = bus.trace()
+        deliveries = trace.deliveries
+        dropped = deliveries[deliveries["outcome"] == "dropped"]
+        assert len(deliveries) == 100  # every message is a row, dropped or not
+        assert trace.drops == len(dropped) == sub.dropped > 0
+        assert sub.delivered + sub.dropped == 100
+        assert dropped["error"].str.contains("pending limit").all()
+        assert dropped["started_at"].isna().all() and dropped["done_at"].isna().all()
+        assert trace.summary()["drops"] == trace.drops
+        assert f"drops        {trace.drops:,}" in trace.describe()
+
+    async def test_byte_limit_drops_too(self, bus):
+        gate = asyncio.Event()
+
+        async def blocked(event):
+            await gate.wait()
+
+        sub = await bus.subscribe("bytes", blocked, consumer="c", pending_bytes=3000)
+        for _ in range(10):
+            await bus.publish("bytes", b"x" * 1000)
+        await bus.flush()
+        await asyncio.sleep(0.05)
+        gate.set()
+        await sub.idle()
+        assert sub.dropped >= 6 and bus.trace().drops == sub.dropped
+
+    async def test_nats_py_slow_consumer_errors_become_drop_rows(self, bus):
+        """A raw nats-py subscription on the bus's connection overflows its own queue."""
+        release = asyncio.Event()
+
+        async def stuck(msg):
+            await release.wait()
+
+        raw = await bus.nc.subscribe("raw.slow", cb=stuck, pending_msgs_limit=3)
+        for i in range(30):
+            await bus.publish("raw.slow", {"i": i})
+        await bus.flush()
+        await asyncio.sleep(0.1)
+        release.set()
+        await raw.unsubscribe()
+        trace = bus.trace()
+        drops = trace.observations[trace.observations["kind"] == "drop"]
+        assert len(drops) > 0 and (drops["subject"] == "raw.slow").all()
+        assert trace.drops == int(drops["count"].sum())
+
+
+class TestGaps:
+    async def test_disconnect_and_reconnect_are_recorded_as_a_gap(self, tmp_path):
+        first = await ek.EmbeddedServer().start()
+        port = first.port
+        async with ek.connect(first.url, name="flaky", reconnect_time_wait=0.1,
+                              max_reconnect_attempts=100) as bus:
+            await bus.publish("before", {})
+            await first.stop()
+            await asyncio.sleep(0.3)
+            second = await ek.EmbeddedServer(port=port).start()
+            try:
+                for _ in range(100):
+                    if bus.nc.is_connected:
+                        break
+                    await asyncio.sleep(0.05)
+                assert bus.nc.is_connected
+                await bus.publish("after", {})
+                await bus.flush()
+                trace = bus.trace()
+            finally:
+                await second.stop()
+        gaps = trace.gaps
+        assert len(gaps) == 1
+        assert gaps.iloc[0]["observer"] == "flaky" and gaps.iloc[0]["gap_s"] >= 0.3
+        assert trace.summary()["gaps"] == 1
+        assert set(trace.events["subject"]) == {"before", "after"}
+
+
+@pytest.mark.parametrize("fast", [True, False])
+async def test_drops_counted_on_both_paths(url, fast):
+    async with ek.connect(url, name="p", fast=fast) as bus:
+        assert bus._fast is fast
+
+        async def slow(event):
+            await asyncio.sleep(0.005)
+
+        sub = await bus.subscribe("both.slow", slow, consumer="c", pending_msgs=2)
+        for i in range(40):
+            await bus.publish("both.slow", {"i": i})
+        await bus.flush()
+        await asyncio.sleep(0.05)
+        await sub.idle()
+        trace = bus.trace()
+        assert trace.drops == sub.dropped > 0
+        assert len(trace.deliveries) == 40
