@@ -1,0 +1,65 @@
+"""evtkit: capture, analyse and share the behaviour of event-driven systems on NATS.
+
+::
+
+    import evtkit as ek
+    bus = await ek.connect()                  # embedded nats-server when no URL / NATS_URL
+    await bus.publish("orders.placed", {"order": 1}, source="shop")
+    trace = bus.trace()                       # pandas frames inside
+    trace.save("run.parquet"); ek.load("run.parquet")
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as _metadata
+
+from .bus import Bus, Subscription, Tap, connect, current_event
+from .errors import (
+    ConnectError,
+    EvtkitError,
+    PayloadTooLargeError,
+    PublishError,
+    ServerError,
+    ServerNotFoundError,
+    ServerStartError,
+    ServerTimeoutError,
+    TraceFormatError,
+)
+from .event import Event, decode_message, parse_traceparent
+from .recorder import Recorder
+from .recording import record
+from .server import EmbeddedServer, find_nats_server
+from .store import load
+from .trace import Trace
+
+try:
+    __version__ = _metadata.version("evtkit")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "Bus",
+    "ConnectError",
+    "EmbeddedServer",
+    "Event",
+    "EvtkitError",
+    "PayloadTooLargeError",
+    "PublishError",
+    "Recorder",
+    "ServerError",
+    "ServerNotFoundError",
+    "ServerStartError",
+    "ServerTimeoutError",
+    "Subscription",
+    "Tap",
+    "Trace",
+    "TraceFormatError",
+    "__version__",
+    "connect",
+    "current_event",
+    "decode_message",
+    "find_nats_server",
+    "load",
+    "parse_traceparent",
+    "record",
+]

@@ -1,0 +1,167 @@
+"""The ``evtkit`` command line.
+
+::
+
+    evtkit server                                   # embedded nats-server in the foreground
+    evtkit record --subject 'orders.>' --duration 10 --out run.parquet
+    evtkit info run.parquet
+
+Expected failures (bad arguments, unreachable server, unreadable file) print one line
+``evtkit: error: ...`` and exit non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from .bus import redact
+from .errors import EvtkitError
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, not {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = _Parser(prog="evtkit", description="Capture and analyse NATS event traffic.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    server = sub.add_parser("server", help="run an embedded nats-server in the foreground")
+    server.add_argument("--port", type=int, default=0, help="client port (default: a free one)")
+    server.add_argument("--no-jetstream", action="store_true", help="disable JetStream")
+
+    rec = sub.add_parser("record", help="capture traffic into a trace file")
+    rec.add_argument("--server", metavar="URL", help="NATS URL (default: $NATS_URL, else an "
+                     "embedded server whose URL is printed)")
+    rec.add_argument("--subject", action="append", metavar="S",
+                     help="subject or wildcard to capture; repeatable (default: '>')")
+    limit = rec.add_mutually_exclusive_group(required=True)
+    limit.add_argument("--duration", type=_positive(float), metavar="SECONDS",
+                       help="stop after this many seconds")
+    limit.add_argument("--count", type=_positive(int), metavar="N",
+                       help="stop after N messages")
+    rec.add_argument("--out", required=True, metavar="PATH",
+                     help="trace to write: .parquet (a directory of parts) or .jsonl")
+    rec.add_argument("--flush", type=_positive(float), default=1.0, metavar="SECONDS",
+                     help="write to disk at least this often (default 1, at most 60)")
+    rec.add_argument("--name", default="evtkit-record", help="connection name")
+    rec.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    info = sub.add_parser("info", help="print a trace file's summary")
+    info.add_argument("path", help="trace file (.parquet file or directory, .jsonl)")
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("evtkit")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "server":
+            return asyncio.run(_server(args))
+        if args.command == "record":
+            return asyncio.run(_record(args))
+        if args.command == "info":
+            return _info(args)
+    except (EvtkitError, OSError, ValueError) as exc:
+        print(f"evtkit: error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK
+    raise AssertionError(args.command)  # pragma: no cover - argparse requires a command
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _server(args: argparse.Namespace) -> int:
+    from .server import EmbeddedServer
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    async with EmbeddedServer(port=args.port, jetstream=not args.no_jetstream) as server:
+        print(server.url, flush=True)
+        print(f"nats-server pid {server.pid}; Ctrl-C to stop", file=sys.stderr, flush=True)
+        await stop.wait()
+    return EXIT_OK
+
+
+async def _record(args: argparse.Namespace) -> int:
+    from .recording import record
+    from .store import load, trace_format
+
+    trace_format(args.out)  # a bad suffix fails before connecting
+    if args.flush > 60:
+        raise ValueError(f"--flush must be at most 60 seconds, not {args.flush:g}")
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+
+    def ready(bus: Any) -> None:
+        where = "embedded server " if bus.server is not None else ""
+        print(f"evtkit: recording from {where}{bus.url} into {args.out}", file=sys.stderr,
+              flush=True)
+
+    await record(
+        args.out,
+        url=args.server,
+        subjects=args.subject or [">"],
+        duration=args.duration,
+        count=args.count,
+        flush_interval=args.flush,
+        name=args.name,
+        progress=not args.quiet,
+        stop=stop,
+        on_ready=ready,
+    )
+    print(load(args.out).describe())
+    return EXIT_OK
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .store import load
+
+    print(load(args.path).describe())
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

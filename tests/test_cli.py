@@ -1,0 +1,139 @@
+"""The evtkit command line: record, info, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import evtkit as ek
+
+EVTKIT = [sys.executable, "-m", "evtkit"]
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*EVTKIT, *args], capture_output=True, text=True, timeout=timeout)
+
+
+async def start_recorder(*args: str) -> asyncio.subprocess.Process:
+    """Start `evtkit record` and wait until its tap is subscribed."""
+    proc = await asyncio.create_subprocess_exec(
+        *EVTKIT, "record", "--quiet", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    line = await asyncio.wait_for(proc.stderr.readline(), 30)
+    assert b"recording from" in line, line
+    return proc
+
+
+class TestRecord:
+    async def test_sigint_flushes_everything_and_exits_zero(self, bus, tmp_path):
+        out = tmp_path / "run.parquet"
+        proc = await start_recorder("--server", bus.url, "--subject", "rec.>",
+                                    "--duration", "60", "--out", str(out))
+        for i in range(300):
+            await bus.publish("rec.x", {"i": i})
+        await bus.publish("other", {})  # not recorded
+        await bus.flush()
+        await asyncio.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, stderr
+        assert b"events       300" in stdout  # the one-screen summary
+        trace = ek.load(out)
+        assert len(trace.events) == 300 and set(trace.events["subject"]) == {"rec.x"}
+        assert trace.metadata["complete"] is True
+
+    async def test_count_limit_stops_by_itself(self, bus, tmp_path):
+        out = tmp_path / "run.jsonl"
+        proc = await start_recorder("--server", bus.url, "--subject", "cnt.>",
+                                    "--count", "40", "--out", str(out))
+        for i in range(100):
+            await bus.publish("cnt.x", {"i": i})
+        await bus.flush()
+        await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0
+        assert len(ek.load(out).events) >= 40
+
+    @pytest.mark.parametrize("name", ["killed.parquet", "killed.jsonl"])
+    async def test_sigkill_mid_run_leaves_a_loadable_trace_missing_at_most_a_second(
+        self, bus, tmp_path, name
+    ):
+        out = tmp_path / name
+        proc = await start_recorder("--server", bus.url, "--subject", "kill.>",
+                                    "--duration", "60", "--flush", "0.5", "--out", str(out))
+        sent: list[tuple[float, str]] = []
+        started = time.monotonic()
+        while time.monotonic() - started < 3.0:
+            event = await bus.publish("kill.x", {"n": len(sent)})
+            sent.append((time.monotonic(), event.id))
+            await asyncio.sleep(0.002)
+        await bus.flush()
+        killed_at = time.monotonic()
+        proc.kill()
+        await proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        trace = ek.load(out)
+        captured = set(trace.events["event_id"])
+        assert captured and captured <= {i for _, i in sent}
+        # --flush 0.5: everything older than a second before the kill must be on disk.
+        old = {i for t, i in sent if t < killed_at - 1.0}
+        assert old <= captured, f"lost {len(old - captured)} of {len(old)} older events"
+        assert trace.metadata["complete"] is False
+
+    def test_unreachable_server_is_one_line(self, tmp_path):
+        result = run("record", "--server", "nats://127.0.0.1:1", "--duration", "1",
+                     "--out", str(tmp_path / "x.parquet"), "--quiet")
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines()[-1].startswith("evtkit: error: could not")
+        assert "Traceback" not in result.stderr
+
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (["--out", "x.parquet"], "one of the arguments --duration --count is required"),
+            (["--duration", "1", "--count", "2", "--out", "x.parquet"], "not allowed with"),
+            (["--duration", "-1", "--out", "x.parquet"], "must be greater than 0"),
+            (["--count", "abc", "--out", "x.parquet"], "is not a number"),
+            (["--duration", "1"], "--out"),
+        ],
+    )
+    def test_bad_arguments(self, args, message):
+        result = run("record", *args)
+        assert result.returncode == 2
+        assert message in result.stderr and "Traceback" not in result.stderr
+
+    def test_bad_output_suffix_fails_before_connecting(self, tmp_path):
+        result = run("record", "--server", "nats://127.0.0.1:1", "--duration", "1",
+                     "--out", str(tmp_path / "x.txt"))
+        assert result.returncode == 1 and "unknown trace format" in result.stderr
+
+
+class TestInfo:
+    def test_prints_the_summary(self, tmp_path):
+        from tests.test_store import sample_trace
+
+        path = tmp_path / "t.parquet"
+        sample_trace().save(path)
+        result = run("info", str(path))
+        assert result.returncode == 0
+        assert "events       3 on 3 subjects" in result.stdout
+        assert "drops        2" in result.stdout
+
+    @pytest.mark.parametrize("content", [b"", b"garbage", b"PAR1 truncated"])
+    def test_bad_file_is_one_line(self, tmp_path, content):
+        path = tmp_path / "bad.parquet"
+        path.write_bytes(content)
+        result = run("info", str(path))
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"evtkit: error: {path}")
+
+    def test_no_command(self):
+        result = run()
+        assert result.returncode == 2 and "required" in result.stderr

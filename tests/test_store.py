@@ -1,0 +1,244 @@
+"""Trace files: round trips keep every column and dtype; bad files give TraceFormatError."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import evtkit as ek
+from evtkit.observation import build_observations
+from evtkit.schema import DELIVERIES, EVENTS, OBSERVATIONS
+from evtkit.store import META_KEY, SegmentWriter, load
+
+FORMATS = ["t.parquet", "t.jsonl", "t.jsonl.gz"]
+
+
+def sample_trace() -> ek.Trace:
+    """Every kind of row, awkward bytes included, built without a server."""
+    t = time.time_ns()
+    block = (b"NATS/1.0\r\nce-specversion: 1.0\r\nce-id: e1\r\nce-source: s\r\nce-type: t\r\n"
+             b"ce-time: 2026-11-26T10:00:00.123456789Z\r\nce-correlationid: c\r\n"
+             b"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+             b"X-Extra: \xc3\xa9\r\n\r\n")
+    rows = [
+        ("publish", t, "shop", None, None, b"orders.placed", b"_INBOX.1", b'{"a":1}', block, None),
+        ("tap", t + 1, "tap", None, None, b"raw", None, b"\x00\xff\xfe", None, "syn-ab-0"),
+        ("tap", t + 2, "tap", None, None, b"empty", None, b"", None, "syn-cd-0"),
+        ("receive", t + 3, "shop", "inv", "g", b"orders.placed", None, b'{"a":1}', block, None),
+        ("handled", t + 9, "shop", "inv", "g", None, None, None, None, (3, t + 4, "error", "E: x")),
+        ("drop", t + 10, "shop", "inv", None, b"orders.placed", None, None, None, (2, "slow")),
+        ("disconnect", t + 11, "shop", None, None, None, None, None, None, "down"),
+        ("reconnect", t + 12, "shop", None, None, None, None, None, None, "up"),
+        ("error", t + 13, "shop", None, None, None, None, None, None, "OSError: x"),
+    ]
+    return ek.Trace(build_observations(rows), {"server_url": "nats://h:1", "note": "x"})
+
+
+class TestRoundTrip:
+    @pytest.mark.parametrize("name", FORMATS)
+    def test_every_column_and_dtype_survives(self, tmp_path, name):
+        trace = sample_trace()
+        path = tmp_path / name
+        assert trace.save(path) == str(path)
+        loaded = load(path)
+        pd.testing.assert_frame_equal(loaded.observations, trace.observations)
+        pd.testing.assert_frame_equal(loaded.events, trace.events)
+        pd.testing.assert_frame_equal(loaded.deliveries, trace.deliveries)
+        assert loaded.metadata["note"] == "x" and loaded.metadata["complete"] is True
+        assert loaded.drops == trace.drops == 2 and len(loaded.gaps) == 1
+
+    def test_schemas_are_what_the_frames_have(self):
+        trace = sample_trace()
+        for frame, schema in ((trace.observations, OBSERVATIONS), (trace.events, EVENTS),
+                              (trace.deliveries, DELIVERIES)):
+            assert schema.problems(frame) == []
+            assert list(frame.columns) == schema.names
+
+    def test_parquet_is_plain_parquet_with_metadata(self, tmp_path):
+        path = tmp_path / "t.parquet"
+        sample_trace().save(path)
+        table = pq.read_table(path)
+        meta = json.loads(table.schema.metadata[META_KEY])
+        assert meta["schema_version"] == 1
+        assert table.schema.field("headers").type == pa.map_(pa.string(), pa.string())
+        assert table.schema.field("ts").type == pa.timestamp("ns", tz="UTC")
+        assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
+
+    def test_jsonl_is_readable_text(self, tmp_path):
+        path = tmp_path / "t.jsonl"
+        sample_trace().save(path)
+        lines = path.read_text().splitlines()
+        assert "evtkit_trace" in lines[0] and "evtkit_end" in lines[-1]
+        raw_row = json.loads(lines[2])
+        assert raw_row["payload_b64"] == "AP/+" and "payload" not in raw_row
+        assert json.loads(lines[1])["payload"] == '{"a":1}'
+
+    def test_empty_trace(self, tmp_path):
+        for name in FORMATS:
+            ek.Trace(OBSERVATIONS.empty()).save(tmp_path / name)
+            loaded = load(tmp_path / name)
+            assert len(loaded.observations) == 0 and len(loaded.events) == 0
+
+
+class TestSegments:
+    @pytest.mark.parametrize("name", ["s.parquet", "s.jsonl"])
+    def test_parts_add_up_and_are_readable_before_close(self, tmp_path, name):
+        trace = sample_trace()
+        rows_a = [("tap", 1, "o", None, None, b"a", None, b"1", None, "syn-1")]
+        rows_b = [("tap", 2, "o", None, None, b"b", None, b"2", None, "syn-2")]
+        writer = SegmentWriter(tmp_path / name, {"server_url": "x"})
+        writer.write(0, rows_a)
+        writer.write(1, rows_b)
+        partial = load(tmp_path / name)  # as a killed recorder leaves it
+        assert partial.events["subject"].tolist() == ["a", "b"]
+        assert partial.metadata["complete"] is False
+        writer.close({"drops": 0})
+        final = load(tmp_path / name)
+        assert final.metadata["complete"] is True and len(final.events) == 2
+        assert trace is not None
+
+    def test_parquet_parts_from_another_trace_are_rejected(self, tmp_path):
+        path = tmp_path / "s.parquet"
+        writer = SegmentWriter(path, {})
+        writer.write(0, [("tap", 1, "o", None, None, b"a", None, b"1", None, "syn-1")])
+        sample_trace().save(path / "part-000005.parquet")
+        sample_trace().save(path / "part-000006.parquet")
+        with pytest.raises(ek.TraceFormatError, match="duplicate seq"):
+            load(path)
+
+
+class TestBadFiles:
+    def test_missing(self, tmp_path):
+        with pytest.raises(ek.TraceFormatError, match="no such file") as caught:
+            load(tmp_path / "nope.parquet")
+        assert caught.value.path.endswith("nope.parquet")
+
+    @pytest.mark.parametrize("name", ["e.parquet", "e.jsonl"])
+    def test_empty(self, tmp_path, name):
+        (tmp_path / name).write_bytes(b"")
+        with pytest.raises(ek.TraceFormatError, match="empty"):
+            load(tmp_path / name)
+
+    def test_truncated_parquet(self, tmp_path):
+        path = tmp_path / "t.parquet"
+        sample_trace().save(path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        with pytest.raises(ek.TraceFormatError, match="corrupt or truncated") as caught:
+            load(path)
+        assert str(path) in str(caught.value)
+
+    def test_truncated_jsonl(self, tmp_path):
+        path = tmp_path / "t.jsonl"
+        sample_trace().save(path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) - 40])
+        with pytest.raises(ek.TraceFormatError, match="not valid JSON"):
+            load(path)
+
+    def test_truncated_gzip(self, tmp_path):
+        path = tmp_path / "t.jsonl.gz"
+        sample_trace().save(path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        with pytest.raises(ek.TraceFormatError):
+            load(path)
+
+    def test_newer_schema_version(self, tmp_path):
+        path = tmp_path / "t.parquet"
+        sample_trace().save(path)
+        table = pq.read_table(path)
+        meta = json.loads(table.schema.metadata[META_KEY])
+        meta["schema_version"] = 99
+        pq.write_table(table.replace_schema_metadata({META_KEY: json.dumps(meta)}), path)
+        with pytest.raises(ek.TraceFormatError, match="version 99.*upgrade evtkit"):
+            load(path)
+
+    def test_wrong_version_jsonl(self, tmp_path):
+        path = tmp_path / "t.jsonl"
+        path.write_bytes(orjson.dumps({"evtkit_trace": {"schema_version": "zero"}}) + b"\n")
+        with pytest.raises(ek.TraceFormatError, match="not supported"):
+            load(path)
+
+    def test_parquet_that_is_not_a_trace(self, tmp_path):
+        path = tmp_path / "other.parquet"
+        pq.write_table(pa.table({"a": [1, 2]}), path)
+        with pytest.raises(ek.TraceFormatError, match="not an evtkit trace"):
+            load(path)
+
+    def test_json_that_is_not_a_trace(self, tmp_path):
+        path = tmp_path / "other.jsonl"
+        path.write_text('{"hello": 1}\n')
+        with pytest.raises(ek.TraceFormatError, match="not an evtkit trace"):
+            load(path)
+
+    def test_wrong_column_types(self, tmp_path):
+        path = tmp_path / "t.jsonl"
+        path.write_bytes(
+            orjson.dumps({"evtkit_trace": {"schema_version": 1}}) + b"\n"
+            + orjson.dumps({"seq": "not a number", "kind": "tap", "ts": "2026-01-01T00:00:00Z"})
+        )
+        with pytest.raises(ek.TraceFormatError, match="do not fit"):
+            load(path)
+
+    def test_unknown_kind(self, tmp_path):
+        path = tmp_path / "t.jsonl"
+        path.write_bytes(
+            orjson.dumps({"evtkit_trace": {"schema_version": 1}}) + b"\n"
+            + orjson.dumps({"seq": 1, "kind": "teleport", "ts": "2026-01-01T00:00:00Z"})
+        )
+        with pytest.raises(ek.TraceFormatError, match="unknown row kinds"):
+            load(path)
+
+    def test_unknown_suffix_is_sniffed(self, tmp_path):
+        path = tmp_path / "trace.bin"
+        sample_trace().save(tmp_path / "t.parquet")
+        path.write_bytes((tmp_path / "t.parquet").read_bytes())
+        assert len(load(path).events) == 3
+        (tmp_path / "junk.bin").write_bytes(b"\x89PNG")
+        with pytest.raises(ek.TraceFormatError, match="not a trace file"):
+            load(tmp_path / "junk.bin")
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(data=st.binary(max_size=400), name=st.sampled_from(["r.parquet", "r.jsonl",
+                                                                "r.jsonl.gz", "r.dat"]))
+    def test_random_bytes_give_trace_format_error(self, tmp_path, data, name):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ek.TraceFormatError):
+            load(path)
+
+    @settings(max_examples=60, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(cut=st.integers(min_value=1, max_value=10_000), name=st.sampled_from(FORMATS))
+    def test_any_truncation_is_an_error_or_a_shorter_valid_trace(self, tmp_path, cut, name):
+        path = tmp_path / name
+        sample_trace().save(path)
+        data = path.read_bytes()
+        path.write_bytes(data[: max(0, len(data) - cut)])
+        try:
+            loaded = load(path)
+        except ek.TraceFormatError:
+            return
+        # Cutting whole trailing lines of JSON Lines can leave a valid, shorter trace.
+        assert name.endswith(".jsonl") and len(loaded.observations) <= 9
+
+
+def test_gzip_multi_member_appends(tmp_path):
+    """Appended .jsonl.gz segments are separate gzip members; readers join them."""
+    path = tmp_path / "g.jsonl.gz"
+    writer = SegmentWriter(path, {})
+    writer.write(0, [("tap", 1, "o", None, None, b"a", None, b"1", None, "syn-1")])
+    writer.close()
+    with gzip.open(path, "rb") as fh:
+        assert fh.read().count(b"\n") == 3
