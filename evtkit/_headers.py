@@ -170,7 +170,50 @@ def parse_blocks(blocks: Sequence[bytes | None], chunk: int = 20_000) -> ParsedB
     )
 
 
-_NAMES = [np.frombuffer(name.encode(), np.uint8) for name in KNOWN]
+_PAD = 8  # zero bytes before and after the joined buffer, so 8-byte reads never fall off
+_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _words(buf: bytes) -> np.ndarray:
+    """``words[i]`` is the little-endian uint64 made of bytes ``i .. i+7`` (a zero-copy,
+    overlapping, unaligned view: numpy reads 8 bytes at any offset in one gather)."""
+    return np.ndarray((len(buf) - 7,), "<u8", buffer=buf, strides=(1,))
+
+
+def _lower8(w: np.ndarray) -> np.ndarray:
+    """ASCII-lower-case the 8 bytes of each uint64 at once (SWAR: no byte loops)."""
+    low7 = w & np.uint64(0x7F7F7F7F7F7F7F7F)
+    above_z = low7 + np.uint64(0x2525252525252525)  # high bit set where byte > 'Z'
+    from_a = low7 + np.uint64(0x3F3F3F3F3F3F3F3F)  # high bit set where byte >= 'A'
+    upper = ~w & (from_a ^ above_z) & np.uint64(0x8080808080808080)
+    return w | (upper >> np.uint64(2))
+
+
+def _split_key(words: np.ndarray, start: np.ndarray, stop: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each key ``buf[start:stop]`` as (first 8 bytes, last 8 bytes, length), lower-cased,
+    bytes outside the key zeroed. Equal for equal keys; exact for keys up to 16 bytes."""
+    length = stop - start
+    short = np.minimum(length, 8).astype(np.uint64)
+    keep_low = np.where(short == 8, _ONES, (np.uint64(1) << (short * np.uint64(8))) - np.uint64(1))
+    head = _lower8(words[start]) & keep_low
+    drop = np.where(short == 8, np.uint64(0), np.uint64(64) - short * np.uint64(8))
+    tail = _lower8(words[stop - 8]) & ~((np.uint64(1) << drop) - np.uint64(1))
+    return head, tail, length
+
+
+def _name_keys() -> list[tuple[int, int, int, np.ndarray]]:
+    """(first, last, length, middle bytes) of each known name, as _split_key sees it."""
+    out = []
+    for name in KNOWN:
+        raw = name.encode()
+        words = _words(bytes(_PAD) + raw + bytes(_PAD))
+        head, tail, _ = _split_key(words, np.array([_PAD]), np.array([_PAD + len(raw)]))
+        out.append((int(head[0]), int(tail[0]), len(raw), np.frombuffer(raw[8:-8], np.uint8)))
+    return out
+
+
+_KEYS = _name_keys()
 
 
 def _parse_chunk(blocks: Sequence[bytes | None]) -> ParsedBlocks:
@@ -181,19 +224,23 @@ def _parse_chunk(blocks: Sequence[bytes | None]) -> ParsedBlocks:
         return ParsedBlocks({k: pa.array([], pa.large_string()) for k in KNOWN}, none, none, none)
     lens = np.array([len(b) if b is not None else -1 for b in blocks], np.int64)
     # Each block is followed by CRLF so no line ever runs from one block into the next.
-    buf = CRLF.join([b if b is not None else b"" for b in blocks]) + CRLF
-    block_start = np.zeros(n, np.int64)
+    buf = b"".join((bytes(_PAD), CRLF.join([b or b"" for b in blocks]), CRLF, bytes(_PAD)))
+    block_start = np.full(n, _PAD, np.int64)
     if n > 1:
         np.cumsum(np.maximum(lens, 0)[:-1] + 2, out=block_start[1:])
+        block_start[1:] += _PAD
     raw = np.frombuffer(buf, np.uint8)
 
     newlines = np.flatnonzero(raw == 10)
     ends = newlines[newlines > 0] - 1
     ends = ends[raw[ends] == 13]
     starts = np.empty_like(ends)
-    starts[:1] = 0
+    starts[:1] = _PAD
     starts[1:] = ends[:-1] + 2
-    owner = np.searchsorted(block_start, starts, side="right") - 1
+    # Every block (even an absent one) begins a line exactly at its start: count them.
+    begins = np.zeros(len(raw), bool)
+    begins[block_start] = True
+    owner = np.cumsum(begins[starts]) - 1
     # Drop each block's status line, the empty lines, and the separators between blocks.
     keep = (starts != block_start[owner]) & (ends > starts) & (lens[owner] >= 0)
     starts, ends, owner = starts[keep], ends[keep], owner[keep]
@@ -204,7 +251,6 @@ def _parse_chunk(blocks: Sequence[bytes | None]) -> ParsedBlocks:
     ok = (first < len(colons)) & (colon < ends)
     malformed = np.bincount(owner[~ok], minlength=n)
     starts, ends, owner, colon = (a[ok] for a in (starts, ends, owner, colon))
-    key_len = colon - starts
 
     # One Arrow array of buffer segments: ..., [colon+1, end) is a value, ... (zero copy).
     points = np.empty(2 * len(starts) + 2, np.int64)
@@ -214,22 +260,26 @@ def _parse_chunk(blocks: Sequence[bytes | None]) -> ParsedBlocks:
         pa.large_binary(), len(points) - 1, [None, pa.py_buffer(points), pa.py_buffer(buf)]
     )
 
-    known: dict[str, pa.Array] = {}
+    head, tail, key_len = _split_key(_words(buf), starts, colon)
+    slot = np.full((len(KNOWN), n), -1, np.int64)
     known_lines = np.zeros(n, np.int64)
-    for name, target in zip(KNOWN, _NAMES, strict=True):
-        cand = np.flatnonzero(key_len == len(target))
-        if len(cand):
-            window = raw[starts[cand, None] + np.arange(len(target))]
-            upper = (window >= 65) & (window <= 90)
-            cand = cand[((window + upper * np.uint8(32)) == target).all(axis=1)]
+    for k, (name, (want_head, want_tail, length, middle)) in enumerate(
+        zip(KNOWN, _KEYS, strict=True)
+    ):
+        cand = np.flatnonzero(head == np.uint64(want_head))
+        cand = cand[(tail[cand] == np.uint64(want_tail)) & (key_len[cand] == length)]
+        if len(middle) and len(cand):
+            window = raw[starts[cand, None] + 8 + np.arange(len(middle))]
+            window = window + ((window >= 65) & (window <= 90)) * np.uint8(32)
+            cand = cand[(window == middle).all(axis=1)]
         if name in CLOUDEVENTS:
             known_lines += np.bincount(owner[cand], minlength=n)
         # Lines are in order, so an owner's first candidate is its first occurrence.
         firsts = cand[np.r_[True, owner[cand][1:] != owner[cand][:-1]]] if len(cand) else cand
-        slot = np.full(n, -1, np.int64)
-        slot[owner[firsts]] = 2 * firsts + 1
-        values = segments.take(pa.array(slot, mask=slot < 0))
-        known[name] = pc.utf8_trim(_text(values), " \t")
+        slot[k, owner[firsts]] = 2 * firsts + 1
+    flat = slot.ravel()
+    values = pc.utf8_trim(_text(segments.take(pa.array(flat, mask=flat < 0))), " \t")
+    known = {name: values.slice(k * n, n) for k, name in enumerate(KNOWN)}
     lines = np.bincount(owner, minlength=n)
     return ParsedBlocks(known, lines, lines - known_lines, malformed)
 

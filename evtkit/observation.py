@@ -38,11 +38,10 @@ ROW_FIELDS = (
     #           outcome, error); drop → (count, detail); disconnect/reconnect/error → detail
 )
 MESSAGE_KINDS = ("publish", "receive", "tap")
+_MESSAGE_SET = frozenset(MESSAGE_KINDS)
 
-_TRACEPARENT = (
-    r"(?s)^(?P<version>[0-9a-f]{2})-(?P<trace>[0-9a-f]{32})-(?P<parent>[0-9a-f]{16})"
-    r"-(?P<flags>[0-9a-f]{2})(?P<rest>.*)$"
-)
+# version-trace-parent-flags, and for versions after 00 optionally "-" and more.
+_TRACEPARENT = r"(?s)^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$"
 _TS = pa.timestamp("ns", tz="UTC")
 # Columns that describe the event carried by a message row, null on other rows.
 _EVENT_COLUMNS = ("event_id", "correlation_id", "trace_id", "parent_id", "sampled",
@@ -67,7 +66,8 @@ def build_observations(rows: Sequence[tuple[Any, ...]], first_seq: int = 0) -> p
     parsed = parse_blocks(block)
     known = {name: _blank_to_null(arr) for name, arr in parsed.known.items()}
 
-    stored = pa.array([x if isinstance(x, str) else None for x in extra], pa.large_string())
+    stored = pa.array([x if type(x) is str else None for x in extra], pa.large_string())
+    payloads = pa.array(payload, pa.binary())
     given_id = known["ce-id"]
     trace, parent, sampled = _traceparent(known["traceparent"])
     event_id = _fill_missing_ids(
@@ -83,8 +83,8 @@ def build_observations(rows: Sequence[tuple[Any, ...]], first_seq: int = 0) -> p
         "queue": pa.array(queue, pa.string()),
         "subject": _text(subject),
         "reply": _text(reply),
-        "size": pa.array([len(p) if p is not None else None for p in payload], pa.int64()),
-        "payload": pa.array(payload, pa.binary()),
+        "size": pc.binary_length(payloads).cast(pa.int64()),
+        "payload": payloads,
         "header_block": pa.array(block, pa.binary()),
         "headers": _other_headers(block, parsed.extra),
         "event_id": event_id,
@@ -156,23 +156,24 @@ def _fill_missing_ids(
 def _traceparent(values: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
     """Trace id, parent id and sampled flag; null where the header is absent or malformed.
 
-    The same rules as :func:`evtkit.event.parse_traceparent`, on whole columns.
+    The same rules as :func:`evtkit.event.parse_traceparent`, on whole columns: a regex
+    match (no captures, which are slow) and then fixed-position slices.
     """
-    parts = pc.extract_regex(pc.fill_null(values, ""), pattern=_TRACEPARENT)
-    version, trace, parent, flags, rest = (
-        pc.struct_field(parts, name) for name in ("version", "trace", "parent", "flags", "rest")
-    )
-    later_version_ok = pc.and_kleene(
-        pc.not_equal(version, "00"), pc.starts_with(rest, pattern="-")
-    )
-    valid = pc.and_kleene(
-        pc.and_kleene(pc.not_equal(version, "ff"), pc.not_equal(trace, "0" * 32)),
-        pc.and_kleene(
-            pc.not_equal(parent, "0" * 16), pc.or_kleene(pc.equal(rest, ""), later_version_ok)
+    text = pc.fill_null(values, "")
+    shaped = pc.match_substring_regex(text, pattern=_TRACEPARENT)
+    version = pc.utf8_slice_codeunits(text, 0, 2)
+    trace = pc.utf8_slice_codeunits(text, 3, 35)
+    parent = pc.utf8_slice_codeunits(text, 36, 52)
+    longer = pc.greater(pc.utf8_length(text), 55)
+    valid = pc.and_(
+        pc.and_(shaped, pc.not_equal(version, "ff")),
+        pc.and_(
+            pc.and_(pc.not_equal(trace, "0" * 32), pc.not_equal(parent, "0" * 16)),
+            pc.invert(pc.and_(longer, pc.equal(version, "00"))),
         ),
     )
-    valid = pc.fill_null(valid, False)
-    sampled = pc.match_substring_regex(flags, pattern="[13579bdf]$")
+    sampled = pc.match_substring_regex(pc.utf8_slice_codeunits(text, 53, 55),
+                                       pattern="[13579bdf]$")
     null_text = pa.scalar(None, trace.type)
     return (
         pc.if_else(valid, trace, null_text),
@@ -205,7 +206,8 @@ def _kind_details(kind: Sequence[str], extra: Sequence[Any]) -> dict[str, pa.Arr
     error: list[str | None] = [None] * n
     count: list[int | None] = [None] * n
     detail: list[str | None] = [None] * n
-    for i, k in enumerate(kind):
+    for i in [i for i, k in enumerate(kind) if k not in _MESSAGE_SET]:
+        k = kind[i]
         if k == "handled":
             ref[i], started[i], outcome[i], error[i] = extra[i]
         elif k == "drop":
