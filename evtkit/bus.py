@@ -295,8 +295,10 @@ class Bus:
         if not subject or _BAD_SUBJECT.search(subject):
             raise PublishError(f"subject {subject!r} is empty or contains whitespace")
         payload, implied = _encode(data)
-        content_type = check_value("content_type", content_type or implied)
-        event_type = check_value("type", type or subject)
+        # The subject is already free of line breaks; only caller-given text is checked.
+        content_type = implied if content_type is None else check_value("content_type",
+                                                                         content_type)
+        event_type = subject if type is None else check_value("type", type)
         source = self.source if source is None else check_value("source", source)
         if cause is None:
             cause = _CURRENT.get()
