@@ -247,7 +247,8 @@ def main() -> None:
             for mode in runs:
                 runs[mode].append(bench_subscribe(server.url, n, stream, mode))
         best = {mode: sorted(r, key=lambda x: x["rate"])[len(r) // 2] for mode, r in runs.items()}
-        print("\n(b) subscribe (own core, 9 headers/msg)    msg/s    received    drops  disconnects")
+        print("\n(b) subscribe (own core, 9 headers/msg)    msg/s    received    drops"
+              "  disconnects")
         for mode, label in (("raw", "raw nats-py counting callback"), ("tap", "evtkit tap")):
             r = best[mode]
             print(f"    {label:<36} {r['rate']:>9,.0f}  {r['received']:>10,}  {r['drops']:>7,}"
@@ -257,9 +258,10 @@ def main() -> None:
 
         tap = best["tap"]
         per_million = 1e6 / tap["rows"]
+        build = tap["build_observations_s"]
         print(f"\n(c) frame build from {tap['rows']:,} captured rows: observations "
-              f"{tap['build_observations_s']:.2f} s ({tap['build_observations_s'] * per_million:.2f}"
-              f" s per million rows), events {tap['build_events_s']:.2f} s")
+              f"{build:.2f} s ({build * per_million:.2f} s per million rows), "
+              f"events {tap['build_events_s']:.2f} s")
 
 
 def _version(name: str) -> str:

@@ -20,6 +20,7 @@ instrumenting a service is one ``subscribe`` call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import logging
@@ -191,7 +192,7 @@ class Bus:
                 ),
                 self._connect_timeout,
             )
-        except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
             await self._abandon()
             reason = self._last_error() or redact(str(exc)) or type(exc).__name__
             raise ConnectError(
@@ -224,7 +225,7 @@ class Bus:
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await self.nc.drain()
-            except (nats.errors.Error, OSError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.Error, OSError):
                 await self.nc.close()
         await self._abandon()
 
@@ -433,10 +434,8 @@ class Bus:
             if self._dispatcher is not None:
                 self._dispatcher.unroute(nsub._id)
             if self.nc is not None and not self.nc.is_closed:
-                try:
+                with contextlib.suppress(nats.errors.Error):
                     await nsub.unsubscribe()
-                except nats.errors.Error:
-                    pass
         owner._nats_subs.clear()
 
     def trace(self) -> Any:
@@ -610,10 +609,8 @@ class Subscription:
         await self.bus._detach(self)
         await self._queue.join()
         self._worker.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._worker
-        except asyncio.CancelledError:
-            pass
 
     def __repr__(self) -> str:
         group = f" queue={self.queue!r}" if self.queue else ""

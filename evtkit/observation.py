@@ -115,7 +115,9 @@ def _other_headers(block: Sequence[bytes | None], extra: np.ndarray) -> pa.Array
     values: list[list[tuple[str, str]] | None] = [None] * len(block)
     for i in np.flatnonzero(extra):
         values[i] = [
-            (k, v) for k, v in parse_block(block[i]).headers.items() if header_name(k) not in CLOUDEVENTS
+            (k, v)
+            for k, v in parse_block(block[i]).headers.items()
+            if header_name(k) not in CLOUDEVENTS
         ]
     return pa.array(values, pa.map_(pa.string(), pa.string()))
 

@@ -13,6 +13,7 @@ cancelling the task) flushes everything and marks the trace complete.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -79,10 +80,8 @@ async def record(
         next_flush = started + flush_interval
         try:
             while not stop.is_set():
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.05)
-                except asyncio.TimeoutError:
-                    pass
                 stats = bus.recorder.stats()
                 bar.update(stats.messages - shown)
                 shown = stats.messages
@@ -118,9 +117,9 @@ async def _flush(bus: Bus, writer: SegmentWriter) -> None:
 
 
 async def _finish(bus: Bus, writer: SegmentWriter) -> None:
-    try:
-        await bus.flush(timeout=2)  # messages the server sent before now are in the rows
-    except Exception:  # noqa: BLE001 - a broken connection must not lose what we have
-        pass
+    # Messages the server sent before now are in the rows after this; a broken
+    # connection must not lose what was captured, so its errors are ignored here.
+    with contextlib.suppress(Exception):
+        await bus.flush(timeout=2)
     await _flush(bus, writer)
     writer.close({"ended_at_ns": time.time_ns(), "drops": bus.recorder.drops})

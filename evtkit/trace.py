@@ -79,9 +79,8 @@ class Trace:
         handled = handled.drop_duplicates("ref", keep="last").rename(
             columns={"ref": "seq", "ts": "done_at"}
         )
-        frame = receives[["seq", "event_id", "consumer", "queue", "observer", "subject", "ts"]].rename(
-            columns={"ts": "received_at"}
-        )
+        columns = ["seq", "event_id", "consumer", "queue", "observer", "subject", "ts"]
+        frame = receives[columns].rename(columns={"ts": "received_at"})
         frame = frame.merge(handled.astype({"seq": "int64"}), on="seq", how="left")
         info = self.events.set_index("event_id")[["type", "correlation_id", "published_at"]]
         frame = frame.join(info, on="event_id")

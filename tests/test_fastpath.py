@@ -9,6 +9,7 @@ import pandas as pd
 import evtkit as ek
 from evtkit import _fastpath
 
+
 async def capture(url: str, fast: bool) -> pd.DataFrame:
     async with ek.connect(url, name=f"fast-{fast}", fast=fast) as bus:
         assert bus._fast is fast

@@ -8,8 +8,6 @@ import json
 import nats
 import pytest
 
-import evtkit as ek
-
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
 
