@@ -9,17 +9,24 @@ import pytest
 import evtkit as ek
 
 
+async def flood_slow_handler(bus: ek.Bus, n: int, delay: float, pending: int):
+    """Publish ``n`` events to a handler that sleeps ``delay`` and may hold ``pending``."""
+
+    async def slow(event):
+        await asyncio.sleep(delay)
+
+    sub = await bus.subscribe("slow", slow, consumer="sloth", pending_msgs=pending)
+    for i in range(n):
+        await bus.publish("slow", {"i": i})
+    await bus.flush()
+    await asyncio.sleep(0.05)
+    await sub.idle()
+    return sub
+
+
 class TestDrops:
     async def test_a_handler_that_falls_behind_produces_counted_drops(self, bus):
-        async def slow(event):
-            await asyncio.sleep(0.01)
-
-        sub = await bus.subscribe("slow", slow, consumer="sloth", pending_msgs=5)
-        for i in range(100):
-            await bus.publish("slow", {"i": i})
-        await bus.flush()
-        await asyncio.sleep(0.05)
-        await sub.idle()
+        sub = await flood_slow_handler(bus, 100, 0.01, 5)
         trace = bus.trace()
         deliveries = trace.deliveries
         dropped = deliveries[deliveries["outcome"] == "dropped"]
@@ -98,16 +105,7 @@ class TestGaps:
 async def test_drops_counted_on_both_paths(url, fast):
     async with ek.connect(url, name="p", fast=fast) as bus:
         assert bus._fast is fast
-
-        async def slow(event):
-            await asyncio.sleep(0.005)
-
-        sub = await bus.subscribe("both.slow", slow, consumer="c", pending_msgs=2)
-        for i in range(40):
-            await bus.publish("both.slow", {"i": i})
-        await bus.flush()
-        await asyncio.sleep(0.05)
-        await sub.idle()
+        sub = await flood_slow_handler(bus, 40, 0.005, 2)
         trace = bus.trace()
         assert trace.drops == sub.dropped > 0
         assert len(trace.deliveries) == 40
