@@ -56,8 +56,10 @@ DEFAULT_PENDING_MSGS = 524_288
 DEFAULT_PENDING_BYTES = 128 * 1024 * 1024
 """Payload bytes a subscription may hold before its handler takes them (nats-py's)."""
 
-_CURRENT: contextvars.ContextVar[Event | None] = contextvars.ContextVar(
-    "evtkit_current_event", default=None
+# While a handler runs: (the event, consumer name, seq of its receive row), so what the
+# handler publishes is caused by the event and attributed to exactly that delivery.
+_CURRENT: contextvars.ContextVar[tuple[Event, str, int] | None] = contextvars.ContextVar(
+    "evtkit_current_delivery", default=None
 )
 # evtkit manages these headers itself; callers set them through keyword arguments.
 _MANAGED = frozenset(
@@ -70,7 +72,8 @@ _URL_IN_TEXT = re.compile(r"([a-z][a-z0-9+.-]*://)[^/@\s]*@", re.IGNORECASE)
 
 def current_event() -> Event | None:
     """The event whose handler is running in this task, or None outside handlers."""
-    return _CURRENT.get()
+    handling = _CURRENT.get()
+    return handling[0] if handling is not None else None
 
 
 def redact(text: str) -> str:
@@ -301,8 +304,9 @@ class Bus:
                                                                          content_type)
         event_type = subject if type is None else check_value("type", type)
         source = self.source if source is None else check_value("source", source)
-        if cause is None:
-            cause = _CURRENT.get()
+        handling = _CURRENT.get()
+        if cause is None and handling is not None:
+            cause = handling[0]
         event_id = f"{getrandbits(64):016x}"
         causation_id: str | None
         if cause is None:
@@ -339,9 +343,10 @@ class Bus:
         if not (self._fast and await _fastpath.publish(nc, subject_b, reply_b, block, payload)):
             await nc.publish(subject, payload, reply=reply or "",
                              headers=parse_block(block).headers)
+        handler, ref = (handling[1], handling[2]) if handling is not None else (None, None)
         self.recorder.rows.append(
-            ("publish", ts, self.name, None, None, subject_b, reply_b or None, payload, block,
-             None)
+            ("publish", ts, self.name, handler, None, subject_b, reply_b or None, payload, block,
+             ref)
         )
         return Event(
             id=event_id,
@@ -574,7 +579,7 @@ class Subscription:
             event = decode_message(subject.decode("utf-8", "replace"), data, block,
                                    reply=reply.decode("utf-8", "replace") if reply else None,
                                    synthetic=syn)
-            token = _CURRENT.set(event)
+            token = _CURRENT.set((event, consumer, seq))
             started = clock()
             outcome, error = "ok", None
             try:

@@ -34,8 +34,9 @@ ROW_FIELDS = (
     "reply",  # bytes | None
     "payload",  # bytes | None
     "headers",  # bytes | None: the raw header block
-    "extra",  # per kind: receive/tap → synthetic id | None; handled → (ref, started_ns,
-    #           outcome, error); drop → (count, detail); disconnect/reconnect/error → detail
+    "extra",  # per kind: publish → seq of the receive whose handler published it | None;
+    #           receive/tap → synthetic id | None; handled → (ref, started_ns, outcome,
+    #           error); drop → (count, detail); disconnect/reconnect/error → detail
 )
 MESSAGE_KINDS = ("publish", "receive", "tap")
 _MESSAGE_SET = frozenset(MESSAGE_KINDS)
@@ -202,7 +203,7 @@ def times(values: pa.Array) -> pa.Array:
 def _kind_details(kind: Sequence[str], extra: Sequence[Any]) -> dict[str, pa.Array]:
     """Columns that only some kinds fill, from each row's ``extra`` slot."""
     n = len(kind)
-    ref: list[int | None] = [None] * n
+    ref: list[int | None] = [x if type(x) is int else None for x in extra]
     started: list[int | None] = [None] * n
     outcome: list[str | None] = [None] * n
     error: list[str | None] = [None] * n

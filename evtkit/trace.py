@@ -63,6 +63,8 @@ class Trace:
             .fillna(first_seen.reindex(best.index)),
             first_seen_at=first_seen.reindex(best.index),
             producer=best["observer"].where(best["kind"] == "publish"),
+            emitted_by=best["consumer"].where(best["kind"] == "publish"),
+            emitted_seq=best["ref"].where(best["kind"] == "publish"),
             deliveries=received.reindex(best.index).fillna(0).astype("int64"),
         ).reset_index()
         frame = frame.sort_values(["published_at", "first_seen_at"], kind="stable")

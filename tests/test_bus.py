@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import nats
+import pandas as pd
 import pytest
 
 import evtkit as ek
@@ -98,8 +99,16 @@ class TestCausality:
         root = await bus.publish("orders.placed", {"order": 7}, source="shop")
         await settle(bus, *subs)
         await settle(bus, *subs)
-        events = bus.trace().events.set_index("subject")
+        trace = bus.trace()
+        events = trace.events.set_index("subject")
         reserved, captured = events.loc["inventory.reserved"], events.loc["payments.captured"]
+        # Each emitted event points at the exact delivery whose handler published it.
+        deliveries = trace.deliveries.set_index("seq")
+        assert reserved["emitted_by"] == "inventory"
+        assert deliveries.loc[reserved["emitted_seq"], "event_id"] == root.id
+        assert captured["emitted_by"] == "billing"
+        assert deliveries.loc[captured["emitted_seq"], "event_id"] == reserved["event_id"]
+        assert pd.isna(events.loc["orders.placed", "emitted_by"])
         assert reserved["causation_id"] == root.id
         assert captured["causation_id"] == reserved["event_id"]
         assert {reserved["correlation_id"], captured["correlation_id"]} == {root.correlation_id}
