@@ -25,8 +25,16 @@ from .schema import DELIVERIES, EVENTS, SCHEMA_VERSION, conform
 
 __all__ = ["Trace"]
 
-# Which observation describes an event best: the publish, then a tap, then a receive.
-_PRIORITY = {"publish": 0, "tap": 1, "receive": 2}
+
+# Observation columns an event's row in ``events`` is taken from.
+_EVENT_SOURCE = ["event_id", "kind", "type", "subject", "source", "correlation_id",
+                 "causation_id", "trace_id", "size", "content_type", "mode", "id_synthetic",
+                 "payload", "headers", "event_time", "observer", "consumer", "ref"]
+
+
+def _utc(ns: np.ndarray) -> pd.Series:
+    """int64 nanoseconds → datetime64[ns, UTC] without parsing."""
+    return pd.Series(ns.view("M8[ns]")).dt.tz_localize("UTC")
 
 
 class Trace:
@@ -47,50 +55,94 @@ class Trace:
     def events(self) -> pd.DataFrame:
         """One row per event; columns in :data:`evtkit.schema.EVENTS`."""
         obs = self.observations
-        msgs = obs[obs["kind"].isin(MESSAGE_KINDS)]
-        if msgs.empty:
+        rows = np.flatnonzero(obs["kind"].isin(MESSAGE_KINDS).to_numpy())
+        if not len(rows):
             return EVENTS.empty()
-        rank = msgs["kind"].map(_PRIORITY).astype(np.int64)
-        order = np.lexsort((msgs["seq"].to_numpy(), rank.to_numpy()))
-        best = msgs.iloc[order].drop_duplicates("event_id", keep="first").set_index("event_id")
-        by_event = msgs.groupby("event_id", sort=False)
-        published = msgs[msgs["kind"] == "publish"].groupby("event_id")["ts"].min()
-        received = msgs[msgs["kind"] == "receive"].groupby("event_id").size()
-        first_seen = by_event["ts"].min()
-        frame = best.assign(
-            published_at=published.reindex(best.index)
-            .fillna(best["event_time"])
-            .fillna(first_seen.reindex(best.index)),
-            first_seen_at=first_seen.reindex(best.index),
-            producer=best["observer"].where(best["kind"] == "publish"),
-            emitted_by=best["consumer"].where(best["kind"] == "publish"),
-            emitted_seq=best["ref"].where(best["kind"] == "publish"),
-            deliveries=received.reindex(best.index).fillna(0).astype("int64"),
-        ).reset_index()
-        frame = frame.sort_values(["published_at", "first_seen_at"], kind="stable")
-        return conform(frame.reset_index(drop=True), EVENTS)
+        msgs = obs[["event_id", "kind", "ts", "seq"]].iloc[rows]
+        codes, ids = msgs["event_id"].factorize()
+        n = len(ids)
+        kind = msgs["kind"]
+        is_pub = (kind == "publish").to_numpy()
+        ts = msgs["ts"].array.asi8
+        rank = np.where(is_pub, 0, np.where((kind == "tap").to_numpy(), 1, 2))
+        # The row that describes each event best: its publish, else a tap, else a receive.
+        order = np.lexsort((msgs["seq"].to_numpy(), rank, codes))
+        first = order[np.r_[True, codes[order][1:] != codes[order][:-1]]]
+        best = obs[_EVENT_SOURCE].iloc[rows[first]]
+        never = np.iinfo(np.int64).max
+        first_seen = np.full(n, never)
+        np.minimum.at(first_seen, codes, ts)
+        published = np.full(n, never)
+        np.minimum.at(published, codes[is_pub], ts[is_pub])
+        stated = best["event_time"].array.asi8
+        published = np.where(published == never,
+                             np.where(best["event_time"].notna().to_numpy(), stated, first_seen),
+                             published)
+        was_published = (best["kind"] == "publish").to_numpy()
+        frame = pd.DataFrame({
+            "event_id": best["event_id"].array,
+            **{c: best[c].array for c in ("type", "subject", "source", "correlation_id",
+                                          "causation_id", "trace_id", "size", "content_type",
+                                          "mode", "id_synthetic", "payload", "headers")},
+            "published_at": _utc(published),
+            "first_seen_at": _utc(first_seen),
+            "producer": best["observer"].where(was_published).array,
+            "emitted_by": best["consumer"].where(was_published).array,
+            "emitted_seq": best["ref"].where(was_published).array,
+            "deliveries": np.bincount(codes[(kind == "receive").to_numpy()], minlength=n),
+        })
+        order = np.lexsort((first_seen, published))
+        return conform(frame.take(order).reset_index(drop=True), EVENTS)
 
     @cached_property
     def deliveries(self) -> pd.DataFrame:
         """One row per event × consumer; columns in :data:`evtkit.schema.DELIVERIES`."""
         obs = self.observations
-        receives = obs[obs["kind"] == "receive"]
+        kind = obs["kind"]
+        receives = obs[["seq", "event_id", "consumer", "queue", "observer", "subject", "ts"]][
+            (kind == "receive").to_numpy()
+        ]
         if receives.empty:
             return DELIVERIES.empty()
-        handled = obs.loc[obs["kind"] == "handled", ["ref", "ts", "started_at", "outcome", "error"]]
-        handled = handled.drop_duplicates("ref", keep="last").rename(
-            columns={"ref": "seq", "ts": "done_at"}
-        )
-        columns = ["seq", "event_id", "consumer", "queue", "observer", "subject", "ts"]
-        frame = receives[columns].rename(columns={"ts": "received_at"})
-        frame = frame.merge(handled.astype({"seq": "int64"}), on="seq", how="left")
-        info = self.events.set_index("event_id")[["type", "correlation_id", "published_at"]]
-        frame = frame.join(info, on="event_id")
-        frame["outcome"] = frame["outcome"].fillna("pending")
+        handled = obs[["ref", "ts", "started_at", "outcome", "error"]][
+            (kind == "handled").to_numpy()
+        ]
+        # Match each handled row to its receive by seq (the last one wins if repeated).
+        recv_seq = receives["seq"].to_numpy()
+        by_seq = np.argsort(recv_seq, kind="stable")
+        ref = handled["ref"].to_numpy(dtype="float64", na_value=np.nan)
+        pos = np.minimum(np.searchsorted(recv_seq[by_seq], ref), len(recv_seq) - 1)
+        hit = recv_seq[by_seq][pos] == ref
+        slot = np.full(len(receives), -1, np.int64)
+        slot[by_seq[pos[hit]]] = np.flatnonzero(hit)
+        done = handled.take(np.maximum(slot, 0))
+        matched = slot >= 0
+
+        events = self.events
+        where = pd.Index(events["event_id"]).get_indexer(receives["event_id"])
+        info = events.take(np.maximum(where, 0))
+        known = where >= 0
+        frame = pd.DataFrame({
+            "event_id": receives["event_id"].array,
+            "consumer": receives["consumer"].array,
+            "queue": receives["queue"].array,
+            "observer": receives["observer"].array,
+            "subject": receives["subject"].array,
+            "type": info["type"].where(known).array,
+            "correlation_id": info["correlation_id"].where(known).array,
+            "published_at": info["published_at"].where(known).array,
+            "received_at": receives["ts"].array,
+            "started_at": done["started_at"].where(matched).array,
+            "done_at": done["ts"].where(matched).array,
+            "outcome": done["outcome"].where(matched).fillna("pending").array,
+            "error": done["error"].where(matched).array,
+            "seq": receives["seq"].array,
+        })
         frame["done_at"] = frame["done_at"].where(frame["outcome"] != "dropped")
         frame["queue_s"] = (frame["started_at"] - frame["published_at"]).dt.total_seconds()
         frame["processing_s"] = (frame["done_at"] - frame["started_at"]).dt.total_seconds()
-        return conform(frame.sort_values("seq").reset_index(drop=True), DELIVERIES)
+        frame = frame.sort_values("seq", kind="stable").reset_index(drop=True)
+        return conform(frame, DELIVERIES)
 
     # -- counters --------------------------------------------------------------------------
 
