@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import importlib.metadata as _metadata
 
+from . import testing
 from .bus import Bus, Subscription, Tap, connect, current_event
+from .causal import Chain
+from .compare import Comparison, compare
 from .errors import (
     ConnectError,
     EvtkitError,
@@ -26,6 +29,15 @@ from .errors import (
     TraceFormatError,
 )
 from .event import Event, decode_message, parse_traceparent
+from .plots import (
+    plot_backlog,
+    plot_compare,
+    plot_dag,
+    plot_dependencies,
+    plot_fanout,
+    plot_latency,
+    plot_waterfall,
+)
 from .recorder import Recorder
 from .recording import record
 from .server import EmbeddedServer, find_nats_server
@@ -39,6 +51,8 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
 
 __all__ = [
     "Bus",
+    "Chain",
+    "Comparison",
     "ConnectError",
     "EmbeddedServer",
     "Event",
@@ -55,11 +69,20 @@ __all__ = [
     "Trace",
     "TraceFormatError",
     "__version__",
+    "compare",
     "connect",
     "current_event",
     "decode_message",
     "find_nats_server",
     "load",
     "parse_traceparent",
+    "plot_backlog",
+    "plot_compare",
+    "plot_dag",
+    "plot_dependencies",
+    "plot_fanout",
+    "plot_latency",
+    "plot_waterfall",
     "record",
+    "testing",
 ]

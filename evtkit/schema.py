@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -195,6 +196,13 @@ DELIVERIES = Schema(
         _int("seq", "seq of the receive observation"),
     ],
 )
+
+
+def utc(ns: np.ndarray) -> pd.Series:
+    """int64 nanoseconds since the epoch → a ``datetime64[ns, UTC]`` Series (no parsing).
+
+    The minimum int64 is NaT, as in pandas."""
+    return pd.Series(np.asarray(ns, dtype=np.int64).view("M8[ns]")).dt.tz_localize("UTC")
 
 
 def _pandas_type(arrow_type: pa.DataType) -> object | None:

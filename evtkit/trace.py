@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .observation import MESSAGE_KINDS
-from .schema import DELIVERIES, EVENTS, SCHEMA_VERSION, conform
+from .schema import DELIVERIES, EVENTS, SCHEMA_VERSION, conform, utc
 
 __all__ = ["Trace"]
 
@@ -30,11 +30,6 @@ __all__ = ["Trace"]
 _EVENT_SOURCE = ["event_id", "kind", "type", "subject", "source", "correlation_id",
                  "causation_id", "trace_id", "size", "content_type", "mode", "id_synthetic",
                  "payload", "headers", "event_time", "observer", "consumer", "ref"]
-
-
-def _utc(ns: np.ndarray) -> pd.Series:
-    """int64 nanoseconds → datetime64[ns, UTC] without parsing."""
-    return pd.Series(ns.view("M8[ns]")).dt.tz_localize("UTC")
 
 
 class Trace:
@@ -48,6 +43,7 @@ class Trace:
     def __init__(self, observations: pd.DataFrame, metadata: dict[str, Any] | None = None):
         self.observations = observations
         self.metadata: dict[str, Any] = {"schema_version": SCHEMA_VERSION, **(metadata or {})}
+        self._cache: dict[Any, Any] = {}
 
     # -- derived views ---------------------------------------------------------------------
 
@@ -84,8 +80,8 @@ class Trace:
             **{c: best[c].array for c in ("type", "subject", "source", "correlation_id",
                                           "causation_id", "trace_id", "size", "content_type",
                                           "mode", "id_synthetic", "payload", "headers")},
-            "published_at": _utc(published),
-            "first_seen_at": _utc(first_seen),
+            "published_at": utc(published),
+            "first_seen_at": utc(first_seen),
             "producer": best["observer"].where(was_published).array,
             "emitted_by": best["consumer"].where(was_published).array,
             "emitted_seq": best["ref"].where(was_published).array,
@@ -143,6 +139,74 @@ class Trace:
         frame["processing_s"] = (frame["done_at"] - frame["started_at"]).dt.total_seconds()
         frame = frame.sort_values("seq", kind="stable").reset_index(drop=True)
         return conform(frame, DELIVERIES)
+
+    # -- analysis (see evtkit.causal, evtkit.lag, evtkit.fanout, evtkit.problems) --------
+
+    def lineage(self, *, infer: bool = True, window_s: float = 1.0) -> pd.DataFrame:
+        """How each event links to its cause; see :func:`evtkit.causal.lineage`."""
+        from .causal import lineage
+
+        key = ("lineage", infer, window_s)
+        if key not in self._cache:
+            self._cache[key] = lineage(self, infer=infer, window_s=window_s)
+        return self._cache[key]
+
+    def chains(self, *, infer: bool = True) -> pd.DataFrame:
+        """One row per flow; see :func:`evtkit.causal.chains`."""
+        from .causal import chains
+
+        return chains(self, infer=infer)
+
+    def chain(self, correlation_id: str, *, infer: bool = True) -> Any:
+        """One flow as a DAG of nodes and edges; see :func:`evtkit.causal.chain`."""
+        from .causal import chain
+
+        return chain(self, correlation_id, infer=infer)
+
+    def critical_path(self, correlation_id: str, *, infer: bool = True) -> pd.DataFrame:
+        """The segments that set a flow's end time; see :func:`evtkit.causal.critical_path`."""
+        from .causal import critical_path
+
+        return critical_path(self, correlation_id, infer=infer)
+
+    def lag(self, freq: str | pd.Timedelta | None = None, **options: Any) -> pd.DataFrame:
+        """One row per consumer: latency percentiles and lag status; see
+        :func:`evtkit.lag.lag`."""
+        from .lag import lag
+
+        return lag(self, freq, **options)
+
+    def backlog(self, freq: str | pd.Timedelta | None = None) -> pd.DataFrame:
+        """Lag in messages and seconds over time, per consumer; see :func:`evtkit.lag.backlog`."""
+        from .lag import backlog
+
+        return backlog(self, freq)
+
+    def lag_status(self, freq: str | pd.Timedelta | None = None, **options: Any
+                   ) -> pd.DataFrame:
+        """Status of every sliding window, per consumer; see :func:`evtkit.lag.lag_status`."""
+        from .lag import lag_status
+
+        return lag_status(self, freq, **options)
+
+    def fanout(self) -> pd.DataFrame:
+        """One row per subject and type: who consumes it; see :func:`evtkit.fanout.fanout`."""
+        from .fanout import fanout
+
+        return fanout(self)
+
+    def flow_graph(self) -> pd.DataFrame:
+        """The observed service graph as edges; see :func:`evtkit.fanout.flow_graph`."""
+        from .fanout import flow_graph
+
+        return flow_graph(self)
+
+    def problems(self) -> pd.DataFrame:
+        """Everything that looks wrong, one row per finding; see
+        :func:`evtkit.problems.problems`."""
+        from .problems import problems
+
+        return problems(self)
 
     # -- counters --------------------------------------------------------------------------
 

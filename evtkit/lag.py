@@ -1,0 +1,274 @@
+"""Consumer lag: who is behind, by how much, and since when?
+
+::
+
+    trace.lag()              # one row per consumer: latency percentiles, status, reason
+    trace.backlog("1s")      # per consumer over time: messages waiting, oldest one's age
+    trace.lag_status()       # the status of every sliding window, with its reason
+
+Lag is exact here, from both sides of every delivery: an event is *waiting* for a consumer
+from its publish until that consumer's handler finished it (or until it was dropped). So
+``backlog`` is lag in messages and ``oldest_s`` lag in seconds — no estimate from offsets.
+
+Status follows Burrow's rules, evaluated over sliding windows of ``window`` bins, worst
+first:
+
+``STOP``   the consumer received nothing while events it used to get kept arriving
+``STALL``  messages were waiting the whole window and the handler finished none
+``ERR``    handler errors reached ``error_rate`` of what it handled (and ``min_errors``)
+``WARN``   the backlog rose through the whole window — by at least 2 messages and a tenth of
+           what arrived meanwhile — and never reached zero
+``OK``     anything else: it reached zero, or is catching up
+
+``lag()`` reports the worst status seen (``status``, with a ``reason`` in words and
+numbers) and the last window's (``status_now``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .schema import utc
+
+if TYPE_CHECKING:
+    from .trace import Trace
+
+__all__ = ["STATUSES", "backlog", "lag", "lag_status"]
+
+STATUSES = ("OK", "WARN", "ERR", "STALL", "STOP")
+"""Lag statuses from least to most severe."""
+_SEVERITY = {s: i for i, s in enumerate(STATUSES)}
+_NICE = [1, 2, 5]
+
+
+def auto_freq(trace: Trace, bins: int = 200) -> pd.Timedelta:
+    """A round bin width that cuts the trace's time span into about ``bins`` bins."""
+    obs = trace.observations
+    span = (obs["ts"].max() - obs["ts"].min()).total_seconds() if len(obs) else 1.0
+    target = max(span / bins, 1e-3)
+    exponent = math.floor(math.log10(target))
+    for step in _NICE + [10]:
+        width = step * 10.0 ** exponent
+        if width >= target:
+            return pd.Timedelta(seconds=width)
+    return pd.Timedelta(seconds=10.0 ** (exponent + 1))  # pragma: no cover
+
+
+def _grid(trace: Trace, freq: str | pd.Timedelta | None) -> tuple[np.ndarray, int]:
+    """Bin end times (ns) covering the whole trace, and the bin width (ns)."""
+    width = pd.Timedelta(freq) if freq is not None else auto_freq(trace)
+    step = int(width.value)
+    if step <= 0:
+        raise ValueError(f"freq must be positive, not {freq!r}")
+    ts = trace.observations["ts"].array.asi8
+    first, last = (int(ts.min()), int(ts.max())) if len(ts) else (0, 0)
+    start = first - first % step
+    ends = np.arange(start + step, last + 2 * step, step, dtype=np.int64)
+    return ends, step
+
+
+def _per_consumer(trace: Trace, ends: np.ndarray, step: int) -> dict[str, dict[str, np.ndarray]]:
+    """For each consumer, per bin: backlog and oldest age at the bin end, and counts of
+    arrivals, receives, handled, errors and missed (expected but never delivered)."""
+    dv = trace.deliveries
+    ev = trace.events
+    out: dict[str, dict[str, np.ndarray]] = {}
+    never, nat = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+    edges = np.concatenate([[ends[0] - step], ends])
+    ev_pub = ev["published_at"].array.asi8
+    ev_subject, _ = pd.factorize(ev["subject"])
+    dv_event = pd.Index(ev["event_id"]).get_indexer(dv["event_id"])
+    for consumer, rows in dv.groupby("consumer", sort=True).indices.items():
+        mine = dv.iloc[rows]
+        pub = mine["published_at"].array.asi8
+        pub = np.where(pub == nat, mine["received_at"].array.asi8, pub)
+        dropped = (mine["outcome"] == "dropped").to_numpy()
+        done = mine["done_at"].array.asi8
+        finished = np.where(dropped, mine["received_at"].array.asi8, done)
+        finished = np.where(finished == nat, never, finished)
+        # Waiting from publish until finished: backlog = started waiting - stopped waiting.
+        waiting = np.searchsorted(np.sort(pub), ends, "right") - np.searchsorted(
+            np.sort(finished), ends, "right")
+        # Oldest waiting at t: among those still waiting after t (finished > t), the
+        # earliest publish — if that is not after t.
+        by_end = np.argsort(finished, kind="stable")
+        suffix_min = np.minimum.accumulate(pub[by_end][::-1])[::-1]
+        k = np.searchsorted(finished[by_end], ends, "right")
+        oldest_pub = np.where(k < len(pub), suffix_min[np.minimum(k, len(pub) - 1)], never)
+        oldest = np.where(oldest_pub <= ends, (ends - oldest_pub) / 1e9, 0.0)
+
+        # Events this consumer would get: those on subjects it received, from the first.
+        subjects = np.unique(ev_subject[dv_event[rows][dv_event[rows] >= 0]])
+        expected = np.isin(ev_subject, subjects) & (ev_pub >= pub.min())
+        delivered = np.zeros(len(ev), bool)
+        delivered[dv_event[rows][dv_event[rows] >= 0]] = True
+        missed = expected & ~delivered
+        count = lambda t: np.histogram(t, edges)[0]  # noqa: E731 - local shorthand
+        handled_at = done[~dropped & (done != nat)]
+        out[str(consumer)] = {
+            "backlog": waiting,
+            "oldest_s": oldest,
+            "arrivals": count(ev_pub[expected]),
+            "received": count(mine["received_at"].array.asi8),
+            "handled": count(handled_at),
+            "errors": count(done[(mine["outcome"] == "error").to_numpy()]),
+            "missed": count(ev_pub[missed]),
+        }
+    return out
+
+
+def backlog(trace: Trace, freq: str | pd.Timedelta | None = None) -> pd.DataFrame:
+    """Lag over time, one row per consumer and bin.
+
+    Columns: ``time`` (bin end), ``consumer``, ``backlog`` (events published but not yet
+    handled by it: lag in messages), ``oldest_s`` (age of the oldest of those: lag in
+    seconds), and per bin ``arrivals``, ``received``, ``handled``, ``errors``, ``missed``.
+
+    Args:
+        freq: bin width (``"100ms"``, ``"1s"``, a Timedelta); default: about 200 bins.
+    """
+    ends, step = _grid(trace, freq)
+    series = _per_consumer(trace, ends, step)
+    frames = [pd.DataFrame({"time": utc(ends), "consumer": name, **cols})
+              for name, cols in series.items()]
+    if not frames:
+        return pd.DataFrame({"time": utc(np.array([], np.int64)),
+                             "consumer": pd.array([], "str"),
+                             **{c: np.array([], np.int64) for c in (
+                                 "backlog", "arrivals", "received", "handled", "errors",
+                                 "missed")}, "oldest_s": np.array([], float)})
+    out = pd.concat(frames, ignore_index=True)
+    out["consumer"] = out["consumer"].astype("str")
+    return out
+
+
+def lag_status(trace: Trace, freq: str | pd.Timedelta | None = None, *,
+               window: int = 5, error_rate: float = 0.1, min_errors: int = 3) -> pd.DataFrame:
+    """The status of every sliding window of ``window`` bins, per consumer.
+
+    Columns: ``consumer, start, end, status, reason``.
+    """
+    if window < 2:
+        raise ValueError("window must be at least 2 bins")
+    ends, step = _grid(trace, freq)
+    rows = []
+    for consumer, s in _per_consumer(trace, ends, step).items():
+        w = min(window, len(ends))
+        for k in range(w - 1, len(ends)):
+            lo = k - w + 1
+            status, reason = _judge({name: v[lo:k + 1] for name, v in s.items()},
+                                    step / 1e9, error_rate, min_errors)
+            rows.append((consumer, ends[lo] - step, ends[k], status, reason))
+    frame = pd.DataFrame(rows, columns=["consumer", "start", "end", "status", "reason"])
+    frame["start"] = utc(frame["start"].to_numpy(dtype=np.int64))
+    frame["end"] = utc(frame["end"].to_numpy(dtype=np.int64))
+    frame["consumer"] = frame["consumer"].astype("str")
+    return frame
+
+
+def _judge(s: dict[str, np.ndarray], bin_s: float, error_rate: float, min_errors: int
+           ) -> tuple[str, str]:
+    """One window's status and the reason, by the rules in the module docstring."""
+    span = len(s["backlog"]) * bin_s
+    b = s["backlog"]
+    arrivals, received, handled = s["arrivals"].sum(), s["received"].sum(), s["handled"].sum()
+    errors, missed = s["errors"].sum(), s["missed"].sum()
+    if missed > 0 and received == 0 and arrivals > 0:
+        return "STOP", (f"received nothing for {span:.3g} s while {arrivals} of its events "
+                        f"were published ({missed} never reached it)")
+    if b.min() > 0 and handled == 0:
+        return "STALL", (f"{b.min()}–{b.max()} messages waiting and none handled for "
+                         f"{span:.3g} s (oldest waiting {s['oldest_s'].max():.3g} s)")
+    if errors >= min_errors and errors >= error_rate * max(handled, 1):
+        return "ERR", (f"{errors} of {handled} handled failed ({errors / max(handled, 1):.0%}) "
+                       f"in {span:.3g} s")
+    grew = b[-1] - b[0]
+    if b.min() > 0 and (np.diff(b) >= 0).all() and grew >= max(2, 0.1 * arrivals):
+        return "WARN", (f"backlog rose from {b[0]} to {b[-1]} in {span:.3g} s "
+                        f"(+{(b[-1] - b[0]) / span:.3g} msg/s), oldest waiting "
+                        f"{s['oldest_s'][-1]:.3g} s")
+    if b.min() == 0:
+        return "OK", f"caught up (backlog reached 0) within {span:.3g} s"
+    return "OK", f"backlog {b[-1]} and not rising"
+
+
+def lag(trace: Trace, freq: str | pd.Timedelta | None = None, *, window: int = 5,
+        error_rate: float = 0.1, min_errors: int = 3) -> pd.DataFrame:
+    """One row per consumer (and queue group): how far behind it is and why.
+
+    Columns: ``consumer, queue, deliveries, queue_p50_s, queue_p95_s, queue_p99_s,
+    queue_max_s, processing_p50_s, processing_p95_s, errors, dropped, backlog_max,
+    oldest_max_s, status, status_now, reason``. Percentiles are linear-interpolated over
+    the consumer's deliveries; ``queue_s`` is publish → handler start.
+
+    Args:
+        freq: bin width for the backlog and status windows (default: about 200 bins).
+        window: bins per status window.
+        error_rate: fraction of failed handler calls that makes a window ``ERR``.
+        min_errors: fewer errors than this in a window are never ``ERR``.
+    """
+    dv = trace.deliveries
+    keys = ["consumer", "queue"]
+    if dv.empty:
+        return pd.DataFrame(columns=_LAG_COLUMNS)
+    dv = dv.assign(queue=dv["queue"].fillna(""))  # group keys must not be missing
+    groups = dv.groupby(keys, sort=True)
+    quantiles = groups["queue_s"].quantile([0.5, 0.95, 0.99]).unstack()
+    quantiles.columns = ["queue_p50_s", "queue_p95_s", "queue_p99_s"]
+    work = groups["processing_s"].quantile([0.5, 0.95]).unstack()
+    work.columns = ["processing_p50_s", "processing_p95_s"]
+    frame = pd.concat([
+        groups.size().rename("deliveries"), quantiles,
+        groups["queue_s"].max().rename("queue_max_s"), work,
+        groups["outcome"].agg(lambda o: int((o == "error").sum())).rename("errors"),
+        groups["outcome"].agg(lambda o: int((o == "dropped").sum())).rename("dropped"),
+    ], axis=1).reset_index()
+
+    ends, step = _grid(trace, freq)
+    series = _per_consumer(trace, ends, step)
+    verdicts = {}
+    t0 = trace.observations["ts"].min()
+    for consumer, s in series.items():
+        w = min(window, len(ends))
+        judged = [_judge({n: v[k - w + 1:k + 1] for n, v in s.items()}, step / 1e9,
+                         error_rate, min_errors) for k in range(w - 1, len(ends))]
+        statuses = [status for status, _ in judged]
+        worst = max(statuses, key=_SEVERITY.__getitem__)
+        if worst == "OK":
+            reason = judged[-1][1]
+        else:
+            # The first stretch of windows with the worst status: when, how long, and the
+            # numbers of its last window.
+            first = statuses.index(worst)
+            last = first
+            while last + 1 < len(statuses) and statuses[last + 1] == worst:
+                last += 1
+            began = max(pd.Timestamp(ends[first] - step, tz="UTC"), t0)
+            lasted = (last - first + w) * step / 1e9
+            reason = (f"{worst} from {began.strftime('%H:%M:%S.%f')[:-3]} "
+                      f"(+{(began - t0).total_seconds():.3g} s) for {lasted:.3g} s: "
+                      f"{judged[last][1]}")
+            more = sum(1 for a, b in zip(statuses, statuses[1:], strict=False)
+                       if b == worst and a != worst) - 1
+            if more > 0:
+                reason += f"; {more} more time(s) later"
+        verdicts[consumer] = (worst, statuses[-1], reason, int(s["backlog"].max()),
+                              float(s["oldest_s"].max()))
+    extra = pd.DataFrame.from_dict(
+        verdicts, orient="index",
+        columns=["status", "status_now", "reason", "backlog_max", "oldest_max_s"])
+    frame = frame.join(extra, on="consumer")
+    frame["queue"] = frame["queue"].replace("", None)
+    for column in ("consumer", "queue", "status", "status_now", "reason"):
+        frame[column] = frame[column].astype("str")
+    return frame[_LAG_COLUMNS]
+
+
+_LAG_COLUMNS = ["consumer", "queue", "deliveries", "queue_p50_s", "queue_p95_s",
+                "queue_p99_s", "queue_max_s", "processing_p50_s", "processing_p95_s",
+                "errors", "dropped", "backlog_max", "oldest_max_s", "status", "status_now",
+                "reason"]

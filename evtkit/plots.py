@@ -1,0 +1,306 @@
+"""Plots, one function per chart, in the style of plotly express.
+
+Every function takes a :class:`~evtkit.trace.Trace` (or the result it draws) and returns a
+``plotly.graph_objects.Figure``; none calls ``.show()``. Text shown in hovers and labels
+(subjects, consumer names, ids, error messages) is HTML-escaped, since it comes from the
+traffic.
+
+::
+
+    ek.plot_latency(trace)                  # queue vs processing time per consumer
+    ek.plot_backlog(trace)                  # lag in messages and seconds over time
+    ek.plot_waterfall(trace, flow)          # one flow's segments, critical path marked
+    ek.plot_dag(trace, flow)                # one flow's causal DAG
+    ek.plot_fanout(trace)                   # Sankey: subject → consumer → emitted subject
+    ek.plot_dependencies(trace)             # observed service dependency graph
+    ek.plot_compare(ek.compare(base, other))
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+if TYPE_CHECKING:
+    from .compare import Comparison
+    from .trace import Trace
+
+__all__ = ["plot_backlog", "plot_compare", "plot_dag", "plot_dependencies", "plot_fanout",
+           "plot_latency", "plot_waterfall"]
+
+COLORS = {"queue": "#f2a33a", "processing": "#3b7dd8", "publish": "#9b9b9b",
+          "critical": "#d62728", "event": "#2ca02c", "delivery": "#3b7dd8",
+          "handler": "#7f7f7f", "base": "#7f9cc0", "other": "#d9534f"}
+_STATUS_COLORS = {"OK": "#2ca02c", "WARN": "#f2a33a", "ERR": "#9467bd", "STALL": "#d62728",
+                  "STOP": "#000000"}
+
+
+def _esc(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else \
+        html.escape(str(value))
+
+
+def _layout(fig: go.Figure, title: str | None, default: str) -> go.Figure:
+    fig.update_layout(title=title if title is not None else default, template="plotly_white",
+                      margin={"l": 60, "r": 20, "t": 60, "b": 50})
+    return fig
+
+
+def plot_latency(trace: Trace, *, kind: str = "box", title: str | None = None) -> go.Figure:
+    """Queue time (publish → handler start) and processing time per consumer.
+
+    Args:
+        kind: ``box`` (one box per consumer and measure) or ``ecdf`` (cumulative curves).
+    """
+    dv = trace.deliveries
+    fig = go.Figure()
+    for measure in ("queue", "processing"):
+        values = dv[f"{measure}_s"] * 1e3
+        names = dv["consumer"].map(_esc)
+        hover = ("event " + dv["event_id"].map(_esc) + "<br>" + names + ": "
+                 + values.round(3).astype(str) + " ms")
+        if kind == "box":
+            fig.add_trace(go.Box(x=names, y=values, name=measure, hovertext=hover,
+                                 marker_color=COLORS[measure], boxpoints="outliers"))
+        elif kind == "ecdf":
+            for consumer, part in values.groupby(names, sort=True):
+                ordered = np.sort(part.dropna().to_numpy())
+                share = np.arange(1, len(ordered) + 1) / max(len(ordered), 1)
+                fig.add_trace(go.Scatter(
+                    x=ordered, y=share, mode="lines", name=f"{consumer} {measure}",
+                    line={"dash": "solid" if measure == "queue" else "dot"},
+                    hovertemplate=f"{consumer} {measure}: %{{x:.3f}} ms<br>%{{y:.1%}}"
+                                  "<extra></extra>"))
+        else:
+            raise ValueError(f"kind must be 'box' or 'ecdf', not {kind!r}")
+    if kind == "box":
+        fig.update_layout(boxmode="group", xaxis_title="consumer",
+                          yaxis_title="milliseconds")
+    else:
+        fig.update_layout(xaxis_title="milliseconds", yaxis_title="share of deliveries")
+    return _layout(fig, title, "Latency per consumer: waiting (queue) vs working (processing)")
+
+
+def plot_backlog(trace: Trace, freq: str | pd.Timedelta | None = None, *,
+                 title: str | None = None) -> go.Figure:
+    """Lag over time per consumer: messages waiting (top) and the oldest one's age (bottom)."""
+    data = trace.backlog(freq)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("messages waiting", "age of the oldest (s)"))
+    for i, (consumer, part) in enumerate(data.groupby("consumer", sort=True)):
+        name = _esc(consumer)
+        color = _palette(i)
+        fig.add_trace(go.Scatter(x=part["time"], y=part["backlog"], name=name,
+                                 legendgroup=name, line={"color": color},
+                                 hovertemplate=f"{name}: %{{y}} waiting<extra></extra>"),
+                      row=1, col=1)
+        fig.add_trace(go.Scatter(x=part["time"], y=part["oldest_s"], name=name,
+                                 legendgroup=name, showlegend=False, line={"color": color},
+                                 hovertemplate=f"{name}: oldest %{{y:.3f}} s<extra></extra>"),
+                      row=2, col=1)
+    fig.update_yaxes(title_text="messages", row=1, col=1)
+    fig.update_yaxes(title_text="seconds", row=2, col=1)
+    fig.update_xaxes(title_text="time", row=2, col=1)
+    return _layout(fig, title, "Consumer lag over time")
+
+
+def _palette(i: int) -> str:
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+              "#7f7f7f", "#bcbd22", "#17becf"]
+    return colors[i % len(colors)]
+
+
+def plot_waterfall(trace: Trace, correlation_id: str, *, title: str | None = None
+                   ) -> go.Figure:
+    """One flow as a waterfall: a row per delivery with its queue and processing segments,
+    the critical path outlined in red."""
+    chain = trace.chain(correlation_id)
+    edges = chain.edges[chain.edges["kind"].isin(["queue", "processing"])]
+    nodes = chain.nodes.set_index("node_id")
+    t0 = chain.nodes["time"].min()
+    fig = go.Figure()
+    rows = []
+    for edge in edges.itertuples(index=False):
+        node = nodes.loc[edge.target if edge.kind == "queue" else edge.source]
+        rows.append(f"{_esc(node['subject'])} → {_esc(node['consumer'])}")
+    order = list(dict.fromkeys(rows))
+    for kind in ("queue", "processing"):
+        part = edges[edges["kind"] == kind]
+        labels = [r for r, k in zip(rows, edges["kind"], strict=True) if k == kind]
+        start = (part["start"] - t0).dt.total_seconds() * 1e3
+        width = part["duration_s"] * 1e3
+        hot = part["on_critical_path"].to_numpy(dtype=bool)
+        fig.add_trace(go.Bar(
+            y=labels, x=width, base=start, orientation="h", name=kind,
+            marker={"color": COLORS[kind],
+                    "line": {"color": np.where(hot, COLORS["critical"], "rgba(0,0,0,0)"),
+                             "width": np.where(hot, 3, 0)}},
+            hovertext=[f"{lab}<br>{kind}: {w:.3f} ms{' (critical path)' if h else ''}"
+                       for lab, w, h in zip(labels, width, hot, strict=True)],
+            hoverinfo="text"))
+    fig.update_layout(barmode="overlay", xaxis_title="milliseconds since the flow began",
+                      yaxis={"title": "subject → consumer", "categoryorder": "array",
+                             "categoryarray": order[::-1]})
+    return _layout(fig, title, f"Flow {_esc(correlation_id)}: where the time went "
+                               "(critical path in red)")
+
+
+def plot_dag(trace: Trace, correlation_id: str, *, title: str | None = None) -> go.Figure:
+    """One flow's causal DAG: events, deliveries and handler ends placed by time (x) and by
+    subject/consumer lane (y); edges on the critical path in red, inferred ones dashed."""
+    chain = trace.chain(correlation_id)
+    nodes = chain.nodes.copy()
+    t0 = nodes["time"].min()
+    nodes["x"] = (nodes["time"] - t0).dt.total_seconds() * 1e3
+    lanes = [f"{s} → {c}" if isinstance(c, str) else str(s)
+             for s, c in zip(nodes["subject"], nodes["consumer"], strict=True)]
+    order = list(dict.fromkeys(lanes))
+    nodes["y"] = [order.index(lane) for lane in lanes]
+    where = nodes.set_index("node_id")[["x", "y"]]
+    fig = go.Figure()
+    for hot in (False, True):
+        for dashed in (False, True):
+            part = chain.edges[(chain.edges["on_critical_path"] == hot)
+                               & (chain.edges["inferred"] == dashed)]
+            xs: list[Any] = []
+            ys: list[Any] = []
+            for edge in part.itertuples(index=False):
+                if edge.source in where.index and edge.target in where.index:
+                    a, b = where.loc[edge.source], where.loc[edge.target]
+                    xs += [a["x"], b["x"], None]
+                    ys += [a["y"], b["y"], None]
+            if xs:
+                fig.add_trace(go.Scatter(
+                    x=xs, y=ys, mode="lines", hoverinfo="skip",
+                    name=("critical path" if hot else "edge") + (" (inferred)" if dashed else ""),
+                    line={"color": COLORS["critical"] if hot else "#b0b0b0",
+                          "width": 3 if hot else 1.5, "dash": "dash" if dashed else "solid"}))
+    for kind in ("event", "delivery", "handler"):
+        part = nodes[nodes["kind"] == kind]
+        hover = [f"{kind}: {_esc(e)}<br>{_esc(s)}{' → ' + _esc(c) if isinstance(c, str) else ''}"
+                 f"<br>+{x:.3f} ms{('<br>' + _esc(o)) if isinstance(o, str) else ''}"
+                 f"{('<br>' + _esc(err)) if isinstance(err, str) else ''}"
+                 for e, s, c, x, o, err in zip(part["event_id"], part["subject"],
+                                               part["consumer"], part["x"], part["outcome"],
+                                               part["error"], strict=True)]
+        fig.add_trace(go.Scatter(
+            x=part["x"], y=part["y"], mode="markers", name=kind, hovertext=hover,
+            hoverinfo="text",
+            marker={"size": 12 if kind == "event" else 9, "color": COLORS[kind],
+                    "symbol": {"event": "diamond", "delivery": "circle",
+                               "handler": "square"}[kind],
+                    "line": {"width": np.where(part["outcome"].eq("error"), 2, 0),
+                             "color": COLORS["critical"]}}))
+    fig.update_layout(xaxis_title="milliseconds since the flow began",
+                      yaxis={"title": "", "tickmode": "array", "tickvals": list(range(len(order))),
+                             "ticktext": [_esc(lane) for lane in order], "autorange": "reversed"})
+    return _layout(fig, title, f"Flow {_esc(correlation_id)}: causal DAG")
+
+
+def plot_fanout(trace: Trace, *, title: str | None = None) -> go.Figure:
+    """Sankey of where events go: subject → consumer → subject it emits (widths: counts)."""
+    graph = trace.flow_graph()
+    links = graph[graph["kind"].isin(["delivers", "emits"])]
+    labels: list[str] = []
+    index: dict[tuple[str, str], int] = {}
+
+    def node(kind: str, name: str) -> int:
+        key = (kind, name)
+        if key not in index:
+            index[key] = len(labels)
+            labels.append(_esc(name))
+        return index[key]
+
+    source, target, value, hover = [], [], [], []
+    for row in links.itertuples(index=False):
+        source.append(node(row.source_kind, row.source))
+        target.append(node(row.target_kind, row.target))
+        value.append(int(row.count))
+        latency = f"<br>p95 {row.p95_s * 1e3:.3f} ms" if pd.notna(row.p95_s) else ""
+        hover.append(f"{_esc(row.source)} {row.kind} {_esc(row.target)}: {row.count}{latency}")
+    colors = ["#3b7dd8" if kind == "service" else "#f2a33a" for kind, _ in index]
+    fig = go.Figure(go.Sankey(
+        node={"label": labels, "color": colors, "pad": 18, "thickness": 14},
+        link={"source": source, "target": target, "value": value, "customdata": hover,
+              "hovertemplate": "%{customdata}<extra></extra>"}))
+    return _layout(fig, title, "Fan-out: subject → consumer → emitted subject")
+
+
+def plot_dependencies(trace: Trace, *, title: str | None = None) -> go.Figure:
+    """The observed service dependency graph: service A → service B when B consumed
+    events A published; nodes in layers from the first producers, edges labelled with
+    the subject and counts."""
+    graph = trace.flow_graph()
+    publishes = graph[graph["kind"].isin(["publishes", "emits"])]
+    delivers = graph[graph["kind"] == "delivers"]
+    pairs = publishes.merge(delivers, left_on="target", right_on="source",
+                            suffixes=("_pub", "_dlv"))
+    pairs = pairs[pairs["kind_pub"] == "publishes"]
+    edges = pairs.groupby(["source_pub", "target_dlv", "target_pub"]).agg(
+        count=("count_dlv", "sum"), p95_s=("p95_s_dlv", "max")).reset_index()
+    services = sorted(set(edges["source_pub"]) | set(edges["target_dlv"]))
+    layer = _layers(services, list(zip(edges["source_pub"], edges["target_dlv"], strict=True)))
+    per_layer: dict[int, list[str]] = {}
+    for name in services:
+        per_layer.setdefault(layer[name], []).append(name)
+    pos = {name: (layer[name], i - (len(group) - 1) / 2)
+           for group in per_layer.values() for i, name in enumerate(group)}
+    fig = go.Figure()
+    top = max(edges["count"].max(), 1) if len(edges) else 1
+    for row in edges.itertuples(index=False):
+        (x0, y0), (x1, y1) = pos[row.source_pub], pos[row.target_dlv]
+        fig.add_trace(go.Scatter(
+            x=[x0, (x0 + x1) / 2, x1], y=[y0, (y0 + y1) / 2, y1], mode="lines",
+            line={"width": 1 + 5 * row.count / top, "color": "#9bb7de"}, showlegend=False,
+            hovertext=f"{_esc(row.source_pub)} → {_esc(row.target_dlv)} via "
+                      f"{_esc(row.target_pub)}: {row.count} deliveries, p95 queue "
+                      f"{row.p95_s * 1e3:.3f} ms", hoverinfo="text"))
+    fig.add_trace(go.Scatter(
+        x=[pos[s][0] for s in services], y=[pos[s][1] for s in services],
+        mode="markers+text", text=[_esc(s) for s in services], textposition="top center",
+        marker={"size": 18, "color": "#3b7dd8"}, name="service",
+        hovertext=[_esc(s) for s in services], hoverinfo="text"))
+    fig.update_layout(xaxis={"title": "hops from the first producer", "dtick": 1},
+                      yaxis={"visible": False}, showlegend=False)
+    return _layout(fig, title, "Service dependencies as observed")
+
+
+def _layers(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
+    """Longest-path layer of each node from the sources (cycles are cut, not followed)."""
+    layer = dict.fromkeys(nodes, 0)
+    for _ in range(len(nodes)):
+        changed = False
+        for a, b in edges:
+            if a != b and layer[b] < layer[a] + 1 <= len(nodes):
+                layer[b] = layer[a] + 1
+                changed = True
+        if not changed:
+            break
+    return layer
+
+
+def plot_compare(comparison: Comparison, *, measure: str = "queue_p95_s",
+                 title: str | None = None) -> go.Figure:
+    """Per consumer, ``measure`` in the base run and the other run side by side; the other
+    run's bars are labelled with its lag status when it changed."""
+    c = comparison.consumers.sort_values("consumer")
+    names = c["consumer"].map(_esc)
+    fig = go.Figure()
+    for run in ("base", "other"):
+        values = c[f"{measure}_{run}"] * 1e3
+        status = c[f"status_{run}"]
+        fig.add_trace(go.Bar(
+            x=names, y=values, name=run, marker_color=COLORS[run],
+            text=[s if run == "other" and s != b else "" for s, b in
+                  zip(status, c["status_base"], strict=True)],
+            textposition="outside",
+            hovertext=[f"{n} ({run}): {v:.3f} ms, {s}" for n, v, s in
+                       zip(names, values, status, strict=True)], hoverinfo="text"))
+    fig.update_layout(barmode="group", xaxis_title="consumer",
+                      yaxis_title=f"{measure.removesuffix('_s').replace('_', ' ')} (ms)")
+    return _layout(fig, title, "Baseline vs other run")

@@ -1,0 +1,92 @@
+"""Problems in a trace, reported rather than hidden.
+
+``trace.problems()`` lists, one row per finding, most severe first:
+
+``cycle``       causation ids that form a loop (detected, never followed forever)
+``clock_skew``  an observer saw events before they were published: clocks disagree
+``failed``      handler calls that raised, per consumer (with the most common error)
+``dropped``     messages lost before a handler, per consumer
+``orphan``      events whose cause is not in the trace
+``unreceived``  events no consumer received, per subject (only when some consumer was
+                recorded at all; a tap-only trace has no consumers to miss)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from .trace import Trace
+
+__all__ = ["problems"]
+
+COLUMNS = ["problem", "count", "subject", "consumer", "observer", "event_id", "detail"]
+
+
+def problems(trace: Trace) -> pd.DataFrame:
+    """Everything that looks wrong in ``trace``; columns ``problem, count, subject,
+    consumer, observer, event_id`` (an example) ``, detail`` (in words, with numbers)."""
+    rows: list[dict[str, Any]] = []
+    lin = trace.lineage()
+    ev = trace.events
+    dv = trace.deliveries
+
+    cycle = lin[lin["link"] == "cycle"]
+    if len(cycle):
+        loop = " → ".join(cycle["event_id"].tolist() + [cycle["event_id"].iloc[0]])
+        rows.append(_row("cycle", len(cycle), event_id=cycle["event_id"].iloc[0],
+                         detail=f"causation ids form a cycle: {loop}"))
+
+    early = dv[(dv["received_at"] < dv["published_at"]) | (dv["queue_s"] < 0)]
+    for observer, group in early.groupby("observer", sort=True):
+        worst = (group["published_at"] - group[["received_at", "started_at"]].min(axis=1))
+        ms = worst.dt.total_seconds().max() * 1e3
+        rows.append(_row(
+            "clock_skew", len(group), observer=observer, event_id=group["event_id"].iloc[0],
+            consumer=", ".join(sorted(set(group["consumer"]))),
+            detail=(f"observer {observer!r} saw {len(group)} events before they were "
+                    f"published (up to {ms:.3g} ms early): its clock and the publishers' "
+                    "disagree, so their latencies are not trustworthy"),
+        ))
+
+    for kind, outcome in (("failed", "error"), ("dropped", "dropped")):
+        bad = dv[dv["outcome"] == outcome]
+        for consumer, group in bad.groupby("consumer", sort=True):
+            total = int((dv["consumer"] == consumer).sum())
+            common = group["error"].value_counts()
+            example = f"; most common: {common.index[0]}" if len(common) else ""
+            rows.append(_row(kind, len(group), consumer=consumer,
+                             subject=", ".join(sorted(set(group["subject"].dropna()))),
+                             event_id=group["event_id"].iloc[0],
+                             detail=f"{len(group)} of {total} deliveries to {consumer!r} "
+                                    f"{'failed' if kind == 'failed' else 'were dropped'}"
+                                    f"{example}"))
+
+    orphans = lin[lin["link"] == "orphan"]
+    if len(orphans):
+        rows.append(_row("orphan", len(orphans), event_id=orphans["event_id"].iloc[0],
+                         detail=f"{len(orphans)} events name a cause that is not in the trace "
+                                f"(e.g. {orphans['cause_id'].iloc[0]}): it happened before "
+                                "the capture, or elsewhere"))
+
+    if len(dv):
+        lonely = ev[ev["deliveries"] == 0]
+        for subject, group in lonely.groupby(lonely["subject"].fillna("?"), sort=True):
+            rows.append(_row("unreceived", len(group), subject=subject,
+                             event_id=group["event_id"].iloc[0],
+                             detail=f"{len(group)} events on {subject!r} reached no recorded "
+                                    "consumer"))
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    for column in ("problem", "subject", "consumer", "observer", "event_id", "detail"):
+        frame[column] = frame[column].astype("str")
+    frame["count"] = frame["count"].astype("int64")
+    return frame
+
+
+def _row(problem: str, count: int, *, subject: Any = None, consumer: Any = None,
+         observer: Any = None, event_id: Any = None, detail: str = "") -> dict[str, Any]:
+    return {"problem": problem, "count": int(count), "subject": subject,
+            "consumer": consumer, "observer": observer, "event_id": event_id,
+            "detail": detail}
