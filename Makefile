@@ -19,8 +19,9 @@ install: $(STAMP)  ## create .venv and install evtkit with its dev extras
 test: $(STAMP)  ## run the whole test suite
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)  ## capture benchmark: evtkit vs raw nats-py in the same run
+bench: $(STAMP)  ## benchmarks: capture vs raw nats-py, analysis vs a naive reference
 	$(BIN)/python bench/capture.py
+	$(BIN)/python bench/analysis.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check evtkit tests bench

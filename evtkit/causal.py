@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from .schema import utc
+from .schema import positions, text, utc
 
 if TYPE_CHECKING:
     from .trace import Trace
@@ -57,12 +59,13 @@ def lineage(trace: Trace, *, infer: bool = True, window_s: float = DEFAULT_WINDO
     """
     ev = trace.events
     n = len(ev)
-    ids = pd.Index(ev["event_id"])
+    if not n:
+        return _empty_lineage()
     cause = ev["causation_id"]
-    cause_pos = ids.get_indexer(cause.where(cause.notna(), None))
-    explicit = cause.notna().to_numpy() & (cause_pos >= 0)
-    orphan = cause.notna().to_numpy() & (cause_pos < 0)
-    link = np.where(explicit, "explicit", np.where(orphan, "orphan", "root")).astype(object)
+    cause_pos = positions(cause, ev["event_id"])
+    has_cause = cause.notna().to_numpy()
+    explicit = has_cause & (cause_pos >= 0)
+    link = np.where(explicit, _EXPLICIT, np.where(has_cause, _ORPHAN, _ROOT)).astype(np.int8)
     score = np.where(explicit, 1.0, np.nan)
     parent = np.where(explicit, cause_pos, -1)
     parent_seq = ev["emitted_seq"].to_numpy(dtype="float64", na_value=np.nan)
@@ -70,36 +73,50 @@ def lineage(trace: Trace, *, infer: bool = True, window_s: float = DEFAULT_WINDO
     deliveries = _delivery_spans(trace)
     need = explicit & np.isnan(parent_seq)
     if need.any() and len(deliveries):
-        parent_seq[need] = _attribute(ev[need], deliveries)
+        parent_seq[need] = _attribute(
+            ev.loc[need, ["causation_id", "source", "published_at"]], deliveries)
     if infer and len(deliveries):
-        candidates = (link == "root") & (ev["correlation_id"] == ev["event_id"]).to_numpy()
+        candidates = (link == _ROOT) & (ev["correlation_id"] == ev["event_id"]).to_numpy()
         if candidates.any():
-            found = _infer(ev[candidates], deliveries, ids, window_s)
+            found = _infer(ev.loc[candidates, ["event_id", "source", "producer",
+                                               "published_at"]],
+                           deliveries, ev["event_id"], window_s)
             rows = np.flatnonzero(candidates)[found.index.to_numpy()]
             parent[rows] = found["parent"].to_numpy()
             parent_seq[rows] = found["seq"].to_numpy()
             score[rows] = found["score"].to_numpy()
-            link[rows] = "inferred"
+            link[rows] = _INFERRED
 
-    depth, root, flow = _propagate(parent, link, ev["correlation_id"].to_numpy(dtype=object))
+    flow_code, flows = pd.factorize(ev["correlation_id"])
+    depth, root, flow_code = _propagate(parent, link == _INFERRED, flow_code)
     unreached = np.flatnonzero(depth == 0)
     if len(unreached):
-        link[_on_cycles(parent, unreached)] = "cycle"
+        link[_on_cycles(parent, unreached)] = _CYCLE
+    ids = pa.array(ev["event_id"].array)
+    cause_id = pc.if_else(pa.array(parent >= 0), ids.take(pa.array(np.maximum(parent, 0))),
+                          pa.array(cause.array))
     return pd.DataFrame({
         "event_id": ev["event_id"].array,
-        "cause_id": pd.array(np.where(parent >= 0, ids.to_numpy()[np.maximum(parent, 0)],
-                                      cause.to_numpy(dtype=object, na_value=None)),
-                             dtype="str"),
-        "link": pd.array(link, dtype="str"),
+        "cause_id": text(cause_id),
+        "link": text(pa.DictionaryArray.from_arrays(pa.array(link), pa.array(_LINKS))),
         "score": score,
-        "parent_seq": pd.array(np.where(np.isnan(parent_seq), None, parent_seq), "Int64"),
-        "flow_id": pd.array(flow, dtype="str"),
-        "root_id": pd.array(np.where(root >= 0, ids.to_numpy()[np.maximum(root, 0)], None),
-                            dtype="str"),
-        "depth": pd.array(np.where(depth > 0, depth, None), "Int64"),
+        "parent_seq": _ints(parent_seq, ~np.isnan(parent_seq)),
+        "flow_id": text(pa.array(flows.array).take(pa.array(flow_code))),
+        "root_id": text(ids.take(pa.array(np.maximum(root, 0), mask=root < 0))),
+        "depth": _ints(depth, depth > 0),
         "_parent": parent,
         "_root": root,
-    }, index=ev.index) if n else _empty_lineage()
+    }, index=ev.index)
+
+
+# Link kinds, as codes while computing and as text in the result.
+_LINKS = ["root", "explicit", "inferred", "orphan", "cycle"]
+_ROOT, _EXPLICIT, _INFERRED, _ORPHAN, _CYCLE = range(5)
+
+
+def _ints(values: np.ndarray, valid: np.ndarray) -> pd.arrays.IntegerArray:
+    """A nullable Int64 array without going through Python objects."""
+    return pd.arrays.IntegerArray(np.where(valid, values, 0).astype(np.int64), ~valid)
 
 
 def _empty_lineage() -> pd.DataFrame:
@@ -137,7 +154,7 @@ def _attribute(children: pd.DataFrame, deliveries: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def _infer(children: pd.DataFrame, deliveries: pd.DataFrame, ids: pd.Index,
+def _infer(children: pd.DataFrame, deliveries: pd.DataFrame, ids: pd.Series,
            window_s: float) -> pd.DataFrame:
     """Best delivery by the same service that was running (or had just finished) when each
     event was published; scored 1 inside the handler, decaying after it."""
@@ -160,27 +177,24 @@ def _infer(children: pd.DataFrame, deliveries: pd.DataFrame, ids: pd.Index,
     matched = matched[ok.to_numpy()]
     late = late[ok.to_numpy()]
     return pd.DataFrame({
-        "parent": ids.get_indexer(matched["event_id"]),
+        "parent": positions(matched["event_id"].astype("str"), ids),
         "seq": matched["seq"].to_numpy(dtype="float64"),
         "score": np.exp(-late.to_numpy() / window_s) if window_s > 0 else 1.0,
     }, index=pd.Index(matched["row"].to_numpy()))
 
 
-def _propagate(parent: np.ndarray, link: np.ndarray, correlation: np.ndarray
+def _propagate(parent: np.ndarray, inferred: np.ndarray, flow: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Depth, root and flow of every event, one causal level per (vectorised) step.
-
-    Events never reached from a root (cycles and what hangs below them) keep depth 0.
-    """
+    """Depth, root and flow (as codes) of every event, one causal level per vectorised
+    step. Events never reached from a root (cycles and what hangs below) keep depth 0."""
     n = len(parent)
     depth = np.zeros(n, np.int64)
     root = np.full(n, -1, np.int64)
-    flow = correlation.copy()
+    flow = flow.copy()
     start = parent < 0
     depth[start] = 1
     root[start] = np.flatnonzero(start)
     known = start.copy()
-    inferred = link == "inferred"
     safe = np.maximum(parent, 0)
     while True:
         new = ~known & (parent >= 0) & known[safe]
@@ -232,7 +246,7 @@ def chains(trace: Trace, *, infer: bool = True) -> pd.DataFrame:
     n_flows = len(flows)
     pub = ev["published_at"].array.asi8
     dv = trace.deliveries
-    where = pd.Index(ev["event_id"]).get_indexer(dv["event_id"])
+    where = trace.delivery_events
     dv_flow = flow_codes[where]
     dv_end = dv["done_at"].fillna(dv["received_at"]).array.asi8
 
@@ -258,26 +272,26 @@ def chains(trace: Trace, *, infer: bool = True) -> pd.DataFrame:
     root_pub = np.where(end_root >= 0, pub[np.maximum(end_root, 0)], nat)
 
     roots = lin[lin["depth"] == 1]
-    first_root = pd.Series(ev.loc[roots.index, "published_at"].to_numpy(),
-                           index=roots.index).groupby(flow_codes[roots.index]).idxmin()
-    root_id = np.full(n_flows, None, dtype=object)
-    root_id[first_root.index.to_numpy()] = ev["event_id"].to_numpy(dtype=object)[
-        first_root.to_numpy()]
+    first_root = pd.Series(pub[roots.index], index=roots.index).groupby(
+        flow_codes[roots.index]).idxmin()
+    root_pos = np.full(n_flows, -1)
+    root_pos[first_root.index.to_numpy()] = first_root.to_numpy()
     depth = lin["depth"].fillna(0).to_numpy(dtype=np.int64)
     max_depth = np.zeros(n_flows, np.int64)
     np.maximum.at(max_depth, flow_codes, depth)
     consumer_codes, names = pd.factorize(dv["consumer"])
-    pairs = np.unique(dv_flow.astype(np.int64) * (len(names) + 1) + consumer_codes)
+    pairs = pd.unique(dv_flow.astype(np.int64) * (len(names) + 1) + consumer_codes)
     consumers = np.bincount(pairs // (len(names) + 1), minlength=n_flows)
     errors = np.bincount(dv_flow[(dv["outcome"] == "error").to_numpy()], minlength=n_flows)
 
     frame = pd.DataFrame({
         "correlation_id": flows.astype(object),
-        "root_event_id": pd.array(root_id, dtype="str"),
+        "root_event_id": text(pa.array(ev["event_id"].array).take(
+            pa.array(np.maximum(root_pos, 0), mask=root_pos < 0))),
         "events": np.bincount(flow_codes, minlength=n_flows),
         "deliveries": np.bincount(dv_flow, minlength=n_flows),
         "consumers": consumers,
-        "depth": pd.array(np.where(max_depth > 0, max_depth, None), "Int64"),
+        "depth": _ints(max_depth, max_depth > 0),
         "started_at": utc(started),
         "ended_at": utc(ended),
         "errors": errors,
@@ -287,7 +301,8 @@ def chains(trace: Trace, *, infer: bool = True) -> pd.DataFrame:
     frame["duration_s"] = (frame["ended_at"] - frame["started_at"]).dt.total_seconds()
     frame["critical_path_s"] = np.where(root_pub != nat, (ended - root_pub) / 1e9, np.nan)
     frame["correlation_id"] = frame["correlation_id"].astype("str")
-    frame = frame.sort_values(["duration_s", "correlation_id"], ascending=[False, True])
+    # Longest first; ties keep the order flows started in.
+    frame = frame.take(np.argsort(-frame["duration_s"].to_numpy(), kind="stable"))
     return frame[_CHAIN_COLUMNS].reset_index(drop=True)
 
 

@@ -25,26 +25,30 @@ UNKNOWN = "(unknown)"
 
 
 def _children(trace: Trace) -> pd.DataFrame:
-    """Every caused event with its parent event and, when known, the emitting delivery."""
+    """Every caused event: its position, its parent's position and, when known, the
+    emitting delivery's position in ``trace.deliveries`` (-1 if none)."""
     lin = trace.lineage()
-    ev = trace.events
     parent = lin["_parent"].to_numpy()
-    has = parent >= 0
-    dv = trace.deliveries.set_index("seq")
-    seq = lin["parent_seq"]
-    rows = pd.DataFrame({
-        "child_subject": ev["subject"].to_numpy()[has],
-        "child_type": ev["type"].to_numpy()[has],
-        "child_published_at": ev["published_at"].to_numpy()[has],
-        "parent_subject": ev["subject"].to_numpy()[parent[has]],
-        "parent_type": ev["type"].to_numpy()[parent[has]],
-        "seq": seq.to_numpy()[has],
-    })
-    known = rows["seq"].notna() & rows["seq"].isin(dv.index)
-    at = dv.reindex(rows["seq"].where(known).astype("float64"))
-    rows["consumer"] = at["consumer"].to_numpy()
-    rows["handler_started"] = at["started_at"].fillna(at["received_at"]).to_numpy()
-    return rows
+    child = np.flatnonzero(parent >= 0)
+    dv_seq = trace.deliveries["seq"].to_numpy(dtype=np.int64)
+    seq = lin["parent_seq"].to_numpy(dtype="float64", na_value=np.nan)[child]
+    order = np.argsort(dv_seq, kind="stable")
+    pos = np.searchsorted(dv_seq[order], seq)
+    pos = np.minimum(pos, max(len(dv_seq) - 1, 0))
+    found = (len(dv_seq) > 0) & (dv_seq[order][pos] == seq) if len(dv_seq) else np.zeros(
+        len(child), bool)
+    delivery = np.where(found, order[pos] if len(dv_seq) else -1, -1)
+    return pd.DataFrame({"child": child, "parent": parent[child], "delivery": delivery})
+
+
+def _names(groups: np.ndarray, members: np.ndarray, labels: np.ndarray, n: int) -> list[str]:
+    """For each group 0..n-1, the sorted, comma-joined distinct labels of its members."""
+    out: list[list[str]] = [[] for _ in range(n)]
+    if len(groups):
+        width = len(labels) + 1
+        for pair in pd.unique(groups.astype(np.int64) * width + members).tolist():
+            out[pair // width].append(str(labels[pair % width]))
+    return [", ".join(sorted(names)) for names in out]
 
 
 def fanout(trace: Trace) -> pd.DataFrame:
@@ -55,39 +59,38 @@ def fanout(trace: Trace) -> pd.DataFrame:
     published as a consequence of handling these (explicit or inferred causes).
     """
     ev = trace.events
-    dv = trace.deliveries
-    keys = ["subject", "type"]
     if ev.empty:
         return pd.DataFrame(columns=_FANOUT_COLUMNS)
-    ev = ev.assign(type=ev["type"].fillna(UNKNOWN), subject=ev["subject"].fillna(UNKNOWN))
-    counts = ev.groupby(keys).size().rename("events")
-    where = pd.Index(trace.events["event_id"]).get_indexer(dv["event_id"])
-    dv = pd.DataFrame({"subject": ev["subject"].to_numpy()[where],
-                       "type": ev["type"].to_numpy()[where],
-                       "consumer": dv["consumer"].to_numpy()})
-    per = dv.groupby(keys)
-    names = per["consumer"].agg(lambda c: ", ".join(sorted(set(c)))).rename("consumer_names")
-    children = _children(trace)
-    children = children.assign(parent_type=children["parent_type"].fillna(UNKNOWN),
-                               parent_subject=children["parent_subject"].fillna(UNKNOWN),
-                               child_type=children["child_type"].fillna(UNKNOWN))
-    emitted = children.groupby(["parent_subject", "parent_type"])["child_type"].agg(
-        lambda t: ", ".join(sorted(set(t)))).rename("emitted_types")
-    emitted.index.names = keys
-    frame = pd.concat([counts, per.size().rename("deliveries"),
-                       per["consumer"].nunique().rename("consumers"), names, emitted],
-                      axis=1).reset_index()
-    frame = frame[frame["events"].notna()]
-    frame["deliveries"] = frame["deliveries"].fillna(0).astype(np.int64)
-    frame["consumers"] = frame["consumers"].fillna(0).astype(np.int64)
-    frame["events"] = frame["events"].astype(np.int64)
-    frame["mean_fanout"] = frame["deliveries"] / frame["events"]
-    for column in ("consumer_names", "emitted_types"):
-        frame[column] = frame[column].fillna("")
+    subject = ev["subject"].fillna(UNKNOWN)
+    kind = ev["type"].fillna(UNKNOWN)
+    subject_code, subjects = pd.factorize(subject)
+    type_code, types = pd.factorize(kind)
+    group, pairs = pd.factorize(subject_code.astype(np.int64) * len(types) + type_code)
+    n = len(pairs)
+    dv = trace.deliveries
+    dv_group = group[trace.delivery_events]
+    consumer, consumers = pd.factorize(dv["consumer"])
+    if (consumer < 0).any():  # deliveries always name their consumer; be safe anyway
+        consumer = np.where(consumer < 0, len(consumers), consumer)
+        consumers = pd.Index([*consumers, UNKNOWN])
+    parent = trace.lineage()["_parent"].to_numpy()
+    child = np.flatnonzero(parent >= 0)
+    events = np.bincount(group, minlength=n)
+    deliveries = np.bincount(dv_group, minlength=n)
+    names = _names(dv_group, consumer, np.asarray(consumers), n)
+    frame = pd.DataFrame({
+        "subject": np.asarray(subjects)[pairs // len(types)],
+        "type": np.asarray(types)[pairs % len(types)],
+        "events": events,
+        "deliveries": deliveries,
+        "consumers": [len(x.split(", ")) if x else 0 for x in names],
+        "consumer_names": names,
+        "mean_fanout": deliveries / events,
+        "emitted_types": _names(group[parent[child]], type_code[child], np.asarray(types), n),
+    })
     frame = frame.sort_values(["events", "subject"], ascending=[False, True])
-    return frame[_FANOUT_COLUMNS].astype({"subject": "str", "type": "str",
-                                          "consumer_names": "str", "emitted_types": "str"}
-                                         ).reset_index(drop=True)
+    return frame.astype({"subject": "str", "type": "str", "consumer_names": "str",
+                         "emitted_types": "str"}).reset_index(drop=True)
 
 
 _FANOUT_COLUMNS = ["subject", "type", "events", "deliveries", "consumers", "consumer_names",
@@ -114,27 +117,32 @@ def flow_graph(trace: Trace) -> pd.DataFrame:
                                  target_kind="subject", p50_s=np.nan, p95_s=np.nan, errors=0)
 
     dv = trace.deliveries
-    delivers = dv.assign(subject=dv["subject"].fillna(UNKNOWN)).groupby(
+    delivers = dv.assign(subject=dv["subject"].fillna(UNKNOWN),
+                         failed=(dv["outcome"] == "error").astype(np.int64)).groupby(
         ["subject", "consumer"])
     delivers = pd.concat([
         delivers.size().rename("count"),
         delivers["queue_s"].quantile(0.5).rename("p50_s"),
         delivers["queue_s"].quantile(0.95).rename("p95_s"),
-        delivers["outcome"].agg(lambda o: int((o == "error").sum())).rename("errors"),
+        delivers["failed"].sum().rename("errors"),
     ], axis=1).reset_index().rename(columns={"subject": "source", "consumer": "target"})
     delivers = delivers.assign(kind="delivers", source_kind="subject", target_kind="service")
 
-    children = _children(trace)
-    children = children[children["consumer"].notna()]
-    children = children.assign(
-        lead_s=(pd.to_datetime(children["child_published_at"], utc=True)
-                - pd.to_datetime(children["handler_started"], utc=True)).dt.total_seconds())
-    emits = children.groupby(["consumer", "child_subject"])
+    links = _children(trace)
+    links = links[links["delivery"] >= 0]
+    started = dv["started_at"].fillna(dv["received_at"]).array.asi8
+    lead = (ev["published_at"].array.asi8[links["child"].to_numpy()]
+            - started[links["delivery"].to_numpy()]) / 1e9
+    emits = pd.DataFrame({
+        "source": dv["consumer"].to_numpy()[links["delivery"].to_numpy()],
+        "target": ev["subject"].fillna(UNKNOWN).to_numpy()[links["child"].to_numpy()],
+        "lead_s": lead,
+    }).groupby(["source", "target"])
     emits = pd.concat([
         emits.size().rename("count"),
         emits["lead_s"].quantile(0.5).rename("p50_s"),
         emits["lead_s"].quantile(0.95).rename("p95_s"),
-    ], axis=1).reset_index().rename(columns={"consumer": "source", "child_subject": "target"})
+    ], axis=1).reset_index()
     emits = emits.assign(kind="emits", source_kind="service", target_kind="subject", errors=0)
 
     frame = pd.concat([publishes, delivers, emits], ignore_index=True)

@@ -81,14 +81,17 @@ def _per_consumer(trace: Trace, ends: np.ndarray, step: int) -> dict[str, dict[s
     edges = np.concatenate([[ends[0] - step], ends])
     ev_pub = ev["published_at"].array.asi8
     ev_subject, _ = pd.factorize(ev["subject"])
-    dv_event = pd.Index(ev["event_id"]).get_indexer(dv["event_id"])
+    dv_event = trace.delivery_events
+    received_all = dv["received_at"].array.asi8
+    published_all = dv["published_at"].array.asi8
+    published_all = np.where(published_all == nat, received_all, published_all)
+    done_all = dv["done_at"].array.asi8
+    dropped_all = (dv["outcome"] == "dropped").to_numpy()
+    error_all = (dv["outcome"] == "error").to_numpy()
     for consumer, rows in dv.groupby("consumer", sort=True).indices.items():
-        mine = dv.iloc[rows]
-        pub = mine["published_at"].array.asi8
-        pub = np.where(pub == nat, mine["received_at"].array.asi8, pub)
-        dropped = (mine["outcome"] == "dropped").to_numpy()
-        done = mine["done_at"].array.asi8
-        finished = np.where(dropped, mine["received_at"].array.asi8, done)
+        pub, received, done = published_all[rows], received_all[rows], done_all[rows]
+        dropped = dropped_all[rows]
+        finished = np.where(dropped, received, done)
         finished = np.where(finished == nat, never, finished)
         # Waiting from publish until finished: backlog = started waiting - stopped waiting.
         waiting = np.searchsorted(np.sort(pub), ends, "right") - np.searchsorted(
@@ -113,9 +116,9 @@ def _per_consumer(trace: Trace, ends: np.ndarray, step: int) -> dict[str, dict[s
             "backlog": waiting,
             "oldest_s": oldest,
             "arrivals": count(ev_pub[expected]),
-            "received": count(mine["received_at"].array.asi8),
+            "received": count(received),
             "handled": count(handled_at),
-            "errors": count(done[(mine["outcome"] == "error").to_numpy()]),
+            "errors": count(done[error_all[rows]]),
             "missed": count(ev_pub[missed]),
         }
     return out
@@ -215,7 +218,10 @@ def lag(trace: Trace, freq: str | pd.Timedelta | None = None, *, window: int = 5
     keys = ["consumer", "queue"]
     if dv.empty:
         return pd.DataFrame(columns=_LAG_COLUMNS)
-    dv = dv.assign(queue=dv["queue"].fillna(""))  # group keys must not be missing
+    # Group keys must not be missing; outcomes become counts that groupby sums natively.
+    dv = dv.assign(queue=dv["queue"].fillna(""),
+                   failed=(dv["outcome"] == "error").astype(np.int64),
+                   lost=(dv["outcome"] == "dropped").astype(np.int64))
     groups = dv.groupby(keys, sort=True)
     quantiles = groups["queue_s"].quantile([0.5, 0.95, 0.99]).unstack()
     quantiles.columns = ["queue_p50_s", "queue_p95_s", "queue_p99_s"]
@@ -224,8 +230,8 @@ def lag(trace: Trace, freq: str | pd.Timedelta | None = None, *, window: int = 5
     frame = pd.concat([
         groups.size().rename("deliveries"), quantiles,
         groups["queue_s"].max().rename("queue_max_s"), work,
-        groups["outcome"].agg(lambda o: int((o == "error").sum())).rename("errors"),
-        groups["outcome"].agg(lambda o: int((o == "dropped").sum())).rename("dropped"),
+        groups["failed"].sum().rename("errors"),
+        groups["lost"].sum().rename("dropped"),
     ], axis=1).reset_index()
 
     ends, step = _grid(trace, freq)

@@ -268,7 +268,6 @@ def _assemble(consumers: list[_Consumer], ev_pub: np.ndarray, load: float,
     receive_seq = seq_of[n_ev:n_ev + n_dv]
 
     ev_take = np.concatenate([np.arange(n_ev), dv["event"], dv["event"]]).astype(np.int64)
-    is_done = kinds == 2
     consumer_col = np.concatenate([
         np.where(emitted_row >= 0, dv["consumer"][np.maximum(emitted_row, 0)] if n_dv else None,
                  None),
@@ -288,6 +287,12 @@ def _assemble(consumers: list[_Consumer], ev_pub: np.ndarray, load: float,
     error = np.concatenate([np.full(n_ev + n_dv, None, dtype=object),
                             np.where(failed, ERROR_TEXT, None).astype(object)])
     started = np.concatenate([np.full(n_ev + n_dv, -1), dv["start"]]).astype(np.int64)
+    # Put every row array in time order now, so the table is built once, already sorted.
+    kinds, ts, ev_take, consumer_col, observer_col, ref, outcome, error, started = (
+        a[order] for a in (kinds, ts, ev_take, consumer_col, observer_col, ref, outcome, error,
+                           started))
+    is_done = kinds == 2
+    seq_of = np.arange(len(ts), dtype=np.int64)
 
     ids_arr = pa.array(all_ids, pa.string())
     take = pa.array(ev_take)
@@ -335,8 +340,9 @@ def _assemble(consumers: list[_Consumer], ev_pub: np.ndarray, load: float,
         "count": pa.nulls(len(ts), pa.int64()),
         "detail": null_str,
     }
-    table = pa.table(cols).take(pa.array(order))
-    truth = _truth(consumers, dv, all_pub, ev_take[n_ev:n_ev + n_dv], n_regular, n_flows,
+    table = pa.table(cols)
+    del cols
+    truth = _truth(consumers, dv, all_pub, dv["event"], n_regular, n_flows,
                    depth, orphan_ids, cycle_ids, skew, slow, stall, stop, failing,
                    index, emitted_row, all_ids, load)
     meta = {"schema_version": SCHEMA_VERSION, "generator": "evtkit.testing.make_trace",

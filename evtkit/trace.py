@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .observation import MESSAGE_KINDS
-from .schema import DELIVERIES, EVENTS, SCHEMA_VERSION, conform, utc
+from .schema import DELIVERIES, EVENTS, SCHEMA_VERSION, conform, positions, utc
 
 __all__ = ["Trace"]
 
@@ -115,7 +115,7 @@ class Trace:
         matched = slot >= 0
 
         events = self.events
-        where = pd.Index(events["event_id"]).get_indexer(receives["event_id"])
+        where = positions(receives["event_id"], events["event_id"])
         info = events.take(np.maximum(where, 0))
         known = where >= 0
         frame = pd.DataFrame({
@@ -137,8 +137,21 @@ class Trace:
         frame["done_at"] = frame["done_at"].where(frame["outcome"] != "dropped")
         frame["queue_s"] = (frame["started_at"] - frame["published_at"]).dt.total_seconds()
         frame["processing_s"] = (frame["done_at"] - frame["started_at"]).dt.total_seconds()
-        frame = frame.sort_values("seq", kind="stable").reset_index(drop=True)
-        return conform(frame, DELIVERIES)
+        order = np.argsort(frame["seq"].to_numpy(), kind="stable")
+        self._cache["delivery_events"] = where[order]
+        return conform(frame.take(order).reset_index(drop=True), DELIVERIES)
+
+    @property
+    def delivery_events(self) -> np.ndarray:
+        """For each row of :attr:`deliveries`, the position of its event in :attr:`events`
+        (-1 if the event is unknown): the join every analysis needs, computed once."""
+        if "delivery_events" not in self._cache:
+            if self.deliveries.empty:
+                self._cache["delivery_events"] = np.zeros(0, np.int64)
+            else:
+                self._cache["delivery_events"] = positions(self.deliveries["event_id"],
+                                                           self.events["event_id"])
+        return self._cache["delivery_events"]
 
     # -- analysis (see evtkit.causal, evtkit.lag, evtkit.fanout, evtkit.problems) --------
 
