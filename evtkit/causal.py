@@ -321,9 +321,9 @@ class Chain:
             started, ``handler`` when it finished) ``, event_id, consumer, subject, type,
             time, outcome, error, on_critical_path``.
         edges: ``source, target, kind`` (``queue`` event→delivery, ``processing``
-            delivery→handler, ``cause`` handler→event it published, or event→event when no
-            delivery is known) ``, start, end, duration_s, inferred, score,
-            on_critical_path``.
+            delivery→handler end, ``cause`` delivery→event its handler published, or
+            event→event when no delivery is known) ``, start, end, duration_s, inferred,
+            score, on_critical_path``.
         critical_path: as :func:`critical_path`.
     """
 
@@ -383,7 +383,8 @@ def chain(trace: Trace, correlation_id: str, *, infer: bool = True) -> Chain:
         hot = any(k[0] == row.event_id for k in on_path)
         if pd.notna(row.parent_seq) and int(row.parent_seq) in dv_by_seq.index:
             d = dv_by_seq.loc[int(row.parent_seq)]
-            source = f"{d['event_id']}>{d['consumer']}#{int(row.parent_seq)}!"
+            # From the handler's start: it published the event while working.
+            source = f"{d['event_id']}>{d['consumer']}#{int(row.parent_seq)}"
             start = d["started_at"] if pd.notna(d["started_at"]) else d["received_at"]
         else:
             source, start = row.cause_id, ev_by_id.loc[row.cause_id, "published_at"]

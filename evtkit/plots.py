@@ -51,13 +51,19 @@ def _layout(fig: go.Figure, title: str | None, default: str) -> go.Figure:
     return fig
 
 
-def plot_latency(trace: Trace, *, kind: str = "box", title: str | None = None) -> go.Figure:
+def plot_latency(trace: Trace, *, kind: str = "box", log: bool | None = None,
+                 title: str | None = None) -> go.Figure:
     """Queue time (publish → handler start) and processing time per consumer.
 
     Args:
         kind: ``box`` (one box per consumer and measure) or ``ecdf`` (cumulative curves).
+        log: logarithmic time axis; by default when all times are positive and they span
+            more than two orders of magnitude (one slow consumer hides the rest otherwise).
     """
     dv = trace.deliveries
+    times = pd.concat([dv["queue_s"], dv["processing_s"]]).dropna()
+    if log is None:
+        log = bool(len(times)) and times.min() > 0 and times.max() / times.min() > 100
     fig = go.Figure()
     for measure in ("queue", "processing"):
         values = dv[f"{measure}_s"] * 1e3
@@ -78,11 +84,13 @@ def plot_latency(trace: Trace, *, kind: str = "box", title: str | None = None) -
                                   "<extra></extra>"))
         else:
             raise ValueError(f"kind must be 'box' or 'ecdf', not {kind!r}")
+    axis = {"type": "log"} if log else {}
     if kind == "box":
         fig.update_layout(boxmode="group", xaxis_title="consumer",
-                          yaxis_title="milliseconds")
+                          yaxis={"title": "milliseconds", **axis})
     else:
-        fig.update_layout(xaxis_title="milliseconds", yaxis_title="share of deliveries")
+        fig.update_layout(xaxis={"title": "milliseconds", **axis},
+                          yaxis_title="share of deliveries")
     return _layout(fig, title, "Latency per consumer: waiting (queue) vs working (processing)")
 
 

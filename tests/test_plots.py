@@ -32,6 +32,8 @@ def test_latency_box_and_ecdf(trace):
     assert [t.name for t in fig.data] == ["queue", "processing"]
     assert fig.layout.xaxis.title.text == "consumer"
     assert fig.layout.yaxis.title.text == "milliseconds"
+    assert fig.layout.yaxis.type == "log"  # the slow consumer spans orders of magnitude
+    assert ek.plot_latency(trace, log=False).layout.yaxis.type is None
     assert len(set(fig.data[0].x)) == 9
     ecdf = ek.plot_latency(trace, kind="ecdf")
     assert len(ecdf.data) == 18 and all(t.type == "scatter" for t in ecdf.data)
