@@ -22,6 +22,7 @@ test: $(STAMP)  ## run the whole test suite
 bench: $(STAMP)  ## benchmarks: capture vs raw nats-py, analysis vs a naive reference
 	$(BIN)/python bench/capture.py
 	$(BIN)/python bench/analysis.py
+	$(BIN)/python bench/replay.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check evtkit tests bench

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib.metadata as _metadata
 
-from . import testing
+from . import datasets, demo, testing
 from .bus import Bus, Subscription, Tap, connect, current_event
 from .causal import Chain
 from .compare import Comparison, compare
@@ -40,6 +40,7 @@ from .plots import (
 )
 from .recorder import Recorder
 from .recording import record
+from .replay import ReplayResult, replay
 from .server import EmbeddedServer, find_nats_server
 from .store import load
 from .trace import Trace
@@ -60,6 +61,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PublishError",
     "Recorder",
+    "ReplayResult",
     "ServerError",
     "ServerNotFoundError",
     "ServerStartError",
@@ -72,7 +74,9 @@ __all__ = [
     "compare",
     "connect",
     "current_event",
+    "datasets",
     "decode_message",
+    "demo",
     "find_nats_server",
     "load",
     "parse_traceparent",
@@ -84,5 +88,6 @@ __all__ = [
     "plot_latency",
     "plot_waterfall",
     "record",
+    "replay",
     "testing",
 ]

@@ -53,7 +53,9 @@ KNOWN = (
     "evtkit-replay-of",
 )
 # The headers that have their own columns in frames; any other header is kept in a dict.
-CLOUDEVENTS = frozenset(KNOWN[:9])
+CLOUDEVENTS = frozenset(KNOWN[:9]) | {"evtkit-replay-of"}
+REPLAY_OF = "evtkit-replay-of"
+"""Header a replayed message carries: the id of the event it replays."""
 
 
 def check_value(name: str, value: str) -> str:

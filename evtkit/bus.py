@@ -366,6 +366,30 @@ class Bus:
             mode="binary",
         )
 
+    async def send_raw(self, subject: str, payload: bytes, block: bytes | None, *,
+                       reply: str | None = None) -> None:
+        """Send a message with a ready-made header block, byte for byte, unrecorded.
+
+        For tools that re-send captured messages (replay); everything else should use
+        :meth:`publish`. The block must be a valid NATS header block (or None).
+
+        Raises:
+            PublishError: a bad subject.
+            PayloadTooLargeError: larger than the server's ``max_payload``.
+        """
+        nc = self._client()
+        if not subject or _BAD_SUBJECT.search(subject):
+            raise PublishError(f"subject {subject!r} is empty or contains whitespace")
+        size = len(block or b"") + len(payload)
+        if size > nc.max_payload:
+            raise PayloadTooLargeError(subject, size, nc.max_payload)
+        if block is None:
+            await nc.publish(subject, payload, reply=reply or "")
+        elif not (self._fast and await _fastpath.publish(
+                nc, subject.encode(), (reply or "").encode(), block, payload)):
+            await nc.publish(subject, payload, reply=reply or "",
+                             headers=parse_block(block).headers)
+
     # -- subscribe and tap -----------------------------------------------------------------
 
     async def subscribe(

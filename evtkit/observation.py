@@ -100,6 +100,7 @@ def build_observations(rows: Sequence[tuple[Any, ...]], first_seq: int = 0) -> p
         "content_type": pc.coalesce(known["ce-datacontenttype"], known["content-type"]),
         "mode": pc.if_else(binary, "binary", "bare"),
         "id_synthetic": pc.is_null(given_id),
+        "replay_of": known["evtkit-replay-of"],
         "malformed": pa.array(parsed.malformed, pa.int64()),
     }
     for name in _EVENT_COLUMNS:

@@ -29,7 +29,7 @@ __all__ = ["Trace"]
 # Observation columns an event's row in ``events`` is taken from.
 _EVENT_SOURCE = ["event_id", "kind", "type", "subject", "source", "correlation_id",
                  "causation_id", "trace_id", "size", "content_type", "mode", "id_synthetic",
-                 "payload", "headers", "event_time", "observer", "consumer", "ref"]
+                 "replay_of", "payload", "headers", "event_time", "observer", "consumer", "ref"]
 
 
 class Trace:
@@ -79,7 +79,8 @@ class Trace:
             "event_id": best["event_id"].array,
             **{c: best[c].array for c in ("type", "subject", "source", "correlation_id",
                                           "causation_id", "trace_id", "size", "content_type",
-                                          "mode", "id_synthetic", "payload", "headers")},
+                                          "mode", "id_synthetic", "replay_of", "payload",
+                                          "headers")},
             "published_at": utc(published),
             "first_seen_at": utc(first_seen),
             "producer": best["observer"].where(was_published).array,

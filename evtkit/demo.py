@@ -1,0 +1,341 @@
+"""A small shop running on NATS, to watch evtkit work and to make sample traces.
+
+::
+
+    trace = await ek.demo.run_shop(duration=10, faults=["slow:billing:8@3+4"])
+
+Services, each on its own named connection, all recorded into one trace:
+
+``orders``         publishes ``orders.placed`` at ``rate`` per second (Poisson arrivals)
+``inventory``      reserves stock: ``inventory.reserved``, or ``inventory.rejected`` (5 %)
+``billing``        a queue group of two workers (``billing-1``, ``billing-2``) capturing
+                   payment: ``payments.captured``, or ``payments.failed`` (3 %)
+``shipping``       creates shipments: ``payments.captured`` → ``shipments.created``
+``notifications``  reacts to ``orders.placed``, ``payments.captured`` and ``payments.failed``
+``analytics``      taps everything (``>``)
+
+Handler times are log-normal per service. Faults, ``KIND:SERVICE[:VALUE][@START+DURATION]``
+(times in seconds from the start; without ``@…`` for the whole run):
+
+``slow:billing:8@3+4``        billing's handlers take 8× longer from 3 s to 7 s
+``errors:billing:0.2@3+4``    20 % of billing's handler calls raise then
+``stall:shipping@5+2``        shipping's handler hangs from 5 s to 7 s, then recovers
+``stop:notifications@4+3``    notifications unsubscribes at 4 s and comes back at 7 s
+``burst:orders:200@2``        200 extra orders at once at 2 s
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .bus import Bus, Subscription
+from .recorder import Recorder
+from .server import EmbeddedServer
+from .trace import Trace
+
+__all__ = ["SERVICES", "Fault", "parse_fault", "run_shop"]
+
+# Median handler time (seconds) and spread (log-normal sigma) per service.
+SERVICES: dict[str, tuple[float, float]] = {
+    "inventory": (0.003, 0.4),
+    "billing": (0.008, 0.5),
+    "shipping": (0.005, 0.4),
+    "notifications": (0.002, 0.3),
+}
+FAULT_KINDS = ("slow", "errors", "stall", "stop", "burst")
+_FAULT = re.compile(
+    r"^(?P<kind>[a-z]+):(?P<service>[a-z-]+)(?::(?P<value>[0-9.]+))?"
+    r"(?:@(?P<start>[0-9.]+)(?:\+(?P<duration>[0-9.]+))?)?$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One injected fault (see the module docstring for the text form)."""
+
+    kind: str
+    service: str
+    value: float = 0.0
+    start: float = 0.0
+    duration: float = math.inf
+
+    def active(self, elapsed: float) -> bool:
+        """Whether the fault applies ``elapsed`` seconds after the start."""
+        return self.start <= elapsed < self.start + self.duration
+
+
+def parse_fault(text: str) -> Fault:
+    """Parse ``KIND:SERVICE[:VALUE][@START+DURATION]``.
+
+    Raises:
+        ValueError: the text does not describe a known fault, with what was expected.
+    """
+    match = _FAULT.match(text.strip())
+    if not match:
+        raise ValueError(f"fault {text!r} must look like KIND:SERVICE[:VALUE][@START+DURATION],"
+                         " e.g. slow:billing:8@3+4")
+    kind, service = match["kind"], match["service"]
+    if kind not in FAULT_KINDS:
+        raise ValueError(f"fault {text!r}: unknown kind {kind!r}; use one of {FAULT_KINDS}")
+    services = ("orders",) if kind == "burst" else tuple(SERVICES)
+    if service not in services:
+        raise ValueError(f"fault {text!r}: {kind} applies to {', '.join(services)}, "
+                         f"not {service!r}")
+    value = float(match["value"]) if match["value"] else None
+    needs = {"slow": "a factor", "errors": "a rate between 0 and 1", "burst": "a count"}
+    if kind in needs and value is None:
+        raise ValueError(f"fault {text!r}: {kind} needs {needs[kind]}, e.g. "
+                         f"{kind}:{service}:{'0.2' if kind == 'errors' else '8'}")
+    if kind == "errors" and not 0 <= (value or 0) <= 1:
+        raise ValueError(f"fault {text!r}: the error rate must be between 0 and 1")
+    if kind in ("stall", "stop") and match["duration"] is None:
+        raise ValueError(f"fault {text!r}: {kind} needs @START+DURATION, e.g. "
+                         f"{kind}:{service}@5+2")
+    start = float(match["start"]) if match["start"] else 0.0
+    duration = float(match["duration"]) if match["duration"] else math.inf
+    return Fault(kind, service, value or 0.0, start, duration)
+
+
+class _Shop:
+    """The running shop: connections, subscriptions and the fault schedule."""
+
+    def __init__(self, url: str, recorder: Recorder, seed: int, faults: Sequence[Fault]):
+        self.url = url
+        self.recorder = recorder
+        self.faults = list(faults)
+        self.random = random.Random(seed)
+        self.started = time.monotonic()
+        self.buses: dict[str, Bus] = {}
+        self.subs: list[Subscription] = []
+        self.order = 0
+        self.failures = 0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def fault(self, kind: str, service: str) -> Fault | None:
+        for f in self.faults:
+            if f.kind == kind and f.service == service and f.active(self.elapsed()):
+                return f
+        return None
+
+    async def connect(self, name: str, source: str) -> Bus:
+        bus = Bus(self.url, name=name, source=source, recorder=self.recorder)
+        self.buses[name] = await bus.open()
+        return bus
+
+    async def work(self, service: str) -> None:
+        """Spend a handler's time, with slow/stall/error faults applied."""
+        median, sigma = SERVICES[service]
+        seconds = median * math.exp(self.random.gauss(0, sigma))
+        slow = self.fault("slow", service)
+        if slow is not None:
+            seconds *= slow.value
+        stall = self.fault("stall", service)
+        if stall is not None:
+            seconds += stall.start + stall.duration - self.elapsed()
+        await asyncio.sleep(seconds)
+        errors = self.fault("errors", service)
+        if errors is not None and self.random.random() < errors.value:
+            self.failures += 1
+            raise RuntimeError(f"{service}: injected failure (gateway timeout)")
+
+    def handler(self, service: str, react: Callable[[Bus, Any], Awaitable[None]],
+                bus: Bus) -> Callable[[Any], Awaitable[None]]:
+        async def handle(event: Any) -> None:
+            await self.work(service)
+            await react(bus, event)
+
+        return handle
+
+
+async def _start_services(shop: _Shop) -> None:
+    rand = shop.random
+
+    async def reserve(bus: Bus, event: Any) -> None:
+        order = event.data
+        if rand.random() < 0.05:
+            await bus.publish("inventory.rejected", {"order": order["order"],
+                                                     "reason": "out of stock"})
+        else:
+            await bus.publish("inventory.reserved", {"order": order["order"],
+                                                     "items": order["items"]})
+
+    async def charge(bus: Bus, event: Any) -> None:
+        if rand.random() < 0.03:
+            await bus.publish("payments.failed", {"order": event.data["order"],
+                                                  "reason": "card declined"})
+        else:
+            await bus.publish("payments.captured", {"order": event.data["order"],
+                                                    "amount": round(rand.uniform(5, 250), 2)})
+
+    async def ship(bus: Bus, event: Any) -> None:
+        await bus.publish("shipments.created", {"order": event.data["order"],
+                                                "carrier": rand.choice(["dhl", "ups", "gls"])})
+
+    async def notify(bus: Bus, event: Any) -> None:
+        return None
+
+    inventory = await shop.connect("inventory", "inventory")
+    shop.subs.append(await inventory.subscribe(
+        "orders.placed", shop.handler("inventory", reserve, inventory), consumer="inventory"))
+    for worker in ("billing-1", "billing-2"):
+        bus = await shop.connect(worker, "billing")
+        shop.subs.append(await bus.subscribe(
+            "inventory.reserved", shop.handler("billing", charge, bus), consumer="billing",
+            queue="billing"))
+    shipping = await shop.connect("shipping", "shipping")
+    shop.subs.append(await shipping.subscribe(
+        "payments.captured", shop.handler("shipping", ship, shipping), consumer="shipping"))
+    notifications = await shop.connect("notifications", "notifications")
+    for subject in ("orders.placed", "payments.captured", "payments.failed"):
+        shop.subs.append(await notifications.subscribe(
+            subject, shop.handler("notifications", notify, notifications),
+            consumer="notifications"))
+    analytics = await shop.connect("analytics", "analytics")
+    await analytics.tap(">")
+
+
+async def _stop_and_return(shop: _Shop, fault: Fault) -> None:
+    """``stop`` fault: the consumer's subscriptions go away, then come back."""
+    await asyncio.sleep(max(0.0, fault.start - shop.elapsed()))
+    gone = [s for s in shop.subs if s.consumer == fault.service]
+    specs = [(s.bus, s.subject, s.handler, s.queue) for s in gone]
+    for sub in gone:
+        shop.subs.remove(sub)
+        await sub.unsubscribe()
+    await asyncio.sleep(fault.duration)
+    for bus, subject, handler, queue in specs:
+        shop.subs.append(await bus.subscribe(subject, handler, consumer=fault.service,
+                                             queue=queue))
+
+
+def _order(rand: random.Random, n: int) -> dict[str, Any]:
+    items = [{"sku": f"sku-{rand.randint(1, 500)}", "qty": rand.randint(1, 3)}
+             for _ in range(rand.randint(1, 4))]
+    return {"order": n, "customer": f"c-{rand.randint(1, 5000)}", "items": items,
+            "total": round(rand.uniform(5, 250), 2)}
+
+
+async def run_shop(
+    *,
+    url: str | None = None,
+    duration: float | None = None,
+    orders: int | None = None,
+    rate: float = 20.0,
+    seed: int = 0,
+    faults: Sequence[str | Fault] = (),
+    progress: bool = True,
+    settle: float = 10.0,
+) -> Trace:
+    """Run the shop until ``duration`` seconds or ``orders`` orders, and return its trace.
+
+    Args:
+        url: NATS server; default ``$NATS_URL``, else an embedded server.
+        duration: seconds of orders (default 10 when ``orders`` is not given).
+        orders: number of orders instead of a duration.
+        rate: orders per second (Poisson arrivals).
+        seed: random seed for arrivals, handler times, outcomes and payloads.
+        faults: fault specs (see the module docstring) or :class:`Fault` objects.
+        progress: show a progress bar.
+        settle: at most this many seconds to let handlers finish after the last order.
+
+    Raises:
+        ValueError: a bad fault, rate, duration or count.
+    """
+    import os
+
+    from . import env
+
+    if duration is not None and orders is not None:
+        raise ValueError("give duration or orders, not both")
+    if duration is None and orders is None:
+        duration = 10.0
+    if (duration is not None and duration <= 0) or (orders is not None and orders <= 0):
+        raise ValueError("duration and orders must be positive")
+    if rate <= 0:
+        raise ValueError(f"rate must be positive, not {rate}")
+    parsed = [f if isinstance(f, Fault) else parse_fault(f) for f in faults]
+    server = None
+    url = url or os.environ.get(env.NATS_URL)
+    if not url:
+        server = await EmbeddedServer().start()
+        url = server.url
+    assert url is not None
+    recorder = Recorder({"generator": "evtkit demo", "seed": seed, "rate": rate,
+                         "faults": [f"{f.kind}:{f.service}" for f in parsed]})
+    shop = _Shop(url, recorder, seed, parsed)
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        await _start_services(shop)
+        shop_bus = await shop.connect("orders", "orders")
+        shop.started = time.monotonic()
+        tasks = [asyncio.create_task(_stop_and_return(shop, f))
+                 for f in parsed if f.kind == "stop"]
+        await _place_orders(shop, shop_bus, duration, orders, rate, parsed, progress)
+        await _settle(shop, settle)
+        return recorder.trace()
+    finally:
+        for task in tasks:
+            task.cancel()
+        for bus in shop.buses.values():
+            await bus.close()
+        if server is not None:
+            await server.stop()
+
+
+async def _place_orders(shop: _Shop, bus: Bus, duration: float | None, orders: int | None,
+                        rate: float, faults: Sequence[Fault], progress: bool) -> None:
+    rand = random.Random(shop.random.random())
+    bursts = sorted((f for f in faults if f.kind == "burst"), key=lambda f: f.start)
+    bar = tqdm(total=orders or None, unit="order", desc="shop", disable=not progress,
+               mininterval=0.5)
+    next_at = 0.0
+    while True:
+        next_at += rand.expovariate(rate)
+        if (duration is not None and next_at >= duration) or (
+                orders is not None and shop.order >= orders):
+            break
+        while bursts and bursts[0].start <= next_at:
+            burst = bursts.pop(0)
+            await asyncio.sleep(max(0.0, burst.start - shop.elapsed()))
+            for _ in range(int(burst.value)):
+                await _place(shop, bus, rand)
+            bar.update(int(burst.value))
+        await asyncio.sleep(max(0.0, next_at - shop.elapsed()))
+        await _place(shop, bus, rand)
+        bar.update(1)
+    bar.close()
+
+
+async def _place(shop: _Shop, bus: Bus, rand: random.Random) -> None:
+    shop.order += 1
+    await bus.publish("orders.placed", _order(rand, shop.order), source="orders")
+
+
+async def _settle(shop: _Shop, limit: float) -> None:
+    """Wait until every handler is idle and the recorder stopped growing (bounded)."""
+    deadline = time.monotonic() + limit
+    seen = -1
+    while time.monotonic() < deadline:
+        for bus in shop.buses.values():
+            await bus.flush()
+        for sub in list(shop.subs):
+            try:
+                await asyncio.wait_for(sub.idle(), max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                return
+        rows = shop.recorder.next_seq()
+        if rows == seen:
+            return
+        seen = rows
+        await asyncio.sleep(0.1)
