@@ -1,10 +1,13 @@
 # Everything runs from a project venv created on first use.
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+PYTHON       ?= python3
+VENV         := .venv
+BIN          := $(VENV)/bin
+STAMP        := $(VENV)/.installed
+REPORTS      ?= reports
+DEMO_SECONDS ?= 20
+NOTEBOOKS    := $(wildcard notebooks/*.ipynb)
 
-.PHONY: test install bench lint clean
+.PHONY: demo test html lab install bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +19,29 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)  ## create .venv and install evtkit with its dev extras
 
+demo: $(STAMP)  ## run the shop demo, write its trace and report, export the notebooks
+	$(BIN)/python -m evtkit demo --duration $(DEMO_SECONDS) --quiet --out $(REPORTS) \
+	    --name shop-demo.parquet --fault slow:billing:15@6+6 --fault stall:shipping@14+3
+	$(BIN)/python -m evtkit report $(REPORTS)/shop-demo.parquet --out $(REPORTS)/shop-demo.html --quiet
+	$(MAKE) --no-print-directory html
+	@echo
+	@echo "trace:     $(REPORTS)/shop-demo.parquet"
+	@echo "report:    $(REPORTS)/shop-demo.html"
+	@for nb in $(NOTEBOOKS); do echo "notebook:  $(REPORTS)/$$(basename $$nb .ipynb).html"; done
+
+html: $(STAMP)  ## execute every notebook to one offline HTML file under $(REPORTS)/
+	@for nb in $(NOTEBOOKS); do \
+	    $(BIN)/python -m evtkit export $$nb --out $(REPORTS)/$$(basename $$nb .ipynb).html --quiet \
+	    || exit 1; done
+
 test: $(STAMP)  ## run the whole test suite
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)  ## benchmarks: capture vs raw nats-py, analysis vs a naive reference
+lab: $(STAMP)  ## open JupyterLab on the notebooks
+	$(BIN)/python -m pip install --quiet -e '.[dev,lab]'
+	$(BIN)/python -m jupyter lab notebooks
+
+bench: $(STAMP)  ## benchmarks: capture vs raw nats-py, analysis vs a naive reference, replay timing
 	$(BIN)/python bench/capture.py
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/replay.py
@@ -28,4 +50,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check evtkit tests bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info $(REPORTS)

@@ -29,6 +29,7 @@ from .errors import (
     TraceFormatError,
 )
 from .event import Event, decode_message, parse_traceparent
+from .notebook import LiveView, export, live
 from .plots import (
     plot_backlog,
     plot_compare,
@@ -41,6 +42,7 @@ from .plots import (
 from .recorder import Recorder
 from .recording import record
 from .replay import ReplayResult, replay
+from .report import report
 from .server import EmbeddedServer, find_nats_server
 from .store import load
 from .trace import Trace
@@ -58,6 +60,7 @@ __all__ = [
     "EmbeddedServer",
     "Event",
     "EvtkitError",
+    "LiveView",
     "PayloadTooLargeError",
     "PublishError",
     "Recorder",
@@ -77,7 +80,9 @@ __all__ = [
     "datasets",
     "decode_message",
     "demo",
+    "export",
     "find_nats_server",
+    "live",
     "load",
     "parse_traceparent",
     "plot_backlog",
@@ -89,5 +94,6 @@ __all__ = [
     "plot_waterfall",
     "record",
     "replay",
+    "report",
     "testing",
 ]

@@ -7,6 +7,8 @@
     evtkit info run.parquet
     evtkit demo --duration 20 --fault slow:billing:8@5+5 --out reports
     evtkit replay run.parquet --server nats://host:4222 --speed 10
+    evtkit report run.parquet --out report.html
+    evtkit export notebooks/03-consumer-latency.ipynb --out latency.html
 
 Expected failures (bad arguments, unreachable server, unreadable file) print one line
 ``evtkit: error: ...`` and exit non-zero, without a traceback.
@@ -109,6 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--filter", metavar="SUBJECT", help="only subjects matching this")
     rep.add_argument("--limit", type=_positive(int), metavar="N", help="at most N events")
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    page = sub.add_parser("report", help="write a standalone HTML report of a trace")
+    page.add_argument("path", help="trace file")
+    page.add_argument("--out", required=True, metavar="FILE.html", help="page to write")
+    page.add_argument("--title", help="page title (default: the trace file name)")
+    page.add_argument("--sample", type=_positive(int), default=20_000, metavar="N",
+                      help="most deliveries drawn in the latency plot (default 20000)")
+    page.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    export = sub.add_parser("export", help="run a notebook and save it as one offline HTML file")
+    export.add_argument("notebook", help=".ipynb file")
+    export.add_argument("--out", required=True, metavar="FILE.html", help="page to write")
+    export.add_argument("--timeout", type=_positive(float), default=600, metavar="S",
+                        help="seconds a cell may run (default 600)")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -135,7 +152,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_demo(args))
         if args.command == "replay":
             return asyncio.run(_replay(args))
-    except (EvtkitError, OSError, ValueError) as exc:
+        if args.command == "report":
+            from .report import report
+
+            print(report(args.path, args.out, title=args.title, sample=args.sample,
+                         progress=not args.quiet))
+            return EXIT_OK
+        if args.command == "export":
+            from .notebook import export
+
+            print(export(args.notebook, args.out, timeout=args.timeout,
+                         progress=not args.quiet))
+            return EXIT_OK
+    except (EvtkitError, OSError, ValueError, RuntimeError) as exc:
         print(f"evtkit: error: {redact(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

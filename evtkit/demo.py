@@ -35,14 +35,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .bus import Bus, Subscription
 from .recorder import Recorder
 from .server import EmbeddedServer
 from .trace import Trace
 
-__all__ = ["SERVICES", "Fault", "parse_fault", "run_shop"]
+__all__ = ["SERVICES", "Fault", "ShopServices", "parse_fault", "run_shop"]
 
 # Median handler time (seconds) and spread (log-normal sigma) per service.
 SERVICES: dict[str, tuple[float, float]] = {
@@ -252,10 +252,6 @@ async def run_shop(
     Raises:
         ValueError: a bad fault, rate, duration or count.
     """
-    import os
-
-    from . import env
-
     if duration is not None and orders is not None:
         raise ValueError("give duration or orders, not both")
     if duration is None and orders is None:
@@ -264,33 +260,77 @@ async def run_shop(
         raise ValueError("duration and orders must be positive")
     if rate <= 0:
         raise ValueError(f"rate must be positive, not {rate}")
-    parsed = [f if isinstance(f, Fault) else parse_fault(f) for f in faults]
-    server = None
-    url = url or os.environ.get(env.NATS_URL)
-    if not url:
-        server = await EmbeddedServer().start()
-        url = server.url
-    assert url is not None
-    recorder = Recorder({"generator": "evtkit demo", "seed": seed, "rate": rate,
-                         "faults": [f"{f.kind}:{f.service}" for f in parsed]})
-    shop = _Shop(url, recorder, seed, parsed)
-    tasks: list[asyncio.Task[Any]] = []
-    try:
-        await _start_services(shop)
+    async with ShopServices(url, seed=seed, faults=faults, rate=rate) as services:
+        shop = services.shop
         shop_bus = await shop.connect("orders", "orders")
         shop.started = time.monotonic()
         tasks = [asyncio.create_task(_stop_and_return(shop, f))
-                 for f in parsed if f.kind == "stop"]
-        await _place_orders(shop, shop_bus, duration, orders, rate, parsed, progress)
-        await _settle(shop, settle)
-        return recorder.trace()
-    finally:
-        for task in tasks:
-            task.cancel()
-        for bus in shop.buses.values():
+                 for f in shop.faults if f.kind == "stop"]
+        try:
+            await _place_orders(shop, shop_bus, duration, orders, rate, shop.faults, progress)
+            await services.settle(settle)
+        finally:
+            for task in tasks:
+                task.cancel()
+        return services.trace()
+
+
+class ShopServices:
+    """The shop without its order source: inventory, billing, shipping, notifications and
+    the analytics tap, recording into one trace. Use it to replay orders into a live shop::
+
+        async with ek.demo.ShopServices(bus.url) as shop:
+            await ek.replay(trace, bus, subject_filter="orders.>")
+            await shop.settle()
+            replayed = shop.trace()
+
+    Args:
+        url: NATS server; default ``$NATS_URL``, else an embedded server (stopped on exit).
+        seed: random seed for handler times and outcomes.
+        faults: fault specs, as for :func:`run_shop`.
+    """
+
+    def __init__(self, url: str | None = None, *, seed: int = 0,
+                 faults: Sequence[str | Fault] = (), rate: float | None = None) -> None:
+        import os
+
+        from . import env
+
+        self.faults = [f if isinstance(f, Fault) else parse_fault(f) for f in faults]
+        self.url = url or os.environ.get(env.NATS_URL)
+        self.server: EmbeddedServer | None = None
+        self.recorder = Recorder({"generator": "evtkit demo", "seed": seed, "rate": rate,
+                                  "faults": [f"{f.kind}:{f.service}" for f in self.faults]})
+        self.seed = seed
+        self.shop: _Shop
+
+    async def __aenter__(self) -> ShopServices:
+        if not self.url:
+            self.server = await EmbeddedServer().start()
+            self.url = self.server.url
+        assert self.url is not None
+        self.shop = _Shop(self.url, self.recorder, self.seed, self.faults)
+        try:
+            await _start_services(self.shop)
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for bus in self.shop.buses.values():
             await bus.close()
-        if server is not None:
-            await server.stop()
+        if self.server is not None:
+            await self.server.stop()
+
+    async def settle(self, limit: float = 10.0) -> None:
+        """Wait (at most ``limit`` seconds) until every handler is idle and nothing new
+        arrives."""
+        await _settle(self.shop, limit)
+
+    def trace(self) -> Trace:
+        """Everything the services recorded so far."""
+        return self.recorder.trace()
 
 
 async def _place_orders(shop: _Shop, bus: Bus, duration: float | None, orders: int | None,

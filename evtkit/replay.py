@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ._headers import CRLF, REPLAY_OF, STATUS_LINE, check_value
 from .subject import Remap, matches

@@ -70,10 +70,9 @@ class Trace:
         np.minimum.at(first_seen, codes, ts)
         published = np.full(n, never)
         np.minimum.at(published, codes[is_pub], ts[is_pub])
-        stated = best["event_time"].array.asi8
-        published = np.where(published == never,
-                             np.where(best["event_time"].notna().to_numpy(), stated, first_seen),
-                             published)
+        # Without a recorded publish, the first sighting is the best publish time we have:
+        # ce-time states when the occurrence happened (and a replay keeps the original's).
+        published = np.where(published == never, first_seen, published)
         was_published = (best["kind"] == "publish").to_numpy()
         frame = pd.DataFrame({
             "event_id": best["event_id"].array,
@@ -83,6 +82,7 @@ class Trace:
                                           "headers")},
             "published_at": utc(published),
             "first_seen_at": utc(first_seen),
+            "event_time": best["event_time"].array,
             "producer": best["observer"].where(was_published).array,
             "emitted_by": best["consumer"].where(was_published).array,
             "emitted_seq": best["ref"].where(was_published).array,
