@@ -62,6 +62,13 @@ class TestMakeDemo:
             assert page.count("plotly.js v") == 1, notebook.name
 
 
+    def test_live_view_is_one_display_updated_in_place(self, demo):
+        page = (demo / "01-quickstart.html").read_text()
+        assert page.count("evtkit live</b>") == 1  # one display, not one per update
+        shown = re.search(r"evtkit live</b> · ([\d,]+) messages", page)
+        assert shown and int(shown.group(1).replace(",", "")) >= 80  # its last update
+
+
 class TestOffline:
     def test_no_script_src_and_no_cdn_loader(self, demo):
         pages = list(demo.glob("*.html"))
