@@ -221,10 +221,15 @@ class Bus:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def close(self) -> None:
-        """Let handlers finish what they hold, drain the connection, stop an embedded server."""
+    async def close(self, timeout: float = 10.0) -> None:
+        """Let handlers finish what they hold (for at most ``timeout`` seconds each), drain
+        the connection, stop an embedded server."""
         for sub in list(self._subs.values()):
-            await sub.unsubscribe()
+            if isinstance(sub, Subscription):
+                await sub.unsubscribe(timeout=timeout)
+            else:
+                await sub.unsubscribe()
+        self._opened = False
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await self.nc.drain()
@@ -633,10 +638,16 @@ class Subscription:
         """Wait until every message received so far has been handled."""
         await self._queue.join()
 
-    async def unsubscribe(self) -> None:
-        """Stop receiving, let the handler finish what is already queued, then stop."""
+    async def unsubscribe(self, timeout: float | None = None) -> None:
+        """Stop receiving, let the handler finish what is already queued, then stop.
+
+        Args:
+            timeout: give up waiting for the queue after this many seconds (a hung handler
+                must not hang the caller); what is left stays ``pending`` in the trace.
+        """
         await self.bus._detach(self)
-        await self._queue.join()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout)
         self._worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._worker

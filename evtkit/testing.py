@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .schema import OBSERVATIONS, SCHEMA_VERSION, to_frame
 from .trace import Trace
@@ -314,7 +315,7 @@ def _assemble(consumers: list[_Consumer], ev_pub: np.ndarray, load: float,
         "queue": null_str,
         "subject": _masked(pa.array(all_subject, pa.string()).take(take), msg),
         "reply": null_str,
-        "size": _masked(pc_len(payload_arr).take(take), msg),
+        "size": _masked(pc.binary_length(payload_arr).cast(pa.int64()).take(take), msg),
         "payload": _masked(payload_arr.take(take), msg),
         "header_block": pa.nulls(len(ts), pa.binary()),
         "headers": pa.nulls(len(ts), pa.map_(pa.string(), pa.string())),
@@ -351,15 +352,8 @@ def _assemble(consumers: list[_Consumer], ev_pub: np.ndarray, load: float,
     return Trace(to_frame(table, OBSERVATIONS), meta)
 
 
-def pc_len(arr: pa.Array) -> pa.Array:
-    import pyarrow.compute as pc
-
-    return pc.binary_length(arr).cast(pa.int64())
-
-
 def _masked(values: pa.Array, keep: pa.Array) -> pa.Array:
-    import pyarrow.compute as pc
-
+    """``values`` where ``keep``, null elsewhere."""
     return pc.if_else(keep, values, pa.scalar(None, values.type))
 
 

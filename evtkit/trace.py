@@ -112,8 +112,9 @@ class Trace:
         hit = recv_seq[by_seq][pos] == ref
         slot = np.full(len(receives), -1, np.int64)
         slot[by_seq[pos[hit]]] = np.flatnonzero(hit)
-        done = handled.take(np.maximum(slot, 0))
         matched = slot >= 0
+        # Unmatched receives (still pending, or no handled rows at all) get empty values.
+        done = handled.reset_index(drop=True).reindex(slot)
 
         events = self.events
         where = positions(receives["event_id"], events["event_id"])

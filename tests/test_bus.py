@@ -279,3 +279,22 @@ async def test_raw_nats_py_sees_evtkit_messages_unchanged(bus):
     await sub.unsubscribe()
     await nc.close()
     assert got[0].data == b"\x01\x02"
+
+
+async def test_close_does_not_hang_on_a_stuck_handler(url):
+    bus = await ek.connect(url, name="stuck")
+    never = asyncio.Event()
+
+    async def stuck(event):
+        await never.wait()
+
+    await bus.subscribe("stuck", stuck, consumer="c")
+    await bus.publish("stuck", {})
+    await bus.publish("stuck", {})
+    await bus.flush()
+    await asyncio.sleep(0.05)
+    trace_before = bus.trace()
+    await asyncio.wait_for(bus.close(timeout=0.2), 10)
+    assert (trace_before.deliveries["outcome"] == "pending").all()
+    with pytest.raises(ek.ConnectError, match="not connected"):
+        await bus.publish("after", {})
