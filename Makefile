@@ -39,7 +39,7 @@ test: $(STAMP)  ## run the whole test suite
 
 lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(BIN)/python -m pip install --quiet -e '.[dev,lab]'
-	$(BIN)/python -m jupyter lab notebooks
+	$(BIN)/python -m jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 bench: $(STAMP)  ## benchmarks: capture vs raw nats-py, analysis vs a naive reference, replay timing
 	$(BIN)/python bench/capture.py
