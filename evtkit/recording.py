@@ -57,7 +57,7 @@ async def record(
         on_ready: called with the bus once the tap is subscribed (e.g. to print its URL).
 
     Returns:
-        Totals: ``path, messages, drops, gaps, parts, duration_s, complete``.
+        Totals: ``path, messages, drops, parts, rows, duration_s, complete``.
     """
     if duration is not None and duration <= 0:
         raise ValueError(f"duration must be positive, not {duration}")
