@@ -72,15 +72,9 @@ def replay_block(block: bytes | None, original_id: str) -> bytes:
 
 def _selection(trace: Trace, subject_filter: str | None, limit: int | None) -> pd.DataFrame:
     """The events to replay in publish order, with the bytes of their best observation."""
-    obs = trace.observations
-    rows = obs[obs["kind"].isin(("publish", "tap", "receive")).to_numpy()]
-    rank = np.select([(rows["kind"] == "publish").to_numpy(), (rows["kind"] == "tap").to_numpy()],
-                     [0, 1], 2)
-    order = np.lexsort((rows["seq"].to_numpy(), rank))
-    best = rows.iloc[order].drop_duplicates("event_id", keep="first")
-    events = trace.events[["event_id", "published_at"]].merge(
-        best[["event_id", "subject", "reply", "payload", "header_block"]], on="event_id")
-    events = events.sort_values("published_at", kind="stable").reset_index(drop=True)
+    best = trace.observations[["subject", "reply", "payload", "header_block"]].iloc[
+        trace.event_rows].reset_index(drop=True)
+    events = pd.concat([trace.events[["event_id", "published_at"]], best], axis=1)
     if subject_filter:
         keep = [matches(subject_filter, s) for s in events["subject"]]
         events = events[keep].reset_index(drop=True)

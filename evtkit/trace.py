@@ -89,7 +89,15 @@ class Trace:
             "deliveries": np.bincount(codes[(kind == "receive").to_numpy()], minlength=n),
         })
         order = np.lexsort((first_seen, published))
+        self._cache["event_rows"] = rows[first][order]
         return conform(frame.take(order).reset_index(drop=True), EVENTS)
+
+    @property
+    def event_rows(self) -> np.ndarray:
+        """For each row of :attr:`events`, the position in :attr:`observations` of the row
+        that describes it (its publish, else a tap, else a receive) — e.g. for its bytes."""
+        _ = self.events  # deriving the events records these positions
+        return self._cache.get("event_rows", np.zeros(0, np.int64))
 
     @cached_property
     def deliveries(self) -> pd.DataFrame:
