@@ -129,11 +129,17 @@ def _empty_lineage() -> pd.DataFrame:
     })
 
 
+def spans(deliveries: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """When handling each delivery started and ended; the receive time stands in where the
+    handler never ran (dropped, still pending)."""
+    start = deliveries["started_at"].fillna(deliveries["received_at"])
+    return start, deliveries["done_at"].fillna(start)
+
+
 def _delivery_spans(trace: Trace) -> pd.DataFrame:
     """Deliveries with a start and end that exist even when the handler's times do not."""
     dv = trace.deliveries
-    start = dv["started_at"].fillna(dv["received_at"])
-    end = dv["done_at"].fillna(start)
+    start, end = spans(dv)
     return pd.DataFrame({"seq": dv["seq"].to_numpy(dtype="int64"), "event_id": dv["event_id"],
                          "consumer": dv["consumer"], "start": start, "end": end})
 
@@ -248,7 +254,7 @@ def chains(trace: Trace, *, infer: bool = True) -> pd.DataFrame:
     dv = trace.deliveries
     where = trace.delivery_events
     dv_flow = flow_codes[where]
-    dv_end = dv["done_at"].fillna(dv["received_at"]).array.asi8
+    dv_end = spans(dv)[1].array.asi8
 
     never, nat = np.iinfo(np.int64).max, np.iinfo(np.int64).min
     started = np.full(n_flows, never)
@@ -363,7 +369,7 @@ def chain(trace: Trace, correlation_id: str, *, infer: bool = True) -> Chain:
                       "on_critical_path": any(k[0] == e.event_id for k in on_path)})
     for d in dv.itertuples(index=False):
         dnode, hnode = f"{d.event_id}>{d.consumer}#{d.seq}", f"{d.event_id}>{d.consumer}#{d.seq}!"
-        start = d.started_at if pd.notna(d.started_at) else d.received_at
+        start = d.start
         queue_hot = (d.event_id, d.consumer, "queue") in on_path
         work_hot = (d.event_id, d.consumer, "processing") in on_path
         common = {"event_id": d.event_id, "consumer": d.consumer, "subject": d.subject,
@@ -385,7 +391,7 @@ def chain(trace: Trace, correlation_id: str, *, infer: bool = True) -> Chain:
             d = dv_by_seq.loc[int(row.parent_seq)]
             # From the handler's start: it published the event while working.
             source = f"{d['event_id']}>{d['consumer']}#{int(row.parent_seq)}"
-            start = d["started_at"] if pd.notna(d["started_at"]) else d["received_at"]
+            start = d["start"]
         else:
             source, start = row.cause_id, ev_by_id.loc[row.cause_id, "published_at"]
         edges.append(_edge(source, row.event_id, "cause", start, child_pub, hot,
@@ -417,7 +423,8 @@ def _flow(trace: Trace, correlation_id: str, infer: bool
     ev = trace.events[mask]
     dv = trace.deliveries
     dv = dv[dv["event_id"].isin(ev["event_id"]).to_numpy()]
-    return lin, ev, dv
+    start, end = spans(dv)
+    return lin, ev, dv.assign(start=start, end=end)
 
 
 def critical_path(trace: Trace, correlation_id: str, *, infer: bool = True) -> pd.DataFrame:
@@ -434,16 +441,14 @@ def critical_path(trace: Trace, correlation_id: str, *, infer: bool = True) -> p
     ev_i = ev.set_index("event_id")
     lin_i = lin.set_index("event_id")
     dv_i = dv.set_index("seq")
-    ends = dv["done_at"].fillna(dv["received_at"])
     last_pub = ev["published_at"].max()
     segments: list[dict[str, Any]] = []
-    if len(dv) and ends.max() >= last_pub:
-        d = dv.loc[ends.idxmax()]
-        start = d["started_at"] if pd.notna(d["started_at"]) else d["received_at"]
-        segments.append(_segment("processing", d["event_id"], ev_i, d["consumer"], start,
-                                 ends.max()))
+    if len(dv) and dv["end"].max() >= last_pub:
+        d = dv.loc[dv["end"].idxmax()]
+        segments.append(_segment("processing", d["event_id"], ev_i, d["consumer"], d["start"],
+                                 d["end"]))
         segments.append(_segment("queue", d["event_id"], ev_i, d["consumer"],
-                                 ev_i.loc[d["event_id"], "published_at"], start))
+                                 ev_i.loc[d["event_id"], "published_at"], d["start"]))
         event = d["event_id"]
     else:
         event = ev.loc[ev["published_at"].idxmax(), "event_id"]
@@ -458,11 +463,10 @@ def critical_path(trace: Trace, correlation_id: str, *, infer: bool = True) -> p
         seq = row["parent_seq"]
         if pd.notna(seq) and int(seq) in dv_i.index:
             d = dv_i.loc[int(seq)]
-            start = d["started_at"] if pd.notna(d["started_at"]) else d["received_at"]
-            segments.append(_segment("processing", cause, ev_i, d["consumer"], start, pub,
-                                     inferred))
+            segments.append(_segment("processing", cause, ev_i, d["consumer"], d["start"],
+                                     pub, inferred))
             segments.append(_segment("queue", cause, ev_i, d["consumer"],
-                                     ev_i.loc[cause, "published_at"], start))
+                                     ev_i.loc[cause, "published_at"], d["start"]))
         else:
             segments.append(_segment("publish", event, ev_i, None,
                                      ev_i.loc[cause, "published_at"], pub, inferred))

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .causal import spans
+
 if TYPE_CHECKING:
     from .trace import Trace
 
@@ -130,7 +132,7 @@ def flow_graph(trace: Trace) -> pd.DataFrame:
 
     links = _children(trace)
     links = links[links["delivery"] >= 0]
-    started = dv["started_at"].fillna(dv["received_at"]).array.asi8
+    started = spans(dv)[0].array.asi8
     lead = (ev["published_at"].array.asi8[links["child"].to_numpy()]
             - started[links["delivery"].to_numpy()]) / 1e9
     emits = pd.DataFrame({
