@@ -161,16 +161,22 @@ def lag_status(trace: Trace, freq: str | pd.Timedelta | None = None, *,
     rows = []
     for consumer, s in _per_consumer(trace, ends, step).items():
         w = min(window, len(ends))
-        for k in range(w - 1, len(ends)):
-            lo = k - w + 1
-            status, reason = _judge({name: v[lo:k + 1] for name, v in s.items()},
-                                    step / 1e9, error_rate, min_errors)
-            rows.append((consumer, ends[lo] - step, ends[k], status, reason))
+        for k, (status, reason) in enumerate(
+                _windows(s, w, step, error_rate, min_errors), start=w - 1):
+            rows.append((consumer, ends[k - w + 1] - step, ends[k], status, reason))
     frame = pd.DataFrame(rows, columns=["consumer", "start", "end", "status", "reason"])
     frame["start"] = utc(frame["start"].to_numpy(dtype=np.int64))
     frame["end"] = utc(frame["end"].to_numpy(dtype=np.int64))
     frame["consumer"] = frame["consumer"].astype("str")
     return frame
+
+
+def _windows(s: dict[str, np.ndarray], w: int, step: int, error_rate: float,
+             min_errors: int) -> list[tuple[str, str]]:
+    """Status and reason of each window of ``w`` bins, sliding one bin at a time."""
+    last = len(s["backlog"])
+    return [_judge({name: v[k - w + 1:k + 1] for name, v in s.items()}, step / 1e9,
+                   error_rate, min_errors) for k in range(w - 1, last)]
 
 
 def _judge(s: dict[str, np.ndarray], bin_s: float, error_rate: float, min_errors: int
@@ -240,8 +246,7 @@ def lag(trace: Trace, freq: str | pd.Timedelta | None = None, *, window: int = 5
     t0 = trace.observations["ts"].min()
     for consumer, s in series.items():
         w = min(window, len(ends))
-        judged = [_judge({n: v[k - w + 1:k + 1] for n, v in s.items()}, step / 1e9,
-                         error_rate, min_errors) for k in range(w - 1, len(ends))]
+        judged = _windows(s, w, step, error_rate, min_errors)
         statuses = [status for status, _ in judged]
         worst = max(statuses, key=_SEVERITY.__getitem__)
         if worst == "OK":
