@@ -31,13 +31,20 @@ async def start_recorder(*args: str) -> asyncio.subprocess.Process:
     return proc
 
 
+async def record_while_publishing(bus, out, subject: str, n: int, *limit: str):
+    """Start `evtkit record` on ``subject.>`` and publish ``n`` events to ``subject.x``."""
+    proc = await start_recorder("--server", bus.url, "--subject", f"{subject}.>", *limit,
+                                "--out", str(out))
+    for i in range(n):
+        await bus.publish(f"{subject}.x", {"i": i})
+    await bus.flush()
+    return proc
+
+
 class TestRecord:
     async def test_sigint_flushes_everything_and_exits_zero(self, bus, tmp_path):
         out = tmp_path / "run.parquet"
-        proc = await start_recorder("--server", bus.url, "--subject", "rec.>",
-                                    "--duration", "60", "--out", str(out))
-        for i in range(300):
-            await bus.publish("rec.x", {"i": i})
+        proc = await record_while_publishing(bus, out, "rec", 300, "--duration", "60")
         await bus.publish("other", {})  # not recorded
         await bus.flush()
         await asyncio.sleep(0.3)
@@ -51,11 +58,7 @@ class TestRecord:
 
     async def test_count_limit_stops_by_itself(self, bus, tmp_path):
         out = tmp_path / "run.jsonl"
-        proc = await start_recorder("--server", bus.url, "--subject", "cnt.>",
-                                    "--count", "40", "--out", str(out))
-        for i in range(100):
-            await bus.publish("cnt.x", {"i": i})
-        await bus.flush()
+        proc = await record_while_publishing(bus, out, "cnt", 100, "--count", "40")
         await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0
         assert len(ek.load(out).events) >= 40
