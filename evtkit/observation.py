@@ -22,7 +22,7 @@ from ._headers import CLOUDEVENTS, header_name, parse_block, parse_blocks
 from .event import RFC3339, STRUCTURED, decode_message, synthetic_id
 from .schema import OBSERVATIONS, to_frame
 
-__all__ = ["MESSAGE_KINDS", "ROW_FIELDS", "build_observations"]
+__all__ = ["CONSUMER_INFO_FIELDS", "MESSAGE_KINDS", "ROW_FIELDS", "build_observations"]
 
 ROW_FIELDS = (
     "kind",  # str, one of schema.KINDS
@@ -34,11 +34,20 @@ ROW_FIELDS = (
     "reply",  # bytes | None
     "payload",  # bytes | None
     "headers",  # bytes | None: the raw header block
-    "extra",  # per kind: publish → seq of the receive whose handler published it | None;
+    "extra",  # per kind: publish → seq of the receive whose handler published it | None,
+    #           or (that seq, stream, stream_seq) after a JetStream publish;
     #           receive/tap → synthetic id | None; handled → (ref, started_ns, outcome,
-    #           error); drop → (count, detail); disconnect/reconnect/error → detail
+    #           error[, ack]); drop → (count, detail); disconnect/reconnect/error → detail;
+    #           consumer_info → CONSUMER_INFO_FIELDS; advisory → (type, stream, stream_seq,
+    #           delivery_count); hop → (server, hop type, error)
 )
+CONSUMER_INFO_FIELDS = ("stream", "pending", "ack_pending", "redelivered", "waiting",
+                        "consumer_seq", "stream_seq", "ack_floor", "last_active", "server")
+"""Layout of a ``consumer_info`` row's ``extra`` tuple (``last_active`` in ns or None)."""
 MESSAGE_KINDS = ("publish", "receive", "tap")
+# Rows that carry a message's headers, so its ids: hops have the traced message's headers.
+_CARRIES_EVENT = (*MESSAGE_KINDS, "hop")
+_JS_ACK = b"$JS.ACK."
 _MESSAGE_SET = frozenset(MESSAGE_KINDS)
 
 # version-trace-parent-flags, and for versions after 00 optionally "-" and more.
@@ -103,9 +112,10 @@ def build_observations(rows: Sequence[tuple[Any, ...]], first_seq: int = 0) -> p
         "replay_of": known["evtkit-replay-of"],
         "malformed": pa.array(parsed.malformed, pa.int64()),
     }
+    carries_event = pc.is_in(kinds, value_set=pa.array(_CARRIES_EVENT))
     for name in _EVENT_COLUMNS:
-        cols[name] = pc.if_else(is_message, cols[name], pa.scalar(None, cols[name].type))
-    cols.update(_kind_details(kind, extra))
+        cols[name] = pc.if_else(carries_event, cols[name], pa.scalar(None, cols[name].type))
+    cols.update(_kind_details(kind, extra, reply))
     _apply_structured(cols, known["content-type"], np.asarray(is_message), extra)
     table = pa.table({name: cols[name] for name in OBSERVATIONS.names})
     return to_frame(table, OBSERVATIONS)
@@ -201,33 +211,70 @@ def times(values: pa.Array) -> pa.Array:
         return pa.array(parsed, _TS)
 
 
-def _kind_details(kind: Sequence[str], extra: Sequence[Any]) -> dict[str, pa.Array]:
-    """Columns that only some kinds fill, from each row's ``extra`` slot."""
+def _kind_details(kind: Sequence[str], extra: Sequence[Any],
+                  reply: Sequence[bytes | None]) -> dict[str, pa.Array]:
+    """Columns that only some kinds fill, from each row's ``extra`` slot (and, for JetStream
+    deliveries, from the ``$JS.ACK...`` reply subject, which states where the message is)."""
     n = len(kind)
-    ref: list[int | None] = [x if type(x) is int else None for x in extra]
-    started: list[int | None] = [None] * n
-    outcome: list[str | None] = [None] * n
-    error: list[str | None] = [None] * n
-    count: list[int | None] = [None] * n
-    detail: list[str | None] = [None] * n
-    for i in [i for i, k in enumerate(kind) if k not in _MESSAGE_SET]:
-        k = kind[i]
+    col: dict[str, list[Any]] = {name: [None] * n for name in _DETAIL_COLUMNS}
+    col["ref"] = [x if type(x) is int else None for x in extra]
+    for i in [i for i, x in enumerate(extra) if type(x) is tuple or
+              (x is not None and kind[i] not in _MESSAGE_SET)]:
+        k, x = kind[i], extra[i]
         if k == "handled":
-            ref[i], started[i], outcome[i], error[i] = extra[i]
+            col["ref"][i], col["started_at"][i], col["outcome"][i], col["error"][i] = x[:4]
+            col["ack"][i] = x[4] if len(x) > 4 else None
+        elif k == "publish":
+            col["ref"][i], col["stream"][i], col["stream_seq"][i] = x
         elif k == "drop":
-            count[i], detail[i] = extra[i]
+            col["count"][i], col["detail"][i] = x
         elif k in ("disconnect", "reconnect"):
-            detail[i] = extra[i]
+            col["detail"][i] = x
         elif k == "error":
-            error[i] = detail[i] = extra[i]
-    return {
-        "ref": pa.array(ref, pa.int64()),
-        "started_at": pa.array(started, pa.int64()).cast(_TS),
-        "outcome": pa.array(outcome, pa.string()),
-        "error": pa.array(error, pa.string()),
-        "count": pa.array(count, pa.int64()),
-        "detail": pa.array(detail, pa.string()),
-    }
+            col["error"][i] = col["detail"][i] = x
+        elif k == "consumer_info":
+            for name, value in zip(CONSUMER_INFO_FIELDS, x, strict=True):
+                col[name][i] = value
+        elif k == "advisory":
+            (col["detail"][i], col["stream"][i], col["stream_seq"][i],
+             col["delivery_count"][i]) = x
+        elif k == "hop":
+            col["server"][i], col["detail"][i], col["error"][i] = x
+    for i, r in enumerate(reply):
+        if r is not None and r.startswith(_JS_ACK) and kind[i] in _MESSAGE_SET:
+            _js_delivery(r, i, col)
+    return {name: pa.array(values, _DETAIL_COLUMNS[name]) for name, values in col.items()}
+
+
+_DETAIL_COLUMNS = {
+    "ref": pa.int64(), "started_at": _TS, "outcome": pa.string(), "error": pa.string(),
+    "count": pa.int64(), "detail": pa.string(), "stream": pa.string(),
+    "stream_seq": pa.int64(), "consumer_seq": pa.int64(), "delivery_count": pa.int64(),
+    "ack": pa.string(), "pending": pa.int64(), "ack_pending": pa.int64(),
+    "redelivered": pa.int64(), "waiting": pa.int64(), "ack_floor": pa.int64(),
+    "last_active": _TS, "server": pa.string(),
+}
+
+
+def _js_delivery(reply: bytes, i: int, col: dict[str, list[Any]]) -> None:
+    """Read stream, sequences, delivery count and pending from a JetStream ack subject:
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` or the
+    newer form with domain and account hash first (12 tokens). Anything else is left
+    alone: a reply that only looks like one must not break the capture."""
+    tokens = reply.split(b".")
+    if len(tokens) == 9:
+        stream, numbers = tokens[2], tokens[4:9]
+    elif len(tokens) >= 11:
+        stream, numbers = tokens[4], tokens[6:11]
+    else:
+        return
+    try:
+        delivered, sseq, cseq, _ts, pending = (int(t) for t in numbers)
+    except ValueError:
+        return
+    col["stream"][i] = stream.decode("utf-8", "replace")
+    col["stream_seq"][i], col["consumer_seq"][i] = sseq, cseq
+    col["delivery_count"][i], col["pending"][i] = delivered, pending
 
 
 def _apply_structured(

@@ -6,8 +6,10 @@ Three frames:
     The raw capture, one row per thing an observer saw: a ``publish``, a ``receive`` by a
     named consumer, a ``tap`` (passive capture), a ``handled`` (handler outcome, pointing at
     its receive through ``ref``), a ``drop`` (messages lost, ``count``), a ``disconnect`` /
-    ``reconnect`` of the connection, or an ``error`` reported by the client. This is what
-    trace files store.
+    ``reconnect`` of the connection, or an ``error`` reported by the client. What the server
+    says becomes rows too: ``consumer_info`` (a JetStream consumer's counters, sampled),
+    ``advisory`` (a JetStream advisory) and ``hop`` (one step of a server message trace:
+    a connection that sent or received the message). This is what trace files store.
 ``events``
     One row per event (unique ``event_id``), derived from the observations.
 ``deliveries``
@@ -28,11 +30,15 @@ import pyarrow.compute as pc
 
 __all__ = ["DELIVERIES", "EVENTS", "KINDS", "OBSERVATIONS", "SCHEMA_VERSION", "Column", "Schema"]
 
-SCHEMA_VERSION = 1
-"""Version of the observation columns in trace files; bumped on any incompatible change."""
+SCHEMA_VERSION = 2
+"""Version of the observation columns in trace files; bumped when columns change.
 
-KINDS = ("publish", "receive", "tap", "handled", "drop", "disconnect", "reconnect", "error")
+Files of an older version load with the newer columns empty."""
+
+KINDS = ("publish", "receive", "tap", "handled", "drop", "disconnect", "reconnect", "error",
+         "consumer_info", "advisory", "hop")
 OUTCOMES = ("ok", "error", "dropped", "pending")
+ACKS = ("ack", "nak", "term")
 
 _TS = pa.timestamp("ns", tz="UTC")
 _TS_PD = pd.DatetimeTZDtype("ns", "UTC")
@@ -46,18 +52,19 @@ class Column:
     arrow: pa.DataType
     pandas: object
     doc: str
+    since: int = 1
 
 
-def _str(name: str, doc: str) -> Column:
-    return Column(name, pa.string(), pd.StringDtype(na_value=float("nan")), doc)
+def _str(name: str, doc: str, since: int = 1) -> Column:
+    return Column(name, pa.string(), pd.StringDtype(na_value=float("nan")), doc, since)
 
 
-def _ts(name: str, doc: str) -> Column:
-    return Column(name, _TS, _TS_PD, doc)
+def _ts(name: str, doc: str, since: int = 1) -> Column:
+    return Column(name, _TS, _TS_PD, doc, since)
 
 
-def _int(name: str, doc: str) -> Column:
-    return Column(name, pa.int64(), pd.Int64Dtype(), doc)
+def _int(name: str, doc: str, since: int = 1) -> Column:
+    return Column(name, pa.int64(), pd.Int64Dtype(), doc, since)
 
 
 def _bool(name: str, doc: str) -> Column:
@@ -107,6 +114,10 @@ class Schema:
                 )
         return found
 
+    def since(self, version: int) -> list[str]:
+        """Names of the columns added after schema ``version`` (empty in older files)."""
+        return [c.name for c in self.columns if c.since > version]
+
     def describe(self) -> str:
         """One line per column: name, dtype and meaning (used in docstrings and README)."""
         return "\n".join(f"{c.name:<15} {c.pandas!s:<22} {c.doc}" for c in self.columns)
@@ -147,7 +158,24 @@ OBSERVATIONS = Schema(
         _str("outcome", "for handled rows: ok, error or dropped"),
         _str("error", "for handled/error rows: the exception text"),
         _int("count", "for drop rows: how many messages were lost"),
-        _str("detail", "for drop/disconnect/reconnect/error rows: what happened"),
+        _str("detail", "for drop/disconnect/reconnect/error rows: what happened; advisory: "
+             "its type; hop: in, eg (egress to a client), rt, gw, leaf or js"),
+        _str("stream", "JetStream stream (JetStream publish/receive, consumer_info, advisory)",
+             2),
+        _int("stream_seq", "JetStream stream sequence (publish ack, delivery, advisory; "
+             "consumer_info: last delivered)", 2),
+        _int("consumer_seq", "JetStream consumer sequence (delivery; consumer_info: last "
+             "delivered)", 2),
+        _int("delivery_count", "JetStream deliveries of this message so far (1 = first)", 2),
+        _str("ack", "JetStream handled rows: ack, nak or term", 2),
+        _int("pending", "messages the consumer has not been sent yet (consumer_info; "
+             "JetStream receive: as stated in the delivery)", 2),
+        _int("ack_pending", "consumer_info: sent but not acknowledged", 2),
+        _int("redelivered", "consumer_info: messages redelivered at least once", 2),
+        _int("waiting", "consumer_info: pull requests waiting", 2),
+        _int("ack_floor", "consumer_info: stream sequence up to which all is acknowledged", 2),
+        _ts("last_active", "consumer_info: when the consumer last delivered", 2),
+        _str("server", "nats-server name (hop, consumer_info)", 2),
     ],
 )
 

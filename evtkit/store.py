@@ -47,7 +47,7 @@ __all__ = ["SegmentWriter", "load", "save", "trace_format"]
 META_KEY = b"evtkit.trace"
 PART_GLOB = "part-*.parquet"
 _BYTES_COLUMNS = ("payload", "header_block")
-_TIME_COLUMNS = ("ts", "event_time", "started_at")
+_TIME_COLUMNS = tuple(c.name for c in OBSERVATIONS.columns if c.pandas == OBSERVATIONS.by_name["ts"].pandas)
 
 
 def trace_format(path: str | os.PathLike[str]) -> str:
@@ -255,8 +255,8 @@ def _check_version(path: Path, meta: Any) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise TraceFormatError(path, "trace metadata is not a JSON object")
     found = meta.get("schema_version")
-    if found == SCHEMA_VERSION:
-        return meta
+    if isinstance(found, int) and 1 <= found <= SCHEMA_VERSION:
+        return meta  # older files load with the newer columns empty
     if isinstance(found, int) and found > SCHEMA_VERSION:
         raise TraceFormatError(
             path, f"written with trace schema version {found}; this evtkit reads version "
@@ -287,8 +287,13 @@ def _read_parquet(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise TraceFormatError(path, f"trace metadata is not valid JSON: {exc}") from exc
     meta = _check_version(path, meta)
     missing = [n for n in OBSERVATIONS.names if n not in table.column_names]
-    if missing:
-        raise TraceFormatError(path, f"missing trace columns {missing}")
+    newer = set(OBSERVATIONS.since(meta["schema_version"]))
+    if set(missing) - newer:
+        raise TraceFormatError(path, f"missing trace columns {sorted(set(missing) - newer)}")
+    for name in missing:
+        table = table.append_column(
+            OBSERVATIONS.arrow.field(name), pa.nulls(len(table), OBSERVATIONS.arrow.field(name).type)
+        )
     try:
         frame = to_frame(table, OBSERVATIONS)
     except (pa.ArrowException, ValueError, TypeError) as exc:

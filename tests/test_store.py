@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import evtkit as ek
 from evtkit.observation import build_observations
-from evtkit.schema import DELIVERIES, EVENTS, OBSERVATIONS
+from evtkit.schema import DELIVERIES, EVENTS, OBSERVATIONS, SCHEMA_VERSION
 from evtkit.store import META_KEY, SegmentWriter, load
 
 FORMATS = ["t.parquet", "t.jsonl", "t.jsonl.gz"]
@@ -68,7 +68,7 @@ class TestRoundTrip:
         sample_trace().save(path)
         table = pq.read_table(path)
         meta = json.loads(table.schema.metadata[META_KEY])
-        assert meta["schema_version"] == 1
+        assert meta["schema_version"] == SCHEMA_VERSION
         assert table.schema.field("headers").type == pa.map_(pa.string(), pa.string())
         assert table.schema.field("ts").type == pa.timestamp("ns", tz="UTC")
         assert pq.ParquetFile(path).metadata.row_group(0).column(0).compression == "ZSTD"
@@ -161,6 +161,38 @@ class TestBadFiles:
         meta["schema_version"] = 99
         pq.write_table(table.replace_schema_metadata({META_KEY: json.dumps(meta)}), path)
         with pytest.raises(ek.TraceFormatError, match="version 99.*upgrade evtkit"):
+            load(path)
+
+    @pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+    def test_version_1_files_load_with_the_newer_columns_empty(self, tmp_path, suffix):
+        path = tmp_path / f"t{suffix}"
+        sample_trace().save(path)
+        newer = OBSERVATIONS.since(1)
+        assert "stream" in newer and "ack" in newer
+        if suffix == ".parquet":
+            table = pq.read_table(path)
+            meta = json.loads(table.schema.metadata[META_KEY])
+            meta["schema_version"] = 1
+            table = table.drop_columns(newer)
+            pq.write_table(table.replace_schema_metadata({META_KEY: json.dumps(meta)}), path)
+        else:
+            lines = path.read_bytes().splitlines()
+            head = orjson.loads(lines[0])
+            head["evtkit_trace"]["schema_version"] = 1
+            rows = [{k: v for k, v in orjson.loads(line).items() if k not in newer}
+                    for line in lines[1:]]
+            path.write_bytes(b"\n".join(orjson.dumps(x) for x in [head, *rows]) + b"\n")
+        loaded = load(path)
+        assert OBSERVATIONS.problems(loaded.observations) == []
+        assert loaded.observations[newer].isna().all().all()
+        assert len(loaded.events) == len(sample_trace().events)
+
+    def test_a_file_missing_an_old_column_is_still_rejected(self, tmp_path):
+        path = tmp_path / "t.parquet"
+        sample_trace().save(path)
+        table = pq.read_table(path)
+        pq.write_table(table.drop_columns(["subject"]), path)
+        with pytest.raises(ek.TraceFormatError, match="missing trace columns"):
             load(path)
 
     def test_wrong_version_jsonl(self, tmp_path):
