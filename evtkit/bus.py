@@ -162,7 +162,8 @@ class Bus:
         self._dispatcher: _fastpath.Dispatcher | None = None
         self._connect_timeout = connect_timeout
         self._options = nats_options
-        self._subs: dict[int, Subscription | Tap] = {}
+        self._subs: dict[int, Any] = {}
+        self._owners: list[Any] = []  # what else close() must stop (pull consumers, watches)
         self._clock = _Clock()
         self._opened = False
 
@@ -224,11 +225,9 @@ class Bus:
     async def close(self, timeout: float = 10.0) -> None:
         """Let handlers finish what they hold (for at most ``timeout`` seconds each), drain
         the connection, stop an embedded server."""
-        for sub in list(self._subs.values()):
-            if isinstance(sub, Subscription):
-                await sub.unsubscribe(timeout=timeout)
-            else:
-                await sub.unsubscribe()
+        for owner in dict.fromkeys([*self._subs.values(), *self._owners]):
+            await owner.unsubscribe(timeout=timeout)
+        self._owners.clear()
         self._opened = False
         if self.nc is not None and not self.nc.is_closed:
             try:
@@ -278,6 +277,8 @@ class Bus:
         cause: Event | str | None = None,
         content_type: str | None = None,
         reply: str | None = None,
+        jetstream: bool = False,
+        timeout: float = 5.0,
     ) -> Event:
         """Publish one event and record it.
 
@@ -292,12 +293,15 @@ class Bus:
                 correlation id starts at that id.
             content_type: media type, overriding the one implied by ``data``.
             reply: reply subject.
+            jetstream: publish through JetStream and wait (up to ``timeout`` s) for the
+                stream to store it; the event and the publish row get stream and sequence.
 
         Returns:
             The published :class:`Event` (pass it as ``cause=`` to chain events).
 
         Raises:
-            PublishError: bad subject, header or data type.
+            PublishError: bad subject, header or data type; with ``jetstream``, no stream
+                stores the subject or it did not answer in time.
             PayloadTooLargeError: larger than the server's ``max_payload``.
         """
         nc = self._client()
@@ -345,13 +349,19 @@ class Bus:
             raise PayloadTooLargeError(subject, len(block) + len(payload), nc.max_payload)
         subject_b = subject.encode()
         reply_b = reply.encode() if reply else b""
-        if not (self._fast and await _fastpath.publish(nc, subject_b, reply_b, block, payload)):
+        stored: tuple[str, int] | tuple[None, None] = (None, None)
+        if jetstream:
+            from .jetstream import publish_acked
+
+            stored = await publish_acked(self, subject, payload, block, timeout)
+        elif not (self._fast and await _fastpath.publish(nc, subject_b, reply_b, block,
+                                                         payload)):
             await nc.publish(subject, payload, reply=reply or "",
                              headers=parse_block(block).headers)
         handler, ref = (handling[1], handling[2]) if handling is not None else (None, None)
         self.recorder.rows.append(
             ("publish", ts, self.name, handler, None, subject_b, reply_b or None, payload, block,
-             ref)
+             (ref, *stored) if jetstream else ref)
         )
         return Event(
             id=event_id,
@@ -369,6 +379,8 @@ class Bus:
             block=block,
             reply=reply,
             mode="binary",
+            stream=stored[0],
+            stream_seq=stored[1],
         )
 
     async def send_raw(self, subject: str, payload: bytes, block: bytes | None, *,
@@ -472,6 +484,71 @@ class Bus:
                     await nsub.unsubscribe()
         owner._nats_subs.clear()
 
+    # -- JetStream ---------------------------------------------------------------------------
+
+    async def add_stream(self, name: str, subjects: Iterable[str], **config: Any) -> Any:
+        """Create a JetStream stream storing ``subjects`` (or update an existing one).
+
+        Args:
+            name: stream name.
+            subjects: subjects or wildcards it stores.
+            **config: further ``nats.js.api.StreamConfig`` fields (``max_msgs``, ``storage``,
+                ``num_replicas``...).
+
+        Returns:
+            nats-py's ``StreamInfo``.
+
+        Raises:
+            JetStreamError: the server refused (JetStream off, overlapping subjects...).
+        """
+        from .jetstream import add_stream
+
+        return await add_stream(self, name, subjects, **config)
+
+    async def consume(self, stream: str, handler: Handler, *, consumer: str,
+                      **options: Any) -> Any:
+        """Consume ``stream`` through a durable consumer with explicit acks, recording
+        every delivery (stream and consumer sequence, delivery count) and its settlement.
+
+        A handler that returns acks; one that raises naks (redelivered until
+        ``max_deliver``); raising :class:`evtkit.Term` terminates the message and
+        :class:`evtkit.Nak` naks with a delay.
+
+        Args:
+            stream: the stream.
+            handler: ``async def handler(event)``; ``event.delivery_count`` says which try.
+            consumer: the consuming service's name (in delivery rows).
+            **options: ``durable`` (default: ``consumer``), ``subject`` (filter),
+                ``queue`` (push consumers: deliver group), ``pull`` (default False: push),
+                ``batch`` (pull size), ``max_deliver``, ``ack_wait`` (s),
+                ``max_ack_pending``, ``deliver_policy`` (``all``, ``new``, ``last``...),
+                ``pending_msgs``, ``pending_bytes``.
+
+        Returns:
+            a :class:`evtkit.jetstream.JetStreamSubscription`.
+
+        Raises:
+            JetStreamError: no such stream, or a consumer of that name with another
+                configuration.
+        """
+        from .jetstream import consume
+
+        return await consume(self, stream, handler, consumer=consumer, **options)
+
+    async def watch_jetstream(self, *streams: str, interval: float = 1.0,
+                              advisories: bool = True) -> Any:
+        """Sample every consumer of ``streams`` (default: all) each ``interval`` seconds
+        into ``consumer_info`` rows, and record JetStream advisories as ``advisory`` rows.
+
+        Returns:
+            a :class:`evtkit.jetstream.JetStreamWatch` (stopped when the bus closes).
+        """
+        from .jetstream import JetStreamWatch
+
+        watch = JetStreamWatch(self, streams or None, interval)
+        self._owners.append(watch)
+        return await watch.start(advisories)
+
     def trace(self) -> Any:
         """A :class:`~evtkit.trace.Trace` of everything recorded so far."""
         return self.recorder.trace()
@@ -542,7 +619,7 @@ class Tap:
 
         self.sink = sink
 
-    async def unsubscribe(self) -> None:
+    async def unsubscribe(self, timeout: float | None = None) -> None:
         """Stop capturing."""
         await self.bus._detach(self)
 
@@ -610,7 +687,7 @@ class Subscription:
                                    synthetic=syn)
             token = _CURRENT.set((event, consumer, seq))
             started = clock()
-            outcome, error = "ok", None
+            outcome, error, failure, ack = "ok", None, None, None
             try:
                 result = handler(event)
                 if inspect.isawaitable(result):
@@ -619,15 +696,22 @@ class Subscription:
                 outcome, error = "error", "cancelled: the subscription was closed"
                 raise
             except Exception as exc:  # noqa: BLE001 - a failing handler must not stop us
-                outcome, error = "error", f"{type(exc).__name__}: {exc}"
+                outcome, error, failure = "error", f"{type(exc).__name__}: {exc}", exc
                 self.failed += 1
                 log.debug("handler of %s failed on %s", consumer, event.id, exc_info=True)
             finally:
                 _CURRENT.reset(token)
+                if error is None or failure is not None:  # not on cancel: redelivered later
+                    ack = await self._settle(reply, failure)
                 self.delivered += 1
                 append(("handled", clock(), observer, consumer, queue, None, None, None, None,
-                        (seq, started, outcome, redact(error) if error else None)))
+                        (seq, started, outcome, redact(error) if error else None, ack)))
                 self._queue.task_done()
+
+    async def _settle(self, reply: bytes, failure: Exception | None) -> str | None:
+        """After the handler: acknowledge the message if the subscription must (JetStream
+        does); return what was sent (``ack``, ``nak``, ``term``) or None."""
+        return None
 
     @property
     def pending(self) -> int:

@@ -11,6 +11,8 @@ built-in exception a caller would naturally catch, so ``except ValueError`` keep
     ├── ConnectError                     (ConnectionError)    cannot reach a NATS server
     ├── PublishError                     (ValueError)         bad subject / header / data
     │   └── PayloadTooLargeError                              larger than the server allows
+    ├── JetStreamError                   (RuntimeError)       a stream / consumer request failed
+    ├── SystemAccountError               (PermissionError)    no system-account access
     └── TraceFormatError                 (ValueError)         unreadable / wrong trace file
 
 Errors carry their data as attributes (``TraceFormatError.path``,
@@ -24,12 +26,14 @@ import os
 __all__ = [
     "ConnectError",
     "EvtkitError",
+    "JetStreamError",
     "PayloadTooLargeError",
     "PublishError",
     "ServerError",
     "ServerNotFoundError",
     "ServerStartError",
     "ServerTimeoutError",
+    "SystemAccountError",
     "TraceFormatError",
 ]
 
@@ -88,6 +92,15 @@ class PayloadTooLargeError(PublishError):
         self.subject = subject
         self.size = size
         self.max_payload = max_payload
+
+
+class JetStreamError(EvtkitError, RuntimeError):
+    """A JetStream request failed: no stream for the subject, a consumer that exists with
+    another configuration, JetStream not enabled... The message carries the server's words."""
+
+
+class SystemAccountError(EvtkitError, PermissionError):
+    """Asking the server about connections and subscriptions needs the system account."""
 
 
 class TraceFormatError(EvtkitError, ValueError):

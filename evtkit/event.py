@@ -18,7 +18,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._headers import ParsedBlock, parse_block
 
@@ -135,6 +135,10 @@ class Event:
         reply: the reply subject, if any.
         mode: ``binary``, ``structured`` or ``bare`` (no CloudEvents attributes).
         synthetic_id: True when :attr:`id` was made up because the message had none.
+        stream: the JetStream stream that stored it (JetStream publishes and deliveries).
+        stream_seq: its sequence number in that stream.
+        delivery_count: for a JetStream delivery, how many times it has been delivered
+            (1 = the first time; more means redelivered after a nak or an ack timeout).
     """
 
     id: str
@@ -153,6 +157,9 @@ class Event:
     reply: str | None = None
     mode: str = "bare"
     synthetic_id: bool = False
+    stream: str | None = None
+    stream_seq: int | None = None
+    delivery_count: int | None = None
 
     @property
     def data(self) -> Any:
@@ -255,6 +262,7 @@ def decode_message(
     event_id = given_id or synthetic or synthetic_id(subject.encode(), block, payload, 0)
     if mode != "structured":
         attrs["datacontenttype"] = attrs["datacontenttype"] or content_type
+    position = js_position(reply.encode()) if reply else None
     return Event(
         id=event_id,
         subject=subject,
@@ -272,7 +280,45 @@ def decode_message(
         reply=reply or None,
         mode=mode,
         synthetic_id=given_id is None,
+        stream=position.stream if position else None,
+        stream_seq=position.stream_seq if position else None,
+        delivery_count=position.delivery_count if position else None,
     )
+
+
+class JsPosition(NamedTuple):
+    """Where a JetStream delivery sits, as its ack subject states it."""
+
+    stream: str
+    consumer: str
+    delivery_count: int
+    stream_seq: int
+    consumer_seq: int
+    pending: int
+
+
+def js_position(reply: bytes) -> JsPosition | None:
+    """Read a JetStream ack subject; None for anything else (never raises).
+
+    Two forms exist: ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>``
+    and, from newer servers, the same with ``<domain>.<account hash>`` before the stream and
+    a random token after.
+    """
+    if not reply.startswith(b"$JS.ACK."):
+        return None
+    tokens = reply.split(b".")
+    if len(tokens) == 9:
+        names, numbers = tokens[2:4], tokens[4:9]
+    elif len(tokens) >= 11:
+        names, numbers = tokens[4:6], tokens[6:11]
+    else:
+        return None
+    try:
+        delivered, sseq, cseq, _ts, pending = (int(t) for t in numbers)
+    except ValueError:
+        return None
+    stream, consumer = (t.decode("utf-8", "replace") for t in names)
+    return JsPosition(stream, consumer, delivered, sseq, cseq, pending)
 
 
 def _structured_data(envelope: dict[str, Any], raw: bytes) -> bytes:

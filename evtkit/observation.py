@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._headers import CLOUDEVENTS, header_name, parse_block, parse_blocks
-from .event import RFC3339, STRUCTURED, decode_message, synthetic_id
+from .event import RFC3339, STRUCTURED, decode_message, js_position, synthetic_id
 from .schema import OBSERVATIONS, to_frame
 
 __all__ = ["CONSUMER_INFO_FIELDS", "MESSAGE_KINDS", "ROW_FIELDS", "build_observations"]
@@ -257,24 +257,12 @@ _DETAIL_COLUMNS = {
 
 
 def _js_delivery(reply: bytes, i: int, col: dict[str, list[Any]]) -> None:
-    """Read stream, sequences, delivery count and pending from a JetStream ack subject:
-    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` or the
-    newer form with domain and account hash first (12 tokens). Anything else is left
-    alone: a reply that only looks like one must not break the capture."""
-    tokens = reply.split(b".")
-    if len(tokens) == 9:
-        stream, numbers = tokens[2], tokens[4:9]
-    elif len(tokens) >= 11:
-        stream, numbers = tokens[4], tokens[6:11]
-    else:
-        return
-    try:
-        delivered, sseq, cseq, _ts, pending = (int(t) for t in numbers)
-    except ValueError:
-        return
-    col["stream"][i] = stream.decode("utf-8", "replace")
-    col["stream_seq"][i], col["consumer_seq"][i] = sseq, cseq
-    col["delivery_count"][i], col["pending"][i] = delivered, pending
+    """Fill row ``i``'s JetStream columns from its ``$JS.ACK...`` reply subject."""
+    position = js_position(reply)
+    if position is not None:
+        col["stream"][i] = position.stream
+        col["stream_seq"][i], col["consumer_seq"][i] = position.stream_seq, position.consumer_seq
+        col["delivery_count"][i], col["pending"][i] = position.delivery_count, position.pending
 
 
 def _apply_structured(

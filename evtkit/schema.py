@@ -159,7 +159,7 @@ OBSERVATIONS = Schema(
         _str("error", "for handled/error rows: the exception text"),
         _int("count", "for drop rows: how many messages were lost"),
         _str("detail", "for drop/disconnect/reconnect/error rows: what happened; advisory: "
-             "its type; hop: in, eg (egress to a client), rt, gw, leaf or js"),
+             "what happened (MAX_DELIVERIES, MSG_NAKED, MSG_TERMINATED...); hop: in, eg (egress to a client), rt, gw, leaf or js"),
         _str("stream", "JetStream stream (JetStream publish/receive, consumer_info, advisory)",
              2),
         _int("stream_seq", "JetStream stream sequence (publish ack, delivery, advisory; "
@@ -225,6 +225,9 @@ DELIVERIES = Schema(
         _float("processing_s", "handler start → finish: time working"),
         _str("outcome", "ok, error, dropped (lost before the handler) or pending"),
         _str("error", "exception text when the handler failed"),
+        _int("delivery_count", "JetStream: which delivery of the message this was (1 = first)",
+             2),
+        _str("ack", "JetStream: how the handler settled it: ack, nak or term", 2),
         _int("seq", "seq of the receive observation"),
     ],
 )
@@ -278,6 +281,14 @@ def to_frame(table: pa.Table, schema: Schema) -> pd.DataFrame:
         types_mapper=_pandas_type, maps_as_pydicts="strict"
     )
     return frame
+
+
+def with_missing(table: pa.Table, schema: Schema) -> pa.Table:
+    """``table`` with an all-null column added for every schema column it lacks."""
+    for field in schema.arrow:
+        if field.name not in table.column_names:
+            table = table.append_column(field, pa.nulls(len(table), field.type))
+    return table
 
 
 def to_table(frame: pd.DataFrame, schema: Schema) -> pa.Table:

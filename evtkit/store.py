@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from .errors import TraceFormatError
 from .observation import build_observations
-from .schema import KINDS, OBSERVATIONS, SCHEMA_VERSION, to_frame, to_table
+from .schema import KINDS, OBSERVATIONS, SCHEMA_VERSION, to_frame, to_table, with_missing
 from .trace import Trace
 
 __all__ = ["SegmentWriter", "load", "save", "trace_format"]
@@ -290,10 +290,7 @@ def _read_parquet(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     newer = set(OBSERVATIONS.since(meta["schema_version"]))
     if set(missing) - newer:
         raise TraceFormatError(path, f"missing trace columns {sorted(set(missing) - newer)}")
-    for name in missing:
-        table = table.append_column(
-            OBSERVATIONS.arrow.field(name), pa.nulls(len(table), OBSERVATIONS.arrow.field(name).type)
-        )
+    table = with_missing(table, OBSERVATIONS)
     try:
         frame = to_frame(table, OBSERVATIONS)
     except (pa.ArrowException, ValueError, TypeError) as exc:

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import OBSERVATIONS, SCHEMA_VERSION, to_frame
+from .schema import OBSERVATIONS, SCHEMA_VERSION, to_frame, with_missing
 from .trace import Trace
 
 __all__ = ["make_trace"]
@@ -342,7 +342,7 @@ def _assemble(consumers: list[_Consumer], ev_pub: np.ndarray, load: float,
         "count": pa.nulls(len(ts), pa.int64()),
         "detail": null_str,
     }
-    table = pa.table(cols)
+    table = with_missing(pa.table(cols), OBSERVATIONS)  # JetStream/server columns: empty
     del cols
     truth = _truth(consumers, dv, all_pub, dv["event"], n_regular, n_flows,
                    depth, orphan_ids, cycle_ids, skew, slow, stall, stop, failing,

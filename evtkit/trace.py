@@ -7,6 +7,8 @@
     trace.deliveries               # one row per event × consumer
     trace.observations             # the raw rows (what files store)
     trace.drops, trace.gaps        # what was lost, and when the connection was down
+    trace.consumer_info            # JetStream consumer samples (bus.watch_jetstream)
+    trace.advisories, trace.hops   # JetStream advisories; server message-trace hops
     trace.save("run.parquet")
 """
 
@@ -104,12 +106,13 @@ class Trace:
         """One row per event × consumer; columns in :data:`evtkit.schema.DELIVERIES`."""
         obs = self.observations
         kind = obs["kind"]
-        receives = obs[["seq", "event_id", "consumer", "queue", "observer", "subject", "ts"]][
+        receives = obs[["seq", "event_id", "consumer", "queue", "observer", "subject", "ts",
+                        "delivery_count"]][
             (kind == "receive").to_numpy()
         ]
         if receives.empty:
             return DELIVERIES.empty()
-        handled = obs[["ref", "ts", "started_at", "outcome", "error"]][
+        handled = obs[["ref", "ts", "started_at", "outcome", "error", "ack"]][
             (kind == "handled").to_numpy()
         ]
         # Match each handled row to its receive by seq (the last one wins if repeated).
@@ -142,6 +145,8 @@ class Trace:
             "done_at": done["ts"].where(matched).array,
             "outcome": done["outcome"].where(matched).fillna("pending").array,
             "error": done["error"].where(matched).array,
+            "delivery_count": receives["delivery_count"].array,
+            "ack": done["ack"].where(matched).array,
             "seq": receives["seq"].array,
         })
         frame["done_at"] = frame["done_at"].where(frame["outcome"] != "dropped")
@@ -162,6 +167,55 @@ class Trace:
                 self._cache["delivery_events"] = positions(self.deliveries["event_id"],
                                                            self.events["event_id"])
         return self._cache["delivery_events"]
+
+    # -- what the server said ------------------------------------------------------------------
+
+    def _server_rows(self, kind: str, columns: dict[str, str]) -> pd.DataFrame:
+        """Rows of one server-side kind, with observation columns renamed for the view."""
+        obs = self.observations
+        rows = obs.loc[(obs["kind"] == kind).to_numpy(), list(columns)]
+        return rows.rename(columns=columns).reset_index(drop=True)
+
+    @cached_property
+    def consumer_info(self) -> pd.DataFrame:
+        """JetStream consumer samples (from :meth:`Bus.watch_jetstream`), one row per
+        consumer per sample: ``ts, stream, consumer, pending, ack_pending, redelivered,
+        waiting, delivered_seq, delivered_stream_seq, ack_floor, last_active, backlog``.
+
+        ``backlog`` = ``pending + ack_pending``: messages stored but not yet acknowledged
+        by this consumer — its lag in messages."""
+        frame = self._server_rows("consumer_info", {
+            "ts": "ts", "stream": "stream", "consumer": "consumer", "pending": "pending",
+            "ack_pending": "ack_pending", "redelivered": "redelivered", "waiting": "waiting",
+            "consumer_seq": "delivered_seq", "stream_seq": "delivered_stream_seq",
+            "ack_floor": "ack_floor", "last_active": "last_active",
+        })
+        frame["backlog"] = frame["pending"] + frame["ack_pending"]
+        return frame
+
+    @cached_property
+    def advisories(self) -> pd.DataFrame:
+        """JetStream advisories: ``ts, advisory`` (MAX_DELIVERIES, MSG_NAKED,
+        MSG_TERMINATED...), ``stream, consumer, stream_seq, deliveries, subject, payload``
+        (the advisory's JSON)."""
+        return self._server_rows("advisory", {
+            "ts": "ts", "detail": "advisory", "stream": "stream", "consumer": "consumer",
+            "stream_seq": "stream_seq", "delivery_count": "deliveries", "subject": "subject",
+            "payload": "payload",
+        })
+
+    @cached_property
+    def hops(self) -> pd.DataFrame:
+        """Server message-trace hops (nats-server 2.11+): ``ts`` (server time), ``server``,
+        ``hop`` (``in``: a connection sent it; ``eg``: delivered to a client connection;
+        ``rt``/``gw``/``leaf``: passed to another server; ``js``: stored in a stream),
+        ``connection`` (its name), ``queue``, ``subject``, ``event_id``, ``trace_id``,
+        ``error`` (why it was not delivered, if so)."""
+        return self._server_rows("hop", {
+            "ts": "ts", "server": "server", "detail": "hop", "consumer": "connection",
+            "queue": "queue", "subject": "subject", "event_id": "event_id",
+            "trace_id": "trace_id", "error": "error",
+        })
 
     # -- analysis (see evtkit.causal, evtkit.lag, evtkit.fanout, evtkit.problems) --------
 
