@@ -166,6 +166,7 @@ class Bus:
         self._owners: list[Any] = []  # what else close() must stop (pull consumers, watches)
         self._clock = _Clock()
         self._opened = False
+        self._trace_dest: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -279,6 +280,7 @@ class Bus:
         reply: str | None = None,
         jetstream: bool = False,
         timeout: float = 5.0,
+        trace: bool | str = False,
     ) -> Event:
         """Publish one event and record it.
 
@@ -295,6 +297,9 @@ class Bus:
             reply: reply subject.
             jetstream: publish through JetStream and wait (up to ``timeout`` s) for the
                 stream to store it; the event and the publish row get stream and sequence.
+            trace: ask the server to trace this message (nats-server 2.11+): its report
+                becomes ``hop`` rows (``trace.hops``). ``"only"`` traces without
+                delivering: the hops say who *would* receive it.
 
         Returns:
             The published :class:`Event` (pass it as ``cause=`` to chain events).
@@ -337,6 +342,10 @@ class Bus:
                     "set by evtkit; use type=, source=, cause= or content_type= instead"
                 )
             extra = encode_extra(headers)
+        if trace:
+            if trace not in (True, "only"):
+                raise PublishError(f"trace= must be True or 'only', not {trace!r}")
+            extra += await self._trace_header(only=trace == "only")
         ts = time.time_ns()
         block = (
             f"NATS/1.0\r\nce-specversion: {SPECVERSION}\r\nce-id: {event_id}\r\n"
@@ -446,7 +455,9 @@ class Bus:
         """Passively record every message on ``subjects`` (default ``>``: everything).
 
         Works for publishers that do not use evtkit: CloudEvents binary and structured mode
-        and ``traceparent`` are understood, and bare messages get synthetic ids.
+        and ``traceparent`` are understood, and bare messages get synthetic ids. NATS's
+        and evtkit's own machinery subjects (``$JS.``, ``$SYS.``, ``_EVTKIT.``...) are left
+        out (and counted in ``tap.skipped``) unless you tap them by name.
 
         Args:
             subjects: subjects or wildcards to capture.
@@ -483,6 +494,48 @@ class Bus:
                 with contextlib.suppress(nats.errors.Error):
                     await nsub.unsubscribe()
         owner._nats_subs.clear()
+
+    # -- what the server knows ------------------------------------------------------------------
+
+    async def record_message_traces(self, subject: str | None = None) -> Any:
+        """Record the server's message-trace reports arriving on ``subject`` as ``hop``
+        rows (default :data:`evtkit.MSG_TRACE_SUBJECT`, where an embedded server started
+        with ``trace_sampling`` sends them). Publishing with ``trace=True`` does this by
+        itself, on a subject of its own.
+
+        Returns:
+            an :class:`evtkit.msgtrace.MessageTraces` (stopped when the bus closes).
+        """
+        from .msgtrace import record_message_traces
+        from .server import MSG_TRACE_SUBJECT
+
+        return await record_message_traces(self, subject or MSG_TRACE_SUBJECT)
+
+    async def _trace_header(self, *, only: bool) -> str:
+        if self._trace_dest is None:
+            from .server import MSG_TRACE_SUBJECT
+
+            dest = f"{MSG_TRACE_SUBJECT}.{self._client().new_inbox().rsplit('.', 1)[-1]}"
+            await self.record_message_traces(dest)
+            self._trace_dest = dest
+        return f"Nats-Trace-Dest: {self._trace_dest}\r\n" + (
+            "Nats-Trace-Only: true\r\n" if only else "")
+
+    async def subscriptions(self, *, account: str | None = None, timeout: float = 1.0,
+                            **system: Any) -> Any:
+        """Who is subscribed to what, from the server's CONNZ (subscription detail).
+
+        Needs the system account: automatic with the embedded server; otherwise pass its
+        credentials (``user``/``password``, ``user_credentials``, ``nkeys_seed``...), which
+        are used for this request only and never recorded.
+
+        Returns:
+            a :class:`evtkit.subscriptions.SubscriptionMap` (``.frame``,
+            ``.receivers(subject)``).
+        """
+        from .subscriptions import subscription_map
+
+        return await subscription_map(self, account=account, timeout=timeout, **system)
 
     # -- JetStream ---------------------------------------------------------------------------
 
@@ -600,8 +653,17 @@ async def _never(msg: Any) -> None:  # pragma: no cover - the dispatcher takes t
     """Placeholder callback for subscriptions whose messages the dispatcher routes."""
 
 
+RESERVED_PREFIXES = (b"$JS.", b"$SYS.", b"_EVTKIT.")
+"""Subjects a wildcard tap leaves out: NATS's own API, acks and advisories, and evtkit's
+telemetry, deliveries and traces (each is recorded by the part that owns it)."""
+
+
 class Tap:
-    """A passive capture of subjects; see :meth:`Bus.tap`."""
+    """A passive capture of subjects; see :meth:`Bus.tap`.
+
+    Attributes:
+        skipped: messages on reserved subjects (:data:`RESERVED_PREFIXES`) left out.
+    """
 
     def __init__(self, bus: Bus, subjects: Iterable[str], name: str) -> None:
         self.bus = bus
@@ -609,11 +671,19 @@ class Tap:
         self.name = name
         self.consumer = None
         self._nats_subs: list[Any] = []
+        self.skipped = 0
         append = bus.recorder.rows.append
         ids = SyntheticIds()
         clock = time.time_ns
+        # Machinery traffic (JetStream API calls and acks, evtkit's telemetry and traces) is
+        # not events; it is left out unless a tap asks for those subjects by name.
+        asked = any(s.startswith(("$", "_EVTKIT")) for s in self.subjects)
+        reserved = () if asked else RESERVED_PREFIXES
 
         def sink(subject: bytes, reply: bytes, data: bytes, block: bytes | None) -> None:
+            if subject.startswith(reserved):
+                self.skipped += 1
+                return
             syn = ids(subject, block, data) if block is None or b"ce-id:" not in block else None
             append(("tap", clock(), name, None, None, subject, reply or None, data, block, syn))
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .causal import spans
+from .schema import positions
 
 if TYPE_CHECKING:
     from .trace import Trace
@@ -55,10 +56,12 @@ def _names(groups: np.ndarray, members: np.ndarray, labels: np.ndarray, n: int) 
 
 def fanout(trace: Trace) -> pd.DataFrame:
     """One row per subject and type: ``subject, type, events, deliveries, consumers,
-    consumer_names, mean_fanout, emitted_types``.
+    consumer_names, mean_fanout, emitted_types, server_seen``.
 
     ``mean_fanout`` is deliveries per event; ``emitted_types`` lists the types of events
-    published as a consequence of handling these (explicit or inferred causes).
+    published as a consequence of handling these (explicit or inferred causes);
+    ``server_seen`` names connections that received the subject according to server
+    message traces but do not run evtkit (see :func:`flow_graph`).
     """
     ev = trace.events
     if ev.empty:
@@ -90,13 +93,16 @@ def fanout(trace: Trace) -> pd.DataFrame:
         "mean_fanout": deliveries / events,
         "emitted_types": _names(group[parent[child]], type_code[child], np.asarray(types), n),
     })
+    server = _server_seen(trace).groupby("source")["target"].agg(
+        lambda names: ", ".join(sorted(names)))
+    frame["server_seen"] = frame["subject"].map(server).fillna("")
     frame = frame.sort_values(["events", "subject"], ascending=[False, True])
     return frame.astype({"subject": "str", "type": "str", "consumer_names": "str",
-                         "emitted_types": "str"}).reset_index(drop=True)
+                         "emitted_types": "str", "server_seen": "str"}).reset_index(drop=True)
 
 
 _FANOUT_COLUMNS = ["subject", "type", "events", "deliveries", "consumers", "consumer_names",
-                   "mean_fanout", "emitted_types"]
+                   "mean_fanout", "emitted_types", "server_seen"]
 
 
 def flow_graph(trace: Trace) -> pd.DataFrame:
@@ -107,6 +113,11 @@ def flow_graph(trace: Trace) -> pd.DataFrame:
     CloudEvents source, else the publishing connection), ``delivers`` (subject → consumer;
     latency is queue time, publish → handler start) and ``emits`` (consumer → subject of
     the events its handler published; latency is handler start → publish).
+
+    ``seen_by`` says who saw the edge: ``evtkit`` (its own rows), or ``server`` for a
+    delivery known only from a server message trace (``trace.hops``): a connection that
+    does not run evtkit, shown by its connection name (``target_kind`` ``connection``;
+    latency is publish → the server sending it).
     """
     ev = trace.events
     if ev.empty:
@@ -147,13 +158,46 @@ def flow_graph(trace: Trace) -> pd.DataFrame:
     ], axis=1).reset_index()
     emits = emits.assign(kind="emits", source_kind="service", target_kind="subject", errors=0)
 
-    frame = pd.concat([publishes, delivers, emits], ignore_index=True)
+    frame = pd.concat([publishes, delivers, emits], ignore_index=True).assign(seen_by="evtkit")
+    frame = pd.concat([frame, _server_seen(trace)], ignore_index=True)
     frame["count"] = frame["count"].astype(np.int64)
     frame["errors"] = frame["errors"].astype(np.int64)
-    for column in ("source", "source_kind", "target", "target_kind", "kind"):
+    for column in ("source", "source_kind", "target", "target_kind", "kind", "seen_by"):
         frame[column] = frame[column].astype("str")
     return frame[_GRAPH_COLUMNS]
 
 
 _GRAPH_COLUMNS = ["source", "source_kind", "target", "target_kind", "kind", "count", "p50_s",
-                  "p95_s", "errors"]
+                  "p95_s", "errors", "seen_by"]
+
+
+def _server_seen(trace: Trace) -> pd.DataFrame:
+    """``delivers`` edges for egress hops to connections that evtkit did not see receive
+    the event (not an evtkit consumer or tap on that connection)."""
+    hops = trace.hops
+    hops = hops[(hops["hop"] == "eg").to_numpy() & hops["error"].isna().to_numpy()
+                & ~hops["trace_only"].to_numpy()]
+    if hops.empty:
+        return pd.DataFrame(columns=_GRAPH_COLUMNS)
+    obs = trace.observations
+    seen = obs.loc[obs["kind"].isin(("receive", "tap")).to_numpy(), ["event_id", "observer"]]
+    known = set(zip(seen["event_id"], seen["observer"], strict=True))
+    fresh = [(e, c) not in known for e, c in zip(hops["event_id"], hops["connection"],
+                                                  strict=True)]
+    hops = hops[fresh]
+    if hops.empty:
+        return pd.DataFrame(columns=_GRAPH_COLUMNS)
+    ev = trace.events
+    where = positions(hops["event_id"], ev["event_id"])
+    published = ev["published_at"].array.asi8[np.maximum(where, 0)]
+    lead = np.where(where >= 0, (hops["ts"].array.asi8 - published) / 1e9, np.nan)
+    edges = pd.DataFrame({"source": hops["subject"].fillna(UNKNOWN).to_numpy(),
+                          "target": hops["connection"].fillna(UNKNOWN).to_numpy(),
+                          "lead_s": lead}).groupby(["source", "target"])
+    edges = pd.concat([
+        edges.size().rename("count"),
+        edges["lead_s"].quantile(0.5).rename("p50_s"),
+        edges["lead_s"].quantile(0.95).rename("p95_s"),
+    ], axis=1).reset_index()
+    return edges.assign(kind="delivers", source_kind="subject", target_kind="connection",
+                        errors=0, seen_by="server")[_GRAPH_COLUMNS]

@@ -221,7 +221,8 @@ def plot_fanout(trace: Trace, *, title: str | None = None) -> go.Figure:
         key = (kind, name)
         if key not in index:
             index[key] = len(labels)
-            labels.append(_esc(name))
+            # Connections known only from server message traces do not run evtkit.
+            labels.append(_esc(name) + (" (seen by server)" if kind == "connection" else ""))
         return index[key]
 
     source, target, value, hover = [], [], [], []
@@ -231,7 +232,8 @@ def plot_fanout(trace: Trace, *, title: str | None = None) -> go.Figure:
         value.append(int(row.count))
         latency = f"<br>p95 {row.p95_s * 1e3:.3f} ms" if pd.notna(row.p95_s) else ""
         hover.append(f"{_esc(row.source)} {row.kind} {_esc(row.target)}: {row.count}{latency}")
-    colors = ["#3b7dd8" if kind == "service" else "#f2a33a" for kind, _ in index]
+    palette = {"service": "#3b7dd8", "subject": "#f2a33a", "connection": "#9a9a9a"}
+    colors = [palette.get(kind, "#f2a33a") for kind, _ in index]
     fig = go.Figure(go.Sankey(
         node={"label": labels, "color": colors, "pad": 18, "thickness": 14},
         link={"source": source, "target": target, "value": value, "customdata": hover,

@@ -210,12 +210,19 @@ class Trace:
         ``hop`` (``in``: a connection sent it; ``eg``: delivered to a client connection;
         ``rt``/``gw``/``leaf``: passed to another server; ``js``: stored in a stream),
         ``connection`` (its name), ``queue``, ``subject``, ``event_id``, ``trace_id``,
-        ``error`` (why it was not delivered, if so)."""
-        return self._server_rows("hop", {
+        ``error`` (why it was not delivered, if so), ``trace_only`` (published with
+        ``trace="only"``: not delivered, the hops say who *would* have received it)."""
+        frame = self._server_rows("hop", {
             "ts": "ts", "server": "server", "detail": "hop", "consumer": "connection",
             "queue": "queue", "subject": "subject", "event_id": "event_id",
-            "trace_id": "trace_id", "error": "error",
+            "trace_id": "trace_id", "error": "error", "headers": "headers",
         })
+        frame["trace_only"] = [
+            isinstance(h, dict) and any(k.lower() == "nats-trace-only" and v.lower() == "true"
+                                        for k, v in h.items())
+            for h in frame.pop("headers")
+        ]
+        return frame
 
     # -- analysis (see evtkit.causal, evtkit.lag, evtkit.fanout, evtkit.problems) --------
 

@@ -1,0 +1,163 @@
+"""Who is subscribed to what: the server's CONNZ and SUBSZ as one frame.
+
+::
+
+    subs = await bus.subscriptions()          # embedded server: system access is built in
+    subs.frame                                # server, account, connection, subject, queue...
+    subs.receivers("orders.placed")           # who would get a message on that subject
+
+Asking needs the NATS system account. The embedded server has one and evtkit holds its
+password. For your own servers, configure ``system_account`` with a user and pass that
+user's credentials (``user=``/``password=``, ``user_credentials=``, ``nkeys_seed=``...): they
+are used for this request only, never stored in traces or shown in errors.
+
+The server answers ``$SYS.REQ.SERVER.PING.CONNZ`` / ``...SUBSZ`` from every server of a
+cluster, so the map covers the whole cluster; ``timeout`` is how long to collect answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import nats
+import orjson
+import pandas as pd
+
+from .errors import SystemAccountError
+from .server import APP_ACCOUNT
+from .subject import matches
+
+if TYPE_CHECKING:
+    from .bus import Bus
+
+__all__ = ["SubscriptionMap", "subscription_map"]
+
+_COLUMNS = {"server": "str", "account": "str", "connection": "str", "cid": "Int64",
+            "internal": "bool", "subject": "str", "queue": "str", "msgs": "Int64"}
+
+
+class SubscriptionMap:
+    """A snapshot of every subscription: ``frame`` has one row per subscription with
+    ``server, account, connection`` (the client's name; ``(internal)`` for the server's own,
+    such as JetStream streams' and system imports), ``cid, internal, subject, queue,
+    msgs`` (messages delivered so far)."""
+
+    def __init__(self, frame: pd.DataFrame, servers: list[str]) -> None:
+        self.frame = frame
+        self.servers = servers
+
+    def receivers(self, subject: str, *, internal: bool = False) -> pd.DataFrame:
+        """Who would receive a message on ``subject``: matching subscriptions, with
+        ``gets`` = ``every message`` or, in a queue group, ``1 of N`` (one member each).
+
+        Args:
+            subject: a concrete subject (no wildcards).
+            internal: include the server's own subscriptions (streams, imports).
+        """
+        frame = self.frame
+        if not internal:
+            frame = frame[~frame["internal"].to_numpy()]
+        hit = frame[[matches(p, subject) for p in frame["subject"]]].copy()
+        size = hit.groupby("queue")["queue"].transform("size")
+        hit["gets"] = [f"1 of {int(n)}" if isinstance(q, str) else "every message"
+                       for q, n in zip(hit["queue"], size.fillna(0), strict=True)]
+        return hit.reset_index(drop=True)
+
+    def _repr_html_(self) -> str:
+        return self.frame._repr_html_()  # type: ignore[operator]
+
+    def __repr__(self) -> str:
+        clients = self.frame.loc[~self.frame["internal"], "connection"].nunique()
+        return (f"<SubscriptionMap {len(self.frame)} subscriptions, {clients} named "
+                f"connections, servers {', '.join(self.servers)}>")
+
+
+async def _ping(nc: Any, what: str, body: dict[str, Any], timeout: float) -> list[Any]:
+    """Ask every server (``$SYS.REQ.SERVER.PING.<what>``) and collect answers for
+    ``timeout`` seconds (a cluster answers once per server)."""
+    answers: list[Any] = []
+    inbox = nc.new_inbox()
+
+    async def collect(msg: Any) -> None:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            answers.append(orjson.loads(msg.data))
+
+    sub = await nc.subscribe(inbox, cb=collect)
+    await nc.publish(f"$SYS.REQ.SERVER.PING.{what}", orjson.dumps(body), reply=inbox)
+    await asyncio.sleep(timeout)
+    await sub.unsubscribe()
+    return [a for a in answers if isinstance(a, dict)]
+
+
+def _rows(connz: list[Any], subsz: list[Any], account: str | None
+          ) -> tuple[list[dict[str, Any]], list[str]]:
+    rows: list[dict[str, Any]] = []
+    servers: list[str] = []
+    seen: set[tuple[str, Any, Any]] = set()
+    for answer in connz:
+        server = (answer.get("server") or {}).get("name", "?")
+        servers.append(server)
+        for conn in (answer.get("data") or {}).get("connections") or []:
+            for sub in conn.get("subscriptions_list_detail") or []:
+                seen.add((server, conn.get("cid"), sub.get("sid")))
+                rows.append({"server": server, "account": sub.get("account") or
+                             conn.get("account") or account, "connection": conn.get("name") or
+                             f"(unnamed cid {conn.get('cid')})", "cid": conn.get("cid"),
+                             "internal": False, "subject": sub.get("subject"),
+                             "queue": sub.get("qgroup"), "msgs": sub.get("msgs")})
+    for answer in subsz:
+        server = (answer.get("server") or {}).get("name", "?")
+        for sub in (answer.get("data") or {}).get("subscriptions_list") or []:
+            if (server, sub.get("cid"), sub.get("sid")) in seen or (
+                    account and sub.get("account") != account):
+                continue
+            rows.append({"server": server, "account": sub.get("account"),
+                         "connection": "(internal)", "cid": sub.get("cid"), "internal": True,
+                         "subject": sub.get("subject"), "queue": sub.get("qgroup"),
+                         "msgs": sub.get("msgs")})
+    return rows, sorted(set(servers))
+
+
+async def subscription_map(bus: Bus, *, account: str | None = None, timeout: float = 0.5,
+                           **system: Any) -> SubscriptionMap:
+    """Snapshot the subscriptions of ``account`` on every server ``bus`` can reach; see
+    :meth:`Bus.subscriptions`.
+
+    Raises:
+        SystemAccountError: no system credentials, or the server refused them.
+    """
+    bus._client()
+    if not system:
+        if bus.server is None or not bus.server.accounts:
+            raise SystemAccountError(
+                "asking the server who is subscribed needs the system account: pass its "
+                "credentials, e.g. bus.subscriptions(user='sys', password=...), or "
+                "user_credentials='sys.creds' (the server needs `system_account` set)"
+            )
+        system = bus.server.system_options()
+        account = account or APP_ACCOUNT
+    assert bus.url is not None
+    try:
+        nc = await nats.connect(bus.url.split(","), name=f"{bus.name}-sys",
+                                allow_reconnect=False, connect_timeout=2, **system)
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        raise SystemAccountError(
+            f"could not connect as the system account to {bus.url}: "
+            f"{type(exc).__name__} (check the credentials)") from None
+    try:
+        query: dict[str, Any] = {"subscriptions_detail": True, "auth": True, "limit": 100_000}
+        subsz: dict[str, Any] = {"subscriptions": True, "limit": 100_000}
+        if account:
+            query["acc"] = subsz["account"] = account
+        connz = await _ping(nc, "CONNZ", query, timeout)
+        if not connz:
+            raise SystemAccountError(
+                "no server answered the CONNZ request: these credentials are probably not "
+                "the system account's")
+        found, servers = _rows(connz, await _ping(nc, "SUBSZ", subsz, timeout), account)
+    finally:
+        await nc.close()
+    frame = pd.DataFrame(found, columns=list(_COLUMNS)).astype(_COLUMNS)
+    return SubscriptionMap(frame, servers)
