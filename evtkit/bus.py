@@ -149,6 +149,7 @@ class Bus:
         recorder: Recorder | None = None,
         fast: bool = True,
         connect_timeout: float = 5.0,
+        telemetry: float | None = None,
         **nats_options: Any,
     ) -> None:
         self.name = name
@@ -167,6 +168,7 @@ class Bus:
         self._clock = _Clock()
         self._opened = False
         self._trace_dest: str | None = None
+        self._telemetry = telemetry
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -212,7 +214,24 @@ class Bus:
             self._dispatcher = _fastpath.Dispatcher(self.nc)
         self.recorder.metadata.update(self._metadata())
         self._opened = True
+        interval = self._telemetry_interval()
+        if interval is not None:
+            await self.send_telemetry(interval)
         return self
+
+    def _telemetry_interval(self) -> float | None:
+        if self._telemetry is not None:
+            return self._telemetry
+        text = os.environ.get(env.EVTKIT_TELEMETRY)
+        if not text:
+            return None
+        try:
+            interval = float(text)
+        except ValueError:
+            interval = -1.0
+        if not interval > 0:
+            raise ValueError(f"{env.EVTKIT_TELEMETRY}={text!r} must be a number of seconds > 0")
+        return interval
 
     def __await__(self) -> Generator[Any, None, Bus]:
         return self.open().__await__()
@@ -537,6 +556,34 @@ class Bus:
 
         return await subscription_map(self, account=account, timeout=timeout, **system)
 
+    # -- many processes --------------------------------------------------------------------
+
+    async def send_telemetry(self, interval: float = 0.5) -> Any:
+        """Ship this bus's capture rows to collectors every ``interval`` seconds (on
+        ``_EVTKIT.telemetry.<name>``). Rows leave the local recorder as they are sent.
+
+        Returns:
+            an :class:`evtkit.telemetry.TelemetrySender` (flushed and stopped on close).
+        """
+        from .telemetry import TelemetrySender
+
+        sender = TelemetrySender(self, interval)
+        self._owners.append(sender)
+        return sender.start()
+
+    async def collect(self) -> Any:
+        """Merge the telemetry of every process that sends it into this bus's recorder,
+        so ``bus.trace()`` covers all of them.
+
+        Returns:
+            an :class:`evtkit.telemetry.Collector` (``.rows``, ``.sources``).
+        """
+        from .telemetry import TELEMETRY_SUBJECT, Collector
+
+        collector = Collector(self, f"{TELEMETRY_SUBJECT}.>")
+        await self._attach(collector, collector.subject, None)
+        return collector
+
     # -- JetStream ---------------------------------------------------------------------------
 
     async def add_stream(self, name: str, subjects: Iterable[str], **config: Any) -> Any:
@@ -822,7 +869,8 @@ def connect(url: str | None = None, *, name: str = "evtkit", **options: Any) -> 
             recorded (``bus.url`` and traces show the URL without them).
         name: connection name (shown by the server, and the observer in traces); also the
             default CloudEvents source.
-        **options: ``source=``, ``fast=``, ``connect_timeout=``, ``recorder=``, and any
+        **options: ``source=``, ``fast=``, ``connect_timeout=``, ``recorder=``,
+            ``telemetry=`` (seconds between batches sent to collectors), and any
             ``nats.connect`` option (``user``, ``password``, ``token``, ``nkeys_seed``,
             ``user_credentials``, ``tls``, ...), passed through unchanged.
 

@@ -15,3 +15,7 @@ EVTKIT_SERVER_TIMEOUT = "EVTKIT_SERVER_TIMEOUT"
 
 EVTKIT_DATA = "EVTKIT_DATA"
 """A directory to look in first for the sample traces of :mod:`evtkit.datasets`."""
+
+EVTKIT_TELEMETRY = "EVTKIT_TELEMETRY"
+"""Seconds between telemetry batches: when set, every bus ships its capture rows to
+collectors (``evtkit record --collect``, ``bus.collect()``) without code changes."""
