@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--server", metavar="URL", help="NATS URL (default: $NATS_URL, else an "
                      "embedded server whose URL is printed)")
     rec.add_argument("--subject", action="append", metavar="S",
-                     help="subject or wildcard to capture; repeatable (default: '>')")
+                     help="subject or wildcard to capture; repeatable (default: '>', or "
+                     "nothing with --collect)")
+    rec.add_argument("--collect", action="store_true",
+                     help="also merge the rows that evtkit services send as telemetry "
+                     "(EVTKIT_TELEMETRY=<seconds> or connect(telemetry=...))")
     limit = rec.add_mutually_exclusive_group(required=True)
     limit.add_argument("--duration", type=_positive(float), metavar="SECONDS",
                        help="stop after this many seconds")
@@ -208,7 +212,8 @@ async def _record(args: argparse.Namespace) -> int:
     await record(
         args.out,
         url=args.server,
-        subjects=args.subject or [">"],
+        subjects=args.subject or ([] if args.collect else [">"]),
+        collect=args.collect,
         duration=args.duration,
         count=args.count,
         flush_interval=args.flush,

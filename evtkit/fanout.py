@@ -93,9 +93,10 @@ def fanout(trace: Trace) -> pd.DataFrame:
         "mean_fanout": deliveries / events,
         "emitted_types": _names(group[parent[child]], type_code[child], np.asarray(types), n),
     })
-    server = _server_seen(trace).groupby("source")["target"].agg(
-        lambda names: ", ".join(sorted(names)))
-    frame["server_seen"] = frame["subject"].map(server).fillna("")
+    seen = _server_seen(trace)
+    server = {subject: ", ".join(sorted(part["target"]))
+              for subject, part in seen.groupby("source")}
+    frame["server_seen"] = [server.get(x, "") for x in frame["subject"]]
     frame = frame.sort_values(["events", "subject"], ascending=[False, True])
     return frame.astype({"subject": "str", "type": "str", "consumer_names": "str",
                          "emitted_types": "str", "server_seen": "str"}).reset_index(drop=True)
@@ -175,6 +176,8 @@ def _server_seen(trace: Trace) -> pd.DataFrame:
     """``delivers`` edges for egress hops to connections that evtkit did not see receive
     the event (not an evtkit consumer or tap on that connection)."""
     hops = trace.hops
+    if hops.empty:
+        return pd.DataFrame(columns=_GRAPH_COLUMNS)
     hops = hops[(hops["hop"] == "eg").to_numpy() & hops["error"].isna().to_numpy()
                 & ~hops["trace_only"].to_numpy()]
     if hops.empty:

@@ -9,6 +9,10 @@
 Lag is exact here, from both sides of every delivery: an event is *waiting* for a consumer
 from its publish until that consumer's handler finished it (or until it was dropped). So
 ``backlog`` is lag in messages and ``oldest_s`` lag in seconds — no estimate from offsets.
+For JetStream consumers sampled with ``bus.watch_jetstream`` the server's own count
+(pending + ack pending) is the backlog instead, so messages stored before the capture and
+consumers that do not run evtkit count too (``from_server`` in ``backlog()``,
+``backlog_source`` in ``lag()``).
 
 Status follows Burrow's rules, evaluated over sliding windows of ``window`` bins, worst
 first:
@@ -120,8 +124,49 @@ def _per_consumer(trace: Trace, ends: np.ndarray, step: int) -> dict[str, dict[s
             "handled": count(handled_at),
             "errors": count(done[error_all[rows]]),
             "missed": count(ev_pub[missed]),
+            "from_server": np.zeros(len(ends), bool),
         }
+    _add_server_samples(trace, ends, out)
     return out
+
+
+def _add_server_samples(trace: Trace, ends: np.ndarray,
+                        out: dict[str, dict[str, np.ndarray]]) -> None:
+    """Where JetStream ConsumerInfo samples exist, the server's count is the backlog: it
+    also knows messages stored before the capture began and consumers that do not run
+    evtkit. At each bin end the latest sample counts (``pending + ack_pending``, summed over
+    streams); bins before a consumer's first sample keep evtkit's own count. A consumer
+    known only from samples gets arrivals / received / handled from how its sequences moved
+    (stream head, delivered sequence, ack floor)."""
+    info = trace.consumer_info
+    if info.empty:
+        return
+    info = info.sort_values("ts", kind="stable")
+    for (consumer, _stream), rows in info.groupby(["consumer", "stream"], sort=True).indices.items():
+        part = info.iloc[rows]
+        at = np.searchsorted(part["ts"].array.asi8, ends, "right") - 1
+        have = at >= 0
+        pick = np.maximum(at, 0)
+
+        def sampled(column: str) -> np.ndarray:
+            values = part[column].to_numpy(dtype=np.int64, na_value=0)[pick]
+            return np.where(have, values, 0)
+
+        s = out.get(str(consumer))
+        if s is None:
+            head = sampled("delivered_stream_seq") + sampled("pending")
+            moved = lambda v: np.diff(v, prepend=v[0]).clip(min=0)  # noqa: E731
+            zeros = np.zeros(len(ends), np.int64)
+            s = out[str(consumer)] = {
+                "backlog": zeros, "oldest_s": np.zeros(len(ends)), "arrivals": moved(head),
+                "received": moved(sampled("delivered_seq")), "handled": moved(
+                    sampled("ack_floor")), "errors": zeros, "missed": zeros,
+                "from_server": np.zeros(len(ends), bool),
+            }
+        server = s["from_server"]
+        s["backlog"] = np.where(have, np.where(server, s["backlog"], 0) + sampled("backlog"),
+                                s["backlog"])
+        s["from_server"] = server | have
 
 
 def backlog(trace: Trace, freq: str | pd.Timedelta | None = None) -> pd.DataFrame:
@@ -129,7 +174,9 @@ def backlog(trace: Trace, freq: str | pd.Timedelta | None = None) -> pd.DataFram
 
     Columns: ``time`` (bin end), ``consumer``, ``backlog`` (events published but not yet
     handled by it: lag in messages), ``oldest_s`` (age of the oldest of those: lag in
-    seconds), and per bin ``arrivals``, ``received``, ``handled``, ``errors``, ``missed``.
+    seconds), and per bin ``arrivals``, ``received``, ``handled``, ``errors``, ``missed``,
+    and ``from_server``: True where ``backlog`` is the JetStream server's count (sampled
+    with ``bus.watch_jetstream``: pending + ack pending) rather than evtkit's own.
 
     Args:
         freq: bin width (``"100ms"``, ``"1s"``, a Timedelta); default: about 200 bins.
@@ -143,7 +190,8 @@ def backlog(trace: Trace, freq: str | pd.Timedelta | None = None) -> pd.DataFram
                              "consumer": pd.array([], "str"),
                              **{c: np.array([], np.int64) for c in (
                                  "backlog", "arrivals", "received", "handled", "errors",
-                                 "missed")}, "oldest_s": np.array([], float)})
+                                 "missed")}, "oldest_s": np.array([], float),
+                             "from_server": np.array([], bool)})
     out = pd.concat(frames, ignore_index=True)
     out["consumer"] = out["consumer"].astype("str")
     return out
@@ -211,7 +259,9 @@ def lag(trace: Trace, freq: str | pd.Timedelta | None = None, *, window: int = 5
 
     Columns: ``consumer, queue, deliveries, queue_p50_s, queue_p95_s, queue_p99_s,
     queue_max_s, processing_p50_s, processing_p95_s, errors, dropped, backlog_max,
-    oldest_max_s, status, status_now, reason``. Percentiles are linear-interpolated over
+    oldest_max_s, status, status_now, reason, backlog_source`` (``server`` when the backlog
+    came from JetStream ConsumerInfo samples, else ``evtkit``); JetStream consumers seen
+    only in samples get a row with no deliveries. Percentiles are linear-interpolated over
     the consumer's deliveries; ``queue_s`` is publish → handler start.
 
     Args:
@@ -222,7 +272,7 @@ def lag(trace: Trace, freq: str | pd.Timedelta | None = None, *, window: int = 5
     """
     dv = trace.deliveries
     keys = ["consumer", "queue"]
-    if dv.empty:
+    if dv.empty and trace.consumer_info.empty:
         return pd.DataFrame(columns=_LAG_COLUMNS)
     # Group keys must not be missing; outcomes become counts that groupby sums natively.
     dv = dv.assign(queue=dv["queue"].fillna(""),
@@ -242,6 +292,11 @@ def lag(trace: Trace, freq: str | pd.Timedelta | None = None, *, window: int = 5
 
     ends, step = _grid(trace, freq)
     series = _per_consumer(trace, ends, step)
+    only_server = sorted(set(series) - set(frame["consumer"].astype(str)))
+    if only_server:  # JetStream consumers known from ConsumerInfo samples alone
+        frame = pd.concat([frame, pd.DataFrame({"consumer": only_server, "queue": "",
+                                                "deliveries": 0, "errors": 0, "dropped": 0})],
+                          ignore_index=True)
     verdicts = {}
     t0 = trace.observations["ts"].min()
     for consumer, s in series.items():
@@ -257,14 +312,18 @@ def lag(trace: Trace, freq: str | pd.Timedelta | None = None, *, window: int = 5
                                 reverse=True):
                 reason += "; also " + _stretch(other, statuses, judged, ends, step, w, t0)
         verdicts[consumer] = (worst, statuses[-1], reason, int(s["backlog"].max()),
-                              float(s["oldest_s"].max()))
+                              float(s["oldest_s"].max()),
+                              "server" if s["from_server"].any() else "evtkit")
     extra = pd.DataFrame.from_dict(
         verdicts, orient="index",
-        columns=["status", "status_now", "reason", "backlog_max", "oldest_max_s"])
+        columns=["status", "status_now", "reason", "backlog_max", "oldest_max_s",
+                 "backlog_source"])
     frame = frame.join(extra, on="consumer")
     frame["queue"] = frame["queue"].replace("", None)
-    for column in ("consumer", "queue", "status", "status_now", "reason"):
+    for column in ("consumer", "queue", "status", "status_now", "reason", "backlog_source"):
         frame[column] = frame[column].astype("str")
+    for column in ("deliveries", "errors", "dropped"):
+        frame[column] = frame[column].astype(np.int64)
     return frame[_LAG_COLUMNS]
 
 
@@ -293,4 +352,4 @@ def _stretch(status: str, statuses: list[str], judged: list[tuple[str, str]],
 _LAG_COLUMNS = ["consumer", "queue", "deliveries", "queue_p50_s", "queue_p95_s",
                 "queue_p99_s", "queue_max_s", "processing_p50_s", "processing_p95_s",
                 "errors", "dropped", "backlog_max", "oldest_max_s", "status", "status_now",
-                "reason"]
+                "reason", "backlog_source"]

@@ -101,7 +101,8 @@ def plot_backlog(trace: Trace, freq: str | pd.Timedelta | None = None, *,
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=("messages waiting", "age of the oldest (s)"))
     for i, (consumer, part) in enumerate(data.groupby("consumer", sort=True)):
-        name = _esc(consumer)
+        # The server's JetStream count, where sampled, is marked in the legend.
+        name = _esc(consumer) + (" (JetStream)" if part["from_server"].any() else "")
         color = _palette(i)
         fig.add_trace(go.Scatter(x=part["time"], y=part["backlog"], name=name,
                                  legendgroup=name, line={"color": color},

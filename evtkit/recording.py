@@ -33,6 +33,7 @@ async def record(
     *,
     url: str | None = None,
     subjects: Sequence[str] = (">",),
+    collect: bool = False,
     duration: float | None = None,
     count: int | None = None,
     flush_interval: float = 1.0,
@@ -47,7 +48,9 @@ async def record(
     Args:
         out: trace path (``.parquet`` → a directory of parts, ``.jsonl`` → appended lines).
         url: NATS server; default ``$NATS_URL``, else an embedded server.
-        subjects: subjects or wildcards to capture.
+        subjects: subjects or wildcards to capture (may be empty when collecting).
+        collect: also merge telemetry rows sent by evtkit services (see
+            :mod:`evtkit.telemetry`).
         duration: stop after this many seconds.
         count: stop after this many messages.
         flush_interval: seconds between writes to disk (at most 1 s of loss on a crash).
@@ -65,16 +68,22 @@ async def record(
         raise ValueError(f"count must be positive, not {count}")
     if not 0 < flush_interval <= 60:
         raise ValueError(f"flush_interval must be in (0, 60] seconds, not {flush_interval}")
+    if not subjects and not collect:
+        raise ValueError("nothing to record: give subjects, or collect=True")
     stop = stop or asyncio.Event()
     async with Bus(url, name=name, **nats_options) as bus:
-        await bus.tap(*subjects)
+        if subjects:
+            await bus.tap(*subjects)
+        if collect:
+            await bus.collect()
         writer = SegmentWriter(out, {**bus.recorder.metadata, "subjects": list(subjects),
                                      "started_at_ns": bus.recorder.started_ns})
         if on_ready is not None:
             on_ready(bus)
         started = time.monotonic()
+        what = ", ".join([*subjects, *(["telemetry"] if collect else [])])
         bar = tqdm(total=count or None, unit="msg", disable=not progress, leave=True,
-                   desc=f"recording {', '.join(subjects)}", dynamic_ncols=True,
+                   desc=f"recording {what}", dynamic_ncols=True,
                    mininterval=0.5 if sys.stderr.isatty() else 5.0)
         shown = 0
         next_flush = started + flush_interval
@@ -110,10 +119,17 @@ async def record(
         }
 
 
+def _progress_meta(bus: Bus) -> dict[str, Any]:
+    """Metadata that changes while recording (the processes collected from, if any)."""
+    meta = {"ended_at_ns": time.time_ns(), "drops": bus.recorder.drops}
+    if "collected" in bus.recorder.metadata:
+        meta["collected"] = bus.recorder.metadata["collected"]
+    return meta
+
+
 async def _flush(bus: Bus, writer: SegmentWriter) -> None:
     first, rows = bus.recorder.drain()
-    meta = {"ended_at_ns": time.time_ns(), "drops": bus.recorder.drops}
-    await asyncio.to_thread(writer.write, first, rows, meta)
+    await asyncio.to_thread(writer.write, first, rows, _progress_meta(bus))
 
 
 async def _finish(bus: Bus, writer: SegmentWriter) -> None:
@@ -122,4 +138,4 @@ async def _finish(bus: Bus, writer: SegmentWriter) -> None:
     with contextlib.suppress(Exception):
         await bus.flush(timeout=2)
     await _flush(bus, writer)
-    writer.close({"ended_at_ns": time.time_ns(), "drops": bus.recorder.drops})
+    writer.close(_progress_meta(bus))

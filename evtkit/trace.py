@@ -217,11 +217,11 @@ class Trace:
             "queue": "queue", "subject": "subject", "event_id": "event_id",
             "trace_id": "trace_id", "error": "error", "headers": "headers",
         })
-        frame["trace_only"] = [
+        frame["trace_only"] = np.array([
             isinstance(h, dict) and any(k.lower() == "nats-trace-only" and v.lower() == "true"
                                         for k, v in h.items())
             for h in frame.pop("headers")
-        ]
+        ], dtype=bool)
         return frame
 
     # -- analysis (see evtkit.causal, evtkit.lag, evtkit.fanout, evtkit.problems) --------
