@@ -20,15 +20,19 @@ from .compare import Comparison, compare
 from .errors import (
     ConnectError,
     EvtkitError,
+    JetStreamError,
     PayloadTooLargeError,
     PublishError,
     ServerError,
     ServerNotFoundError,
     ServerStartError,
     ServerTimeoutError,
+    SystemAccountError,
     TraceFormatError,
 )
 from .event import Event, decode_message, parse_traceparent
+from .jetstream import JetStreamSubscription, JetStreamWatch, Nak, Term
+from .msgtrace import MessageTraces
 from .notebook import LiveView, export, live
 from .plots import (
     plot_backlog,
@@ -45,6 +49,8 @@ from .replay import ReplayResult, replay
 from .report import report
 from .server import MSG_TRACE_SUBJECT, EmbeddedCluster, EmbeddedServer, find_nats_server
 from .store import load
+from .subscriptions import SubscriptionMap
+from .telemetry import TELEMETRY_SUBJECT, Collector, TelemetrySender
 from .trace import Trace
 
 try:
@@ -55,14 +61,20 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
 __all__ = [
     "Bus",
     "Chain",
+    "Collector",
     "Comparison",
     "ConnectError",
     "EmbeddedCluster",
     "EmbeddedServer",
     "Event",
     "EvtkitError",
+    "JetStreamError",
+    "JetStreamSubscription",
+    "JetStreamWatch",
     "LiveView",
     "MSG_TRACE_SUBJECT",
+    "MessageTraces",
+    "Nak",
     "PayloadTooLargeError",
     "PublishError",
     "Recorder",
@@ -72,7 +84,12 @@ __all__ = [
     "ServerStartError",
     "ServerTimeoutError",
     "Subscription",
+    "SubscriptionMap",
+    "SystemAccountError",
+    "TELEMETRY_SUBJECT",
     "Tap",
+    "TelemetrySender",
+    "Term",
     "Trace",
     "TraceFormatError",
     "__version__",

@@ -94,7 +94,7 @@ async def publish_acked(bus: Bus, subject: str, payload: bytes, block: bytes,
     js = bus._client().jetstream(timeout=timeout)
     try:
         ack = await js.publish(subject, payload, headers=parse_block(block).headers)
-    except nats.errors.NoRespondersError as exc:
+    except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError) as exc:
         raise PublishError(
             f"no JetStream stream stores {subject!r}: create one with "
             f"bus.add_stream(name, [{subject!r}])"

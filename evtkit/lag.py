@@ -274,21 +274,7 @@ def lag(trace: Trace, freq: str | pd.Timedelta | None = None, *, window: int = 5
     keys = ["consumer", "queue"]
     if dv.empty and trace.consumer_info.empty:
         return pd.DataFrame(columns=_LAG_COLUMNS)
-    # Group keys must not be missing; outcomes become counts that groupby sums natively.
-    dv = dv.assign(queue=dv["queue"].fillna(""),
-                   failed=(dv["outcome"] == "error").astype(np.int64),
-                   lost=(dv["outcome"] == "dropped").astype(np.int64))
-    groups = dv.groupby(keys, sort=True)
-    quantiles = groups["queue_s"].quantile([0.5, 0.95, 0.99]).unstack()
-    quantiles.columns = ["queue_p50_s", "queue_p95_s", "queue_p99_s"]
-    work = groups["processing_s"].quantile([0.5, 0.95]).unstack()
-    work.columns = ["processing_p50_s", "processing_p95_s"]
-    frame = pd.concat([
-        groups.size().rename("deliveries"), quantiles,
-        groups["queue_s"].max().rename("queue_max_s"), work,
-        groups["failed"].sum().rename("errors"),
-        groups["lost"].sum().rename("dropped"),
-    ], axis=1).reset_index()
+    frame = _delivery_stats(dv, keys) if len(dv) else pd.DataFrame(columns=_LAG_COLUMNS[:11])
 
     ends, step = _grid(trace, freq)
     series = _per_consumer(trace, ends, step)
@@ -325,6 +311,26 @@ def lag(trace: Trace, freq: str | pd.Timedelta | None = None, *, window: int = 5
     for column in ("deliveries", "errors", "dropped"):
         frame[column] = frame[column].astype(np.int64)
     return frame[_LAG_COLUMNS]
+
+
+def _delivery_stats(dv: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per consumer and queue group: deliveries, queue-time and processing percentiles,
+    errors and drops."""
+    # Group keys must not be missing; outcomes become counts that groupby sums natively.
+    dv = dv.assign(queue=dv["queue"].fillna(""),
+                   failed=(dv["outcome"] == "error").astype(np.int64),
+                   lost=(dv["outcome"] == "dropped").astype(np.int64))
+    groups = dv.groupby(keys, sort=True)
+    quantiles = groups["queue_s"].quantile([0.5, 0.95, 0.99]).unstack()
+    quantiles.columns = ["queue_p50_s", "queue_p95_s", "queue_p99_s"]
+    work = groups["processing_s"].quantile([0.5, 0.95]).unstack()
+    work.columns = ["processing_p50_s", "processing_p95_s"]
+    return pd.concat([
+        groups.size().rename("deliveries"), quantiles,
+        groups["queue_s"].max().rename("queue_max_s"), work,
+        groups["failed"].sum().rename("errors"),
+        groups["lost"].sum().rename("dropped"),
+    ], axis=1).reset_index()
 
 
 def _stretch(status: str, statuses: list[str], judged: list[tuple[str, str]],

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import nats
 import orjson
+from nats.aio.client import Client
 import pandas as pd
 
 from .errors import SystemAccountError
@@ -72,6 +73,10 @@ class SubscriptionMap:
         clients = self.frame.loc[~self.frame["internal"], "connection"].nunique()
         return (f"<SubscriptionMap {len(self.frame)} subscriptions, {clients} named "
                 f"connections, servers {', '.join(self.servers)}>")
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py logs connection errors itself by default; the caller gets one clear error."""
 
 
 async def _ping(nc: Any, what: str, body: dict[str, Any], timeout: float) -> list[Any]:
@@ -139,10 +144,13 @@ async def subscription_map(bus: Bus, *, account: str | None = None, timeout: flo
         system = bus.server.system_options()
         account = account or APP_ACCOUNT
     assert bus.url is not None
+    nc = Client()
     try:
-        nc = await nats.connect(bus.url.split(","), name=f"{bus.name}-sys",
-                                allow_reconnect=False, connect_timeout=2, **system)
+        await nc.connect(bus.url.split(","), name=f"{bus.name}-sys", allow_reconnect=False,
+                         connect_timeout=2, max_reconnect_attempts=0,
+                         error_cb=_quiet, **system)
     except (nats.errors.Error, OSError, TimeoutError) as exc:
+        await nc.close()  # a refused login must not leave its socket open
         raise SystemAccountError(
             f"could not connect as the system account to {bus.url}: "
             f"{type(exc).__name__} (check the credentials)") from None

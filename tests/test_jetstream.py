@@ -1,0 +1,191 @@
+"""JetStream through the bus: acked publish, durable consumers, ConsumerInfo samples,
+advisories and the lag built on them — against the session's real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+import evtkit as ek
+from evtkit.event import js_position
+
+_names = (f"S{i}" for i in itertools.count())
+
+
+async def until(check, timeout: float = 10.0) -> None:
+    """Wait until ``check()`` is true (bounded: tests never hang)."""
+    for _ in range(int(timeout / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+@pytest.fixture
+async def stream(bus):
+    """A fresh stream storing ``<name>.>``; yields its name."""
+    name = next(_names)
+    await bus.add_stream(name, [f"{name.lower()}.>"])
+    yield name
+
+
+class TestPublish:
+    async def test_acked_publish_records_stream_and_sequence(self, bus, stream):
+        events = [await bus.publish(f"{stream.lower()}.x", {"i": i}, jetstream=True)
+                  for i in range(3)]
+        assert [(e.stream, e.stream_seq) for e in events] == [(stream, 1), (stream, 2),
+                                                              (stream, 3)]
+        obs = bus.trace().observations
+        pubs = obs[obs["kind"] == "publish"]
+        assert list(pubs["stream"]) == [stream] * 3
+        assert list(pubs["stream_seq"]) == [1, 2, 3]
+
+    async def test_no_stream_for_the_subject_is_a_clear_error(self, bus):
+        with pytest.raises(ek.PublishError, match="no JetStream stream stores 'nowhere.x'"):
+            await bus.publish("nowhere.x", {}, jetstream=True, timeout=2)
+
+    async def test_consuming_a_missing_stream_is_a_clear_error(self, bus):
+        with pytest.raises(ek.JetStreamError, match="stream 'MISSING' does not exist"):
+            await bus.consume("MISSING", lambda e: None, consumer="c")
+
+
+class TestConsume:
+    @pytest.mark.parametrize("pull", [False, True])
+    async def test_every_message_is_delivered_acked_and_positioned(self, bus, stream, pull):
+        seen = []
+        published = [await bus.publish(f"{stream.lower()}.a", {"i": i}, jetstream=True)
+                     for i in range(12)]
+        sub = await bus.consume(stream, lambda e: seen.append(e), consumer="worker",
+                                pull=pull, batch=5)
+        await until(lambda: sub.acked == 12)
+        assert [e.stream_seq for e in seen] == list(range(1, 13))
+        assert {e.delivery_count for e in seen} == {1}
+        assert [e.id for e in seen] == [e.id for e in published]
+        dv = bus.trace().deliveries
+        assert len(dv) == 12 and set(dv["ack"]) == {"ack"} and set(dv["outcome"]) == {"ok"}
+        obs = bus.trace().observations
+        receives = obs[obs["kind"] == "receive"]
+        assert list(receives["stream_seq"]) == list(range(1, 13))
+        assert list(receives["consumer_seq"]) == list(range(1, 13))
+        assert (receives["stream"] == stream).all()
+
+    async def test_a_failing_handler_is_redelivered_until_max_deliver_with_advisory(
+            self, bus, stream):
+        watch = await bus.watch_jetstream(stream, interval=0.2)
+        async def fail(event):
+            raise ValueError("cannot bill")
+        sub = await bus.consume(stream, fail, consumer="billing", max_deliver=3, ack_wait=0.5)
+        event = await bus.publish(f"{stream.lower()}.x", {}, jetstream=True)
+
+        def advised():
+            adv = bus.trace().advisories
+            return (adv["advisory"] == "MAX_DELIVERIES").any()
+
+        await until(advised)
+        assert sub.naked == 3 and sub.acked == 0
+        dv = bus.trace().deliveries
+        assert list(dv["delivery_count"]) == [1, 2, 3]
+        assert list(dv["ack"]) == ["nak"] * 3
+        assert (dv["event_id"] == event.id).all()
+        adv = bus.trace().advisories
+        maxed = adv[adv["advisory"] == "MAX_DELIVERIES"].iloc[0]
+        assert maxed["stream"] == stream and maxed["consumer"] == "billing"
+        assert maxed["stream_seq"] == event.stream_seq and maxed["deliveries"] == 3
+        assert (adv["advisory"] == "MSG_NAKED").sum() >= 2
+        assert watch.advisories >= 3
+
+    async def test_term_stops_redelivery_and_is_advised(self, bus, stream):
+        await bus.watch_jetstream(stream, interval=0.2)
+        async def reject(event):
+            raise ek.Term("malformed order")
+        sub = await bus.consume(stream, reject, consumer="strict", ack_wait=0.3)
+        await bus.publish(f"{stream.lower()}.x", {}, jetstream=True)
+        await until(lambda: (bus.trace().advisories["advisory"] == "MSG_TERMINATED").any())
+        await asyncio.sleep(0.6)  # longer than ack_wait: a nak'd message would be back
+        assert sub.termed == 1
+        dv = bus.trace().deliveries
+        assert list(dv["ack"]) == ["term"] and list(dv["delivery_count"]) == [1]
+
+    async def test_nak_with_delay_is_redelivered_later(self, bus, stream):
+        tries = []
+        async def later(event):
+            tries.append(asyncio.get_running_loop().time())
+            if event.delivery_count == 1:
+                raise ek.Nak("not yet", delay=0.4)
+        sub = await bus.consume(stream, later, consumer="patient")
+        await bus.publish(f"{stream.lower()}.x", {}, jetstream=True)
+        await until(lambda: sub.acked == 1)
+        assert sub.naked == 1 and tries[1] - tries[0] >= 0.35
+
+
+class TestSampling:
+    async def test_pending_counts_match_published_minus_acked(self, bus, stream):
+        """The server's backlog (pending + ack pending) is exactly published − acked."""
+        release = asyncio.Event()
+        async def handle(event):
+            if event.data["i"] >= 12:
+                await release.wait()
+        watch = await bus.watch_jetstream(stream, interval=0.1)
+        sub = await bus.consume(stream, handle, consumer="slow", pull=True, batch=5)
+        for i in range(20):
+            await bus.publish(f"{stream.lower()}.x", {"i": i}, jetstream=True)
+        await until(lambda: sub.acked == 12)
+        await asyncio.sleep(0.3)
+        await watch.sample()
+        info = bus.trace().consumer_info
+        last = info[info["consumer"] == "slow"].iloc[-1]
+        acked = int((bus.trace().deliveries["ack"] == "ack").sum())
+        assert acked == 12
+        assert last["backlog"] == 20 - acked == last["pending"] + last["ack_pending"]
+        assert last["ack_pending"] >= 1 and last["ack_floor"] == 12
+        assert last["delivered_stream_seq"] == last["delivered_seq"] >= 13
+        assert last["last_active"] is not None and last["stream"] == stream
+        # The lag analysis takes the server's count for this consumer and sees it stuck.
+        lag = bus.trace().lag(freq="100ms", window=3)
+        row = lag.set_index("consumer").loc["slow"]
+        assert row["backlog_source"] == "server" and row["backlog_max"] == 8
+        backlog = bus.trace().backlog("100ms")
+        slow = backlog[backlog["consumer"] == "slow"]
+        assert slow["from_server"].iloc[-1] and slow["backlog"].iloc[-1] == 8
+        release.set()
+        await until(lambda: sub.acked == 20)
+
+    async def test_a_consumer_known_only_from_samples_gets_a_lag_row(self, bus, stream):
+        """A durable consumer nobody in this process runs: the server's count is all we
+        know, and a backlog that never moves is a STALL."""
+        js = bus.nc.jetstream()
+        await js.add_consumer(stream, durable_name="elsewhere", ack_policy="explicit")
+        for i in range(5):
+            await bus.publish(f"{stream.lower()}.x", {"i": i}, jetstream=True)
+        watch = await bus.watch_jetstream(stream, interval=0.05, advisories=False)
+        await asyncio.sleep(0.6)
+        await watch.stop()
+        lag = bus.trace().lag(freq="100ms", window=3).set_index("consumer")
+        row = lag.loc["elsewhere"]
+        assert row["deliveries"] == 0 and row["backlog_source"] == "server"
+        assert row["backlog_max"] == 5 and row["status"] == "STALL"
+        fig = ek.plot_backlog(bus.trace(), "100ms")
+        assert any(t.name == "elsewhere (JetStream)" for t in fig.data)
+
+    async def test_sampling_errors_become_error_rows(self, bus):
+        watch = await bus.watch_jetstream("NO_SUCH_STREAM", interval=10, advisories=False)
+        assert await watch.sample() == 0
+        obs = bus.trace().observations
+        errors = obs[obs["kind"] == "error"]
+        assert errors["detail"].str.contains("JetStream consumer sampling failed").any()
+
+
+class TestAckSubjects:
+    def test_both_ack_subject_forms(self):
+        old = js_position(b"$JS.ACK.ORDERS.billing.2.15.7.1700000000000000000.3")
+        new = js_position(b"$JS.ACK.hub.ACCHASH.ORDERS.billing.2.15.7.1700000000000000000.3.x")
+        assert old == new
+        assert (old.stream, old.consumer, old.delivery_count, old.stream_seq, old.consumer_seq,
+                old.pending) == ("ORDERS", "billing", 2, 15, 7, 3)
+
+    @pytest.mark.parametrize("reply", [b"_INBOX.x", b"$JS.ACK.S.c.x.1.1.1.1", b"$JS.ACK.a.b",
+                                       b"$JS.ACK.S.c.1.2.3.4.5.6.7.8.9.10.11.12.13"[:20]])
+    def test_lookalikes_are_not_positions(self, reply):
+        assert js_position(reply) is None
