@@ -176,6 +176,7 @@ class Bus:
         """Connect (starting the embedded server when there is no URL); return ``self``."""
         if self._opened:
             return self
+        interval = self._telemetry_interval()  # a bad setting fails before connecting
         url = self._url or os.environ.get(env.NATS_URL)
         if not url:
             self.server = await EmbeddedServer().start()
@@ -214,7 +215,6 @@ class Bus:
             self._dispatcher = _fastpath.Dispatcher(self.nc)
         self.recorder.metadata.update(self._metadata())
         self._opened = True
-        interval = self._telemetry_interval()
         if interval is not None:
             await self.send_telemetry(interval)
         return self
@@ -504,14 +504,17 @@ class Bus:
         self._subs[nsub._id] = owner
         await nc.flush()
 
-    async def _detach(self, owner: Subscription | Tap) -> None:
+    async def _detach(self, owner: Any) -> None:
+        """Stop ``owner``'s subscriptions without losing what is in flight: drain each
+        (UNSUB, then a round trip, so the server has sent everything it routed before)
+        while its messages still reach the owner, and only then stop routing them."""
         for nsub in owner._nats_subs:
+            if self.nc is not None and not self.nc.is_closed and not self.nc.is_draining:
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    await asyncio.wait_for(nsub.drain(), 5.0)
             self._subs.pop(nsub._id, None)
             if self._dispatcher is not None:
                 self._dispatcher.unroute(nsub._id)
-            if self.nc is not None and not self.nc.is_closed:
-                with contextlib.suppress(nats.errors.Error):
-                    await nsub.unsubscribe()
         owner._nats_subs.clear()
 
     # -- what the server knows ------------------------------------------------------------------

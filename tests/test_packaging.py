@@ -7,6 +7,8 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# conda-forge names that differ from PyPI's.
+CONDA_NAMES = {"msgpack": "msgpack-python"}
 
 
 def _names(requirements: list[str]) -> set[str]:
@@ -16,6 +18,7 @@ def _names(requirements: list[str]) -> set[str]:
 def test_environment_yml_lists_every_dependency():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = _names(project["dependencies"]) | _names(project["optional-dependencies"]["dev"])
+    wanted = {CONDA_NAMES.get(name, name) for name in wanted}
     listed = set()
     for line in (ROOT / "environment.yml").read_text().splitlines():
         match = re.match(r"\s*-\s+([A-Za-z0-9_.-]+)", line)

@@ -1,0 +1,176 @@
+"""Many processes, one trace: real service processes ship rows to a collector over NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import msgpack
+import pytest
+
+import evtkit as ek
+from evtkit.telemetry import FORMAT
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def service(role: str, url: str, count: int = 0) -> subprocess.Popen[bytes]:
+    """Start one link of the chain (tests/services/chain.py) and wait until it is ready."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("EVTKIT_TELEMETRY", None)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.services.chain", role, url,
+                             str(count)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            cwd=ROOT, env=env)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"ready", f"{role} did not start"
+    return proc
+
+
+def finish(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the services upstream first (each finishes what it received, publishes what
+    that causes and flushes its telemetry before the next one stops); bounded."""
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        assert proc.wait(30) == 0
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def publish_orders(gateway: subprocess.Popen[bytes]) -> None:
+    assert gateway.stdin is not None and gateway.stdout is not None
+    gateway.stdin.write(b"go\n")
+    gateway.stdin.flush()
+    assert gateway.stdout.readline().strip() == b"published"
+
+
+class TestThreeProcesses:
+    async def test_rows_from_three_processes_merge_with_causation_across_them(self, url):
+        async with ek.connect(url, name="notebook") as bus:
+            collector = await bus.collect()
+            procs = [service("gateway", url, 150), service("billing", url),
+                     service("mailer", url)]
+            try:
+                publish_orders(procs[0])
+            finally:
+                finish(procs)
+            for _ in range(100):
+                if collector.rows >= 150 * 6:
+                    break
+                await asyncio.sleep(0.05)
+            trace = bus.trace()
+        assert len(collector.sources) == 3
+        assert collector.rows == 150 * 6  # publish, receive, handled for each of 2 hops
+        ev = trace.events
+        orders = ev[ev["subject"] == "orders.placed"]
+        charges = ev[ev["subject"] == "billing.charged"]
+        assert len(orders) == len(charges) == 150
+        assert set(orders["producer"]) == {"gateway"}
+        # Each charge was caused by an order, published by billing's handler of exactly it.
+        assert set(charges["causation_id"]) == set(orders["event_id"])
+        assert set(charges["emitted_by"]) == {"billing"}
+        dv = trace.deliveries
+        by_seq = dv.set_index("seq")
+        emitting = by_seq.loc[charges["emitted_seq"].astype(int)]
+        assert list(emitting["event_id"]) == list(charges["causation_id"])
+        assert set(dv["consumer"]) == {"billing", "mailer"}
+        assert (dv["outcome"] == "ok").all() and len(dv) == 300
+        chains = trace.chains()
+        assert len(chains) == 150 and set(chains["depth"]) == {2}
+        assert set(chains["consumers"]) == {2}
+        assert trace.drops == 0
+        assert set(trace.observations["observer"]) == {"gateway", "billing", "mailer"}
+        assert len(trace.metadata["collected"]) == 3
+
+    def test_record_collect_writes_one_trace_from_the_services(self, url, tmp_path):
+        out = tmp_path / "collected.parquet"
+        recorder = subprocess.Popen(
+            [sys.executable, "-m", "evtkit", "record", "--collect", "--server", url,
+             "--duration", "6", "--out", str(out), "--quiet"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+        assert recorder.stderr is not None
+        assert b"recording from" in recorder.stderr.readline()
+        procs = [service("gateway", url, 40), service("billing", url)]
+        try:
+            publish_orders(procs[0])
+        finally:
+            finish(procs)
+        stdout, stderr = recorder.communicate(timeout=30)
+        assert recorder.returncode == 0, stderr.decode()
+        trace = ek.load(out)
+        counts = trace.events["subject"].value_counts().to_dict()
+        assert counts == {"orders.placed": 40, "billing.charged": 40}
+        assert len(trace.metadata["collected"]) == 2
+        assert set(trace.deliveries["consumer"]) == {"billing"}
+
+
+class TestNothingLost:
+    async def test_missing_batches_and_lost_rows_become_drop_rows(self, bus):
+        collector = await bus.collect()
+
+        def batch(first: int, n: int, lost: int = 0) -> bytes:
+            rows = [("publish", 1_000 + first + i, "svc", None, None, b"s", None, b"{}",
+                     None, None) for i in range(n)]
+            return msgpack.packb({"format": FORMAT, "source": "h/1/svc/0", "name": "svc",
+                                  "batch": 0, "first": first, "rows": rows, "lost": lost,
+                                  "stripped": [], "metadata": None}, use_bin_type=True)
+
+        collector.sink(b"_EVTKIT.telemetry.svc", b"", batch(0, 3), None)
+        collector.sink(b"_EVTKIT.telemetry.svc", b"", batch(5, 2), None)
+        collector.sink(b"_EVTKIT.telemetry.svc", b"", batch(7, 1, lost=4), None)
+        obs = bus.trace().observations
+        drops = obs[obs["kind"] == "drop"]
+        assert list(drops["count"]) == [2, 4]
+        assert "2 rows from svc never reached the collector" in drops["detail"].iloc[0]
+        assert bus.trace().drops == 6
+        assert (obs["kind"] == "publish").sum() == 6
+
+    @pytest.mark.parametrize("data", [b"\xff\x00garbage", msgpack.packb({"format": 99})])
+    async def test_unreadable_batches_become_error_rows(self, bus, data):
+        collector = await bus.collect()
+        collector.sink(b"_EVTKIT.telemetry.x", b"", data, None)
+        obs = bus.trace().observations
+        assert obs["detail"].str.contains("unreadable telemetry batch").any()
+        assert collector.rows == 0
+
+    async def test_a_row_too_big_to_forward_travels_without_payload_and_says_so(self, url):
+        async with ek.connect(url, name="collector") as home, \
+                ek.connect(url, name="big") as big:
+            collector = await home.collect()
+            sender = await big.send_telemetry(interval=60)
+            room = big.nc.max_payload - 600
+            await big.publish("big.blob", b"x" * room)
+            await big.publish("big.small", b"ok")
+            await sender.flush()
+            await big.flush()
+            for _ in range(100):
+                if collector.rows >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            trace = home.trace()
+        assert sender.stripped == 1
+        obs = trace.observations
+        assert obs["error"].str.contains("too large to forward").any()
+        payloads = dict(zip(trace.events["subject"], trace.events["payload"], strict=True))
+        assert payloads["big.small"] == b"ok" and payloads["big.blob"] is None
+
+    async def test_the_environment_variable_turns_telemetry_on(self, url, monkeypatch):
+        monkeypatch.setenv("EVTKIT_TELEMETRY", "0.05")
+        async with ek.connect(url, name="home") as home:
+            collector = await home.collect()
+            async with ek.connect(url, name="svc") as svc:
+                await svc.publish("env.x", {})
+                for _ in range(100):
+                    if collector.rows:
+                        break
+                    await asyncio.sleep(0.05)
+            assert "env.x" in set(home.trace().events["subject"])
+
+    @pytest.mark.parametrize("value", ["soon", "0", "-1"])
+    async def test_a_bad_environment_value_is_a_clear_error(self, url, monkeypatch, value):
+        monkeypatch.setenv("EVTKIT_TELEMETRY", value)
+        with pytest.raises(ValueError, match="EVTKIT_TELEMETRY"):
+            await ek.connect(url, name="svc")
