@@ -236,6 +236,15 @@ class EmbeddedServer:
             raise ServerStartError("this server has no system account (accounts=False)")
         return {"user": "evtkit-sys", "password": self._system_password}
 
+    async def kill(self) -> None:
+        """SIGKILL the server (a crash, no goodbye to clients), then clean up as :meth:`stop`."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            while proc.poll() is None:
+                await asyncio.sleep(_POLL_S)
+        self.stop_sync()
+
     async def restart(self, *, kill: bool = False, down_s: float = 0.0) -> None:
         """Stop the server process and start it again on the same port and store.
 

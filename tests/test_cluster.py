@@ -1,0 +1,108 @@
+"""Failover and restarts: capture and collection keep going, gaps are recorded, and nothing
+the servers delivered is missing from the trace. Real nats-servers on loopback only."""
+
+from __future__ import annotations
+
+import asyncio
+
+import evtkit as ek
+from evtkit._headers import parse_block
+
+
+async def until(check, timeout: float = 15.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+class TestCluster:
+    async def test_routes_join_three_servers(self):
+        async with ek.EmbeddedCluster(3, jetstream=False) as cluster:
+            assert len(cluster.urls) == 3 and len(set(cluster.urls)) == 3
+            names = [s.name for s in cluster.servers]
+            got = []
+            async with ek.connect(cluster.servers[0].url, name="sub") as sub, \
+                    ek.connect(cluster.servers[2].url, name="pub") as pub:
+                await sub.subscribe("hello", lambda e: got.append(e), consumer="c")
+                subs = await sub.subscriptions(**cluster.servers[0].system_options(),
+                                               account="APP")
+                assert subs.servers == sorted(names)  # every node answered
+                await asyncio.sleep(0.2)  # let the interest travel over the routes
+                await pub.publish("hello", {})
+                await until(lambda: got)
+
+    async def test_killing_a_node_fails_over_and_loses_nothing_delivered(self):
+        async with ek.EmbeddedCluster(3, jetstream=False) as cluster:
+            first, second, third = cluster.servers
+            raw: list = []  # what the server delivered, as nats-py itself saw it
+
+            async def count(msg):
+                raw.append(parse_block(b"NATS/1.0\r\n" + b"".join(
+                    f"{k}: {v}\r\n".encode() for k, v in (msg.headers or {}).items())
+                    + b"\r\n").get("ce-id"))
+
+            async with ek.connect(",".join([first.url, second.url, third.url]),
+                                  name="consumer", dont_randomize=True, telemetry=0.1,
+                                  reconnect_time_wait=0.05, max_reconnect_attempts=-1) as cons, \
+                    ek.connect(second.url, name="producer") as producer, \
+                    ek.connect(third.url, name="home") as home:
+                collector = await home.collect()
+                await cons.subscribe("ticks", lambda e: None, consumer="ticker")
+                await cons.nc.subscribe("ticks", cb=count)
+                await asyncio.sleep(0.3)  # interest crosses the routes
+                published = []
+                for i in range(300):
+                    published.append(await producer.publish("ticks", {"i": i}))
+                    if i == 100:
+                        await first.kill()
+                    await asyncio.sleep(0.003)
+                await producer.flush()
+                await until(lambda: cons.nc.is_connected)
+                await asyncio.sleep(0.5)  # the last telemetry batches arrive
+                trace = home.trace()
+                sent = producer.trace().events.set_index("event_id")["published_at"]
+            assert collector.sources  # the consumer's rows came through the cluster
+        gaps = trace.gaps
+        assert list(gaps["observer"]) == ["consumer"] and gaps["end"].notna().all()
+        obs = trace.observations
+        reconnect = obs.loc[obs["kind"] == "reconnect", "detail"].iloc[0]
+        assert str(first.port) not in reconnect
+        received = trace.deliveries
+        # Exactly what the server delivered to the connection is in the trace.
+        assert sorted(received["event_id"]) == sorted(raw)
+        assert (received["outcome"] == "ok").all()
+        assert 100 < len(raw) <= 300
+        # Everything published well before the gap or after it was received.
+        start, end = gaps.iloc[0]["start"].value, gaps.iloc[0]["end"].value
+        assert len(sent) == len(published) == 300
+        outside = sent[(sent.array.asi8 < start - 50e6) | (sent.array.asi8 > end + 200e6)]
+        assert len(outside) > 150
+        assert not set(outside.index) - set(received["event_id"])
+
+    async def test_a_single_node_restart_records_the_gap_and_jetstream_loses_nothing(self):
+        async with ek.EmbeddedServer() as server:
+            async with ek.connect(server.url, name="svc", reconnect_time_wait=0.05,
+                                  max_reconnect_attempts=-1) as bus:
+                await bus.add_stream("RESTART", ["restart.>"])
+                done = []
+                async def handle(event):
+                    await asyncio.sleep(0.005)
+                    done.append(event.data["i"])
+                await bus.watch_jetstream("RESTART", interval=0.2, advisories=False)
+                await bus.consume("RESTART", handle, consumer="durable", pull=True, batch=5)
+                for i in range(30):
+                    await bus.publish("restart.x", {"i": i}, jetstream=True)
+                await server.restart(down_s=0.3)
+                await until(lambda: bus.nc.is_connected)
+                for i in range(30, 60):
+                    await bus.publish("restart.x", {"i": i}, jetstream=True)
+                await until(lambda: len(set(done)) == 60)
+                trace = bus.trace()
+        assert set(done) == set(range(60))
+        assert len(trace.gaps) == 1 and trace.gaps["gap_s"].iloc[0] >= 0.3
+        acked = trace.deliveries[trace.deliveries["ack"] == "ack"]
+        assert acked["event_id"].nunique() == 60
+        info = trace.consumer_info
+        assert len(info) >= 2 and info["consumer"].eq("durable").all()
