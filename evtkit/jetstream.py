@@ -34,6 +34,7 @@ from nats.js import api
 from nats.js.errors import NotFoundError
 
 from ._headers import block_from_dict, parse_block
+from ._tasks import Loop
 from .errors import JetStreamError, PublishError
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ class JetStreamSubscription(Subscription):
         self.pull = pull
         self.batch = batch
         self.acked = self.naked = self.termed = 0
-        self._puller: asyncio.Task[None] | None = None
+        self._puller: Loop | None = None
         self._psub: Any = None
 
     async def _settle(self, reply: bytes, failure: Exception | None) -> str | None:
@@ -151,34 +152,30 @@ class JetStreamSubscription(Subscription):
     async def _start_pull(self) -> None:
         js = self.bus._client().jetstream(timeout=_API_TIMEOUT)
         self._psub = await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
-        self._puller = asyncio.get_running_loop().create_task(self._pull_loop())
+        self._puller = Loop(self._pull, 0)
 
-    async def _pull_loop(self) -> None:
+    async def _pull(self) -> None:
         """Fetch a batch when the handler has finished the previous one: the server keeps
         what the handler has not asked for, so a slow handler shows as ``pending``."""
-        sink = self.sink
-        while True:
-            try:
-                msgs = await self._psub.fetch(self.batch, timeout=1.0)
-            except TimeoutError:
-                continue
-            except nats.errors.Error as exc:
-                self.bus.recorder.add("error", self.bus.name,
-                                      extra=redact(f"pull from {self.durable}: {exc}"))
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                sink(msg.subject.encode(), (msg.reply or "").encode(), msg.data,
-                     block_from_dict(msg.headers))
-            await self.idle()
+        try:
+            msgs = await self._psub.fetch(self.batch, timeout=1.0)
+        except TimeoutError:
+            return
+        except nats.errors.Error as exc:
+            self.bus.recorder.add("error", self.bus.name,
+                                  extra=redact(f"pull from {self.durable}: {exc}"))
+            await asyncio.sleep(0.5)
+            return
+        for msg in msgs:
+            self.sink(msg.subject.encode(), (msg.reply or "").encode(), msg.data,
+                      block_from_dict(msg.headers))
+        await self.idle()
 
     async def unsubscribe(self, timeout: float | None = None) -> None:
         """Stop fetching or receiving, finish what is queued (acks included), then stop.
         The durable consumer stays on the server."""
         if self._puller is not None:
-            self._puller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._puller
+            await self._puller.stop(grace=2.0)
             self._puller = None
         if self._psub is not None:
             with contextlib.suppress(nats.errors.Error):
@@ -274,7 +271,7 @@ class JetStreamWatch:
         self.advisories = 0
         self.consumer = None
         self._nats_subs: list[Any] = []
-        self._task: asyncio.Task[None] | None = None
+        self._loop: Loop | None = None
         append = bus.recorder.rows.append
         observer = bus.name
 
@@ -306,13 +303,8 @@ class JetStreamWatch:
             for subject in ADVISORY_SUBJECTS:
                 await self.bus._attach(self, subject, None)
         await self.sample()
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._loop = Loop(self.sample, self.interval)
         return self
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self.sample()
 
     async def sample(self) -> int:
         """Take one sample of every watched consumer now; return how many were recorded.
@@ -347,11 +339,9 @@ class JetStreamWatch:
 
     async def stop(self) -> None:
         """Stop sampling and recording advisories."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._loop is not None:
+            await self._loop.stop()
+            self._loop = None
         await self.bus._detach(self)
 
     async def unsubscribe(self, timeout: float | None = None) -> None:

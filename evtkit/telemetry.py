@@ -16,18 +16,19 @@ into its own recorder and rewrites the references between them (a handled row to
 receive, a publish to the delivery whose handler published it), so ``emitted_by`` and
 critical paths work across processes.
 
-Nothing is lost silently: batches are split to fit the server's ``max_payload``; a row whose
-payload alone is too big travels without its payload and the collector records an
-``error`` row saying so; batches that fail to send are kept and retried (up to
-``max_backlog`` rows, then counted as lost); and rows the collector never received
-(a gap in a sender's sequence numbers) become a ``drop`` row naming the sender.
+Nothing is lost silently: each batch is a request that a collector answers after merging
+it, so a busy collector slows senders down instead of the server dropping batches for it
+(a slow consumer); unanswered batches stay queued and are sent again (the collector skips
+rows it already has), up to ``max_backlog`` rows, beyond which they are counted as lost and
+reported; batches are split to fit the server's ``max_payload``, and a row whose payload
+alone is too big travels without it and the collector records an ``error`` row saying so;
+rows that never arrived (a gap in a sender's sequence numbers) become a ``drop`` row.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import logging
 import os
 import socket
@@ -37,6 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 import nats
+
+from ._tasks import Loop
+from .errors import EvtkitError
 
 if TYPE_CHECKING:
     from .bus import Bus
@@ -67,31 +71,34 @@ class TelemetrySender:
         stripped: rows sent without their payload because it alone exceeded max_payload.
     """
 
-    def __init__(self, bus: Bus, interval: float = 0.5, max_backlog: int = 1_000_000) -> None:
+    def __init__(self, bus: Bus, interval: float = 0.5, max_backlog: int = 200_000,
+                 ack_timeout: float = 5.0) -> None:
         if interval <= 0:
             raise ValueError(f"telemetry interval must be positive, not {interval}")
         self.bus = bus
         self.interval = interval
         self.max_backlog = max_backlog
+        self.ack_timeout = ack_timeout
         self.subject = f"{TELEMETRY_SUBJECT}.{bus.name}"
         self.source = f"{socket.gethostname()}/{os.getpid()}/{bus.name}/{time.time_ns()}"
         self.batches = self.rows = self.lost = self.stripped = 0
         self._backlog: list[tuple[int, list[tuple[Any, ...]]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._loop: Loop | None = None
         self._lock = asyncio.Lock()
 
     def start(self) -> TelemetrySender:
         """Send every ``interval`` seconds from now on."""
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._loop = Loop(self.flush, self.interval)
         return self
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self.flush()
-
     async def flush(self) -> int:
-        """Send every row recorded so far now; return how many rows went out."""
+        """Send every row recorded so far now; return how many rows a collector confirmed.
+
+        Each batch is a request that a collector answers once it has merged it, so a slow
+        collector slows the senders down instead of the server dropping batches for it.
+        Without an answer (no collector, or it is busy) the rows stay queued for the next
+        flush; beyond ``max_backlog`` the oldest are given up and counted in ``lost``.
+        """
         async with self._lock:
             first, rows = self.bus.recorder.drain()
             if rows:
@@ -100,12 +107,16 @@ class TelemetrySender:
             while self._backlog:
                 first, rows = self._backlog[0]
                 try:
-                    sent += await self._send(first, rows)
+                    n = await self._send_chunk(first, rows)
                 except (nats.errors.Error, OSError, TimeoutError) as exc:
                     log.debug("telemetry from %s not sent yet: %s", self.bus.name, exc)
                     self._trim()
                     break
-                self._backlog.pop(0)
+                sent += n
+                if n == len(rows):
+                    self._backlog.pop(0)
+                else:
+                    self._backlog[0] = (first + n, rows[n:])
             return sent
 
     def _trim(self) -> None:
@@ -113,44 +124,44 @@ class TelemetrySender:
         while sum(len(r) for _, r in self._backlog) > self.max_backlog and self._backlog:
             self.lost += len(self._backlog.pop(0)[1])
 
-    async def _send(self, first: int, rows: list[tuple[Any, ...]]) -> int:
+    async def _send_chunk(self, first: int, rows: list[tuple[Any, ...]]) -> int:
+        """Send the leading rows that fit in one message, wait for a collector's answer,
+        and return how many went."""
         nc = self.bus._client()
         limit = nc.max_payload - _HEADROOM
-        start = 0
-        while start < len(rows):
-            end, size = start, 0
-            while end < len(rows) and (end == start or size + _row_size(rows[end]) <= limit):
-                size += _row_size(rows[end])
-                end += 1
-            chunk = rows[start:end]
-            stripped: list[int] = []
-            if size > limit:  # one row, too big by itself: send it without its payload
-                row = chunk[0]
-                chunk = [(*row[:7], None, *row[8:])]
-                stripped = [first + start]
-                self.stripped += 1
-            body = msgpack.packb({
-                "format": FORMAT, "source": self.source, "name": self.bus.name,
-                "batch": self.batches, "first": first + start, "rows": chunk,
-                "lost": self.lost, "stripped": stripped,
-                "metadata": self.bus.recorder.metadata if self.batches == 0 else None,
-            }, use_bin_type=True)
-            await nc.publish(self.subject, body)
-            self.batches += 1
-            self.rows += len(chunk)
-            start = end
-        return len(rows)
+        end, size = 0, 0
+        while end < len(rows) and (end == 0 or size + _row_size(rows[end]) <= limit):
+            size += _row_size(rows[end])
+            end += 1
+        chunk = rows[:end]
+        stripped: list[int] = []
+        if size > limit:  # one row, too big by itself: send it without its payload
+            chunk = [(*chunk[0][:7], None, *chunk[0][8:])]
+            stripped = [first]
+        body = msgpack.packb({
+            "format": FORMAT, "source": self.source, "name": self.bus.name,
+            "batch": self.batches, "first": first, "rows": chunk, "lost": self.lost,
+            "stripped": stripped, "metadata": self.bus.recorder.metadata,
+        }, use_bin_type=True)
+        await nc.request(self.subject, body, timeout=self.ack_timeout)
+        self.stripped += len(stripped)
+        self.batches += 1
+        self.rows += len(chunk)
+        return len(chunk)
 
     async def stop(self) -> None:
         """Send what is left and stop."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        with contextlib.suppress(Exception):  # a closed connection keeps nothing to send
+        if self._loop is not None:
+            await self._loop.stop()
+            self._loop = None
+        try:
             await self.flush()
             await self.bus._client().flush(2)
+        except (nats.errors.Error, OSError, TimeoutError, EvtkitError) as exc:
+            # Nothing to send it on any more: say so, with how much stays behind.
+            left = sum(len(rows) for _, rows in self._backlog)
+            log.warning("telemetry from %s: %d rows could not be sent before closing (%s)",
+                        self.bus.name, left, type(exc).__name__)
 
     async def unsubscribe(self, timeout: float | None = None) -> None:
         """Same as :meth:`stop` (the bus stops it on close, before draining)."""
@@ -198,6 +209,7 @@ class Collector:
         self.rows = self.batches = 0
         self.sources: dict[str, _Source] = {}
         self._nats_subs: list[Any] = []
+        self._answers: set[asyncio.Task[None]] = set()
 
     def sink(self, subject: bytes, reply: bytes, data: bytes, block: bytes | None) -> None:
         """Merge one batch (called for each telemetry message)."""
@@ -219,6 +231,10 @@ class Collector:
             recorder.metadata.setdefault("collected", {})[key] = {
                 k: meta.get(k) for k in ("client", "server_url", "server_version",
                                          "nats_py_version")}
+        if source.next_first is not None and first < source.next_first:
+            # Sent again after an answer was lost: keep only what is new.
+            rows = rows[source.next_first - first:]
+            first = source.next_first
         if source.next_first is not None and first > source.next_first:
             recorder.add("drop", self.bus.name, consumer=source.name, extra=(
                 first - source.next_first,
@@ -244,6 +260,18 @@ class Collector:
         source.batches += 1
         self.rows += len(rows)
         self.batches += 1
+        if reply:
+            self._answer(reply)
+
+    def _answer(self, reply: bytes) -> None:
+        """Tell the sender its batch is merged (the sink runs synchronously in nats-py's
+        read loop, so the reply is sent from a task)."""
+        nc = self.bus.nc
+        if nc is None or nc.is_closed:
+            return
+        task = asyncio.get_running_loop().create_task(nc.publish(reply.decode(), b"+OK"))
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
 
     @staticmethod
     def _renumber(source: _Source, rows: tuple[Any, ...]) -> list[tuple[Any, ...]]:
