@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import msgpack
+import orjson
 import pytest
 
 import evtkit as ek
@@ -132,6 +133,37 @@ class TestNothingLost:
         assert "2 rows from svc never reached the collector" in drops["detail"].iloc[0]
         assert bus.trace().drops == 6
         assert (obs["kind"] == "publish").sum() == 6
+
+    async def test_without_a_collector_rows_wait_and_arrive_once_one_is_there(self, url):
+        async with ek.connect(url, name="svc") as svc, ek.connect(url, name="home") as home:
+            sender = await svc.send_telemetry(interval=60)
+            sender.ack_timeout = 0.5
+            for i in range(3):
+                await svc.publish("wait.x", {"i": i})
+            assert await sender.flush() == 0  # nobody answered: the rows stay queued
+            assert sender.rows == 0 and sum(len(r) for _, r in sender._backlog) == 3
+            collector = await home.collect()
+            await svc.publish("wait.x", {"i": 3})
+            assert await sender.flush() == 4
+            assert collector.rows == 4 and not sender._backlog
+            payloads = home.trace().events["payload"]
+            assert sorted(orjson.loads(p)["i"] for p in payloads) == [0, 1, 2, 3]
+
+    async def test_a_full_backlog_is_counted_and_reported_as_lost(self, url):
+        async with ek.connect(url, name="svc") as svc, ek.connect(url, name="home") as home:
+            sender = await svc.send_telemetry(interval=60)
+            sender.ack_timeout, sender.max_backlog = 0.5, 4
+            for i in range(10):
+                await svc.publish("full.x", {"i": i})
+            await sender.flush()
+            assert sender.lost == 10  # one batch of 10 rows did not fit in 4
+            collector = await home.collect()
+            await svc.publish("full.x", {"i": 10})
+            await sender.flush()
+            trace = home.trace()
+        assert collector.rows == 1
+        drops = trace.observations[trace.observations["kind"] == "drop"]
+        assert list(drops["count"]) == [10] and "could not send 10 rows" in drops["detail"].iloc[0]
 
     @pytest.mark.parametrize("data", [b"\xff\x00garbage", msgpack.packb({"format": 99})])
     async def test_unreadable_batches_become_error_rows(self, bus, data):
