@@ -9,6 +9,9 @@
 ``orphan``      events whose cause is not in the trace
 ``unreceived``  events no consumer received, per subject (only when some consumer was
                 recorded at all; a tap-only trace has no consumers to miss)
+``gave_up``     JetStream stopped redelivering messages to a consumer: max deliveries
+                reached (MAX_DELIVERIES advisories), per stream and consumer
+``terminated``  messages a JetStream consumer terminated (MSG_TERMINATED advisories)
 """
 
 from __future__ import annotations
@@ -78,6 +81,18 @@ def problems(trace: Trace) -> pd.DataFrame:
                              event_id=group["event_id"].iloc[0],
                              detail=f"{len(group)} events on {subject!r} reached no recorded "
                                     "consumer"))
+    advisories = trace.advisories
+    for kind, advisory, what in (("gave_up", "MAX_DELIVERIES", "reached max deliveries: "
+                                  "JetStream will not redeliver them"),
+                                 ("terminated", "MSG_TERMINATED", "were terminated by the "
+                                  "consumer: JetStream will not redeliver them")):
+        hits = advisories[advisories["advisory"] == advisory]
+        for (stream, consumer), group in hits.groupby(
+                [hits["stream"].fillna("?"), hits["consumer"].fillna("?")], sort=True):
+            seqs = ", ".join(str(x) for x in group["stream_seq"].dropna().head(5))
+            rows.append(_row(kind, len(group), consumer=consumer,
+                             detail=f"{len(group)} messages of stream {stream!r} for consumer "
+                                    f"{consumer!r} {what} (stream sequences {seqs}...)"))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     for column in ("problem", "subject", "consumer", "observer", "event_id", "detail"):
         frame[column] = frame[column].astype("str")

@@ -337,7 +337,8 @@ class Trace:
 
     def summary(self) -> dict[str, Any]:
         """Headline numbers: time span, counts of events, deliveries, consumers, subjects,
-        drops, gaps and handler errors."""
+        drops, gaps, handler errors, pending deliveries, JetStream advisories and
+        message-trace hops."""
         obs = self.observations
         start, end = (obs["ts"].min(), obs["ts"].max()) if len(obs) else (pd.NaT, pd.NaT)
         deliveries = self.deliveries
@@ -356,6 +357,8 @@ class Trace:
             "gaps": len(gaps),
             "gap_s": float(gaps["gap_s"].fillna(0).sum()),
             "pending": int((deliveries["outcome"] == "pending").sum()),
+            "advisories": len(self.advisories),
+            "hops": len(self.hops),
         }
 
     def describe(self) -> str:
@@ -382,6 +385,19 @@ class Trace:
                 "consumers    "
                 + ", ".join(f"{k} (median queue {v * 1e3:.2f} ms)" for k, v in per.items())
             )
+        info = self.consumer_info
+        if len(info):
+            last = info.groupby(["stream", "consumer"]).last()
+            lines.append("jetstream    " + ", ".join(
+                f"{stream}/{name} (backlog {row.backlog:,})" for (stream, name), row in
+                last.iterrows()) + f"; {s['advisories']:,} advisories")
+        if s["hops"]:
+            lines.append(f"msg traces   {s['hops']:,} hops on "
+                         f"{self.hops['connection'].nunique():,} connections")
+        collected = meta.get("collected")
+        if collected:
+            lines.append(f"collected    from {len(collected):,} processes: " + ", ".join(
+                sorted({str(v.get('client')) for v in collected.values()})))
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:

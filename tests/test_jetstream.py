@@ -95,6 +95,11 @@ class TestConsume:
         assert maxed["stream_seq"] == event.stream_seq and maxed["deliveries"] == 3
         assert (adv["advisory"] == "MSG_NAKED").sum() >= 2
         assert watch.advisories >= 3
+        found = bus.trace().problems().set_index("problem")
+        assert found.loc["gave_up", "consumer"] == "billing"
+        assert found.loc["gave_up", "count"] == 1
+        assert f"stream {stream!r}" in found.loc["gave_up", "detail"]
+        assert bus.trace().summary()["advisories"] >= 3
 
     async def test_term_stops_redelivery_and_is_advised(self, bus, stream):
         await bus.watch_jetstream(stream, interval=0.2)
@@ -107,6 +112,8 @@ class TestConsume:
         assert sub.termed == 1
         dv = bus.trace().deliveries
         assert list(dv["ack"]) == ["term"] and list(dv["delivery_count"]) == [1]
+        found = bus.trace().problems()
+        assert list(found.loc[found["problem"] == "terminated", "consumer"]) == ["strict"]
 
     async def test_nak_with_delay_is_redelivered_later(self, bus, stream):
         tries = []
@@ -189,3 +196,14 @@ class TestAckSubjects:
                                        b"$JS.ACK.S.c.1.2.3.4.5.6.7.8.9.10.11.12.13"[:20]])
     def test_lookalikes_are_not_positions(self, reply):
         assert js_position(reply) is None
+
+
+class TestDescribe:
+    async def test_the_summary_names_jetstream_consumers_and_their_backlog(self, bus, stream):
+        js = bus.nc.jetstream()
+        await js.add_consumer(stream, durable_name="idle", ack_policy="explicit")
+        await bus.publish(f"{stream.lower()}.x", {}, jetstream=True)
+        watch = await bus.watch_jetstream(stream, interval=10, advisories=False)
+        await watch.stop()
+        text = bus.trace().describe()
+        assert f"jetstream    {stream}/idle (backlog 1)" in text

@@ -64,6 +64,7 @@ class TestTracedPublish:
             assert ours["seen_by"] == "evtkit"
             assert not ((graph["target"] == "test") & (graph["seen_by"] == "server")).any()
             assert bus.trace().fanout().iloc[0]["server_seen"] == "legacy-ledger"
+            assert "msg traces   3 hops on 2 connections" in bus.trace().describe()
             fig = ek.plot_fanout(bus.trace())
             assert "legacy-ledger (seen by server)" in fig.data[0].node.label
         finally:

@@ -90,6 +90,7 @@ class TestThreeProcesses:
         assert trace.drops == 0
         assert set(trace.observations["observer"]) == {"gateway", "billing", "mailer"}
         assert len(trace.metadata["collected"]) == 3
+        assert "collected    from 3 processes: billing, gateway, mailer" in trace.describe()
 
     def test_record_collect_writes_one_trace_from_the_services(self, url, tmp_path):
         out = tmp_path / "collected.parquet"
