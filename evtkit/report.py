@@ -5,7 +5,9 @@
     ek.report(trace, "reports/incident.html")
 
 The page has the summary, problems, the lag table with statuses and reasons, latency and
-backlog plots, the slowest flows with their waterfalls, and the fan-out Sankey. plotly.js
+backlog plots, JetStream consumer counters and advisories (when sampled), the slowest flows
+with their waterfalls, and the fan-out Sankey (with connections seen only by server message
+traces). plotly.js
 is inlined once; nothing is loaded from the network; every text from the traffic is
 escaped. Large traces are downsampled for the plots (the page says so), which keeps a
 million-event report to a few megabytes.
@@ -111,6 +113,7 @@ def build_report(trace: Trace, *, title: str | None = None, sample: int = DEFAUL
     parts.append("<h2>Latency per consumer</h2>" + _figure(plot_latency(drawn)))
     step("latency")
     parts.append("<h2>Lag over time</h2>" + _figure(plot_backlog(trace)))
+    parts += _jetstream(trace)
     step("backlog")
 
     chains = trace.chains()
@@ -134,6 +137,26 @@ def build_report(trace: Trace, *, title: str | None = None, sample: int = DEFAUL
     step("page")
     bar.close()
     return page
+
+
+def _jetstream(trace: Trace) -> list[str]:
+    """The JetStream section: each consumer's last sample, and the advisories."""
+    info, advisories = trace.consumer_info, trace.advisories
+    if info.empty and advisories.empty:
+        return []
+    parts = ["<h2>JetStream</h2>"]
+    if len(info):
+        last = info.groupby(["stream", "consumer"], sort=True).last().reset_index()
+        parts.append("<p class='note'>The server's own counters, last sample per consumer "
+                     "(the lag plot above uses them over time).</p>" + _table(
+                         last, ["stream", "consumer", "backlog", "pending", "ack_pending",
+                                "redelivered", "waiting", "ack_floor", "ts"]))
+    if len(advisories):
+        counts = advisories.groupby(["advisory", advisories["stream"].fillna(""),
+                                     advisories["consumer"].fillna("")]).size()
+        parts.append(_table(counts.rename("count").reset_index(),
+                            ["advisory", "stream", "consumer", "count"]))
+    return parts
 
 
 def _sampled(trace: Trace, sample: int) -> Trace:

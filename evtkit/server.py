@@ -51,6 +51,9 @@ MSG_TRACE_SUBJECT = "_EVTKIT.msgtrace"
 APP_ACCOUNT = "APP"
 SYSTEM_ACCOUNT = "SYS"
 LOOPBACK = "127.0.0.1"
+# Servers started by this process, by client URL (so a bus connected to one by URL can
+# still use its system account).
+_RUNNING: weakref.WeakValueDictionary[str, EmbeddedServer] = weakref.WeakValueDictionary()
 DEFAULT_TIMEOUT = 10.0
 _POLL_S = 0.02
 _STOP_GRACE_S = 5.0
@@ -226,6 +229,16 @@ class EmbeddedServer:
         text = path.read_text(encoding="utf-8", errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
+    @staticmethod
+    def running_at(url: str) -> EmbeddedServer | None:
+        """The running embedded server of this process whose client URL is ``url``
+        (any of comma-separated URLs), or None."""
+        for one in url.split(","):
+            server = _RUNNING.get(one.strip())
+            if server is not None and server.running:
+                return server
+        return None
+
     def system_options(self) -> dict[str, str]:
         """``nats.connect`` keyword arguments for the system account (user and password).
 
@@ -349,6 +362,7 @@ class EmbeddedServer:
             if urls:
                 self.url = urls[0]
                 self.port = int(self.url.rsplit(":", 1)[1])
+                _RUNNING[self.url] = self
                 return True
         code = proc.poll()
         if code is not None:

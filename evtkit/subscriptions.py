@@ -7,7 +7,7 @@
     subs.receivers("orders.placed")           # who would get a message on that subject
 
 Asking needs the NATS system account. The embedded server has one and evtkit holds its
-password. For your own servers, configure ``system_account`` with a user and pass that
+password (also when the bus connected to it by URL, in the same process). For your own servers, configure ``system_account`` with a user and pass that
 user's credentials (``user=``/``password=``, ``user_credentials=``, ``nkeys_seed=``...): they
 are used for this request only, never stored in traces or shown in errors.
 
@@ -27,7 +27,7 @@ from nats.aio.client import Client
 import pandas as pd
 
 from .errors import SystemAccountError
-from .server import APP_ACCOUNT
+from .server import APP_ACCOUNT, EmbeddedServer
 from .subject import matches
 
 if TYPE_CHECKING:
@@ -134,16 +134,17 @@ async def subscription_map(bus: Bus, *, account: str | None = None, timeout: flo
         SystemAccountError: no system credentials, or the server refused them.
     """
     bus._client()
+    assert bus.url is not None
     if not system:
-        if bus.server is None or not bus.server.accounts:
+        server = bus.server or EmbeddedServer.running_at(bus.url)
+        if server is None or not server.accounts:
             raise SystemAccountError(
                 "asking the server who is subscribed needs the system account: pass its "
                 "credentials, e.g. bus.subscriptions(user='sys', password=...), or "
                 "user_credentials='sys.creds' (the server needs `system_account` set)"
             )
-        system = bus.server.system_options()
+        system = server.system_options()
         account = account or APP_ACCOUNT
-    assert bus.url is not None
     nc = Client()
     try:
         await nc.connect(bus.url.split(","), name=f"{bus.name}-sys", allow_reconnect=False,

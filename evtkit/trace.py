@@ -209,7 +209,8 @@ class Trace:
         """Server message-trace hops (nats-server 2.11+): ``ts`` (server time), ``server``,
         ``hop`` (``in``: a connection sent it; ``eg``: delivered to a client connection;
         ``rt``/``gw``/``leaf``: passed to another server; ``js``: stored in a stream),
-        ``connection`` (its name), ``queue``, ``subject``, ``event_id``, ``trace_id``,
+        ``connection`` (its name; for ``js``, the stream's), ``queue``, ``subject``,
+        ``event_id``, ``trace_id``,
         ``error`` (why it was not delivered, if so), ``trace_only`` (published with
         ``trace="only"``: not delivered, the hops say who *would* have received it)."""
         frame = self._server_rows("hop", {

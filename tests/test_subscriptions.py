@@ -59,9 +59,20 @@ class TestSubscriptionMap:
             subs.frame["connection"], subs.frame["subject"], subs.frame["queue"], strict=True))
         assert (subs.frame.loc[~subs.frame["internal"], "account"] == "APP").all()
 
-    async def test_without_system_credentials_it_says_what_to_pass(self, bus):
-        with pytest.raises(ek.SystemAccountError, match="needs the system account"):
-            await bus.subscriptions()
+    async def test_a_bus_connected_by_url_to_an_embedded_server_uses_it(self, bus):
+        await bus.subscribe("mine.x", lambda e: None, consumer="c")
+        subs = await bus.subscriptions()
+        assert ("test", "mine.x") in set(zip(subs.frame["connection"], subs.frame["subject"],
+                                             strict=True))
+
+    async def test_without_system_credentials_it_says_what_to_pass(self):
+        secret = "pw-99"
+        async with ek.EmbeddedServer(accounts=False, config=(
+                f'authorization {{ user: app, password: "{secret}" }}')) as server:
+            url = server.url.replace("nats://", f"nats://app:{secret}@")
+            async with ek.connect(url, name="plain") as bus:
+                with pytest.raises(ek.SystemAccountError, match="needs the system account"):
+                    await bus.subscriptions()
 
     async def test_wrong_credentials_are_a_clear_error_without_the_password(self, bus):
         with pytest.raises(ek.SystemAccountError) as info:
