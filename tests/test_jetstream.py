@@ -72,7 +72,7 @@ class TestConsume:
         assert (receives["stream"] == stream).all()
 
     async def test_a_failing_handler_is_redelivered_until_max_deliver_with_advisory(
-            self, bus, stream):
+            self, bus, stream, tmp_path):
         watch = await bus.watch_jetstream(stream, interval=0.2)
         async def fail(event):
             raise ValueError("cannot bill")
@@ -100,6 +100,8 @@ class TestConsume:
         assert found.loc["gave_up", "count"] == 1
         assert f"stream {stream!r}" in found.loc["gave_up", "detail"]
         assert bus.trace().summary()["advisories"] >= 3
+        page = ek.report(bus.trace(), tmp_path / "r.html", progress=False).read_text()
+        assert "<h2>JetStream</h2>" in page and "<td>MAX_DELIVERIES</td>" in page
 
     async def test_term_stops_redelivery_and_is_advised(self, bus, stream):
         await bus.watch_jetstream(stream, interval=0.2)
