@@ -41,10 +41,11 @@ lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(BIN)/python -m pip install --quiet -e '.[dev,lab]'
 	$(BIN)/python -m jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-bench: $(STAMP)  ## benchmarks: capture vs raw nats-py, analysis vs a naive reference, replay timing
+bench: $(STAMP)  ## benchmarks: capture vs raw nats-py, analysis vs a naive reference, replay timing, telemetry
 	$(BIN)/python bench/capture.py
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/replay.py
+	$(BIN)/python bench/telemetry.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check evtkit tests bench

@@ -115,7 +115,7 @@ def build_observations(rows: Sequence[tuple[Any, ...]], first_seq: int = 0) -> p
     carries_event = pc.is_in(kinds, value_set=pa.array(_CARRIES_EVENT))
     for name in _EVENT_COLUMNS:
         cols[name] = pc.if_else(carries_event, cols[name], pa.scalar(None, cols[name].type))
-    cols.update(_kind_details(kind, extra, reply))
+    cols.update(_kind_details(kind, extra, cols["reply"]))
     _apply_structured(cols, known["content-type"], np.asarray(is_message), extra)
     table = pa.table({name: cols[name] for name in OBSERVATIONS.names})
     return to_frame(table, OBSERVATIONS)
@@ -211,39 +211,64 @@ def times(values: pa.Array) -> pa.Array:
         return pa.array(parsed, _TS)
 
 
-def _kind_details(kind: Sequence[str], extra: Sequence[Any],
-                  reply: Sequence[bytes | None]) -> dict[str, pa.Array]:
+def _kind_details(kind: Sequence[str], extra: Sequence[Any], reply: pa.Array
+                  ) -> dict[str, pa.Array]:
     """Columns that only some kinds fill, from each row's ``extra`` slot (and, for JetStream
-    deliveries, from the ``$JS.ACK...`` reply subject, which states where the message is)."""
+    deliveries, from the ``$JS.ACK...`` reply subject, which states where the message is).
+
+    Most rows are plain messages: a column no row fills is made all-null in one step, and
+    Python only visits the rows that have details."""
     n = len(kind)
-    col: dict[str, list[Any]] = {name: [None] * n for name in _DETAIL_COLUMNS}
+    col: dict[str, list[Any]] = {}
+
+    def put(name: str, i: int, value: Any) -> None:
+        if value is not None:
+            col.setdefault(name, [None] * n)[i] = value
+
     col["ref"] = [x if type(x) is int else None for x in extra]
     for i in [i for i, x in enumerate(extra) if type(x) is tuple or
               (x is not None and kind[i] not in _MESSAGE_SET)]:
         k, x = kind[i], extra[i]
         if k == "handled":
-            col["ref"][i], col["started_at"][i], col["outcome"][i], col["error"][i] = x[:4]
-            col["ack"][i] = x[4] if len(x) > 4 else None
+            col["ref"][i] = x[0]
+            put("started_at", i, x[1])
+            put("outcome", i, x[2])
+            put("error", i, x[3])
+            put("ack", i, x[4] if len(x) > 4 else None)
         elif k == "publish":
-            col["ref"][i], col["stream"][i], col["stream_seq"][i] = x
+            col["ref"][i] = x[0]
+            put("stream", i, x[1])
+            put("stream_seq", i, x[2])
         elif k == "drop":
-            col["count"][i], col["detail"][i] = x
+            put("count", i, x[0])
+            put("detail", i, x[1])
         elif k in ("disconnect", "reconnect"):
-            col["detail"][i] = x
+            put("detail", i, x)
         elif k == "error":
-            col["error"][i] = col["detail"][i] = x
+            put("error", i, x)
+            put("detail", i, x)
         elif k == "consumer_info":
             for name, value in zip(CONSUMER_INFO_FIELDS, x, strict=True):
-                col[name][i] = value
+                put(name, i, value)
         elif k == "advisory":
-            (col["detail"][i], col["stream"][i], col["stream_seq"][i],
-             col["delivery_count"][i]) = x
+            for name, value in zip(("detail", "stream", "stream_seq", "delivery_count"), x,
+                                   strict=True):
+                put(name, i, value)
         elif k == "hop":
-            col["server"][i], col["detail"][i], col["error"][i] = x
-    for i, r in enumerate(reply):
-        if r is not None and r.startswith(_JS_ACK) and kind[i] in _MESSAGE_SET:
-            _js_delivery(r, i, col)
-    return {name: pa.array(values, _DETAIL_COLUMNS[name]) for name, values in col.items()}
+            for name, value in zip(("server", "detail", "error"), x, strict=True):
+                put(name, i, value)
+    acks = pc.fill_null(pc.starts_with(reply, pattern="$JS.ACK."), False)
+    for i in np.flatnonzero(np.asarray(acks)):
+        position = js_position(reply[i].as_py().encode())
+        if position is not None and kind[i] in _MESSAGE_SET:
+            for name, value in (("stream", position.stream),
+                                ("stream_seq", position.stream_seq),
+                                ("consumer_seq", position.consumer_seq),
+                                ("delivery_count", position.delivery_count),
+                                ("pending", position.pending)):
+                put(name, int(i), value)
+    return {name: pa.array(col[name], kind_type) if name in col else pa.nulls(n, kind_type)
+            for name, kind_type in _DETAIL_COLUMNS.items()}
 
 
 _DETAIL_COLUMNS = {
@@ -254,15 +279,6 @@ _DETAIL_COLUMNS = {
     "redelivered": pa.int64(), "waiting": pa.int64(), "ack_floor": pa.int64(),
     "last_active": _TS, "server": pa.string(),
 }
-
-
-def _js_delivery(reply: bytes, i: int, col: dict[str, list[Any]]) -> None:
-    """Fill row ``i``'s JetStream columns from its ``$JS.ACK...`` reply subject."""
-    position = js_position(reply)
-    if position is not None:
-        col["stream"][i] = position.stream
-        col["stream_seq"][i], col["consumer_seq"][i] = position.stream_seq, position.consumer_seq
-        col["delivery_count"][i], col["pending"][i] = position.delivery_count, position.pending
 
 
 def _apply_structured(
