@@ -130,6 +130,16 @@ def _per_consumer(trace: Trace, ends: np.ndarray, step: int) -> dict[str, dict[s
     return out
 
 
+def _sampler(part: pd.DataFrame, pick: np.ndarray, have: np.ndarray):  # noqa: ANN202
+    """``column → its latest sample at each bin end`` (0 before the first sample)."""
+
+    def sampled(column: str) -> np.ndarray:
+        values = part[column].to_numpy(dtype=np.int64, na_value=0)[pick]
+        return np.where(have, values, 0)
+
+    return sampled
+
+
 def _add_server_samples(trace: Trace, ends: np.ndarray,
                         out: dict[str, dict[str, np.ndarray]]) -> None:
     """Where JetStream ConsumerInfo samples exist, the server's count is the backlog: it
@@ -142,15 +152,12 @@ def _add_server_samples(trace: Trace, ends: np.ndarray,
     if info.empty:
         return
     info = info.sort_values("ts", kind="stable")
-    for (consumer, _stream), rows in info.groupby(["consumer", "stream"], sort=True).indices.items():
+    groups = info.groupby(["consumer", "stream"], sort=True).indices
+    for (consumer, _stream), rows in groups.items():
         part = info.iloc[rows]
         at = np.searchsorted(part["ts"].array.asi8, ends, "right") - 1
         have = at >= 0
-        pick = np.maximum(at, 0)
-
-        def sampled(column: str) -> np.ndarray:
-            values = part[column].to_numpy(dtype=np.int64, na_value=0)[pick]
-            return np.where(have, values, 0)
+        sampled = _sampler(part, np.maximum(at, 0), have)
 
         s = out.get(str(consumer))
         if s is None:

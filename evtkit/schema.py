@@ -158,8 +158,9 @@ OBSERVATIONS = Schema(
         _str("outcome", "for handled rows: ok, error or dropped"),
         _str("error", "for handled/error rows: the exception text"),
         _int("count", "for drop rows: how many messages were lost"),
-        _str("detail", "for drop/disconnect/reconnect/error rows: what happened; advisory: "
-             "what happened (MAX_DELIVERIES, MSG_NAKED, MSG_TERMINATED...); hop: in, eg (egress to a client), rt, gw, leaf or js"),
+        _str("detail", "drop/disconnect/reconnect/error rows: what happened; advisory: "
+             "which (MAX_DELIVERIES, MSG_NAKED, MSG_TERMINATED...); hop: in, eg (egress to "
+             "a client), rt, gw, leaf or js"),
         _str("stream", "JetStream stream (JetStream publish/receive, consumer_info, advisory)",
              2),
         _int("stream_seq", "JetStream stream sequence (publish ack, delivery, advisory; "

@@ -47,7 +47,8 @@ __all__ = ["SegmentWriter", "load", "save", "trace_format"]
 META_KEY = b"evtkit.trace"
 PART_GLOB = "part-*.parquet"
 _BYTES_COLUMNS = ("payload", "header_block")
-_TIME_COLUMNS = tuple(c.name for c in OBSERVATIONS.columns if c.pandas == OBSERVATIONS.by_name["ts"].pandas)
+_TIME_COLUMNS = tuple(c.name for c in OBSERVATIONS.columns
+                      if c.pandas == OBSERVATIONS.by_name["ts"].pandas)
 
 
 def trace_format(path: str | os.PathLike[str]) -> str:

@@ -7,9 +7,10 @@
     subs.receivers("orders.placed")           # who would get a message on that subject
 
 Asking needs the NATS system account. The embedded server has one and evtkit holds its
-password (also when the bus connected to it by URL, in the same process). For your own servers, configure ``system_account`` with a user and pass that
-user's credentials (``user=``/``password=``, ``user_credentials=``, ``nkeys_seed=``...): they
-are used for this request only, never stored in traces or shown in errors.
+password (also when the bus connected to it by URL, in the same process). For your own
+servers, configure ``system_account`` with a user and pass that user's credentials
+(``user=``/``password=``, ``user_credentials=``, ``nkeys_seed=``...): they are used for
+this request only, never stored in traces or shown in errors.
 
 The server answers ``$SYS.REQ.SERVER.PING.CONNZ`` / ``...SUBSZ`` from every server of a
 cluster, so the map covers the whole cluster; ``timeout`` is how long to collect answers.
@@ -23,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import nats
 import orjson
-from nats.aio.client import Client
 import pandas as pd
+from nats.aio.client import Client
 
 from .errors import SystemAccountError
 from .server import APP_ACCOUNT, EmbeddedServer

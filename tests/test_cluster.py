@@ -82,24 +82,24 @@ class TestCluster:
         assert not set(outside.index) - set(received["event_id"])
 
     async def test_a_single_node_restart_records_the_gap_and_jetstream_loses_nothing(self):
-        async with ek.EmbeddedServer() as server:
-            async with ek.connect(server.url, name="svc", reconnect_time_wait=0.05,
-                                  max_reconnect_attempts=-1) as bus:
-                await bus.add_stream("RESTART", ["restart.>"])
-                done = []
-                async def handle(event):
-                    await asyncio.sleep(0.005)
-                    done.append(event.data["i"])
-                await bus.watch_jetstream("RESTART", interval=0.2, advisories=False)
-                await bus.consume("RESTART", handle, consumer="durable", pull=True, batch=5)
-                for i in range(30):
-                    await bus.publish("restart.x", {"i": i}, jetstream=True)
-                await server.restart(down_s=0.3)
-                await until(lambda: bus.nc.is_connected)
-                for i in range(30, 60):
-                    await bus.publish("restart.x", {"i": i}, jetstream=True)
-                await until(lambda: len(set(done)) == 60)
-                trace = bus.trace()
+        async with ek.EmbeddedServer() as server, ek.connect(
+                server.url, name="svc", reconnect_time_wait=0.05,
+                max_reconnect_attempts=-1) as bus:
+            await bus.add_stream("RESTART", ["restart.>"])
+            done = []
+            async def handle(event):
+                await asyncio.sleep(0.005)
+                done.append(event.data["i"])
+            await bus.watch_jetstream("RESTART", interval=0.2, advisories=False)
+            await bus.consume("RESTART", handle, consumer="durable", pull=True, batch=5)
+            for i in range(30):
+                await bus.publish("restart.x", {"i": i}, jetstream=True)
+            await server.restart(down_s=0.3)
+            await until(lambda: bus.nc.is_connected)
+            for i in range(30, 60):
+                await bus.publish("restart.x", {"i": i}, jetstream=True)
+            await until(lambda: len(set(done)) == 60)
+            trace = bus.trace()
         assert set(done) == set(range(60))
         assert len(trace.gaps) == 1 and trace.gaps["gap_s"].iloc[0] >= 0.3
         acked = trace.deliveries[trace.deliveries["ack"] == "ack"]
