@@ -7,14 +7,7 @@ import asyncio
 
 import evtkit as ek
 from evtkit._headers import parse_block
-
-
-async def until(check, timeout: float = 15.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+from tests.waiting import until
 
 
 class TestCluster:

@@ -10,17 +10,9 @@ import pytest
 
 import evtkit as ek
 from evtkit.event import js_position
+from tests.waiting import until
 
 _names = (f"S{i}" for i in itertools.count())
-
-
-async def until(check, timeout: float = 10.0) -> None:
-    """Wait until ``check()`` is true (bounded: tests never hang)."""
-    for _ in range(int(timeout / 0.05)):
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture

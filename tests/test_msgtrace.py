@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import evtkit as ek
 from evtkit.msgtrace import hop_rows
+from tests.waiting import until
 
 
 async def plain_subscriber(url: str, subject: str, *, name: str, queue: str = ""):
@@ -29,12 +30,9 @@ async def plain_subscriber(url: str, subject: str, *, name: str, queue: str = ""
 
 
 async def settle(bus, check, timeout: float = 5.0) -> None:
+    """Flush what the bus published, then wait for the server's trace reports."""
     await bus.flush()
-    for _ in range(int(timeout / 0.05)):
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("no trace report arrived in time")
+    await until(check, timeout, "the trace report")
 
 
 class TestTracedPublish:

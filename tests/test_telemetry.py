@@ -14,6 +14,7 @@ import pytest
 
 import evtkit as ek
 from evtkit.telemetry import FORMAT
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,10 +64,7 @@ class TestThreeProcesses:
                 await asyncio.to_thread(publish_orders, procs[0])
             finally:
                 await finish_async(procs)
-            for _ in range(100):
-                if collector.rows >= 150 * 6:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: collector.rows >= 150 * 6, what="every row")
             trace = bus.trace()
         assert len(collector.sources) == 3
         assert collector.rows == 150 * 6  # publish, receive, handled for each of 2 hops
@@ -184,10 +182,7 @@ class TestNothingLost:
             await big.publish("big.small", b"ok")
             await sender.flush()
             await big.flush()
-            for _ in range(100):
-                if collector.rows >= 2:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: collector.rows >= 2, what="both rows")
             trace = home.trace()
         assert sender.stripped == 1
         obs = trace.observations
@@ -201,10 +196,7 @@ class TestNothingLost:
             collector = await home.collect()
             async with ek.connect(url, name="svc") as svc:
                 await svc.publish("env.x", {})
-                for _ in range(100):
-                    if collector.rows:
-                        break
-                    await asyncio.sleep(0.05)
+                await until(lambda: collector.rows, what="a row")
             assert "env.x" in set(home.trace().events["subject"])
 
     @pytest.mark.parametrize("value", ["soon", "0", "-1"])
