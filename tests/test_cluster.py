@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import nats
+
 import evtkit as ek
 from evtkit._headers import parse_block
 from tests.waiting import until
@@ -25,6 +27,33 @@ class TestCluster:
                 await asyncio.sleep(0.2)  # let the interest travel over the routes
                 await pub.publish("hello", {})
                 await until(lambda: got)
+
+    async def test_a_message_trace_follows_the_message_across_routes(self):
+        async with ek.EmbeddedCluster(3, jetstream=False) as cluster:
+            first, _, third = cluster.servers
+            remote = await nats.connect(first.url, name="remote-reader")
+            try:
+                async def read(msg):
+                    pass
+                await remote.subscribe("far.x", cb=read)
+                await remote.flush()
+                async with ek.connect(third.url, name="writer") as bus:
+                    await asyncio.sleep(0.3)  # interest crosses the routes
+                    event = await bus.publish("far.x", {}, trace=True)
+                    await bus.flush()
+                    await until(lambda: (bus.trace().hops["connection"] == "remote-reader")
+                                .any(), what="the remote hop")
+                    hops = bus.trace().hops
+            finally:
+                await remote.close()
+        assert set(hops["event_id"]) == {event.id}
+        by_server = {(h.server, h.hop) for h in hops.itertuples()}
+        assert (third.name, "in") in by_server and (third.name, "rt") in by_server
+        assert (first.name, "in") in by_server  # arrived over the route
+        egress = hops[hops["connection"] == "remote-reader"].iloc[0]
+        assert egress["server"] == first.name and egress["hop"] == "eg"
+        graph = bus.trace().flow_graph()
+        assert ((graph["target"] == "remote-reader") & (graph["seen_by"] == "server")).any()
 
     async def test_killing_a_node_fails_over_and_loses_nothing_delivered(self):
         async with ek.EmbeddedCluster(3, jetstream=False) as cluster:
