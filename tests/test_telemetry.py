@@ -11,12 +11,15 @@ from pathlib import Path
 import msgpack
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import evtkit as ek
-from evtkit.telemetry import FORMAT
+from evtkit.telemetry import FORMAT, Collector
 from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[1]
+WIRE_INTS = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 
 
 def service(role: str, url: str, count: int = 0) -> subprocess.Popen[bytes]:
@@ -171,6 +174,27 @@ class TestNothingLost:
         obs = bus.trace().observations
         assert obs["detail"].str.contains("unreadable telemetry batch").any()
         assert collector.rows == 0
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(rows=st.lists(st.one_of(  # msgpack's own range: signed and unsigned 64-bit
+        st.tuples(st.sampled_from(["publish", "handled", "tap", "hop", "nonsense"]),
+                  WIRE_INTS, st.text(max_size=5), st.none(), st.none(),
+                  st.binary(max_size=5), st.none(), st.binary(max_size=5), st.none(),
+                  st.one_of(st.none(), WIRE_INTS, st.tuples(WIRE_INTS), st.text())),
+        WIRE_INTS, st.text(max_size=5), st.lists(WIRE_INTS, max_size=3)), max_size=5))
+    async def test_malformed_rows_become_an_error_row_not_a_broken_trace(self, bus, rows):
+        collector = Collector(bus)
+        before = len(bus.recorder.rows)
+        collector.sink(b"_EVTKIT.telemetry.x", b"", msgpack.packb(
+            {"format": FORMAT, "source": "s", "name": "x", "first": 0, "rows": rows},
+            use_bin_type=True), None)
+        added = bus.recorder.rows[before:]
+        if collector.rows:  # all well-formed: merged as they were
+            assert len(added) == collector.rows == len(rows)
+        else:  # anything malformed: the batch becomes one error row
+            assert [row[0] for row in added] == (["error"] if rows else [])
+        assert len(bus.trace().observations) == len(bus.recorder.rows)  # still builds
 
     async def test_a_row_too_big_to_forward_travels_without_payload_and_says_so(self, url):
         async with ek.connect(url, name="collector") as home, \
