@@ -40,6 +40,7 @@ from .plots import (
     plot_dag,
     plot_dependencies,
     plot_fanout,
+    plot_jetstream,
     plot_latency,
     plot_waterfall,
 )
@@ -109,6 +110,7 @@ __all__ = [
     "plot_dag",
     "plot_dependencies",
     "plot_fanout",
+    "plot_jetstream",
     "plot_latency",
     "plot_waterfall",
     "record",

@@ -118,6 +118,42 @@ def plot_backlog(trace: Trace, freq: str | pd.Timedelta | None = None, *,
     return _layout(fig, title, "Consumer lag over time")
 
 
+def plot_jetstream(trace: Trace, *, title: str | None = None) -> go.Figure:
+    """JetStream consumers as the server counts them (``bus.watch_jetstream`` samples):
+    messages not yet sent (pending), sent but not acknowledged (ack pending) and
+    redelivered, per stream/consumer over time; advisories (max deliveries reached,
+    terminated, nak) are marked on the top panel."""
+    info = trace.consumer_info
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        subplot_titles=("pending (not yet sent)", "ack pending (sent, not acked)",
+                                        "redelivered"))
+    groups = info.groupby([info["stream"].fillna("?"), info["consumer"].fillna("?")], sort=True)
+    for i, ((stream, consumer), part) in enumerate(groups):
+        name = _esc(f"{stream}/{consumer}")
+        for row, column in enumerate(("pending", "ack_pending", "redelivered"), start=1):
+            fig.add_trace(go.Scatter(
+                x=part["ts"], y=part[column], name=name, legendgroup=name,
+                showlegend=row == 1, line={"color": _palette(i), "shape": "hv"},
+                hovertemplate=f"{name}: %{{y}} {column.replace('_', ' ')}<extra></extra>"),
+                row=row, col=1)
+    advisories = trace.advisories
+    shown = advisories[advisories["advisory"].isin(_MARKED_ADVISORIES).to_numpy()]
+    for advisory, part in shown.groupby("advisory", sort=True):
+        text = [_esc(f"{advisory}: {c} seq {q}") for c, q in
+                zip(part["consumer"], part["stream_seq"], strict=True)]
+        fig.add_trace(go.Scatter(
+            x=part["ts"], y=np.zeros(len(part)), mode="markers", name=_esc(advisory),
+            marker={"symbol": _MARKED_ADVISORIES[advisory], "size": 9, "color": "#d62728"},
+            text=text, hovertemplate="%{text}<extra></extra>"), row=1, col=1)
+    fig.update_yaxes(title_text="messages", rangemode="tozero")
+    fig.update_xaxes(title_text="time", row=3, col=1)
+    return _layout(fig, title, "JetStream consumers (server counters)")
+
+
+_MARKED_ADVISORIES = {"MAX_DELIVERIES": "x", "MSG_TERMINATED": "square", "MSG_NAKED":
+                      "triangle-up"}
+
+
 def _palette(i: int) -> str:
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
               "#7f7f7f", "#bcbd22", "#17becf"]

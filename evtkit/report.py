@@ -25,7 +25,14 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 from tqdm import tqdm
 
-from .plots import plot_backlog, plot_dependencies, plot_fanout, plot_latency, plot_waterfall
+from .plots import (
+    plot_backlog,
+    plot_dependencies,
+    plot_fanout,
+    plot_jetstream,
+    plot_latency,
+    plot_waterfall,
+)
 from .store import load
 from .trace import Trace
 
@@ -145,6 +152,7 @@ def _jetstream(trace: Trace) -> list[str]:
     if info.empty and advisories.empty:
         return []
     parts = ["<h2>JetStream</h2>"]
+    parts.append(_figure(plot_jetstream(trace)))
     if len(info):
         last = info.groupby(["stream", "consumer"], sort=True).last().reset_index()
         parts.append("<p class='note'>The server's own counters, last sample per consumer "

@@ -94,6 +94,12 @@ class TestConsume:
         assert bus.trace().summary()["advisories"] >= 3
         page = ek.report(bus.trace(), tmp_path / "r.html", progress=False).read_text()
         assert "<h2>JetStream</h2>" in page and "<td>MAX_DELIVERIES</td>" in page
+        await watch.sample()  # the naks may all have come before the first periodic sample
+        fig = ek.plot_jetstream(bus.trace())
+        names = {t.name for t in fig.data}
+        assert f"{stream}/billing" in names and "MAX_DELIVERIES" in names
+        marker = next(t for t in fig.data if t.name == "MAX_DELIVERIES")
+        assert list(marker.text) == [f"MAX_DELIVERIES: billing seq {event.stream_seq}"]
 
     async def test_term_stops_redelivery_and_is_advised(self, bus, stream):
         await bus.watch_jetstream(stream, interval=0.2)
