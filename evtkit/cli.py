@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--collect", action="store_true",
                      help="also merge the rows that evtkit services send as telemetry "
                      "(EVTKIT_TELEMETRY=<seconds> or connect(telemetry=...))")
+    rec.add_argument("--jetstream", type=_positive(float), metavar="SECONDS",
+                     help="also sample every JetStream consumer this often and record "
+                     "JetStream advisories")
+    rec.add_argument("--msg-traces", action="store_true",
+                     help="also record server message-trace reports (account msg_trace "
+                     "destination _EVTKIT.msgtrace; nats-server 2.11+)")
     limit = rec.add_mutually_exclusive_group(required=True)
     limit.add_argument("--duration", type=_positive(float), metavar="SECONDS",
                        help="stop after this many seconds")
@@ -214,6 +220,8 @@ async def _record(args: argparse.Namespace) -> int:
         url=args.server,
         subjects=args.subject or ([] if args.collect else [">"]),
         collect=args.collect,
+        jetstream=args.jetstream,
+        msg_traces=args.msg_traces,
         duration=args.duration,
         count=args.count,
         flush_interval=args.flush,

@@ -34,6 +34,8 @@ async def record(
     url: str | None = None,
     subjects: Sequence[str] = (">",),
     collect: bool = False,
+    jetstream: float | None = None,
+    msg_traces: bool = False,
     duration: float | None = None,
     count: int | None = None,
     flush_interval: float = 1.0,
@@ -51,6 +53,10 @@ async def record(
         subjects: subjects or wildcards to capture (may be empty when collecting).
         collect: also merge telemetry rows sent by evtkit services (see
             :mod:`evtkit.telemetry`).
+        jetstream: also sample every JetStream consumer this often (seconds) and record
+            advisories (see :meth:`Bus.watch_jetstream`).
+        msg_traces: also record the server's message-trace reports sent to
+            :data:`evtkit.MSG_TRACE_SUBJECT` (an account ``msg_trace`` destination).
         duration: stop after this many seconds.
         count: stop after this many messages.
         flush_interval: seconds between writes to disk (at most 1 s of loss on a crash).
@@ -68,20 +74,28 @@ async def record(
         raise ValueError(f"count must be positive, not {count}")
     if not 0 < flush_interval <= 60:
         raise ValueError(f"flush_interval must be in (0, 60] seconds, not {flush_interval}")
-    if not subjects and not collect:
-        raise ValueError("nothing to record: give subjects, or collect=True")
+    if not subjects and not (collect or jetstream or msg_traces):
+        raise ValueError("nothing to record: give subjects, collect, jetstream or msg_traces")
+    if jetstream is not None and jetstream <= 0:
+        raise ValueError(f"jetstream sampling interval must be positive, not {jetstream}")
     stop = stop or asyncio.Event()
     async with Bus(url, name=name, **nats_options) as bus:
         if subjects:
             await bus.tap(*subjects)
         if collect:
             await bus.collect()
+        if jetstream:
+            await bus.watch_jetstream(interval=jetstream)
+        if msg_traces:
+            await bus.record_message_traces()
         writer = SegmentWriter(out, {**bus.recorder.metadata, "subjects": list(subjects),
                                      "started_at_ns": bus.recorder.started_ns})
         if on_ready is not None:
             on_ready(bus)
         started = time.monotonic()
-        what = ", ".join([*subjects, *(["telemetry"] if collect else [])])
+        what = ", ".join([*subjects, *(["telemetry"] if collect else []),
+                          *(["JetStream"] if jetstream else []),
+                          *(["message traces"] if msg_traces else [])])
         bar = tqdm(total=count or None, unit="msg", disable=not progress, leave=True,
                    desc=f"recording {what}", dynamic_ncols=True,
                    mininterval=0.5 if sys.stderr.isatty() else 5.0)

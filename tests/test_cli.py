@@ -63,6 +63,31 @@ class TestRecord:
         assert proc.returncode == 0
         assert len(ek.load(out).events) >= 40
 
+    async def test_jetstream_and_message_traces_are_recorded_too(self, tmp_path):
+        """`--jetstream` samples consumers and records advisories, `--msg-traces` the
+        server's trace reports: the server-side view from the command line."""
+        out = tmp_path / "server.parquet"
+        async with ek.EmbeddedServer(trace_sampling=100) as server, \
+                ek.connect(server.url, name="app") as bus:
+            await bus.add_stream("CLI", ["cli.>"])
+            await bus.nc.jetstream().add_consumer("CLI", durable_name="later",
+                                                  ack_policy="explicit")
+            proc = await start_recorder("--server", server.url, "--subject", "cli.>",
+                                        "--jetstream", "0.1", "--msg-traces",
+                                        "--duration", "60", "--out", str(out))
+            for i in range(5):
+                await bus.publish("cli.x", {"i": i}, jetstream=True)
+            await asyncio.sleep(0.8)
+            proc.send_signal(signal.SIGINT)
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, stderr
+        trace = ek.load(out)
+        info = trace.consumer_info
+        assert info["consumer"].eq("later").all() and info["backlog"].iloc[-1] == 5
+        assert set(trace.hops["event_id"]) == set(trace.events["event_id"])
+        assert len(trace.events) == 5
+        assert b"jetstream    CLI/later (backlog 5)" in stdout
+
     @pytest.mark.parametrize("name", ["killed.parquet", "killed.jsonl"])
     async def test_sigkill_mid_run_leaves_a_loadable_trace_missing_at_most_a_second(
         self, bus, tmp_path, name
@@ -104,6 +129,8 @@ class TestRecord:
             (["--duration", "-1", "--out", "x.parquet"], "must be greater than 0"),
             (["--count", "abc", "--out", "x.parquet"], "is not a number"),
             (["--duration", "1"], "--out"),
+            (["--duration", "1", "--jetstream", "0", "--out", "x.parquet"],
+             "must be greater than 0"),
         ],
     )
     def test_bad_arguments(self, args, message):
