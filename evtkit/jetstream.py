@@ -226,13 +226,18 @@ async def consume(
     )
     js = bus._client().jetstream(timeout=_API_TIMEOUT)
     try:
-        await js.add_consumer(stream, config)
+        info = await js.add_consumer(stream, config)
     except NotFoundError as exc:
         raise JetStreamError(f"stream {stream!r} does not exist: create it with "
                              f"bus.add_stream({stream!r}, [subjects])") from exc
     except (nats.errors.Error, TimeoutError) as exc:
         raise _api_error(f"could not create consumer {durable!r} on stream {stream!r}",
                          exc) from exc
+    if info.push_bound and not pull and not queue:
+        raise JetStreamError(
+            f"consumer {durable!r} on stream {stream!r} is already bound to a subscription; "
+            "two unrelated subscribers would each get every message: close the other one, "
+            "or give both the same queue= to share the messages")
     sub = JetStreamSubscription(
         bus, stream, handler, consumer=consumer, durable=durable, subject=subject, queue=queue,
         pull=pull, batch=batch, pending_msgs=pending_msgs, pending_bytes=pending_bytes,

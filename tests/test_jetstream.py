@@ -115,6 +115,26 @@ class TestConsume:
         found = bus.trace().problems()
         assert list(found.loc[found["problem"] == "terminated", "consumer"]) == ["strict"]
 
+    async def test_a_durable_of_another_kind_or_already_bound_is_a_clear_error(self, bus,
+                                                                                 stream):
+        await bus.consume(stream, lambda e: None, consumer="once")
+        with pytest.raises(ek.JetStreamError, match="already bound to a subscription"):
+            await bus.consume(stream, lambda e: None, consumer="once")
+        with pytest.raises(ek.JetStreamError, match="could not create consumer 'once'"):
+            await bus.consume(stream, lambda e: None, consumer="once", pull=True)
+
+    async def test_a_push_consumer_shared_by_a_queue_group_splits_the_messages(self, url,
+                                                                               stream):
+        async with ek.connect(url, name="w1") as one, ek.connect(url, name="w2") as two:
+            subs = [await b.consume(stream, lambda e: None, consumer="pool", queue="pool")
+                    for b in (one, two)]
+            for i in range(40):
+                await one.publish(f"{stream.lower()}.x", {"i": i}, jetstream=True)
+            await until(lambda: sum(s.acked for s in subs) == 40)
+            assert all(s.acked > 0 for s in subs)  # both members worked
+            ids = [*one.trace().deliveries["event_id"], *two.trace().deliveries["event_id"]]
+            assert len(ids) == len(set(ids)) == 40  # each message exactly once
+
     async def test_nak_with_delay_is_redelivered_later(self, bus, stream):
         tries = []
         async def later(event):
