@@ -221,7 +221,10 @@ class Bus:
 
     def _telemetry_interval(self) -> float | None:
         if self._telemetry is not None:
-            return self._telemetry
+            if self._telemetry < 0:
+                raise ValueError(f"telemetry must be seconds > 0 (or 0: off), not "
+                                 f"{self._telemetry}")
+            return self._telemetry or None  # 0: off, whatever the environment says
         text = os.environ.get(env.EVTKIT_TELEMETRY)
         if not text:
             return None
@@ -873,7 +876,8 @@ def connect(url: str | None = None, *, name: str = "evtkit", **options: Any) -> 
         name: connection name (shown by the server, and the observer in traces); also the
             default CloudEvents source.
         **options: ``source=``, ``fast=``, ``connect_timeout=``, ``recorder=``,
-            ``telemetry=`` (seconds between batches sent to collectors), and any
+            ``telemetry=`` (seconds between batches sent to collectors; default
+            ``$EVTKIT_TELEMETRY``; 0 turns it off), and any
             ``nats.connect`` option (``user``, ``password``, ``token``, ``nkeys_seed``,
             ``user_credentials``, ``tls``, ...), passed through unchanged.
 

@@ -79,6 +79,8 @@ async def record(
     if jetstream is not None and jetstream <= 0:
         raise ValueError(f"jetstream sampling interval must be positive, not {jetstream}")
     stop = stop or asyncio.Event()
+    # The recorder writes its own rows; it must not also ship them as telemetry.
+    nats_options.setdefault("telemetry", 0)
     async with Bus(url, name=name, **nats_options) as bus:
         if subjects:
             await bus.tap(*subjects)

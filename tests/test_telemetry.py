@@ -95,10 +95,12 @@ class TestThreeProcesses:
 
     def test_record_collect_writes_one_trace_from_the_services(self, url, tmp_path):
         out = tmp_path / "collected.parquet"
+        # Even with telemetry switched on around it, the recorder does not ship its own rows.
         recorder = subprocess.Popen(
             [sys.executable, "-m", "evtkit", "record", "--collect", "--server", url,
              "--duration", "6", "--out", str(out), "--quiet"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+            env={**os.environ, "EVTKIT_TELEMETRY": "0.05"})
         assert recorder.stderr is not None
         assert b"recording from" in recorder.stderr.readline()
         procs = [service("gateway", url, 40), service("billing", url)]
@@ -222,6 +224,14 @@ class TestNothingLost:
                 await svc.publish("env.x", {})
                 await until(lambda: collector.rows, what="a row")
             assert "env.x" in set(home.trace().events["subject"])
+
+    async def test_zero_turns_telemetry_off_whatever_the_environment_says(self, url,
+                                                                        monkeypatch):
+        monkeypatch.setenv("EVTKIT_TELEMETRY", "0.05")
+        async with ek.connect(url, name="quiet", telemetry=0) as bus:
+            assert not any(isinstance(o, ek.TelemetrySender) for o in bus._owners)
+        with pytest.raises(ValueError, match="telemetry must be seconds"):
+            await ek.connect(url, name="bad", telemetry=-1)
 
     @pytest.mark.parametrize("value", ["soon", "0", "-1"])
     async def test_a_bad_environment_value_is_a_clear_error(self, url, monkeypatch, value):
