@@ -802,6 +802,7 @@ class Subscription:
         observer, consumer, queue = self.bus.name, self.consumer, self.queue
         clock = time.time_ns
         handler = self.handler
+        settles = self.settles
         while True:
             seq, subject, reply, data, block, syn = await self._queue.get()
             self._pending_bytes -= len(data)
@@ -824,16 +825,20 @@ class Subscription:
                 log.debug("handler of %s failed on %s", consumer, event.id, exc_info=True)
             finally:
                 _CURRENT.reset(token)
-                if error is None or failure is not None:  # not on cancel: redelivered later
+                # Not on cancel: an unsettled JetStream message is redelivered later.
+                if settles and (error is None or failure is not None):
                     ack = await self._settle(reply, failure)
                 self.delivered += 1
                 append(("handled", clock(), observer, consumer, queue, None, None, None, None,
                         (seq, started, outcome, redact(error) if error else None, ack)))
                 self._queue.task_done()
 
+    settles = False
+    """Whether messages are acknowledged after the handler (JetStream subscriptions)."""
+
     async def _settle(self, reply: bytes, failure: Exception | None) -> str | None:
-        """After the handler: acknowledge the message if the subscription must (JetStream
-        does); return what was sent (``ack``, ``nak``, ``term``) or None."""
+        """After the handler, for subscriptions that :attr:`settles`: acknowledge the
+        message; return what was sent (``ack``, ``nak``, ``term``) or None."""
         return None
 
     @property

@@ -129,6 +129,8 @@ class JetStreamSubscription(Subscription):
         self._puller: Loop | None = None
         self._psub: Any = None
 
+    settles = True
+
     async def _settle(self, reply: bytes, failure: Exception | None) -> str | None:
         if not reply.startswith(b"$JS.ACK."):
             return None  # not a JetStream delivery (nothing to acknowledge)
