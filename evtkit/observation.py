@@ -22,7 +22,8 @@ from ._headers import CLOUDEVENTS, header_name, parse_block, parse_blocks
 from .event import RFC3339, STRUCTURED, decode_message, js_position, synthetic_id
 from .schema import OBSERVATIONS, to_frame
 
-__all__ = ["CONSUMER_INFO_FIELDS", "MESSAGE_KINDS", "ROW_FIELDS", "build_observations"]
+__all__ = ["CONSUMER_INFO_FIELDS", "MESSAGE_KINDS", "ROW_FIELDS", "build_observations",
+           "check_rows"]
 
 ROW_FIELDS = (
     "kind",  # str, one of schema.KINDS
@@ -44,6 +45,47 @@ ROW_FIELDS = (
 CONSUMER_INFO_FIELDS = ("stream", "pending", "ack_pending", "redelivered", "waiting",
                         "consumer_seq", "stream_seq", "ack_floor", "last_active", "server")
 """Layout of a ``consumer_info`` row's ``extra`` tuple (``last_active`` in ns or None)."""
+_S, _I, _B, _N = str, int, bytes, type(None)
+_ROW_TYPES = (_S, _I, _S, (_S, _N), (_S, _N), (_B, _N), (_B, _N), (_B, _N), (_B, _N))
+# ROW_FIELDS as types, and what each kind keeps in ``extra``: one type, or a tuple shape
+# given as one type per position. Rows from elsewhere (telemetry) are checked against them.
+_EXTRA: dict[str, Any] = {
+    "publish": ((_I, _N), [(_I, _N), (_S, _N), (_I, _N)]),
+    "receive": ((_S, _N),), "tap": ((_S, _N),),
+    "handled": ([(_I, _N), (_I, _N), (_S, _N), (_S, _N)],
+                [(_I, _N), (_I, _N), (_S, _N), (_S, _N), (_S, _N)]),
+    "drop": ([_I, (_S, _N)],), "disconnect": ((_S, _N),), "reconnect": ((_S, _N),),
+    "error": ((_S, _N),),
+    "consumer_info": ([(_S, _N) if f in ("stream", "server") else (_I, _N)
+                       for f in CONSUMER_INFO_FIELDS],),
+    "advisory": ([(_S, _N), (_S, _N), (_I, _N), (_I, _N)],),
+    "hop": ([(_S, _N), (_S, _N), (_S, _N)],),
+}
+
+
+def _fits(value: Any, shape: Any) -> bool:
+    if isinstance(shape, list):
+        return (isinstance(value, tuple) and len(value) == len(shape)
+                and all(_fits(v, t) for v, t in zip(value, shape, strict=True)))
+    if isinstance(value, bool) or not isinstance(value, shape):
+        return False
+    return not isinstance(value, int) or -(2**63) <= value < 2**63  # fits an int64 column
+
+
+def check_rows(rows: Any) -> None:
+    """Raise ValueError unless ``rows`` (a tuple of rows) are shaped as :data:`ROW_FIELDS`
+    says, with int values that fit int64 — for rows that come from elsewhere (telemetry
+    batches arrive over the network), so a malformed one is refused before it can break a
+    trace."""
+    if not isinstance(rows, tuple):
+        raise ValueError("rows is not a list")
+    for row in rows:
+        if not (isinstance(row, tuple) and len(row) == 10 and row[0] in _EXTRA
+                and all(_fits(v, t) for v, t in zip(row, _ROW_TYPES, strict=False))
+                and any(_fits(row[9], shape) for shape in _EXTRA[row[0]])):
+            raise ValueError(f"not a capture row: {str(row)[:80]}")
+
+
 MESSAGE_KINDS = ("publish", "receive", "tap")
 # Rows that carry a message's headers, so its ids: hops have the traced message's headers.
 _CARRIES_EVENT = (*MESSAGE_KINDS, "hop")

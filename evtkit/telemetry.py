@@ -41,6 +41,7 @@ import nats
 
 from ._tasks import Loop
 from .errors import EvtkitError
+from .observation import check_rows
 
 if TYPE_CHECKING:
     from .bus import Bus
@@ -193,44 +194,6 @@ class _Source:
         return self.dst_first[i] + seq - self.src_first[i]
 
 
-_S, _I, _B, _N = str, int, bytes, type(None)
-_ROW_TYPES = (_S, _I, _S, (_S, _N), (_S, _N), (_B, _N), (_B, _N), (_B, _N), (_B, _N))
-# What each kind keeps in ``extra`` (see evtkit.observation.ROW_FIELDS): one type, or a
-# tuple shape given as one type per position.
-_EXTRA: dict[str, Any] = {
-    "publish": ((_I, _N), [(_I, _N), (_S, _N), (_I, _N)]),
-    "receive": ((_S, _N),), "tap": ((_S, _N),),
-    "handled": ([(_I, _N), (_I, _N), (_S, _N), (_S, _N)],
-                [(_I, _N), (_I, _N), (_S, _N), (_S, _N), (_S, _N)]),
-    "drop": ([_I, (_S, _N)],), "disconnect": ((_S, _N),), "reconnect": ((_S, _N),),
-    "error": ((_S, _N),),
-    "consumer_info": ([(_S, _N)] + [(_I, _N)] * 8 + [(_S, _N)],),
-    "advisory": ([(_S, _N), (_S, _N), (_I, _N), (_I, _N)],),
-    "hop": ([(_S, _N), (_S, _N), (_S, _N)],),
-}
-
-
-def _fits(value: Any, shape: Any) -> bool:
-    if isinstance(shape, list):
-        return (isinstance(value, tuple) and len(value) == len(shape)
-                and all(_fits(v, t) for v, t in zip(value, shape, strict=True)))
-    if isinstance(value, bool) or not isinstance(value, shape):
-        return False
-    return not isinstance(value, int) or -(2**63) <= value < 2**63  # fits an int64 column
-
-
-def _check_rows(rows: Any) -> None:
-    """Raise ValueError unless ``rows`` are shaped like recorder rows (a batch comes from
-    the network: a malformed one must become an error row, not break the trace)."""
-    if not isinstance(rows, tuple):
-        raise ValueError("rows is not a list")
-    for row in rows:
-        if not (isinstance(row, tuple) and len(row) == 10 and row[0] in _EXTRA
-                and all(_fits(v, t) for v, t in zip(row, _ROW_TYPES, strict=False))
-                and any(_fits(row[9], shape) for shape in _EXTRA[row[0]])):
-            raise ValueError(f"not a capture row: {str(row)[:80]}")
-
-
 class Collector:
     """Merges telemetry batches from every process into a bus's recorder; see
     :meth:`Bus.collect`.
@@ -257,7 +220,7 @@ class Collector:
             if batch["format"] != FORMAT:
                 raise ValueError(f"batch format {batch['format']!r}, expected {FORMAT}")
             key, first, rows = batch["source"], int(batch["first"]), batch["rows"]
-            _check_rows(rows)
+            check_rows(rows)
         except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
             recorder.add("error", self.bus.name, subject=subject,
                          extra=f"unreadable telemetry batch on {subject.decode('utf-8', 'replace')}"
