@@ -184,6 +184,7 @@ def _server_seen(trace: Trace) -> pd.DataFrame:
         return pd.DataFrame(columns=_GRAPH_COLUMNS)
     obs = trace.observations
     seen = obs.loc[obs["kind"].isin(("receive", "tap")).to_numpy(), ["event_id", "observer"]]
+    seen = seen[positions(seen["event_id"], hops["event_id"]) >= 0]  # traced events only
     known = set(zip(seen["event_id"], seen["observer"], strict=True))
     fresh = [(e, c) not in known for e, c in zip(hops["event_id"], hops["connection"],
                                                   strict=True)]
