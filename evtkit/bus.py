@@ -253,8 +253,8 @@ class Bus:
         self._owners.clear()
         self._opened = False
         if self.nc is not None and not self.nc.is_closed:
-            try:
-                await self.nc.drain()
+            try:  # nats-py's own drain timeout is 30 s; close() promises `timeout`
+                await asyncio.wait_for(self.nc.drain(), timeout)
             except (TimeoutError, nats.errors.Error, OSError):
                 await self.nc.close()
         await self._abandon()

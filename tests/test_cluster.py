@@ -4,6 +4,7 @@ the servers delivered is missing from the trace. Real nats-servers on loopback o
 from __future__ import annotations
 
 import asyncio
+import time
 
 import nats
 
@@ -75,20 +76,25 @@ class TestCluster:
                 await cons.nc.subscribe("ticks", cb=count)
                 await asyncio.sleep(0.3)  # interest crosses the routes
                 published = []
-                for i in range(100):
+                for i in range(200):
                     published.append(await producer.publish("ticks", {"i": i}))
                     await asyncio.sleep(0.003)
+                killed = time.time_ns()
                 await first.kill()
-                # Keep publishing until 200 went out after the consumer was back (bounded).
+                # Keep publishing until 300 went out after the consumer was back (bounded).
                 after = 0
-                while after < 200 and len(published) < 5000:
+                while after < 300 and len(published) < 5000:
                     published.append(await producer.publish("ticks", {"i": len(published)}))
                     back = cons.nc.is_connected and cons.nc.stats["reconnects"] > 0
                     after += back
                     await asyncio.sleep(0.003)
                 await producer.flush()
                 await until(lambda: cons.nc.is_connected)
-                await asyncio.sleep(0.5)  # the last telemetry batches arrive
+                await cons.nc.flush()  # everything routed to the consumer has arrived
+                await until(lambda: (home.recorder.stats().by_consumer["ticker"] == len(raw)
+                                     and not home.trace().deliveries["outcome"]
+                                     .eq("pending").any()),
+                            timeout=20, what="the consumer's last telemetry")
                 trace = home.trace()
                 sent = producer.trace().events.set_index("event_id")["published_at"]
             assert collector.sources  # the consumer's rows came through the cluster
@@ -101,14 +107,18 @@ class TestCluster:
         # Exactly what the server delivered to the connection is in the trace.
         assert sorted(received["event_id"]) == sorted(raw)
         assert (received["outcome"] == "ok").all()
-        assert 100 < len(raw) <= len(published)
-        # Everything published well before the gap or after it was received.
+        assert 200 < len(raw) <= len(published)
+        # Everything published well before the kill or well after the gap was received
+        # (messages in flight between the servers when a node dies are the system's loss,
+        # and a loaded machine can take a few hundred ms to move interest over the routes).
         start, end = gaps.iloc[0]["start"].value, gaps.iloc[0]["end"].value
+        assert start >= killed - 50e6
         assert len(sent) == len(published)
-        outside = sent[(sent.array.asi8 < start - 50e6) | (sent.array.asi8 > end + 200e6)]
+        outside = sent[(sent.array.asi8 < killed - 300e6) | (sent.array.asi8 > end + 500e6)]
         assert len(outside) > 150
-        assert (outside.array.asi8 < start).sum() > 50  # before the gap, as well as after
-        assert not set(outside.index) - set(received["event_id"])
+        assert (outside.array.asi8 < killed).sum() > 50  # before the kill, as well as after
+        missing = sent[sorted(set(outside.index) - set(received["event_id"]))]
+        assert missing.empty, ((missing.array.asi8 - start) / 1e6, (end - start) / 1e6)
 
     async def test_a_single_node_restart_records_the_gap_and_jetstream_loses_nothing(self):
         async with ek.EmbeddedServer() as server, ek.connect(
