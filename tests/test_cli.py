@@ -11,6 +11,7 @@ import time
 import pytest
 
 import evtkit as ek
+from tests.waiting import until
 
 EVTKIT = [sys.executable, "-m", "evtkit"]
 
@@ -75,9 +76,11 @@ class TestRecord:
             proc = await start_recorder("--server", server.url, "--subject", "cli.>",
                                         "--jetstream", "0.1", "--msg-traces",
                                         "--duration", "60", "--out", str(out))
+            reports = await bus.record_message_traces()  # the recorder gets the same ones
             for i in range(5):
                 await bus.publish("cli.x", {"i": i}, jetstream=True)
-            await asyncio.sleep(0.8)
+            await until(lambda: reports.reports == 5, what="the five trace reports")
+            await asyncio.sleep(1.0)  # ten sampling intervals
             proc.send_signal(signal.SIGINT)
             stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, stderr
