@@ -13,6 +13,28 @@ from evtkit._headers import parse_block
 from tests.waiting import until
 
 
+async def routed(sender, receiver) -> None:
+    """Wait until the subscriptions ``receiver`` (a nats-py client) made so far are known
+    on ``sender``'s server: interest crosses routes in order, so once a probe subscribed
+    after them gets through, they have too. Bounded."""
+    got: list = []
+
+    async def probe(msg):
+        got.append(msg)
+
+    inbox = receiver.new_inbox()
+    sub = await receiver.subscribe(inbox, cb=probe)
+    await receiver.flush()
+    for _ in range(200):
+        await sender.publish(inbox, b"")
+        await sender.flush()
+        await asyncio.sleep(0.05)
+        if got:
+            break
+    await sub.unsubscribe()
+    assert got, "the subscriptions never crossed the routes"
+
+
 class TestCluster:
     async def test_routes_join_three_servers(self):
         async with ek.EmbeddedCluster(3, jetstream=False) as cluster:
@@ -23,9 +45,9 @@ class TestCluster:
                     ek.connect(cluster.servers[2].url, name="pub") as pub:
                 await sub.subscribe("hello", lambda e: got.append(e), consumer="c")
                 subs = await sub.subscriptions(**cluster.servers[0].system_options(),
-                                               account="APP")
+                                               account="APP", timeout=2.0)
                 assert subs.servers == sorted(names)  # every node answered
-                await asyncio.sleep(0.2)  # let the interest travel over the routes
+                await routed(pub.nc, sub.nc)
                 await pub.publish("hello", {})
                 await until(lambda: got)
 
@@ -39,7 +61,7 @@ class TestCluster:
                 await remote.subscribe("far.x", cb=read)
                 await remote.flush()
                 async with ek.connect(third.url, name="writer") as bus:
-                    await asyncio.sleep(0.3)  # interest crosses the routes
+                    await routed(bus.nc, remote)
                     event = await bus.publish("far.x", {}, trace=True)
                     await bus.flush()
                     await until(lambda: (bus.trace().hops["connection"] == "remote-reader")
@@ -74,7 +96,7 @@ class TestCluster:
                 collector = await home.collect()
                 await cons.subscribe("ticks", lambda e: None, consumer="ticker")
                 await cons.nc.subscribe("ticks", cb=count)
-                await asyncio.sleep(0.3)  # interest crosses the routes
+                await routed(producer.nc, cons.nc)
                 published = []
                 for i in range(200):
                     published.append(await producer.publish("ticks", {"i": i}))

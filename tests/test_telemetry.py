@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -98,7 +99,7 @@ class TestThreeProcesses:
         # Even with telemetry switched on around it, the recorder does not ship its own rows.
         recorder = subprocess.Popen(
             [sys.executable, "-m", "evtkit", "record", "--collect", "--server", url,
-             "--duration", "6", "--out", str(out), "--quiet"],
+             "--duration", "120", "--out", str(out), "--quiet"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
             env={**os.environ, "EVTKIT_TELEMETRY": "0.05"})
         assert recorder.stderr is not None
@@ -108,6 +109,8 @@ class TestThreeProcesses:
             publish_orders(procs[0])
         finally:
             finish(procs)
+        # Each service exits only after the collector answered its last batch: stop now.
+        recorder.send_signal(signal.SIGINT)
         stdout, stderr = recorder.communicate(timeout=30)
         assert recorder.returncode == 0, stderr.decode()
         trace = ek.load(out)
