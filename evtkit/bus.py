@@ -321,7 +321,9 @@ class Bus:
                 stream to store it; the event and the publish row get stream and sequence.
             trace: ask the server to trace this message (nats-server 2.11+): its report
                 becomes ``hop`` rows (``trace.hops``). ``"only"`` traces without
-                delivering: the hops say who *would* receive it.
+                delivering: the hops say who *would* receive it. The first traced publish
+                subscribes the bus to its report subject; in a cluster, other servers can
+                report once that interest has crossed the routes (milliseconds).
 
         Returns:
             The published :class:`Event` (pass it as ``cause=`` to chain events).
