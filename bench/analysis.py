@@ -27,8 +27,7 @@ FUNCTIONS = ("chains", "lag", "fanout", "backlog")
 
 
 def timed(trace: ek.Trace, name: str) -> tuple[float, Any]:
-    for key in [k for k in trace._cache if k[0] == "lineage"]:  # shared: count it in each
-        del trace._cache[key]
+    trace.clear_cache("lineage")  # shared: count it in each
     gc.collect()
     start = time.perf_counter()
     result = getattr(trace, name)()
@@ -140,7 +139,7 @@ def naive_bins(events: list[dict[str, Any]], deliveries: list[dict[str, Any]],
 
 def naive_lag(events: list[dict[str, Any]], deliveries: list[dict[str, Any]],
               ends: list[int], step: int) -> dict[str, dict[str, Any]]:
-    from evtkit.lag import _SEVERITY, _judge  # the rule itself, fed by naive loops
+    from evtkit.analysis.lag import _SEVERITY, _judge  # the rule itself, fed by naive loops
 
     per: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for d in deliveries:
@@ -280,8 +279,7 @@ def main() -> None:
     cold = {name: timed(trace, name)[0] for name in FUNCTIONS}
     # As a notebook uses them: one after the other on the same trace, so the lineage that
     # chains() computes is reused by fanout().
-    for key in [k for k in trace._cache if k[0] == "lineage"]:
-        del trace._cache[key]
+    trace.clear_cache("lineage")
     full = {}
     for name in FUNCTIONS:
         start = time.perf_counter()

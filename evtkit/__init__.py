@@ -14,9 +14,15 @@ from __future__ import annotations
 import importlib.metadata as _metadata
 
 from . import datasets, demo, testing
-from .bus import Bus, Subscription, Tap, connect, current_event
-from .causal import Chain
-from .compare import Comparison, compare
+from .analysis.causal import Chain
+from .analysis.compare import Comparison, compare
+from .capture.bus import Bus, Subscription, Tap, connect, current_event
+from .capture.jetstream import JetStreamSubscription, JetStreamWatch, Nak, Term
+from .capture.msgtrace import MessageTraces
+from .capture.recorder import Recorder
+from .capture.server import MSG_TRACE_SUBJECT, EmbeddedCluster, EmbeddedServer, find_nats_server
+from .capture.subscription_map import SubscriptionMap
+from .capture.telemetry import TELEMETRY_SUBJECT, Collector, TelemetrySender
 from .errors import (
     ConnectError,
     EvtkitError,
@@ -31,10 +37,10 @@ from .errors import (
     TraceFormatError,
 )
 from .event import Event, decode_message, parse_traceparent
-from .jetstream import JetStreamSubscription, JetStreamWatch, Nak, Term
-from .msgtrace import MessageTraces
-from .notebook import LiveView, export, live
-from .plots import (
+from .recording import record
+from .replay import ReplayResult, replay
+from .share.notebook import LiveView, export, live
+from .share.plots import (
     plot_backlog,
     plot_compare,
     plot_dag,
@@ -44,14 +50,8 @@ from .plots import (
     plot_latency,
     plot_waterfall,
 )
-from .recorder import Recorder
-from .recording import record
-from .replay import ReplayResult, replay
-from .report import report
-from .server import MSG_TRACE_SUBJECT, EmbeddedCluster, EmbeddedServer, find_nats_server
+from .share.report import report
 from .store import load
-from .subscriptions import SubscriptionMap
-from .telemetry import TELEMETRY_SUBJECT, Collector, TelemetrySender
 from .trace import Trace
 
 try:

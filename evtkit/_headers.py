@@ -1,4 +1,4 @@
-"""NATS header blocks: checked encoding, a lenient one-message parser, and a bulk parser.
+"""NATS header blocks read: a lenient one-message parser and a bulk parser.
 
 A header block is what follows ``HPUB``/``HMSG`` on the wire::
 
@@ -12,7 +12,8 @@ once, with :func:`parse_blocks` — numpy over one joined buffer instead of a Py
 message. :func:`parse_block` is the one-message reference (used for handler events) and the
 two must agree; the property tests check that.
 
-Parsing never raises: lines without a colon are skipped and reported as malformed, keys keep
+Blocks are built in :mod:`evtkit.capture.envelope`. Parsing never raises: lines without a
+colon are skipped and reported as malformed, keys keep
 their case (lookups of known names are case-insensitive), the first occurrence of a repeated
 key wins for known names, values are stripped of blanks, and bytes that are not UTF-8 are
 replaced with U+FFFD.
@@ -20,23 +21,15 @@ replaced with U+FFFD.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import PublishError
-
 STATUS_LINE = b"NATS/1.0"
 CRLF = b"\r\n"
-
-# The same rule nats-py applies to header keys (printable ASCII except ':'), so a block we
-# build ourselves is one nats-py would have built.
-_KEY_RE = re.compile(r"[!-9;-~]+")
-_BAD_VALUE = re.compile(r"[\r\n]")
 
 # Header names evtkit understands, lower case; the bulk parser extracts these as columns.
 KNOWN = (
@@ -56,42 +49,6 @@ KNOWN = (
 CLOUDEVENTS = frozenset(KNOWN[:9]) | {"evtkit-replay-of"}
 REPLAY_OF = "evtkit-replay-of"
 """Header a replayed message carries: the id of the event it replays."""
-
-
-def check_value(name: str, value: str) -> str:
-    """Return ``value`` if it can go into a header; raise :class:`PublishError` if not."""
-    if _BAD_VALUE.search(value):
-        raise PublishError(f"header {name!r} value {value!r} contains a line break")
-    return value
-
-
-def encode_extra(headers: Mapping[str, str] | None) -> str:
-    """Encode user headers as ``key: value\\r\\n`` lines, checking keys and values.
-
-    Raises:
-        PublishError: a key is empty or has characters NATS does not allow, or a value
-            contains a line break (which would let it inject other headers).
-    """
-    if not headers:
-        return ""
-    parts = []
-    for key, value in headers.items():
-        if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
-            raise PublishError(
-                f"header name {key!r} is not allowed: use printable ASCII without ':' or spaces"
-            )
-        if not isinstance(value, str):
-            raise PublishError(f"header {key!r} value must be str, not {type(value).__name__}")
-        parts.append(f"{key}: {check_value(key, value.strip())}\r\n")
-    return "".join(parts)
-
-
-def block_from_dict(headers: Mapping[str, str] | None) -> bytes | None:
-    """Build a wire header block from a dict (as nats-py hands it to callbacks)."""
-    if not headers:
-        return None
-    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items() if k)
-    return STATUS_LINE + CRLF + lines.encode("utf-8", "surrogateescape") + CRLF
 
 
 @dataclass(frozen=True, slots=True)

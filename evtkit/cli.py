@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from .bus import redact
+from .capture.credentials import redact
 from .errors import EvtkitError
 
 __all__ = ["main"]
@@ -163,13 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             return asyncio.run(_replay(args))
         if args.command == "report":
-            from .report import report
+            from .share.report import report
 
             print(report(args.path, args.out, title=args.title, sample=args.sample,
                          progress=not args.quiet))
             return EXIT_OK
         if args.command == "export":
-            from .notebook import export
+            from .share.notebook import export
 
             print(export(args.notebook, args.out, timeout=args.timeout,
                          progress=not args.quiet))
@@ -189,7 +189,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def _server(args: argparse.Namespace) -> int:
-    from .server import EmbeddedServer
+    from .capture.server import EmbeddedServer
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -256,7 +256,7 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 async def _replay(args: argparse.Namespace) -> int:
-    from .bus import Bus
+    from .capture.bus import Bus
     from .replay import describe, replay
     from .store import load
     from .subject import Remap

@@ -37,9 +37,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .bus import Bus, Subscription
-from .recorder import Recorder
-from .server import EmbeddedServer
+from .capture.bus import Bus, Subscription
+from .capture.recorder import Recorder
+from .capture.server import EmbeddedServer
 from .trace import Trace
 
 __all__ = ["SERVICES", "Fault", "ShopServices", "parse_fault", "run_shop"]
@@ -117,7 +117,6 @@ class _Shop:
         self.buses: dict[str, Bus] = {}
         self.subs: list[Subscription] = []
         self.order = 0
-        self.failures = 0
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -146,7 +145,6 @@ class _Shop:
         await asyncio.sleep(seconds)
         errors = self.fault("errors", service)
         if errors is not None and self.random.random() < errors.value:
-            self.failures += 1
             raise RuntimeError(f"{service}: injected failure (gateway timeout)")
 
     def handler(self, service: str, react: Callable[[Bus, Any], Awaitable[None]],
@@ -209,7 +207,7 @@ async def _stop_and_return(shop: _Shop, fault: Fault) -> None:
     """``stop`` fault: the consumer's subscriptions go away, then come back."""
     await asyncio.sleep(max(0.0, fault.start - shop.elapsed()))
     gone = [s for s in shop.subs if s.consumer == fault.service]
-    specs = [(s.bus, s.subject, s.handler, s.queue) for s in gone]
+    specs = [(shop.buses[s.router.name], s.subject, s.handler, s.queue) for s in gone]
     for sub in gone:
         shop.subs.remove(sub)
         await sub.unsubscribe()

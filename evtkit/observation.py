@@ -22,7 +22,7 @@ from ._headers import CLOUDEVENTS, header_name, parse_block, parse_blocks
 from .event import RFC3339, STRUCTURED, decode_message, js_position, synthetic_id
 from .schema import OBSERVATIONS, to_frame
 
-__all__ = ["CONSUMER_INFO_FIELDS", "MESSAGE_KINDS", "ROW_FIELDS", "build_observations",
+__all__ = ["CONSUMER_INFO_FIELDS", "MESSAGE_KINDS", "ROW_FIELDS", "Row", "build_observations",
            "check_rows"]
 
 ROW_FIELDS = (
@@ -42,6 +42,15 @@ ROW_FIELDS = (
     #           consumer_info → CONSUMER_INFO_FIELDS; advisory → (type, stream, stream_seq,
     #           delivery_count); hop → (server, hop type, error)
 )
+
+
+class Row:
+    """Positions of :data:`ROW_FIELDS` in a row tuple, so code reads ``row[Row.SUBJECT]``
+    instead of ``row[5]``."""
+
+    KIND, TS, OBSERVER, CONSUMER, QUEUE, SUBJECT, REPLY, PAYLOAD, HEADERS, EXTRA = range(10)
+
+
 CONSUMER_INFO_FIELDS = ("stream", "pending", "ack_pending", "redelivered", "waiting",
                         "consumer_seq", "stream_seq", "ack_floor", "last_active", "server")
 """Layout of a ``consumer_info`` row's ``extra`` tuple (``last_active`` in ns or None)."""
@@ -80,9 +89,9 @@ def check_rows(rows: Any) -> None:
     if not isinstance(rows, tuple):
         raise ValueError("rows is not a list")
     for row in rows:
-        if not (isinstance(row, tuple) and len(row) == 10 and row[0] in _EXTRA
+        if not (isinstance(row, tuple) and len(row) == len(ROW_FIELDS) and row[Row.KIND] in _EXTRA
                 and all(_fits(v, t) for v, t in zip(row, _ROW_TYPES, strict=False))
-                and any(_fits(row[9], shape) for shape in _EXTRA[row[0]])):
+                and any(_fits(row[Row.EXTRA], shape) for shape in _EXTRA[row[Row.KIND]])):
             raise ValueError(f"not a capture row: {str(row)[:80]}")
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .bus import Bus
+from .capture.bus import Bus
 from .store import SegmentWriter
 
 __all__ = ["record"]
@@ -52,7 +52,7 @@ async def record(
         url: NATS server; default ``$NATS_URL``, else an embedded server.
         subjects: subjects or wildcards to capture (may be empty when collecting).
         collect: also merge telemetry rows sent by evtkit services (see
-            :mod:`evtkit.telemetry`).
+            :mod:`evtkit.capture.telemetry`).
         jetstream: also sample every JetStream consumer this often (seconds) and record
             advisories (see :meth:`Bus.watch_jetstream`).
         msg_traces: also record the server's message-trace reports sent to

@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ._headers import CRLF, REPLAY_OF, STATUS_LINE, check_value
+from ._headers import REPLAY_OF
+from .capture.envelope import with_header
 from .subject import Remap, matches
 
 if TYPE_CHECKING:
-    from .bus import Bus
+    from .capture.bus import Bus
     from .trace import Trace
 
 __all__ = ["ReplayResult", "replay"]
@@ -62,12 +63,7 @@ class ReplayResult:
 
 def replay_block(block: bytes | None, original_id: str) -> bytes:
     """The original header block with ``evtkit-replay-of`` added (or a new block)."""
-    line = f"{REPLAY_OF}: {check_value(REPLAY_OF, original_id)}\r\n".encode()
-    if not block:
-        return STATUS_LINE + CRLF + line + CRLF
-    if block.endswith(CRLF + CRLF):
-        return block[:-2] + line + CRLF
-    return block + CRLF + line + CRLF  # a block without the closing blank line
+    return with_header(block, REPLAY_OF, original_id)
 
 
 def _selection(trace: Trace, subject_filter: str | None, limit: int | None) -> pd.DataFrame:
@@ -97,7 +93,7 @@ async def replay(
 
     Args:
         trace: a Trace, or the path of a trace file.
-        bus: a connected :class:`~evtkit.bus.Bus` (its recorder does not record replays).
+        bus: a connected :class:`~evtkit.capture.bus.Bus` (its recorder does not record replays).
         speed: 1 keeps the original timing, 10 is ten times faster, 0 as fast as possible.
         subject_map: renames, ``OLD=NEW`` (exact, or prefixes ``a.>=b.>``).
         subject_filter: replay only subjects matching this (wildcards allowed).

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,14 @@ import pandas as pd
 from .observation import MESSAGE_KINDS
 from .schema import DELIVERIES, EVENTS, SCHEMA_VERSION, conform, positions, utc
 
+if TYPE_CHECKING:
+    from .analysis.causal import Chain
+
 __all__ = ["Trace"]
+
+T = TypeVar("T")
+_DERIVED = ("events", "deliveries", "consumer_info", "advisories", "hops")
+"""The frames derived from the observations once and kept (cached properties)."""
 
 
 # Observation columns an event's row in ``events`` is taken from.
@@ -45,7 +53,7 @@ class Trace:
     def __init__(self, observations: pd.DataFrame, metadata: dict[str, Any] | None = None):
         self.observations = observations
         self.metadata: dict[str, Any] = {"schema_version": SCHEMA_VERSION, **(metadata or {})}
-        self._cache: dict[Any, Any] = {}
+        self._cache: dict[tuple[Any, ...], Any] = {}
 
     # -- derived views ---------------------------------------------------------------------
 
@@ -91,7 +99,7 @@ class Trace:
             "deliveries": np.bincount(codes[(kind == "receive").to_numpy()], minlength=n),
         })
         order = np.lexsort((first_seen, published))
-        self._cache["event_rows"] = rows[first][order]
+        self._cache[("event_rows",)] = rows[first][order]
         return conform(frame.take(order).reset_index(drop=True), EVENTS)
 
     @property
@@ -99,7 +107,7 @@ class Trace:
         """For each row of :attr:`events`, the position in :attr:`observations` of the row
         that describes it (its publish, else a tap, else a receive) — e.g. for its bytes."""
         _ = self.events  # deriving the events records these positions
-        return self._cache.get("event_rows", np.zeros(0, np.int64))
+        return cast(np.ndarray, self._cache.get(("event_rows",), np.zeros(0, np.int64)))
 
     @cached_property
     def deliveries(self) -> pd.DataFrame:
@@ -153,20 +161,16 @@ class Trace:
         frame["queue_s"] = (frame["started_at"] - frame["published_at"]).dt.total_seconds()
         frame["processing_s"] = (frame["done_at"] - frame["started_at"]).dt.total_seconds()
         order = np.argsort(frame["seq"].to_numpy(), kind="stable")
-        self._cache["delivery_events"] = where[order]
+        self._cache[("delivery_events",)] = where[order]
         return conform(frame.take(order).reset_index(drop=True), DELIVERIES)
 
     @property
     def delivery_events(self) -> np.ndarray:
         """For each row of :attr:`deliveries`, the position of its event in :attr:`events`
         (-1 if the event is unknown): the join every analysis needs, computed once."""
-        if "delivery_events" not in self._cache:
-            if self.deliveries.empty:
-                self._cache["delivery_events"] = np.zeros(0, np.int64)
-            else:
-                self._cache["delivery_events"] = positions(self.deliveries["event_id"],
-                                                           self.events["event_id"])
-        return self._cache["delivery_events"]
+        dv = self.deliveries  # deriving the deliveries records these positions
+        return self._memo(("delivery_events",), lambda: positions(dv["event_id"],
+                                                                  self.events["event_id"]))
 
     # -- what the server said ------------------------------------------------------------------
 
@@ -225,73 +229,96 @@ class Trace:
         ], dtype=bool)
         return frame
 
-    # -- analysis (see evtkit.causal, evtkit.lag, evtkit.fanout, evtkit.problems) --------
+    # -- analysis: one-line hand-offs to evtkit.analysis (causal, lag, fanout, problems) --
 
     def lineage(self, *, infer: bool = True, window_s: float = 1.0) -> pd.DataFrame:
-        """How each event links to its cause; see :func:`evtkit.causal.lineage`."""
-        from .causal import lineage
+        """How each event links to its cause; see :func:`evtkit.analysis.causal.lineage`."""
+        from .analysis.causal import lineage
 
-        key = ("lineage", infer, window_s)
-        if key not in self._cache:
-            self._cache[key] = lineage(self, infer=infer, window_s=window_s)
-        return self._cache[key]
+        return self._memo(("lineage", infer, window_s),
+                          lambda: lineage(self, infer=infer, window_s=window_s))
 
     def chains(self, *, infer: bool = True) -> pd.DataFrame:
-        """One row per flow; see :func:`evtkit.causal.chains`."""
-        from .causal import chains
+        """One row per flow; see :func:`evtkit.analysis.causal.chains`."""
+        from .analysis.causal import chains
 
         return chains(self, infer=infer)
 
-    def chain(self, correlation_id: str, *, infer: bool = True) -> Any:
-        """One flow as a DAG of nodes and edges; see :func:`evtkit.causal.chain`."""
-        from .causal import chain
+    def chain(self, correlation_id: str, *, infer: bool = True) -> Chain:
+        """One flow as a DAG of nodes and edges; see :func:`evtkit.analysis.causal.chain`."""
+        from .analysis.causal import chain
 
         return chain(self, correlation_id, infer=infer)
 
     def critical_path(self, correlation_id: str, *, infer: bool = True) -> pd.DataFrame:
-        """The segments that set a flow's end time; see :func:`evtkit.causal.critical_path`."""
-        from .causal import critical_path
+        """The segments that set a flow's end time; see
+        :func:`evtkit.analysis.causal.critical_path`."""
+        from .analysis.causal import critical_path
 
         return critical_path(self, correlation_id, infer=infer)
 
     def lag(self, freq: str | pd.Timedelta | None = None, **options: Any) -> pd.DataFrame:
         """One row per consumer: latency percentiles and lag status; see
-        :func:`evtkit.lag.lag`."""
-        from .lag import lag
+        :func:`evtkit.analysis.lag.lag`."""
+        from .analysis.lag import lag
 
         return lag(self, freq, **options)
 
     def backlog(self, freq: str | pd.Timedelta | None = None) -> pd.DataFrame:
-        """Lag in messages and seconds over time, per consumer; see :func:`evtkit.lag.backlog`."""
-        from .lag import backlog
+        """Lag in messages and seconds over time, per consumer; see
+        :func:`evtkit.analysis.lag.backlog`."""
+        from .analysis.lag import backlog
 
         return backlog(self, freq)
 
     def lag_status(self, freq: str | pd.Timedelta | None = None, **options: Any
                    ) -> pd.DataFrame:
-        """Status of every sliding window, per consumer; see :func:`evtkit.lag.lag_status`."""
-        from .lag import lag_status
+        """Status of every sliding window, per consumer; see
+        :func:`evtkit.analysis.lag.lag_status`."""
+        from .analysis.lag import lag_status
 
         return lag_status(self, freq, **options)
 
     def fanout(self) -> pd.DataFrame:
-        """One row per subject and type: who consumes it; see :func:`evtkit.fanout.fanout`."""
-        from .fanout import fanout
+        """One row per subject and type: who consumes it; see
+        :func:`evtkit.analysis.fanout.fanout`."""
+        from .analysis.fanout import fanout
 
         return fanout(self)
 
     def flow_graph(self) -> pd.DataFrame:
-        """The observed service graph as edges; see :func:`evtkit.fanout.flow_graph`."""
-        from .fanout import flow_graph
+        """The observed service graph as edges; see :func:`evtkit.analysis.fanout.flow_graph`."""
+        from .analysis.fanout import flow_graph
 
         return flow_graph(self)
 
     def problems(self) -> pd.DataFrame:
         """Everything that looks wrong, one row per finding; see
-        :func:`evtkit.problems.problems`."""
-        from .problems import problems
+        :func:`evtkit.analysis.problems.problems`."""
+        from .analysis.problems import problems
 
         return problems(self)
+
+    # -- the cache ---------------------------------------------------------------------------
+
+    def _memo(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """``compute()`` once per ``key`` (until :meth:`clear_cache`)."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return cast(T, self._cache[key])
+
+    def clear_cache(self, what: str | None = None) -> None:
+        """Forget derived results so the next use computes them again.
+
+        Args:
+            what: only this one (``"lineage"``, ``"events"``, ``"deliveries"``...);
+                default: everything derived (frames and analysis results).
+        """
+        for key in [k for k in self._cache if what is None or k[0] == what]:
+            del self._cache[key]
+        for name in _DERIVED:
+            if what in (None, name):
+                self.__dict__.pop(name, None)
 
     # -- counters --------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import asyncio
 import pandas as pd
 
 import evtkit as ek
-from evtkit import _fastpath
+from evtkit.capture import _fastpath
 
 
 async def capture(url: str, fast: bool) -> pd.DataFrame:

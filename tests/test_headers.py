@@ -7,15 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evtkit import PublishError
-from evtkit._headers import (
-    CLOUDEVENTS,
-    KNOWN,
-    block_from_dict,
-    encode_extra,
-    header_name,
-    parse_block,
-    parse_blocks,
-)
+from evtkit._headers import CLOUDEVENTS, KNOWN, header_name, parse_block, parse_blocks
+from evtkit.capture.envelope import block_from_dict, encode_extra
 
 
 class TestParseBlock:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import evtkit as ek
-from evtkit.msgtrace import hop_rows
+from evtkit.capture.msgtrace import hop_rows
 from tests.waiting import until
 
 

@@ -29,7 +29,7 @@ def test_environment_yml_lists_every_dependency():
 
 
 def test_fast_path_range_matches_the_pin():
-    from evtkit import _fastpath
+    from evtkit.capture import _fastpath
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     (pin,) = [d for d in project["dependencies"] if d.startswith("nats-py")]

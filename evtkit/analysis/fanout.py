@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ..schema import positions
 from .causal import spans
-from .schema import positions
 
 if TYPE_CHECKING:
-    from .trace import Trace
+    from ..trace import Trace
 
 __all__ = ["fanout", "flow_graph"]
 
@@ -31,7 +31,7 @@ def _children(trace: Trace) -> pd.DataFrame:
     """Every caused event: its position, its parent's position and, when known, the
     emitting delivery's position in ``trace.deliveries`` (-1 if none)."""
     lin = trace.lineage()
-    parent = lin["_parent"].to_numpy()
+    parent = lin["cause_row"].to_numpy()
     child = np.flatnonzero(parent >= 0)
     dv_seq = trace.deliveries["seq"].to_numpy(dtype=np.int64)
     seq = lin["parent_seq"].to_numpy(dtype="float64", na_value=np.nan)[child]
@@ -78,7 +78,7 @@ def fanout(trace: Trace) -> pd.DataFrame:
     if (consumer < 0).any():  # deliveries always name their consumer; be safe anyway
         consumer = np.where(consumer < 0, len(consumers), consumer)
         consumers = pd.Index([*consumers, UNKNOWN])
-    parent = trace.lineage()["_parent"].to_numpy()
+    parent = trace.lineage()["cause_row"].to_numpy()
     child = np.flatnonzero(parent >= 0)
     events = np.bincount(group, minlength=n)
     deliveries = np.bincount(dv_group, minlength=n)

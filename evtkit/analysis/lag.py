@@ -36,10 +36,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .schema import utc
+from ..schema import utc
 
 if TYPE_CHECKING:
-    from .trace import Trace
+    from ..trace import Trace
 
 __all__ = ["STATUSES", "backlog", "lag", "lag_status"]
 

@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import nats
 import orjson
 import pandas as pd
 from nats.aio.client import Client
 
-from .errors import SystemAccountError
+from ..errors import SystemAccountError
+from ..subject import matches
+from ._nats_errors import nats_errors
+from .router import Router
 from .server import APP_ACCOUNT, EmbeddedServer
-from .subject import matches
-
-if TYPE_CHECKING:
-    from .bus import Bus
 
 __all__ = ["SubscriptionMap", "subscription_map"]
 
@@ -126,18 +124,18 @@ def _rows(connz: list[Any], subsz: list[Any], account: str | None
     return rows, sorted(set(servers))
 
 
-async def subscription_map(bus: Bus, *, account: str | None = None, timeout: float = 0.5,
-                           **system: Any) -> SubscriptionMap:
-    """Snapshot the subscriptions of ``account`` on every server ``bus`` can reach; see
-    :meth:`Bus.subscriptions`.
+async def subscription_map(router: Router, *, account: str | None = None,
+                           timeout: float = 0.5, **system: Any) -> SubscriptionMap:
+    """Snapshot the subscriptions of ``account`` on every server ``router``'s bus can
+    reach; see :meth:`Bus.subscriptions`.
 
     Raises:
         SystemAccountError: no system credentials, or the server refused them.
     """
-    bus._client()
-    assert bus.url is not None
+    url = router.url
+    router.client  # noqa: B018 - raises ConnectError on a closed bus
     if not system:
-        server = bus.server or EmbeddedServer.running_at(bus.url)
+        server = EmbeddedServer.running_at(url)
         if server is None or not server.accounts:
             raise SystemAccountError(
                 "asking the server who is subscribed needs the system account: pass its "
@@ -148,14 +146,14 @@ async def subscription_map(bus: Bus, *, account: str | None = None, timeout: flo
         account = account or APP_ACCOUNT
     nc = Client()
     try:
-        await nc.connect(bus.url.split(","), name=f"{bus.name}-sys", allow_reconnect=False,
-                         connect_timeout=2, max_reconnect_attempts=0,
-                         error_cb=_quiet, **system)
-    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        with nats_errors(SystemAccountError, f"could not connect as the system account to "
+                                             f"{url} (check the credentials)", hide_cause=True):
+            await nc.connect(url.split(","), name=f"{router.name}-sys", allow_reconnect=False,
+                             connect_timeout=2, max_reconnect_attempts=0,
+                             error_cb=_quiet, **system)
+    except SystemAccountError:
         await nc.close()  # a refused login must not leave its socket open
-        raise SystemAccountError(
-            f"could not connect as the system account to {bus.url}: "
-            f"{type(exc).__name__} (check the credentials)") from None
+        raise
     try:
         query: dict[str, Any] = {"subscriptions_detail": True, "auth": True, "limit": 100_000}
         subsz: dict[str, Any] = {"subscriptions": True, "limit": 100_000}

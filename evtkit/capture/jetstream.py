@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nats
 import orjson
@@ -33,14 +33,14 @@ import pandas as pd
 from nats.js import api
 from nats.js.errors import NotFoundError
 
-from ._headers import block_from_dict, parse_block
+from .._headers import parse_block
+from ..errors import JetStreamError, PublishError
+from ._nats_errors import FAILURES, nats_errors
 from ._tasks import Loop
-from .errors import JetStreamError, PublishError
-
-if TYPE_CHECKING:
-    from .bus import Bus, Handler
-
-from .bus import DEFAULT_PENDING_BYTES, DEFAULT_PENDING_MSGS, Subscription, redact
+from .credentials import redact
+from .envelope import block_from_dict
+from .router import DEFAULT_PENDING_BYTES, DEFAULT_PENDING_MSGS, Router
+from .subscription import Handler, Subscription
 
 __all__ = ["ADVISORY_SUBJECTS", "JetStreamSubscription", "JetStreamWatch", "Nak", "Term"]
 
@@ -67,42 +67,33 @@ class Nak(Exception):  # noqa: N818 - named after the protocol's -NAK
         self.delay = delay
 
 
-def _api_error(what: str, exc: Exception) -> JetStreamError:
-    detail = getattr(exc, "description", None) or str(exc) or type(exc).__name__
-    return JetStreamError(f"{what}: {redact(detail)}")
-
-
-async def add_stream(bus: Bus, name: str, subjects: Iterable[str], **config: Any) -> Any:
+async def add_stream(router: Router, name: str, subjects: Iterable[str], **config: Any
+                     ) -> api.StreamInfo:
     """Create the stream ``name`` for ``subjects`` (or update it); see :meth:`Bus.add_stream`."""
-    js = bus._client().jetstream(timeout=_API_TIMEOUT)
+    js = router.client.jetstream(timeout=_API_TIMEOUT)
     subjects = list(subjects)
     try:
-        return await js.add_stream(name=name, subjects=subjects, **config)
-    except nats.js.errors.BadRequestError:
-        try:
-            return await js.update_stream(api.StreamConfig(name=name, subjects=subjects,
-                                                           **config))
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise _api_error(f"could not create or update stream {name!r}", exc) from exc
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise _api_error(f"could not create stream {name!r} (is JetStream enabled?)",
-                         exc) from exc
+        with nats_errors(JetStreamError, f"could not create stream {name!r} "
+                                         "(is JetStream enabled?)"):
+            return await js.add_stream(name=name, subjects=subjects, **config)
+    except JetStreamError as exc:
+        if not isinstance(exc.__cause__, nats.js.errors.BadRequestError):
+            raise
+    with nats_errors(JetStreamError, f"could not create or update stream {name!r}"):
+        return await js.update_stream(api.StreamConfig(name=name, subjects=subjects, **config))
 
 
-async def publish_acked(bus: Bus, subject: str, payload: bytes, block: bytes,
+async def publish_acked(router: Router, subject: str, payload: bytes, block: bytes,
                         timeout: float) -> tuple[str, int]:
     """Publish through JetStream and wait for the stream's ack: ``(stream, sequence)``."""
-    js = bus._client().jetstream(timeout=timeout)
-    try:
+    router.check_size(subject, len(block) + len(payload))
+    js = router.client.jetstream(timeout=timeout)
+    missing = (f"no JetStream stream stores {subject!r}: create one with "
+               f"bus.add_stream(name, [{subject!r}])")
+    with nats_errors(PublishError, f"JetStream did not store {subject!r}",
+                     {nats.errors.NoRespondersError: missing,
+                      nats.js.errors.NoStreamResponseError: missing}):
         ack = await js.publish(subject, payload, headers=parse_block(block).headers)
-    except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError) as exc:
-        raise PublishError(
-            f"no JetStream stream stores {subject!r}: create one with "
-            f"bus.add_stream(name, [{subject!r}])"
-        ) from exc
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise PublishError(f"JetStream did not store {subject!r}: {exc or type(exc).__name__}"
-                           ) from exc
     return ack.stream, ack.seq
 
 
@@ -116,10 +107,10 @@ class JetStreamSubscription(Subscription):
         acked, naked, termed: how many messages were settled each way.
     """
 
-    def __init__(self, bus: Bus, stream: str, handler: Handler, *, consumer: str,
+    def __init__(self, router: Router, stream: str, handler: Handler, *, consumer: str,
                  durable: str, subject: str | None, queue: str | None, pull: bool,
                  batch: int, pending_msgs: int, pending_bytes: int) -> None:
-        super().__init__(bus, subject or f"<stream {stream}>", handler, consumer, queue,
+        super().__init__(router, subject or f"<stream {stream}>", handler, consumer, queue,
                          pending_msgs, pending_bytes)
         self.stream = stream
         self.durable = durable
@@ -145,14 +136,15 @@ class JetStreamSubscription(Subscription):
             body = b"-NAK" if not delay else b"-NAK " + orjson.dumps({"delay": int(delay * 1e9)})
             ack = "nak"
             self.naked += 1
-        nc = self.bus.nc
-        if nc is not None and not nc.is_closed:
+        nc = self.router.client
+        if not nc.is_closed:
             with contextlib.suppress(nats.errors.Error):
                 await nc.publish(reply.decode(), body.rstrip())
         return ack
 
-    async def _start_pull(self) -> None:
-        js = self.bus._client().jetstream(timeout=_API_TIMEOUT)
+    async def start_pulling(self) -> None:
+        """Bind to the pull consumer and fetch batches from now on (pull consumers)."""
+        js = self.router.client.jetstream(timeout=_API_TIMEOUT)
         self._psub = await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
         self._puller = Loop(self._pull, 0)
 
@@ -164,8 +156,8 @@ class JetStreamSubscription(Subscription):
         except TimeoutError:
             return
         except nats.errors.Error as exc:
-            self.bus.recorder.add("error", self.bus.name,
-                                  extra=redact(f"pull from {self.durable}: {exc}"))
+            self.router.recorder.add("error", self.router.name,
+                                     extra=redact(f"pull from {self.durable}: {exc}"))
             await asyncio.sleep(0.5)
             return
         for msg in msgs:
@@ -191,7 +183,7 @@ class JetStreamSubscription(Subscription):
 
 
 async def consume(
-    bus: Bus,
+    router: Router,
     stream: str,
     handler: Handler,
     *,
@@ -226,29 +218,27 @@ async def consume(
         deliver_subject=None if pull else f"{DELIVER_PREFIX}.{stream}.{durable}",
         deliver_group=None if pull else queue,
     )
-    js = bus._client().jetstream(timeout=_API_TIMEOUT)
-    try:
+    js = router.client.jetstream(timeout=_API_TIMEOUT)
+    with nats_errors(JetStreamError, f"could not create consumer {durable!r} on stream "
+                                     f"{stream!r}",
+                     {NotFoundError: f"stream {stream!r} does not exist: create it with "
+                                     f"bus.add_stream({stream!r}, [subjects])"}):
         info = await js.add_consumer(stream, config)
-    except NotFoundError as exc:
-        raise JetStreamError(f"stream {stream!r} does not exist: create it with "
-                             f"bus.add_stream({stream!r}, [subjects])") from exc
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise _api_error(f"could not create consumer {durable!r} on stream {stream!r}",
-                         exc) from exc
     if info.push_bound and not pull and not queue:
         raise JetStreamError(
             f"consumer {durable!r} on stream {stream!r} is already bound to a subscription; "
             "two unrelated subscribers would each get every message: close the other one, "
             "or give both the same queue= to share the messages")
     sub = JetStreamSubscription(
-        bus, stream, handler, consumer=consumer, durable=durable, subject=subject, queue=queue,
+        router, stream, handler, consumer=consumer, durable=durable, subject=subject, queue=queue,
         pull=pull, batch=batch, pending_msgs=pending_msgs, pending_bytes=pending_bytes,
     )
     if pull:
-        await sub._start_pull()
-        bus._owners.append(sub)
+        await sub.start_pulling()
+        router.adopt(sub)
     else:
-        await bus._attach(sub, config.deliver_subject, queue)  # type: ignore[arg-type]
+        assert config.deliver_subject is not None
+        await router.attach(sub, config.deliver_subject, queue)
     return sub
 
 
@@ -268,19 +258,19 @@ class JetStreamWatch:
         advisories: advisories recorded so far.
     """
 
-    def __init__(self, bus: Bus, streams: Iterable[str] | None, interval: float) -> None:
+    consumer = None
+
+    def __init__(self, router: Router, streams: Iterable[str] | None, interval: float) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be positive, not {interval}")
-        self.bus = bus
+        self.router = router
         self.streams = tuple(streams) if streams is not None else None
         self.interval = interval
         self.samples = 0
         self.advisories = 0
-        self.consumer = None
-        self._nats_subs: list[Any] = []
         self._loop: Loop | None = None
-        append = bus.recorder.rows.append
-        observer = bus.name
+        append = router.recorder.rows.append
+        observer = router.name
 
         def sink(subject: bytes, reply: bytes, data: bytes, block: bytes | None) -> None:
             self.advisories += 1
@@ -308,7 +298,7 @@ class JetStreamWatch:
         """Subscribe to advisories and start sampling every ``interval`` seconds."""
         if advisories:
             for subject in ADVISORY_SUBJECTS:
-                await self.bus._attach(self, subject, None)
+                await self.router.attach(self, subject)
         await self.sample()
         self._loop = Loop(self.sample, self.interval)
         return self
@@ -317,8 +307,8 @@ class JetStreamWatch:
         """Take one sample of every watched consumer now; return how many were recorded.
 
         A failed request becomes an ``error`` row (the watch carries on)."""
-        bus = self.bus
-        jsm = bus._client().jsm()
+        router = self.router
+        jsm = router.client.jsm()
         try:
             streams = self.streams
             if streams is None:
@@ -326,16 +316,16 @@ class JetStreamWatch:
             infos = []
             for stream in streams:
                 infos += await jsm.consumers_info(stream)
-        except (nats.errors.Error, TimeoutError) as exc:
-            bus.recorder.add("error", bus.name,
-                             extra=redact(f"JetStream consumer sampling failed: {exc!r}"))
+        except FAILURES as exc:
+            router.recorder.add("error", router.name,
+                                extra=redact(f"JetStream consumer sampling failed: {exc!r}"))
             return 0
         now = time.time_ns()
         for info in infos:
             delivered = info.delivered or api.SequenceInfo(0, 0)
             floor = info.ack_floor or api.SequenceInfo(0, 0)
-            bus.recorder.rows.append((
-                "consumer_info", now, bus.name, info.name, None, None, None, None, None,
+            router.recorder.rows.append((
+                "consumer_info", now, router.name, info.name, None, None, None, None, None,
                 (info.stream_name, info.num_pending, info.num_ack_pending,
                  info.num_redelivered, info.num_waiting, delivered.consumer_seq,
                  delivered.stream_seq, floor.stream_seq, _ns(delivered.last_active),
@@ -349,7 +339,7 @@ class JetStreamWatch:
         if self._loop is not None:
             await self._loop.stop()
             self._loop = None
-        await self.bus._detach(self)
+        await self.router.detach(self)
 
     async def unsubscribe(self, timeout: float | None = None) -> None:
         """Same as :meth:`stop` (so the bus closes it like its subscriptions)."""

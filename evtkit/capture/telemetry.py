@@ -34,17 +34,15 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack
-import nats
 
+from ..errors import EvtkitError
+from ..observation import Row, check_rows
+from ._nats_errors import FAILURES
 from ._tasks import Loop
-from .errors import EvtkitError
-from .observation import check_rows
-
-if TYPE_CHECKING:
-    from .bus import Bus
+from .router import Router
 
 __all__ = ["TELEMETRY_SUBJECT", "Collector", "TelemetrySender"]
 
@@ -56,10 +54,11 @@ FORMAT = 1
 """Version of the batch layout; a collector ignores (and reports) other versions."""
 _HEADROOM = 4096  # bytes kept free under max_payload for the batch envelope
 _ROW_OVERHEAD = 64
+_BYTES = (Row.SUBJECT, Row.REPLY, Row.PAYLOAD, Row.HEADERS)  # the fields that hold bytes
 
 
 def _row_size(row: tuple[Any, ...]) -> int:
-    return _ROW_OVERHEAD + sum(len(row[i]) for i in (5, 6, 7, 8) if row[i] is not None)
+    return _ROW_OVERHEAD + sum(len(row[i]) for i in _BYTES if row[i] is not None)
 
 
 class TelemetrySender:
@@ -72,16 +71,16 @@ class TelemetrySender:
         stripped: rows sent without their payload because it alone exceeded max_payload.
     """
 
-    def __init__(self, bus: Bus, interval: float = 0.5, max_backlog: int = 200_000,
+    def __init__(self, router: Router, interval: float = 0.5, max_backlog: int = 200_000,
                  ack_timeout: float = 5.0) -> None:
         if interval <= 0:
             raise ValueError(f"telemetry interval must be positive, not {interval}")
-        self.bus = bus
+        self.router = router
         self.interval = interval
         self.max_backlog = max_backlog
         self.ack_timeout = ack_timeout
-        self.subject = f"{TELEMETRY_SUBJECT}.{bus.name}"
-        self.source = f"{socket.gethostname()}/{os.getpid()}/{bus.name}/{time.time_ns()}"
+        self.subject = f"{TELEMETRY_SUBJECT}.{router.name}"
+        self.source = f"{socket.gethostname()}/{os.getpid()}/{router.name}/{time.time_ns()}"
         self.batches = self.rows = self.lost = self.stripped = 0
         self._backlog: list[tuple[int, list[tuple[Any, ...]]]] = []
         self._loop: Loop | None = None
@@ -101,7 +100,7 @@ class TelemetrySender:
         flush; beyond ``max_backlog`` the oldest are given up and counted in ``lost``.
         """
         async with self._lock:
-            first, rows = self.bus.recorder.drain()
+            first, rows = self.router.recorder.drain()
             if rows:
                 self._backlog.append((first, rows))
             sent = 0
@@ -109,8 +108,8 @@ class TelemetrySender:
                 first, rows = self._backlog[0]
                 try:
                     n = await self._send_chunk(first, rows)
-                except (nats.errors.Error, OSError, TimeoutError) as exc:
-                    log.debug("telemetry from %s not sent yet: %s", self.bus.name, exc)
+                except FAILURES as exc:
+                    log.debug("telemetry from %s not sent yet: %s", self.router.name, exc)
                     self._trim()
                     break
                 sent += n
@@ -128,7 +127,7 @@ class TelemetrySender:
     async def _send_chunk(self, first: int, rows: list[tuple[Any, ...]]) -> int:
         """Send the leading rows that fit in one message, wait for a collector's answer,
         and return how many went."""
-        nc = self.bus._client()
+        nc = self.router.client
         limit = nc.max_payload - _HEADROOM
         end, size = 0, 0
         while end < len(rows) and (end == 0 or size + _row_size(rows[end]) <= limit):
@@ -137,12 +136,12 @@ class TelemetrySender:
         chunk = rows[:end]
         stripped: list[int] = []
         if size > limit:  # one row, too big by itself: send it without its payload
-            chunk = [(*chunk[0][:7], None, *chunk[0][8:])]
+            chunk = [(*chunk[0][:Row.PAYLOAD], None, *chunk[0][Row.PAYLOAD + 1:])]
             stripped = [first]
         body = msgpack.packb({
-            "format": FORMAT, "source": self.source, "name": self.bus.name,
+            "format": FORMAT, "source": self.source, "name": self.router.name,
             "batch": self.batches, "first": first, "rows": chunk, "lost": self.lost,
-            "stripped": stripped, "metadata": self.bus.recorder.metadata,
+            "stripped": stripped, "metadata": self.router.recorder.metadata,
         }, use_bin_type=True)
         await nc.request(self.subject, body, timeout=self.ack_timeout)
         self.stripped += len(stripped)
@@ -157,12 +156,12 @@ class TelemetrySender:
             self._loop = None
         try:
             await self.flush()
-            await self.bus._client().flush(2)
-        except (nats.errors.Error, OSError, TimeoutError, EvtkitError) as exc:
+            await self.router.client.flush(2)
+        except (*FAILURES, EvtkitError) as exc:
             # Nothing to send it on any more: say so, with how much stays behind.
             left = sum(len(rows) for _, rows in self._backlog)
             log.warning("telemetry from %s: %d rows could not be sent before closing (%s)",
-                        self.bus.name, left, type(exc).__name__)
+                        self.router.name, left, type(exc).__name__)
 
     async def unsubscribe(self, timeout: float | None = None) -> None:
         """Same as :meth:`stop` (the bus stops it on close, before draining)."""
@@ -203,18 +202,19 @@ class Collector:
         batches: batches merged so far.
     """
 
-    def __init__(self, bus: Bus, subject: str = f"{TELEMETRY_SUBJECT}.>") -> None:
-        self.bus = bus
+    consumer = None
+
+    def __init__(self, router: Router, subject: str = f"{TELEMETRY_SUBJECT}.>") -> None:
+        self.router = router
         self.subject = subject
-        self.consumer = None
         self.rows = self.batches = 0
         self.sources: dict[str, _Source] = {}
-        self._nats_subs: list[Any] = []
         self._answers: set[asyncio.Task[None]] = set()
 
     def sink(self, subject: bytes, reply: bytes, data: bytes, block: bytes | None) -> None:
         """Merge one batch (called for each telemetry message)."""
-        recorder = self.bus.recorder
+        recorder = self.router.recorder
+        observer = self.router.name
         try:
             batch = msgpack.unpackb(data, raw=False, use_list=False)
             if batch["format"] != FORMAT:
@@ -222,7 +222,7 @@ class Collector:
             key, first, rows = batch["source"], int(batch["first"]), batch["rows"]
             check_rows(rows)
         except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
-            recorder.add("error", self.bus.name, subject=subject,
+            recorder.add("error", observer, subject=subject,
                          extra=f"unreadable telemetry batch on {subject.decode('utf-8', 'replace')}"
                                f" ({len(data)} bytes): {exc}")
             return
@@ -238,13 +238,13 @@ class Collector:
             rows = rows[source.next_first - first:]
             first = source.next_first
         if source.next_first is not None and first > source.next_first:
-            recorder.add("drop", self.bus.name, consumer=source.name, extra=(
+            recorder.add("drop", observer, consumer=source.name, extra=(
                 first - source.next_first,
                 f"telemetry: {first - source.next_first} rows from {source.name} never "
                 "reached the collector"))
         lost = int(batch.get("lost") or 0)
         if lost > source.lost:
-            recorder.add("drop", self.bus.name, consumer=source.name, extra=(
+            recorder.add("drop", observer, consumer=source.name, extra=(
                 lost - source.lost, f"telemetry: {source.name} could not send "
                 f"{lost - source.lost} rows (backlog limit)"))
             source.lost = lost
@@ -255,7 +255,7 @@ class Collector:
         source.next_first = max(source.next_first or 0, first + len(rows))
         recorder.rows.extend(self._renumber(source, rows))
         for seq in batch.get("stripped") or ():
-            recorder.add("error", self.bus.name, consumer=source.name, extra=(
+            recorder.add("error", observer, consumer=source.name, extra=(
                 f"telemetry: the payload of row {source.map(seq)} from {source.name} was too "
                 "large to forward (over the server's max_payload); the row has no payload"))
         source.rows += len(rows)
@@ -268,8 +268,8 @@ class Collector:
     def _answer(self, reply: bytes) -> None:
         """Tell the sender its batch is merged (the sink runs synchronously in nats-py's
         read loop, so the reply is sent from a task)."""
-        nc = self.bus.nc
-        if nc is None or nc.is_closed:
+        nc = self.router.client
+        if nc.is_closed:
             return
         task = asyncio.get_running_loop().create_task(
             nc.publish(reply.decode("utf-8", "replace"), b"+OK"))
@@ -281,18 +281,23 @@ class Collector:
         """Rows as tuples with their references moved to the collector's numbering."""
         out = []
         for row in rows:
-            kind, extra = row[0], row[9]
+            kind, extra = row[Row.KIND], row[Row.EXTRA]
             if kind == "handled":
                 extra = (source.map(extra[0]), *extra[1:])
             elif kind == "publish" and extra is not None:
                 extra = (source.map(extra) if type(extra) is int
                          else (source.map(extra[0]), *extra[1:]))
-            out.append((*row[:9], extra))
+            out.append((*row[:Row.EXTRA], extra))
         return out
+
+    async def start(self) -> Collector:
+        """Subscribe to the telemetry subjects; returns once the server has the subscription."""
+        await self.router.attach(self, self.subject)
+        return self
 
     async def unsubscribe(self, timeout: float | None = None) -> None:
         """Stop collecting."""
-        await self.bus._detach(self)
+        await self.router.detach(self)
 
     def __repr__(self) -> str:
         return (f"<Collector {self.rows} rows in {self.batches} batches from "

@@ -6,7 +6,7 @@ helper is the test suite's fixture.
 
 Clients that connect without credentials land in the ``APP`` account; the server also has a
 system account (``SYS``) whose random password only this object knows, so evtkit can ask the
-server who is subscribed to what (:func:`evtkit.subscriptions`). With ``trace_sampling`` the
+server who is subscribed to what (:meth:`Bus.subscriptions`). With ``trace_sampling`` the
 ``APP`` account traces every message that carries a sampled ``traceparent`` to
 :data:`MSG_TRACE_SUBJECT` (nats-server 2.11+). :class:`EmbeddedCluster` starts several
 servers joined by routes.
@@ -41,8 +41,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import env
-from .errors import ServerNotFoundError, ServerStartError, ServerTimeoutError
+from .. import env
+from ..errors import ServerNotFoundError, ServerStartError, ServerTimeoutError
 
 __all__ = ["MSG_TRACE_SUBJECT", "EmbeddedCluster", "EmbeddedServer", "find_nats_server"]
 
@@ -111,7 +111,7 @@ class EmbeddedServer:
         config: extra text appended to the generated server configuration file.
         name: the server's name (shown in monitoring and message traces).
         accounts: put clients without credentials in an ``APP`` account and give evtkit a
-            system account (needed for :func:`evtkit.subscriptions`); False for a bare
+            system account (needed for :meth:`Bus.subscriptions`); False for a bare
             server whose ``config`` sets up accounts itself.
         trace_sampling: percentage (1-100) of messages with a sampled ``traceparent`` that
             the server traces to :data:`MSG_TRACE_SUBJECT`; 0 (default) traces none.

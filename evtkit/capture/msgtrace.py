@@ -23,21 +23,19 @@ That is how consumers that do not run evtkit still show in :meth:`Trace.flow_gra
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import orjson
 
+from .envelope import quoted_block
+from .router import Router
 from .server import MSG_TRACE_SUBJECT
-
-if TYPE_CHECKING:
-    from .bus import Bus
 
 __all__ = ["MessageTraces", "hop_rows"]
 
 # Event types in a trace report; "eg" egress is refined by the kind of connection.
 _EGRESS_KIND = {0: "eg", 1: "rt", 2: "gw", 3: "sys", 4: "leaf"}
-_HEADER_UNSAFE = str.maketrans({"\r": " ", "\n": " "})
 
 
 def _ns(text: Any) -> int | None:
@@ -52,14 +50,10 @@ def _ns(text: Any) -> int | None:
 
 def _block(header: Any) -> bytes | None:
     """The traced message's headers (``{name: [values]}``) as a NATS header block."""
-    if not isinstance(header, dict) or not header:
+    if not isinstance(header, dict):
         return None
-    lines = ["NATS/1.0"]
-    for name, values in header.items():
-        for value in values if isinstance(values, list) else [values]:
-            lines.append(f"{str(name).translate(_HEADER_UNSAFE)}: "
-                         f"{str(value).translate(_HEADER_UNSAFE)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "replace")
+    return quoted_block((name, value) for name, values in header.items()
+                        for value in (values if isinstance(values, list) else [values]))
 
 
 def hop_rows(report: bytes, observer: str, received_ns: int) -> list[tuple[Any, ...]]:
@@ -109,14 +103,14 @@ class MessageTraces:
     """Records the server's trace reports arriving on a subject as ``hop`` rows; see
     :meth:`Bus.record_message_traces`."""
 
-    def __init__(self, bus: Bus, subject: str) -> None:
-        self.bus = bus
+    consumer = None
+
+    def __init__(self, router: Router, subject: str) -> None:
+        self.router = router
         self.subject = subject
-        self.consumer = None
         self.reports = 0
-        self._nats_subs: list[Any] = []
-        extend = bus.recorder.rows.extend
-        observer = bus.name
+        extend = router.recorder.rows.extend
+        observer = router.name
 
         def sink(subject: bytes, reply: bytes, data: bytes, block: bytes | None) -> None:
             self.reports += 1
@@ -126,14 +120,24 @@ class MessageTraces:
 
     async def unsubscribe(self, timeout: float | None = None) -> None:
         """Stop recording trace reports."""
-        await self.bus._detach(self)
+        await self.router.detach(self)
 
     def __repr__(self) -> str:
         return f"<MessageTraces on {self.subject!r}: {self.reports} reports>"
 
 
-async def record_message_traces(bus: Bus, subject: str = MSG_TRACE_SUBJECT) -> MessageTraces:
-    """Subscribe ``bus`` to trace reports on ``subject``; see :meth:`Bus.record_message_traces`."""
-    traces = MessageTraces(bus, subject)
-    await bus._attach(traces, subject, None)
+    def request_header(self, *, only: bool) -> str:
+        """The header lines that ask the server to trace a message and report to
+        :attr:`subject` (``only``: without delivering it)."""
+        return f"Nats-Trace-Dest: {self.subject}\r\n" + (
+            "Nats-Trace-Only: true\r\n" if only else "")
+
+
+async def record_message_traces(router: Router, subject: str | None = None) -> MessageTraces:
+    """Record trace reports arriving on ``subject`` (default: a new subject of this
+    connection's own, for ``publish(trace=...)``); see :meth:`Bus.record_message_traces`."""
+    if subject is None:
+        subject = f"{MSG_TRACE_SUBJECT}.{router.client.new_inbox().rsplit('.', 1)[-1]}"
+    traces = MessageTraces(router, subject)
+    await router.attach(traces, subject)
     return traces

@@ -29,7 +29,7 @@ from plotly.io.base_renderers import MimetypeRenderer
 from plotly.offline import get_plotlyjs
 
 if TYPE_CHECKING:
-    from .bus import Bus
+    from ..capture.bus import Bus
 
 __all__ = ["LiveView", "OfflineRenderer", "export", "live", "use_offline_plots"]
 
@@ -134,7 +134,7 @@ def live(bus: Bus, interval: float = 0.5) -> LiveView:
     return LiveView(bus, interval)
 
 
-_SETUP = "import evtkit.notebook as _evtkit_notebook\n_evtkit_notebook.use_offline_plots()"
+_SETUP = "import evtkit.share.notebook as _evtkit_notebook\n_evtkit_notebook.use_offline_plots()"
 
 
 def export(notebook: str | os.PathLike[str], out: str | os.PathLike[str], *,

@@ -27,8 +27,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 if TYPE_CHECKING:
-    from .compare import Comparison
-    from .trace import Trace
+    from ..analysis.compare import Comparison
+    from ..trace import Trace
 
 __all__ = ["plot_backlog", "plot_compare", "plot_dag", "plot_dependencies", "plot_fanout",
            "plot_latency", "plot_waterfall"]
@@ -51,16 +51,17 @@ def _layout(fig: go.Figure, title: str | None, default: str) -> go.Figure:
     return fig
 
 
-def plot_latency(trace: Trace, *, kind: str = "box", log: bool | None = None,
+def plot_latency(trace: Trace | pd.DataFrame, *, kind: str = "box", log: bool | None = None,
                  title: str | None = None) -> go.Figure:
     """Queue time (publish → handler start) and processing time per consumer.
 
     Args:
+        trace: a trace, or a deliveries frame (e.g. a sample of ``trace.deliveries``).
         kind: ``box`` (one box per consumer and measure) or ``ecdf`` (cumulative curves).
         log: logarithmic time axis; by default when all times are positive and they span
             more than two orders of magnitude (one slow consumer hides the rest otherwise).
     """
-    dv = trace.deliveries
+    dv = trace if isinstance(trace, pd.DataFrame) else trace.deliveries
     times = pd.concat([dv["queue_s"], dv["processing_s"]]).dropna()
     if log is None:
         log = bool(len(times)) and times.min() > 0 and times.max() / times.min() > 100

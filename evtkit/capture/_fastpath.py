@@ -1,6 +1,6 @@
 """The only place evtkit touches nats-py internals, for capture speed.
 
-Two shortcuts, each with a fallback to nats-py's public API:
+Two shortcuts, each with a fallback to nats-py's public API, and one private field read:
 
 * **Receive**: nats-py's parser calls ``Client._process_msg(sid, subject, reply, data,
   headers)`` for every MSG/HMSG. For evtkit's own subscriptions a :class:`Dispatcher` hands
@@ -10,6 +10,10 @@ Two shortcuts, each with a fallback to nats-py's public API:
 * **Publish**: :func:`publish` writes the ``HPUB`` line itself, with the header block evtkit
   already built as bytes, instead of nats-py encoding a header dict for every message.
 
+* **Subscription ids**: nats-py keeps a subscription's id (the ``sid`` its parser passes
+  to ``_process_msg`` and its slow-consumer errors carry) in the private ``_id``;
+  :func:`subscription_id` reads it.
+
 Supported nats-py versions are :data:`SUPPORTED` (the range pinned in ``pyproject.toml``);
 :func:`available` also checks the exact internals used, so a nats-py that changed them falls
 back to the public path (``Bus(fast=False)`` behaves the same, only slower).
@@ -18,19 +22,18 @@ back to the public path (``Bus(fast=False)`` behaves the same, only slower).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from nats.aio.client import Client
+from nats.aio.subscription import Subscription
 
-__all__ = ["SUPPORTED", "Dispatcher", "available", "publish"]
+from .contract import Sink
+
+__all__ = ["SUPPORTED", "Dispatcher", "available", "publish", "subscription_id"]
 
 SUPPORTED = ((2, 7), (2, 17))
 """nats-py versions the fast path was written and tested against: [low, high)."""
-
-Sink = Callable[[bytes, bytes, bytes, bytes | None], None]
-"""Called with (subject, reply, payload, raw header block or None) for each message."""
 
 _PROCESS_MSG_PARAMS = ["self", "sid", "subject", "reply", "data", "headers"]
 
@@ -59,6 +62,11 @@ def available() -> bool:
     return params == _PROCESS_MSG_PARAMS and all(
         hasattr(Client, name) for name in ("_send_command", "_flush_pending", "is_connected")
     )
+
+
+def subscription_id(sub: Subscription) -> int:
+    """The id nats-py gave ``sub`` (the ``sid`` of its messages and slow-consumer errors)."""
+    return int(sub._id)
 
 
 class Dispatcher:

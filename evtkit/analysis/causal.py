@@ -31,10 +31,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import positions, text, utc
+from ..schema import positions, text, utc
 
 if TYPE_CHECKING:
-    from .trace import Trace
+    from ..trace import Trace
 
 __all__ = ["Chain", "chain", "chains", "critical_path", "lineage"]
 
@@ -49,7 +49,9 @@ def lineage(trace: Trace, *, infer: bool = True, window_s: float = DEFAULT_WINDO
     Columns: ``event_id, cause_id, link`` (``root``, ``explicit``, ``inferred``, ``orphan``
     — its cause is not in the trace — or ``cycle``), ``score`` (1 for explicit, 0–1 for
     inferred), ``parent_seq`` (seq of the delivery that published it), ``flow_id``,
-    ``root_id``, ``depth`` (1 for a root; missing in and below cycles).
+    ``root_id``, ``depth`` (1 for a root; missing in and below cycles), ``cause_row`` and
+    ``root_row`` (positions of the cause and the root in ``trace.events``, -1 for none:
+    for ``trace.events.take(...)`` without a join).
 
     Args:
         trace: the trace.
@@ -104,8 +106,8 @@ def lineage(trace: Trace, *, infer: bool = True, window_s: float = DEFAULT_WINDO
         "flow_id": text(pa.array(flows.array).take(pa.array(flow_code))),
         "root_id": text(ids.take(pa.array(np.maximum(root, 0), mask=root < 0))),
         "depth": _ints(depth, depth > 0),
-        "_parent": parent,
-        "_root": root,
+        "cause_row": parent,
+        "root_row": root,
     }, index=ev.index)
 
 
@@ -125,7 +127,7 @@ def _empty_lineage() -> pd.DataFrame:
         "link": pd.array([], "str"), "score": np.array([], float),
         "parent_seq": pd.array([], "Int64"), "flow_id": pd.array([], "str"),
         "root_id": pd.array([], "str"), "depth": pd.array([], "Int64"),
-        "_parent": np.array([], np.int64), "_root": np.array([], np.int64),
+        "cause_row": np.array([], np.int64), "root_row": np.array([], np.int64),
     })
 
 
@@ -269,12 +271,12 @@ def chains(trace: Trace, *, infer: bool = True) -> pd.DataFrame:
     end_root = np.full(n_flows, -1)
     order = np.lexsort((pub, flow_codes))
     last_ev_row = order[np.r_[flow_codes[order][1:] != flow_codes[order][:-1], True]]
-    end_root[flow_codes[last_ev_row]] = lin["_root"].to_numpy()[last_ev_row]
+    end_root[flow_codes[last_ev_row]] = lin["root_row"].to_numpy()[last_ev_row]
     if len(dv):
         order = np.lexsort((dv_end, dv_flow))
         last_dv = order[np.r_[dv_flow[order][1:] != dv_flow[order][:-1], True]]
         later = dv_end[last_dv] >= last_event[dv_flow[last_dv]]
-        end_root[dv_flow[last_dv][later]] = lin["_root"].to_numpy()[where[last_dv][later]]
+        end_root[dv_flow[last_dv][later]] = lin["root_row"].to_numpy()[where[last_dv][later]]
     root_pub = np.where(end_root >= 0, pub[np.maximum(end_root, 0)], nat)
 
     roots = lin[lin["depth"] == 1]

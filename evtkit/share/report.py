@@ -25,6 +25,8 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 from tqdm import tqdm
 
+from ..store import load
+from ..trace import Trace
 from .plots import (
     plot_backlog,
     plot_dependencies,
@@ -33,8 +35,6 @@ from .plots import (
     plot_latency,
     plot_waterfall,
 )
-from .store import load
-from .trace import Trace
 
 __all__ = ["build_report", "report"]
 
@@ -111,9 +111,9 @@ def build_report(trace: Trace, *, title: str | None = None, sample: int = DEFAUL
         for r in lag.itertuples(index=False)) + "</ul>")
     step("lag")
 
-    drawn = trace
-    if len(trace.deliveries) > sample:
-        drawn = _sampled(trace, sample)
+    drawn = trace.deliveries
+    if len(drawn) > sample:
+        drawn = drawn.sample(sample, random_state=0)
         parts.append(f"<p class='note'>The latency plot draws a random sample of "
                      f"{sample:,} of the {len(trace.deliveries):,} deliveries; the tables use "
                      "all of them.</p>")
@@ -165,14 +165,6 @@ def _jetstream(trace: Trace) -> list[str]:
         parts.append(_table(counts.rename("count").reset_index(),
                             ["advisory", "stream", "consumer", "count"]))
     return parts
-
-
-def _sampled(trace: Trace, sample: int) -> Trace:
-    """A trace whose deliveries are a random sample (for drawing only)."""
-    thin = Trace(trace.observations.iloc[:0], trace.metadata)
-    thin.__dict__["deliveries"] = trace.deliveries.sample(sample, random_state=0)
-    thin.__dict__["events"] = trace.events
-    return thin
 
 
 def report(trace: Trace | str | os.PathLike[str], out: str | os.PathLike[str], **options: Any

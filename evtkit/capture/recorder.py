@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .observation import build_observations
+from ..observation import Row, build_observations
 
 __all__ = ["Recorder", "Stats"]
 
@@ -83,7 +83,7 @@ class Recorder:
 
     def trace(self) -> Any:
         """A :class:`~evtkit.trace.Trace` of every row not yet drained."""
-        from .trace import Trace
+        from ..trace import Trace
 
         meta = dict(self.metadata)
         meta.setdefault("started_at_ns", self.started_ns)
@@ -96,16 +96,16 @@ class Recorder:
         rows = self.rows
         start = max(self._seen - self._base, 0)
         for row in rows[start:]:
-            kind = row[0]
+            kind = row[Row.KIND]
             if kind in ("publish", "tap", "receive"):
                 stats.messages += kind != "receive"
-                subject = row[5]
+                subject = row[Row.SUBJECT]
                 stats.by_subject[subject.decode("utf-8", "replace") if subject else ""] += (
                     kind != "receive"
                 )
                 if kind == "receive":
-                    stats.by_consumer[row[3]] += 1
-            elif kind == "handled" and row[9][2] == "error":
+                    stats.by_consumer[row[Row.CONSUMER]] += 1
+            elif kind == "handled" and row[Row.EXTRA][2] == "error":
                 stats.errors += 1
         stats.drops = self.drops
         self._seen = self._base + len(rows)

@@ -1,0 +1,158 @@
+"""The NATS connection of a bus: where it goes, how it opens, and what it reports.
+
+nats-py reports trouble through callbacks (errors, slow consumers, disconnects,
+reconnects); :class:`ConnectionEvents` turns each into a row, so a trace says when the
+connection was down and what the client dropped. :func:`open_client` connects within a
+timeout and raises one clear :class:`~evtkit.errors.ConnectError` (no credentials in it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+from nats.aio.client import Client
+from nats.errors import SlowConsumerError
+
+from .. import env
+from ..errors import ConnectError
+from ._nats_errors import nats_errors
+from .contract import Owner
+from .credentials import public_url, redact
+from .recorder import Recorder
+
+__all__ = ["ConnectionEvents", "open_client", "server_version", "telemetry_interval"]
+
+log = logging.getLogger("evtkit")
+
+Callback = Callable[..., Awaitable[None]]
+
+
+def server_version(nc: Client) -> str | None:
+    """The server's version string, e.g. ``2.15.1`` (nats-py only exposes it as text)."""
+    match = re.search(r"v(\d[^\s>]*)", str(nc.connected_server_version))
+    return match.group(1) if match else None
+
+
+def telemetry_interval(setting: float | None) -> float | None:
+    """Seconds between telemetry batches: ``setting`` (0: off), else
+    ``$EVTKIT_TELEMETRY``, else None (off).
+
+    Raises:
+        ValueError: a negative setting, or an environment value that is not seconds > 0.
+    """
+    if setting is not None:
+        if setting < 0:
+            raise ValueError(f"telemetry must be seconds > 0 (or 0: off), not {setting}")
+        return setting or None  # 0: off, whatever the environment says
+    text = os.environ.get(env.EVTKIT_TELEMETRY)
+    if not text:
+        return None
+    try:
+        interval = float(text)
+    except ValueError:
+        interval = -1.0
+    if not interval > 0:
+        raise ValueError(f"{env.EVTKIT_TELEMETRY}={text!r} must be a number of seconds > 0")
+    return interval
+
+
+class ConnectionEvents:
+    """nats-py's connection callbacks, recorded as rows of ``recorder`` by ``name``.
+
+    Args:
+        owner: finds the feature that owns a subscription id (for slow-consumer drops).
+    """
+
+    def __init__(self, recorder: Recorder, name: str,
+                 owner: Callable[[int], Owner | None]) -> None:
+        self.recorder = recorder
+        self.name = name
+        self.owner = owner
+        self.client: Client | None = None
+
+    def callbacks(self, options: dict[str, Any]) -> dict[str, Callback]:
+        """Ours for ``error_cb``, ``disconnected_cb`` and ``reconnected_cb``, each followed
+        by the caller's own (taken out of ``options``)."""
+        ours: dict[str, Callback] = {"error_cb": self.error,
+                                     "disconnected_cb": self.disconnected,
+                                     "reconnected_cb": self.reconnected}
+        return {key: _chain(cb, options.pop(key, None)) for key, cb in ours.items()}
+
+    async def error(self, exc: Exception) -> None:
+        """A slow consumer becomes a ``drop`` row, anything else an ``error`` row."""
+        if isinstance(exc, SlowConsumerError):
+            owner = self.owner(exc.sid)
+            self.recorder.add("drop", self.name, consumer=owner.consumer if owner else None,
+                              subject=exc.subject.encode(),
+                              extra=(1, "slow consumer: nats-py pending limit reached"))
+            return
+        text = redact(f"{type(exc).__name__}: {exc}")
+        self.recorder.add("error", self.name, extra=text)
+        log.debug("nats error on %s: %s", self.name, text)
+
+    async def disconnected(self) -> None:
+        """The connection went down: a ``disconnect`` row."""
+        self.recorder.add("disconnect", self.name, extra="disconnected from the server")
+
+    async def reconnected(self) -> None:
+        """The connection is back: a ``reconnect`` row naming the server."""
+        url = self.client.connected_url if self.client is not None else None
+        where = public_url(url.geturl()) if url is not None else "?"
+        self.recorder.add("reconnect", self.name, extra=f"reconnected to {where}")
+
+    def last_error(self) -> str | None:
+        """The text of the latest ``error`` row of this connection, if any."""
+        for row in reversed(self.recorder.rows):
+            if row[0] == "error" and row[2] == self.name:
+                return str(row[9])
+        return None
+
+
+def _chain(ours: Callback, theirs: Callback | None) -> Callback:
+    if theirs is None:
+        return ours
+
+    async def both(*args: Any) -> None:
+        await ours(*args)
+        await theirs(*args)
+
+    return both
+
+
+async def open_client(servers: list[str], *, name: str, timeout: float,
+                      events: ConnectionEvents, options: dict[str, Any]) -> Client:
+    """Connect to ``servers`` within ``timeout`` seconds, reporting through ``events``.
+
+    Raises:
+        ConnectError: no server could be reached (the message says why, without
+            credentials).
+    """
+    nc = Client()
+    events.client = nc
+    url = ",".join(public_url(u) for u in servers)
+    options = dict(options)
+    callbacks = events.callbacks(options)
+    error = partial(ConnectError, url=url)
+    try:
+        with nats_errors(error, f"could not connect to NATS at {url} within {timeout:g} s",
+                         hide_cause=True):
+            try:
+                await asyncio.wait_for(nc.connect(servers, name=name, **callbacks, **options),
+                                       timeout)
+            except BaseException:
+                if not nc.is_closed:
+                    await nc.close()
+                raise
+    except ConnectError:
+        last = events.last_error()
+        if last is None:
+            raise
+        raise error(f"could not connect to NATS at {url} within {timeout:g} s: {last}"
+                    ) from None
+    return nc
