@@ -47,8 +47,9 @@ bench: $(STAMP)  ## benchmarks: capture vs raw nats-py, analysis vs a naive refe
 	$(BIN)/python bench/replay.py
 	$(BIN)/python bench/telemetry.py
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff on everything, mypy on the package (it ships py.typed)
 	$(BIN)/ruff check evtkit tests bench
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info $(REPORTS)

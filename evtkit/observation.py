@@ -176,7 +176,7 @@ def _other_headers(block: Sequence[bytes | None], extra: np.ndarray) -> pa.Array
     """Headers beyond the CloudEvents/traceparent ones, as a map; only rows that have some
     are split in Python."""
     values: list[list[tuple[str, str]] | None] = [None] * len(block)
-    for i in np.flatnonzero(extra):
+    for i in np.flatnonzero(extra).tolist():
         values[i] = [
             (k, v)
             for k, v in parse_block(block[i]).headers.items()
@@ -213,7 +213,7 @@ def _fill_missing_ids(
     if not len(missing):
         return event_id
     values = event_id.to_pylist()
-    for i in missing:
+    for i in missing.tolist():
         values[i] = synthetic_id(subject[i] or b"", block[i], payload[i] or b"", 0)
     return pa.array(values, pa.large_string())
 
@@ -309,7 +309,7 @@ def _kind_details(kind: Sequence[str], extra: Sequence[Any], reply: pa.Array
             for name, value in zip(("server", "detail", "error"), x, strict=True):
                 put(name, i, value)
     acks = pc.fill_null(pc.starts_with(reply, pattern="$JS.ACK."), False)
-    for i in np.flatnonzero(np.asarray(acks)):
+    for i in np.flatnonzero(np.asarray(acks)).tolist():
         position = js_position(reply[i].as_py().encode())
         if position is not None and kind[i] in _MESSAGE_SET:
             for name, value in (("stream", position.stream),
@@ -343,7 +343,7 @@ def _apply_structured(
     fields = ("event_id", "type", "source", "correlation_id", "causation_id", "trace_id",
               "parent_id", "sampled", "event_time", "mode", "id_synthetic")
     patched = {name: cols[name].to_pylist() for name in fields}
-    for i in rows:
+    for i in rows.tolist():
         subject = cols["subject"][i].as_py() or ""
         event = decode_message(
             subject,

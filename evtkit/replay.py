@@ -18,19 +18,17 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from ._headers import REPLAY_OF
+from .capture.bus import Bus
 from .capture.envelope import with_header
+from .store import load
 from .subject import Remap, matches
-
-if TYPE_CHECKING:
-    from .capture.bus import Bus
-    from .trace import Trace
+from .trace import Trace
 
 __all__ = ["ReplayResult", "replay"]
 
@@ -104,14 +102,12 @@ async def replay(
         ValueError: negative speed or limit, or a malformed subject map.
         TraceFormatError: the trace file cannot be read.
     """
-    from .store import load
-
     if speed < 0:
         raise ValueError(f"speed must be 0 (as fast as possible) or positive, not {speed}")
     if limit is not None and limit < 0:
         raise ValueError(f"limit must not be negative, not {limit}")
     remap = Remap(subject_map or [])
-    if not hasattr(trace, "observations"):
+    if not isinstance(trace, Trace):
         trace = load(trace)
     events = _selection(trace, subject_filter, limit)
     total = len(trace.events)

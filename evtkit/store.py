@@ -29,7 +29,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import orjson
@@ -102,8 +102,8 @@ def _gz(path: Path) -> bool:
 def _open_write(path: Path, *, gz: bool, append: bool = False) -> BinaryIO:
     mode = "ab" if append else "wb"
     if gz:
-        return gzip.open(path, mode)  # type: ignore[return-value]
-    return open(path, mode)  # noqa: SIM115 - returned to a with-block
+        return cast(BinaryIO, gzip.open(path, mode))
+    return cast(BinaryIO, open(path, mode))  # noqa: SIM115 - returned to a with-block
 
 
 def _append(path: Path, data: bytes) -> None:

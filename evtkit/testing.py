@@ -39,6 +39,7 @@ SERVICES = ["inventory", "notifications", "analytics", "billing", "audit", "sear
             "shipping", "fraud", "email", "warehouse", "ledger", "loyalty"]
 ROOT_SOURCE = "shop"
 ERROR_TEXT = "RuntimeError: injected failure"
+_NONE = np.array(None, dtype=object)  # a missing value for np.where over object arrays
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +202,7 @@ def _assemble(consumers: list[_Consumer], ev_pub: np.ndarray, load: float,
                       dtype=object)[level_of]
     correlation = np.array([f"flow-{f:08x}" for f in range(n_flows)], dtype=object)[flow_of]
     parent = np.where(level_of > 0, index[np.maximum(level_of - 1, 0), flow_of], -1)
-    causation = np.where(parent >= 0, ids[np.maximum(parent, 0)], None)
+    causation = np.where(parent >= 0, ids[np.maximum(parent, 0)], _NONE)
 
     extra_ids: list[str] = []
     extra_pub: list[int] = []
@@ -270,8 +271,8 @@ def _assemble(consumers: list[_Consumer], ev_pub: np.ndarray, load: float,
 
     ev_take = np.concatenate([np.arange(n_ev), dv["event"], dv["event"]]).astype(np.int64)
     consumer_col = np.concatenate([
-        np.where(emitted_row >= 0, dv["consumer"][np.maximum(emitted_row, 0)] if n_dv else None,
-                 None),
+        np.where(emitted_row >= 0, dv["consumer"][np.maximum(emitted_row, 0)] if n_dv else _NONE,
+                 _NONE),
         dv["consumer"], dv["consumer"],
     ])
     observer_col = np.concatenate([
@@ -286,7 +287,7 @@ def _assemble(consumers: list[_Consumer], ev_pub: np.ndarray, load: float,
     outcome = np.concatenate([np.full(n_ev + n_dv, None, dtype=object),
                               np.where(failed, "error", "ok").astype(object)])
     error = np.concatenate([np.full(n_ev + n_dv, None, dtype=object),
-                            np.where(failed, ERROR_TEXT, None).astype(object)])
+                            np.where(failed, ERROR_TEXT, _NONE).astype(object)])
     started = np.concatenate([np.full(n_ev + n_dv, -1), dv["start"]]).astype(np.int64)
     # Put every row array in time order now, so the table is built once, already sorted.
     kinds, ts, ev_take, consumer_col, observer_col, ref, outcome, error, started = (

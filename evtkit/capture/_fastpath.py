@@ -90,7 +90,7 @@ class Dispatcher:
         self._sinks.pop(sid, None)
 
     async def _process(
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: Any
     ) -> None:
         sink = self._sinks.get(sid)
         if sink is None:

@@ -104,7 +104,7 @@ class Bus:
         url = self._url or os.environ.get(env.NATS_URL)
         if not url:
             self.server = await EmbeddedServer().start()
-            url = self.server.url
+            url = str(self.server.url)
         servers = [u.strip() for u in url.split(",") if u.strip()]
         self.url = ",".join(public_url(u) for u in servers)
         events = ConnectionEvents(self.recorder, self.name,
@@ -167,7 +167,7 @@ class Bus:
 
     async def flush(self, timeout: float = 10.0) -> None:
         """Wait until the server has everything published so far."""
-        await self._wire().client.flush(timeout)
+        await self._wire().client.flush(timeout)  # type: ignore[arg-type] # nats-py says int
 
     def trace(self) -> Trace:
         """A :class:`~evtkit.trace.Trace` of everything recorded so far."""

@@ -143,8 +143,8 @@ async def open_client(servers: list[str], *, name: str, timeout: float,
         with nats_errors(error, f"could not connect to NATS at {url} within {timeout:g} s",
                          hide_cause=True):
             try:
-                await asyncio.wait_for(nc.connect(servers, name=name, **callbacks, **options),
-                                       timeout)
+                connecting = nc.connect(servers, name=name, **callbacks, **options)  # type: ignore[arg-type]
+                await asyncio.wait_for(connecting, timeout)
             except BaseException:
                 if not nc.is_closed:
                     await nc.close()

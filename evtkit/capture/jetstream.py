@@ -312,7 +312,7 @@ class JetStreamWatch:
         try:
             streams = self.streams
             if streams is None:
-                streams = [s.config.name for s in await jsm.streams_info()]
+                streams = tuple(str(s.config.name) for s in await jsm.streams_info())
             infos = []
             for stream in streams:
                 infos += await jsm.consumers_info(stream)

@@ -84,7 +84,7 @@ def hop_rows(report: bytes, observer: str, received_ns: int) -> list[tuple[Any, 
             subject = event.get("subj")
             hop = "in"
         elif kind == "eg":
-            hop = _EGRESS_KIND.get(event.get("kind"), "eg")
+            hop = _EGRESS_KIND.get(event.get("kind"), "eg")  # type: ignore[arg-type]
         elif kind == "js":
             hop = "js"
         else:

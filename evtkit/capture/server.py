@@ -36,7 +36,6 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -159,7 +158,7 @@ class EmbeddedServer:
         self.url: str | None = None
         self.dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._finalizer: Callable[[], Any] | None = None
+        self._finalizer: weakref.finalize[..., Any] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -353,7 +352,7 @@ class EmbeddedServer:
         """Poll once: True when the ports file names the client URL; raise on failure."""
         proc = self._proc
         assert proc is not None and self.dir is not None
-        ports = self.dir / f"{Path(proc.args[0]).name}_{proc.pid}.ports"  # type: ignore[index]
+        ports = self.dir / f"{Path(str(proc.args[0])).name}_{proc.pid}.ports"  # type: ignore[index]
         if ports.exists():
             try:
                 urls = json.loads(ports.read_text(encoding="utf-8"))["nats"]

@@ -66,7 +66,7 @@ class SubscriptionMap:
         return hit.reset_index(drop=True)
 
     def _repr_html_(self) -> str:
-        return self.frame._repr_html_()  # type: ignore[operator]
+        return str(self.frame._repr_html_())
 
     def __repr__(self) -> str:
         clients = self.frame.loc[~self.frame["internal"], "connection"].nunique()

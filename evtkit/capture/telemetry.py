@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+import nats
 
 from ..errors import EvtkitError
 from ..observation import Row, check_rows
@@ -157,7 +158,7 @@ class TelemetrySender:
         try:
             await self.flush()
             await self.router.client.flush(2)
-        except (*FAILURES, EvtkitError) as exc:
+        except (nats.errors.Error, OSError, TimeoutError, EvtkitError) as exc:
             # Nothing to send it on any more: say so, with how much stays behind.
             left = sum(len(rows) for _, rows in self._backlog)
             log.warning("telemetry from %s: %d rows could not be sent before closing (%s)",
