@@ -4,7 +4,8 @@
 
     ek.report(trace, "reports/incident.html")
 
-The page has the summary, problems, the lag table with statuses and reasons, latency and
+The page is the Jinja2 template ``templates/report/report.html.j2`` filled with escaped
+text: the summary, problems, the lag table with statuses and reasons, latency and
 backlog plots, JetStream consumer counters and advisories (when sampled), the slowest flows
 with their waterfalls, and the fan-out Sankey (with connections seen only by server message
 traces). plotly.js
@@ -15,13 +16,15 @@ million-event report to a few megabytes.
 
 from __future__ import annotations
 
-import html
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pandas as pd
 import plotly.io as pio
+from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 from tqdm import tqdm
 
@@ -41,34 +44,44 @@ __all__ = ["build_report", "report"]
 DEFAULT_SAMPLE = 20_000
 """Deliveries drawn in the latency plots; more are sampled down to this."""
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
-h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0; }
-th, td { padding: 3px 10px; border-bottom: 1px solid #eee; text-align: left;
-         vertical-align: top; }
-.note { color: #666; font-size: 0.9em; }
-.OK { color: #2ca02c; } .WARN { color: #d98b00; } .ERR { color: #9467bd; }
-.STALL { color: #d62728; font-weight: bold; } .STOP { color: #000; font-weight: bold; }
-"""
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+_PAGE = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES / "report"), autoescape=True,
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+).get_template("report.html.j2")
 
 
-def _table(frame: pd.DataFrame, columns: list[str], status: str | None = None) -> str:
-    """An escaped HTML table; ``status`` names a column whose value becomes a CSS class."""
-    shown = frame[columns].copy()
-    for column in shown.columns:
-        if shown[column].dtype.kind == "f":
-            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
-    body = shown.to_html(index=False, escape=True, border=0, na_rep="")
-    if status:
-        for value in ("OK", "WARN", "ERR", "STALL", "STOP"):
-            body = body.replace(f"<td>{value}</td>", f'<td class="{value}">{value}</td>')
-    return body
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A table for the page: column names, rows of display text, and which column (if
+    any) holds a status whose value becomes the cell's CSS class."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    status: int | None = None
 
 
-def _figure(fig: Any) -> str:
-    return pio.to_html(fig, include_plotlyjs=False, include_mathjax=False, full_html=False,
-                       config={"displaylogo": False})
+def _table(frame: pd.DataFrame, columns: list[str], status: str | None = None) -> Table:
+    """Display text for ``columns`` of ``frame``: floats to 4 significant digits, blanks for
+    missing values; the page template escapes every cell."""
+    shown = frame[columns]
+    cells = [[_cell(v, shown[c].dtype.kind == "f") for v in shown[c]] for c in columns]
+    return Table(columns, [list(row) for row in zip(*cells, strict=True)],
+                 columns.index(status) if status else None)
+
+
+def _cell(value: Any, number: bool) -> str:
+    if value is None or (not isinstance(value, str) and pd.api.types.is_scalar(value)
+                         and pd.isna(value)):
+        return ""
+    return f"{value:.4g}" if number else str(value)
+
+
+def _figure(fig: Any) -> Markup:
+    """A plot's ``<div>`` (plotly's own HTML, its data JSON-encoded; plotly.js is on the
+    page once)."""
+    return Markup(pio.to_html(fig, include_plotlyjs=False, include_mathjax=False,
+                              full_html=False, config={"displaylogo": False}))
 
 
 def build_report(trace: Trace, *, title: str | None = None, sample: int = DEFAULT_SAMPLE,
@@ -84,87 +97,72 @@ def build_report(trace: Trace, *, title: str | None = None, sample: int = DEFAUL
     steps = ["summary", "lag", "latency", "backlog", "flows", "fan-out", "page"]
     bar = tqdm(total=len(steps), unit="step", desc="report", disable=not progress,
                mininterval=0.2)
-    name = title or Path(str(trace.metadata.get("source_path", "evtkit report"))).name
-    parts = [f"<h1>{html.escape(name)}</h1>"]
 
     def step(label: str) -> None:
         bar.set_postfix_str(label, refresh=False)
         bar.update(1)
 
-    summary = trace.summary()
-    rows = [(k.replace("_", " "), v) for k, v in summary.items()]
-    parts.append("<h2>Summary</h2>" + _table(pd.DataFrame(rows, columns=["", "value"])
-                                             .astype(str), ["", "value"]))
+    page: dict[str, Any] = {
+        "title": title or Path(str(trace.metadata.get("source_path", "evtkit report"))).name,
+    }
+    summary = pd.DataFrame([(k.replace("_", " "), str(v)) for k, v in trace.summary().items()],
+                           columns=["", "value"])
+    page["summary"] = _table(summary, ["", "value"])
     problems = trace.problems()
-    if len(problems):
-        parts.append("<h2>Problems</h2>" + _table(problems, ["problem", "count", "detail"]))
+    page["problems"] = _table(problems, ["problem", "count", "detail"]) if len(problems) \
+        else None
     step("summary")
 
     lag = trace.lag()
-    parts.append("<h2>Consumer lag</h2>" + _table(
-        lag, ["consumer", "queue", "deliveries", "queue_p50_s", "queue_p95_s", "queue_p99_s",
-              "processing_p50_s", "errors", "dropped", "backlog_max", "status"],
-        status="status"))
-    parts.append("<ul>" + "".join(
-        f'<li><b>{html.escape(r.consumer)}</b> <span class="{html.escape(r.status)}">'
-        f"{html.escape(r.status)}</span>: {html.escape(r.reason)}</li>"
-        for r in lag.itertuples(index=False)) + "</ul>")
+    page["lag"] = _table(lag, ["consumer", "queue", "deliveries", "queue_p50_s", "queue_p95_s",
+                               "queue_p99_s", "processing_p50_s", "errors", "dropped",
+                               "backlog_max", "status"], status="status")
+    page["reasons"] = list(zip(lag["consumer"], lag["status"], lag["reason"], strict=True))
     step("lag")
 
     drawn = trace.deliveries
-    if len(drawn) > sample:
+    page["sampled"] = (sample, len(drawn)) if len(drawn) > sample else None
+    if page["sampled"]:
         drawn = drawn.sample(sample, random_state=0)
-        parts.append(f"<p class='note'>The latency plot draws a random sample of "
-                     f"{sample:,} of the {len(trace.deliveries):,} deliveries; the tables use "
-                     "all of them.</p>")
-    parts.append("<h2>Latency per consumer</h2>" + _figure(plot_latency(drawn)))
+    page["latency"] = _figure(plot_latency(drawn))
     step("latency")
-    parts.append("<h2>Lag over time</h2>" + _figure(plot_backlog(trace)))
-    parts += _jetstream(trace)
+    page["backlog"] = _figure(plot_backlog(trace))
+    page["jetstream"] = _jetstream(trace)
     step("backlog")
 
     chains = trace.chains()
-    if len(chains):
-        parts.append("<h2>Slowest flows</h2>" + _table(
-            chains.head(10), ["correlation_id", "root_event_id", "events", "deliveries",
-                              "depth", "duration_s", "critical_path_s", "errors"]))
-        for flow in chains["correlation_id"].head(flows):
-            parts.append(_figure(plot_waterfall(trace, flow)))
+    page["flows"] = _table(chains.head(10), [
+        "correlation_id", "root_event_id", "events", "deliveries", "depth", "duration_s",
+        "critical_path_s", "errors"]) if len(chains) else None
+    page["waterfalls"] = [_figure(plot_waterfall(trace, flow))
+                          for flow in chains["correlation_id"].head(flows)]
     step("flows")
-    if len(trace.deliveries):
-        parts.append("<h2>Where events go</h2>" + _figure(plot_fanout(trace)))
-        parts.append(_figure(plot_dependencies(trace)))
+    page["fanout"] = [_figure(plot_fanout(trace)), _figure(plot_dependencies(trace))] \
+        if len(trace.deliveries) else []
     step("fan-out")
-    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
-            f"<title>{html.escape(name)}</title><style>{_STYLE}</style>"
-            f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
-            + "\n".join(parts)
-            + "<p class='note'>Made by evtkit; this page loads nothing from the network.</p>"
-            "</body></html>")
+    html = _PAGE.render(plotlyjs=Markup(get_plotlyjs()), **page)
     step("page")
     bar.close()
-    return page
+    return html
 
 
-def _jetstream(trace: Trace) -> list[str]:
-    """The JetStream section: each consumer's last sample, and the advisories."""
+def _jetstream(trace: Trace) -> dict[str, Any] | None:
+    """The JetStream section: its plot, each consumer's last sample, and the advisories."""
     info, advisories = trace.consumer_info, trace.advisories
     if info.empty and advisories.empty:
-        return []
-    parts = ["<h2>JetStream</h2>"]
-    parts.append(_figure(plot_jetstream(trace)))
+        return None
+    last = None
     if len(info):
-        last = info.groupby(["stream", "consumer"], sort=True).last().reset_index()
-        parts.append("<p class='note'>The server's own counters, last sample per consumer "
-                     "(the lag plot above uses them over time).</p>" + _table(
-                         last, ["stream", "consumer", "backlog", "pending", "ack_pending",
-                                "redelivered", "waiting", "ack_floor", "ts"]))
+        last = _table(info.groupby(["stream", "consumer"], sort=True).last().reset_index(),
+                      ["stream", "consumer", "backlog", "pending", "ack_pending",
+                       "redelivered", "waiting", "ack_floor", "ts"])
+    counts = None
     if len(advisories):
-        counts = advisories.groupby(["advisory", advisories["stream"].fillna(""),
-                                     advisories["consumer"].fillna("")]).size()
-        parts.append(_table(counts.rename("count").reset_index(),
-                            ["advisory", "stream", "consumer", "count"]))
-    return parts
+        grouped = advisories.groupby(["advisory", advisories["stream"].fillna(""),
+                                      advisories["consumer"].fillna("")]).size()
+        counts = _table(grouped.rename("count").reset_index(),
+                        ["advisory", "stream", "consumer", "count"])
+    return {"figure": _figure(plot_jetstream(trace)), "last": last, "advisories": counts}
 
 
 def report(trace: Trace | str | os.PathLike[str], out: str | os.PathLike[str], **options: Any
