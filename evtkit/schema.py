@@ -37,8 +37,6 @@ Files of an older version load with the newer columns empty."""
 
 KINDS = ("publish", "receive", "tap", "handled", "drop", "disconnect", "reconnect", "error",
          "consumer_info", "advisory", "hop")
-OUTCOMES = ("ok", "error", "dropped", "pending")
-ACKS = ("ack", "nak", "term")
 
 _TS = pa.timestamp("ns", tz="UTC")
 _TS_PD = pd.DatetimeTZDtype("ns", "UTC")

@@ -23,15 +23,12 @@ through one :class:`~evtkit.capture.router.Router` (see :mod:`evtkit.capture.con
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import time
 from collections.abc import Generator, Iterable
-from importlib.metadata import version
 from typing import Any
 
-import nats
 from nats.aio.client import Client
 from nats.js.api import StreamInfo
 
@@ -40,7 +37,13 @@ from ..errors import ConnectError, PublishError
 from ..event import Event
 from ..trace import Trace
 from . import _fastpath, msgtrace
-from .connection import ConnectionEvents, open_client, server_version, telemetry_interval
+from .connection import (
+    ConnectionEvents,
+    client_metadata,
+    close_client,
+    open_client,
+    telemetry_interval,
+)
 from .contract import Feature
 from .credentials import public_url, redact
 from .envelope import Clock, check_value, envelope
@@ -116,11 +119,9 @@ class Bus:
             await self._stop_server()
             raise
         self._router = Router(self.nc, self.recorder, self.name, self.url, fast=self._fast)
-        self.recorder.metadata.update({
-            "server_url": self.url, "server_version": server_version(self.nc),
-            "client": self.name, "nats_py_version": version("nats-py"),
-            "fast_path": self._fast, "embedded_server": self.server is not None,
-        })
+        self.recorder.metadata.update(
+            client_metadata(self.nc), server_url=self.url, client=self.name,
+            fast_path=self._fast, embedded_server=self.server is not None)
         if interval is not None:
             await self.send_telemetry(interval)
         return self
@@ -139,14 +140,8 @@ class Bus:
         the connection, stop an embedded server."""
         if self._router is not None:
             await self._router.close(timeout)
-        nc = self.nc
-        if nc is not None and not nc.is_closed:
-            try:  # nats-py's own drain timeout is 30 s; close() promises `timeout`
-                await asyncio.wait_for(nc.drain(), timeout)
-            except (TimeoutError, nats.errors.Error, OSError):
-                await nc.close()
-            if not nc.is_closed:
-                await nc.close()
+        if self.nc is not None:
+            await close_client(self.nc, timeout)
         await self._stop_server()
 
     async def _stop_server(self) -> None:
@@ -238,10 +233,8 @@ class Bus:
 
     async def send_raw(self, subject: str, payload: bytes, block: bytes | None, *,
                        reply: str | None = None) -> None:
-        """Send a message with a ready-made header block, byte for byte, unrecorded.
-
-        For tools that re-send captured messages (replay); everything else should use
-        :meth:`publish`. The block must be a valid NATS header block (or None).
+        """Send a message with a ready-made header block (or None), byte for byte,
+        unrecorded: for tools that re-send captured messages (replay).
 
         Raises:
             PublishError: a bad subject.
@@ -263,10 +256,9 @@ class Bus:
                         pending_bytes: int = DEFAULT_PENDING_BYTES) -> Subscription:
         """Run ``handler(event)`` for each message on ``subject``, recording each delivery.
 
-        The recorder notes when the message was read from the socket, when the handler
-        started and finished, and whether it raised. A failing handler is recorded and the
-        subscription carries on. Messages beyond the pending limits are dropped, counted,
-        and recorded as deliveries with outcome ``dropped``.
+        Each delivery records when the message was read, when the handler started and
+        finished, and whether it raised (a failing handler is recorded; the subscription
+        carries on). Messages beyond the pending limits are recorded as ``dropped``.
 
         Args:
             subject: subject or wildcard.
@@ -276,23 +268,16 @@ class Bus:
             pending_msgs: most messages held for the handler before dropping.
             pending_bytes: most payload bytes held for the handler before dropping.
         """
-        if not callable(handler):
-            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
-        if not consumer:
-            raise ValueError("consumer= must name the consuming service")
-        router = self._wire()
-        sub = Subscription(router, subject, handler, consumer, queue, pending_msgs,
-                           pending_bytes)
-        await router.attach(sub, subject, queue)
-        return sub
+        return await Subscription(self._wire(), subject, handler, consumer, queue,
+                                  pending_msgs, pending_bytes).start()
 
     async def tap(self, *subjects: str, name: str | None = None) -> Tap:
         """Passively record every message on ``subjects`` (default ``>``: everything).
 
-        Works for publishers that do not use evtkit: CloudEvents binary and structured mode
-        and ``traceparent`` are understood, and bare messages get synthetic ids. NATS's
-        and evtkit's own machinery subjects (``$JS.``, ``$SYS.``, ``_EVTKIT.``...) are left
-        out (and counted in ``tap.skipped``) unless you tap them by name.
+        Works for publishers that do not use evtkit (CloudEvents binary and structured
+        mode, ``traceparent``; bare messages get synthetic ids). Machinery subjects
+        (``$JS.``, ``$SYS.``, ``_EVTKIT.``...) are left out (counted in ``tap.skipped``)
+        unless you tap them by name.
 
         Args:
             subjects: subjects or wildcards to capture.
@@ -355,11 +340,9 @@ class Bus:
 
         A handler that returns acks; one that raises naks (redelivered until
         ``max_deliver``); raising :class:`evtkit.Term` terminates the message and
-        :class:`evtkit.Nak` naks with a delay. ``options``: ``durable`` (default:
-        ``consumer``), ``subject`` (filter), ``queue`` (push: deliver group), ``pull``
-        (default False), ``batch`` (pull size), ``max_deliver``, ``ack_wait`` (s),
-        ``max_ack_pending``, ``deliver_policy`` (``all``, ``new``, ``last``...),
-        ``pending_msgs``, ``pending_bytes``.
+        :class:`evtkit.Nak` naks with a delay. ``options``: see
+        :func:`evtkit.capture.jetstream.consume` (``durable``, ``subject``, ``queue``,
+        ``pull``, ``batch``, ``max_deliver``, ``ack_wait``, ``deliver_policy``...).
 
         Raises:
             JetStreamError: no such stream, or a consumer of that name with another
@@ -377,8 +360,7 @@ class Bus:
         return await watch.start(advisories)
 
     def __repr__(self) -> str:
-        state = self.url if self._router is not None and not self._router.closed \
-            else "not connected"
+        state = self.url if self._router and not self._router.closed else "not connected"
         return f"<Bus {self.name!r} {state}, {len(self.recorder.rows)} rows>"
 
 

@@ -9,11 +9,13 @@ timeout and raises one clear :class:`~evtkit.errors.ConnectError` (no credential
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
 from collections.abc import Awaitable, Callable
 from functools import partial
+from importlib.metadata import version
 from typing import Any
 
 from nats.aio.client import Client
@@ -21,16 +23,22 @@ from nats.errors import SlowConsumerError
 
 from .. import env
 from ..errors import ConnectError
-from ._nats_errors import nats_errors
+from ._nats_errors import FAILURES, nats_errors
 from .contract import Owner
 from .credentials import public_url, redact
 from .recorder import Recorder
 
-__all__ = ["ConnectionEvents", "open_client", "server_version", "telemetry_interval"]
+__all__ = ["ConnectionEvents", "client_metadata", "close_client", "open_client", "server_version",
+           "telemetry_interval"]
 
 log = logging.getLogger("evtkit")
 
 Callback = Callable[..., Awaitable[None]]
+
+
+def client_metadata(nc: Client) -> dict[str, Any]:
+    """What a trace records about the connection: server version and client versions."""
+    return {"server_version": server_version(nc), "nats_py_version": version("nats-py")}
 
 
 def server_version(nc: Client) -> str | None:
@@ -156,3 +164,14 @@ async def open_client(servers: list[str], *, name: str, timeout: float,
         raise error(f"could not connect to NATS at {url} within {timeout:g} s: {last}"
                     ) from None
     return nc
+
+
+async def close_client(nc: Client, timeout: float) -> None:
+    """Drain ``nc`` (what it holds goes out, subscriptions end) for at most ``timeout``
+    seconds, then close it whatever happened."""
+    if nc.is_closed:
+        return
+    with contextlib.suppress(*FAILURES):  # nats-py's own drain timeout is 30 s
+        await asyncio.wait_for(nc.drain(), timeout)
+    if not nc.is_closed:
+        await nc.close()

@@ -65,6 +65,10 @@ class Subscription:
 
     def __init__(self, router: Router, subject: str, handler: Handler, consumer: str,
                  queue: str | None, pending_msgs: int, pending_bytes: int) -> None:
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, not {type(handler).__name__}")
+        if not consumer:
+            raise ValueError("consumer= must name the consuming service")
         self.router = router
         self.subject = subject
         self.handler = handler
@@ -99,6 +103,11 @@ class Subscription:
 
         self.sink = sink
         self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def start(self) -> Subscription:
+        """Subscribe to :attr:`subject` (in :attr:`queue`); returns once the server has it."""
+        await self.router.attach(self, self.subject, self.queue)
+        return self
 
     async def _work(self) -> None:
         append = self.router.recorder.rows.append
