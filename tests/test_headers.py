@@ -1,14 +1,11 @@
-"""Header blocks: encoding checks, the one-message parser, and the bulk parser agreeing."""
+"""Header blocks read: the one-message parser and the bulk parser agreeing."""
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evtkit import PublishError
 from evtkit._headers import CLOUDEVENTS, KNOWN, header_name, parse_block, parse_blocks
-from evtkit.capture.envelope import block_from_dict, encode_extra
 
 
 class TestParseBlock:
@@ -30,30 +27,6 @@ class TestParseBlock:
         assert parse_block(b"NATS/1.0 503\r\n\r\n").headers == {}
         assert parse_block(b"NATS/1.0\r\nk: \xff\xfe\r\n\r\n").headers == {"k": "\ufffd\ufffd"}
         assert parse_block(None).headers == {}
-
-    def test_block_from_dict_round_trips(self):
-        headers = {"a": "1", "B-c": "x y"}
-        assert parse_block(block_from_dict(headers)).headers == headers
-        assert block_from_dict({}) is None
-
-
-class TestEncodeExtra:
-    def test_encodes_lines(self):
-        assert encode_extra({"X-Tenant": " acme "}) == "X-Tenant: acme\r\n"
-
-    @pytest.mark.parametrize("key", ["", "has space", "colon:", "tab\t", "naïve"])
-    def test_rejects_bad_names(self, key):
-        with pytest.raises(PublishError, match="not allowed"):
-            encode_extra({key: "v"})
-
-    @pytest.mark.parametrize("value", ["a\r\nInjected: 1", "a\nb", "a\rb"])
-    def test_rejects_line_breaks_in_values(self, value):
-        with pytest.raises(PublishError, match="line break"):
-            encode_extra({"k": value})
-
-    def test_rejects_non_string_values(self):
-        with pytest.raises(PublishError, match="must be str"):
-            encode_extra({"k": 1})  # type: ignore[dict-item]
 
 
 # Header lines built from pieces that stress the parser: known names in odd cases,

@@ -17,8 +17,8 @@ import pytest
 import evtkit as ek
 from evtkit.observation import build_observations
 from tests.browser import need_chromium, visit
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXTERNAL = re.compile(r"<(script|link|img|iframe)[^>]+(src|href)\s*=\s*[\"']?(https?:)?//",
                       re.IGNORECASE)

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import msgpack
 import orjson
@@ -17,9 +16,9 @@ from hypothesis import strategies as st
 
 import evtkit as ek
 from evtkit.capture.telemetry import FORMAT, Collector
+from tests.paths import ROOT
 from tests.waiting import until
 
-ROOT = Path(__file__).resolve().parents[1]
 WIRE_INTS = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 
 
@@ -118,6 +117,21 @@ class TestThreeProcesses:
         assert counts == {"orders.placed": 40, "billing.charged": 40}
         assert len(trace.metadata["collected"]) == 2
         assert set(trace.deliveries["consumer"]) == {"billing"}
+
+
+class TestCollectorCost:
+    async def test_busy_and_span_measure_the_merging(self, bus):
+        collector = await bus.collect()
+        assert (collector.busy_s, collector.span_s) == (0.0, 0.0)
+        rows = [("publish", 1_000 + i, "svc", None, None, b"s", None, b"{}", None, None)
+                for i in range(20_000)]
+        for first in (0, 20_000):
+            collector.sink(b"_EVTKIT.telemetry.svc", b"", msgpack.packb({
+                "format": FORMAT, "source": "h/1/svc/0", "name": "svc", "batch": 0,
+                "first": first, "rows": rows, "lost": 0, "stripped": [], "metadata": None},
+                use_bin_type=True), None)
+        assert collector.rows == 40_000
+        assert collector.busy_s > 0 and collector.span_s > 0
 
 
 class TestNothingLost:
