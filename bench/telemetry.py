@@ -94,19 +94,6 @@ async def bench_overhead(url: str, n: int, size: int, repeat: int) -> dict[str, 
 async def bench_collector(url: str, n: int, size: int) -> dict[str, float]:
     async with ek.connect(url, name="bench-collector") as bus:
         collector = await bus.collect()
-        merge = collector.sink
-        cpu = [0.0]
-        first_last: list[float] = []
-
-        def timed(*args: object) -> None:
-            t = time.process_time()
-            merge(*args)  # type: ignore[arg-type]
-            cpu[0] += time.process_time() - t
-            first_last.append(time.perf_counter())
-
-        collector.sink = timed  # type: ignore[method-assign]
-        bus._dispatcher._sinks = {sid: (timed if s == merge else s)  # type: ignore[union-attr]
-                                  for sid, s in bus._dispatcher._sinks.items()}  # type: ignore[union-attr]
         procs = [await asyncio.to_thread(spawn, "publisher", url, str(n), str(size))
                  for _ in range(3)]
         for proc in procs:
@@ -122,9 +109,10 @@ async def bench_collector(url: str, n: int, size: int) -> dict[str, float]:
             if collector.rows >= expected:
                 break
             await asyncio.sleep(0.05)
-        wall = first_last[-1] - first_last[0] if len(first_last) > 1 else float("nan")
+        wall = collector.span_s or float("nan")
         return {"rows": collector.rows, "expected": expected, "batches": collector.batches,
-                "wall_rows_per_s": collector.rows / wall, "cpu_rows_per_s": collector.rows / cpu[0],
+                "wall_rows_per_s": collector.rows / wall,
+                "cpu_rows_per_s": collector.rows / collector.busy_s,
                 "drops": bus.trace().drops}
 
 

@@ -201,6 +201,8 @@ class Collector:
     Attributes:
         rows: rows merged so far.
         batches: batches merged so far.
+        busy_s: CPU seconds spent merging batches (what collecting costs this process).
+        span_s: wall seconds from the first merged batch to the latest.
     """
 
     consumer = None
@@ -209,11 +211,23 @@ class Collector:
         self.router = router
         self.subject = subject
         self.rows = self.batches = 0
+        self.busy_s = self.span_s = 0.0
+        self._first_at: float | None = None
         self.sources: dict[str, _Source] = {}
         self._answers: set[asyncio.Task[None]] = set()
 
     def sink(self, subject: bytes, reply: bytes, data: bytes, block: bytes | None) -> None:
         """Merge one batch (called for each telemetry message)."""
+        started = time.process_time()
+        try:
+            self._merge(subject, reply, data)
+        finally:
+            self.busy_s += time.process_time() - started
+            now = time.perf_counter()
+            self._first_at = self._first_at if self._first_at is not None else now
+            self.span_s = now - self._first_at
+
+    def _merge(self, subject: bytes, reply: bytes, data: bytes) -> None:
         recorder = self.router.recorder
         observer = self.router.name
         try:
