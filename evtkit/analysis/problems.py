@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .._units import duration
+
 if TYPE_CHECKING:
     from ..trace import Trace
 
@@ -45,12 +47,12 @@ def problems(trace: Trace) -> pd.DataFrame:
     early = dv[(dv["received_at"] < dv["published_at"]) | (dv["queue_s"] < 0)]
     for observer, group in early.groupby("observer", sort=True):
         worst = (group["published_at"] - group[["received_at", "started_at"]].min(axis=1))
-        ms = worst.dt.total_seconds().max() * 1e3
+        early_s = worst.dt.total_seconds().max()
         rows.append(_row(
             "clock_skew", len(group), observer=observer, event_id=group["event_id"].iloc[0],
             consumer=", ".join(sorted(set(group["consumer"]))),
             detail=(f"observer {observer!r} saw {len(group)} events before they were "
-                    f"published (up to {ms:.3g} ms early): its clock and the publishers' "
+                    f"published (up to {duration(early_s)} early): its clock and the publishers' "
                     "disagree, so their latencies are not trustworthy"),
         ))
 
