@@ -87,7 +87,7 @@ def check_rows(rows: Any) -> None:
     batches arrive over the network), so a malformed one is refused before it can break a
     trace."""
     if not isinstance(rows, tuple):
-        raise ValueError("rows is not a list")
+        raise ValueError(f"rows must be a tuple of rows, not {type(rows).__name__}")
     for row in rows:
         if not (isinstance(row, tuple) and len(row) == len(ROW_FIELDS) and row[Row.KIND] in _EXTRA
                 and all(_fits(v, t) for v, t in zip(row, _ROW_TYPES, strict=False))

@@ -125,7 +125,7 @@ OBSERVATIONS = Schema(
     "observations",
     [
         _int("seq", "capture order, unique within a trace"),
-        _str("kind", "publish, receive, tap, handled, drop, disconnect, reconnect or error"),
+        _str("kind", ", ".join(KINDS[:-1]) + " or " + KINDS[-1]),
         _ts("ts", "when it was observed (for handled: when the handler finished)"),
         _str("observer", "name of the NATS connection that observed it"),
         _str("consumer", "consumer (receive, handled, drop); for publish: whose handler"),

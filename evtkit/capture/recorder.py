@@ -97,14 +97,12 @@ class Recorder:
         start = max(self._seen - self._base, 0)
         for row in rows[start:]:
             kind = row[Row.KIND]
-            if kind in ("publish", "tap", "receive"):
-                stats.messages += kind != "receive"
+            if kind == "receive":
+                stats.by_consumer[row[Row.CONSUMER]] += 1
+            elif kind in ("publish", "tap"):
+                stats.messages += 1
                 subject = row[Row.SUBJECT]
-                stats.by_subject[subject.decode("utf-8", "replace") if subject else ""] += (
-                    kind != "receive"
-                )
-                if kind == "receive":
-                    stats.by_consumer[row[Row.CONSUMER]] += 1
+                stats.by_subject[subject.decode("utf-8", "replace") if subject else ""] += 1
             elif kind == "handled" and row[Row.EXTRA][2] == "error":
                 stats.errors += 1
         stats.drops = self.drops

@@ -1,0 +1,283 @@
+"""Frame schemas: conformance problems, columns added per version, empty frames, the
+Arrow round trip, conform(), and the helpers positions(), utc() and describe()."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import evtkit as ek
+from evtkit.observation import build_observations
+from evtkit.schema import (
+    DELIVERIES,
+    EVENTS,
+    OBSERVATIONS,
+    SCHEMA_VERSION,
+    conform,
+    positions,
+    text,
+    to_frame,
+    to_table,
+    utc,
+    with_missing,
+)
+
+SCHEMAS = [OBSERVATIONS, EVENTS, DELIVERIES]
+SEC = 1_000_000_000
+T = 1_700_000_000 * SEC
+BLOCK = b"NATS/1.0\r\nce-id: e1\r\nce-type: placed\r\nx-tenant: acme\r\n\r\n"
+JETSTREAM_COLUMNS = ["stream", "stream_seq", "consumer_seq", "delivery_count", "ack", "pending",
+                     "ack_pending", "redelivered", "waiting", "ack_floor", "last_active",
+                     "server"]
+
+
+def observations() -> pd.DataFrame:
+    """A few rows of different kinds, so most columns hold something."""
+    return build_observations([
+        ("publish", T, "shop", None, None, b"orders.placed", None, b"{}", BLOCK, None),
+        ("receive", T + SEC, "w", "billing", "g", b"orders.placed", None, b"{}", BLOCK, None),
+        ("handled", T + 2 * SEC, "w", "billing", "g", None, None, None, None,
+         (1, T + SEC, "error", "ValueError: no")),
+        ("drop", T + 3 * SEC, "w", "billing", None, b"orders.placed", None, None, None,
+         (4, "slow consumer")),
+        ("consumer_info", T + 4 * SEC, "w", "billing", None, None, None, None, None,
+         ("ORDERS", 3, 1, 0, 0, 9, 10, 8, T, "n1")),
+    ], first_seq=5)
+
+
+class TestColumns:
+    def test_names_are_in_declared_order_and_unique(self):
+        for schema in SCHEMAS:
+            assert schema.names == [c.name for c in schema.columns]
+            assert len(set(schema.names)) == len(schema.names)
+            assert list(schema.by_name) == schema.names
+
+    def test_arrow_schema_has_one_field_per_column(self):
+        arrow = OBSERVATIONS.arrow
+        assert arrow.names == OBSERVATIONS.names
+        assert arrow.field("seq").type == pa.int64()
+        assert arrow.field("ts").type == pa.timestamp("ns", tz="UTC")
+        assert arrow.field("payload").type == pa.binary()
+        assert arrow.field("headers").type == pa.map_(pa.string(), pa.string())
+
+
+class TestProblems:
+    def test_a_conforming_frame_has_none(self):
+        assert OBSERVATIONS.problems(observations()) == []
+        for schema in SCHEMAS:
+            assert schema.problems(schema.empty()) == []
+
+    def test_a_missing_column_is_named(self):
+        frame = observations().drop(columns=["ts"])
+        assert OBSERVATIONS.problems(frame) == ["missing column 'ts'"]
+
+    def test_a_wrong_dtype_is_named_with_both_dtypes(self):
+        frame = observations()
+        frame["seq"] = frame["seq"].astype("int64")
+        assert OBSERVATIONS.problems(frame) == ["column 'seq' has dtype int64, expected Int64"]
+
+    def test_every_problem_is_listed_in_column_order(self):
+        frame = observations().drop(columns=["kind", "server"])
+        frame["size"] = frame["size"].astype("float64")
+        frame["sampled"] = frame["sampled"].astype(object)
+        assert OBSERVATIONS.problems(frame) == [
+            "missing column 'kind'",
+            "column 'size' has dtype float64, expected Int64",
+            "column 'sampled' has dtype object, expected boolean",
+            "missing column 'server'",
+        ]
+
+    def test_naive_timestamps_are_not_utc(self):
+        frame = observations()
+        frame["ts"] = frame["ts"].dt.tz_localize(None)
+        [problem] = OBSERVATIONS.problems(frame)
+        assert problem.startswith("column 'ts' has dtype datetime64[ns]")
+
+    def test_extra_columns_are_not_a_problem(self):
+        frame = observations().assign(note="x")
+        assert OBSERVATIONS.problems(frame) == []
+
+
+class TestSince:
+    def test_version_2_added_the_jetstream_and_server_columns(self):
+        assert OBSERVATIONS.since(1) == JETSTREAM_COLUMNS
+        assert DELIVERIES.since(1) == ["delivery_count", "ack"]
+        assert EVENTS.since(1) == []
+
+    def test_nothing_is_newer_than_the_current_version(self):
+        for schema in SCHEMAS:
+            assert schema.since(SCHEMA_VERSION) == []
+
+    def test_every_column_is_newer_than_version_0(self):
+        for schema in SCHEMAS:
+            assert schema.since(0) == schema.names
+
+
+class TestEmpty:
+    def test_every_column_in_order_and_no_rows(self):
+        for schema in SCHEMAS:
+            frame = schema.empty()
+            assert list(frame.columns) == schema.names
+            assert len(frame) == 0
+            assert schema.problems(frame) == []
+
+    def test_dtypes_are_the_pandas_ones(self):
+        frame = OBSERVATIONS.empty()
+        assert str(frame["seq"].dtype) == "Int64"
+        assert str(frame["ts"].dtype) == "datetime64[ns, UTC]"
+        assert str(frame["sampled"].dtype) == "boolean"
+        assert frame["kind"].dtype == pd.StringDtype(na_value=float("nan"))
+        assert str(DELIVERIES.empty()["queue_s"].dtype) == "float64"
+
+
+class TestArrowRoundTrip:
+    def test_observations_survive_table_and_back(self):
+        frame = observations()
+        table = to_table(frame, OBSERVATIONS)
+        assert table.schema.equals(OBSERVATIONS.arrow)
+        back = to_frame(table, OBSERVATIONS)
+        pd.testing.assert_frame_equal(back, frame)
+        assert back.loc[0, "headers"] == {"x-tenant": "acme"}
+        assert back.loc[3, "count"] == 4 and back.loc[4, "stream"] == "ORDERS"
+
+    def test_events_and_deliveries_survive_table_and_back(self):
+        trace = ek.testing.make_trace(30, seed=1)
+        for frame, schema in ((trace.events, EVENTS), (trace.deliveries, DELIVERIES)):
+            back = to_frame(to_table(frame, schema), schema)
+            pd.testing.assert_frame_equal(back, frame)
+
+    def test_to_table_takes_the_schema_columns_in_order(self):
+        frame = observations()
+        shuffled = frame[list(reversed(frame.columns))].assign(note="dropped")
+        table = to_table(shuffled, OBSERVATIONS)
+        assert table.column_names == OBSERVATIONS.names
+        pd.testing.assert_frame_equal(to_frame(table, OBSERVATIONS), frame)
+
+    def test_to_table_refuses_a_frame_without_a_column(self):
+        with pytest.raises(KeyError, match="ts"):
+            to_table(observations().drop(columns=["ts"]), OBSERVATIONS)
+
+    def test_with_missing_adds_null_columns_of_the_right_type(self):
+        table = pa.table({"seq": pa.array([1, 2], pa.int64())})
+        full = with_missing(table, OBSERVATIONS)
+        assert set(full.column_names) == set(OBSERVATIONS.names)
+        assert full.schema.field("ts").type == pa.timestamp("ns", tz="UTC")
+        assert full.column("stream").null_count == 2
+        frame = to_frame(full, OBSERVATIONS)
+        assert OBSERVATIONS.problems(frame) == []
+        assert frame["seq"].tolist() == [1, 2]
+
+
+class TestConform:
+    def test_adds_missing_columns_drops_others_and_orders_them(self):
+        frame = pd.DataFrame({"kind": ["receive", "publish"], "junk": [1, 2],
+                              "seq": np.array([7, 3])}, index=[10, 20])
+        out = conform(frame, OBSERVATIONS)
+        assert list(out.columns) == OBSERVATIONS.names
+        assert OBSERVATIONS.problems(out) == []
+        assert out.index.tolist() == [10, 20]
+        assert out["seq"].tolist() == [7, 3]
+        assert out["kind"].tolist() == ["receive", "publish"]
+        assert out["ts"].isna().all() and out["stream"].isna().all()
+
+    def test_casts_to_the_schema_dtypes(self):
+        frame = pd.DataFrame({"seq": np.array([1], dtype="int32"),
+                              "queue_s": np.array([1], dtype="int64"),
+                              "consumer": np.array(["billing"], dtype=object)})
+        out = conform(frame, DELIVERIES)
+        assert str(out["seq"].dtype) == "Int64"
+        assert str(out["queue_s"].dtype) == "float64" and out.loc[0, "queue_s"] == 1.0
+        assert out["consumer"].dtype == pd.StringDtype(na_value=float("nan"))
+        assert DELIVERIES.problems(out) == []
+
+    def test_a_conforming_frame_is_unchanged(self):
+        frame = observations()
+        pd.testing.assert_frame_equal(conform(frame, OBSERVATIONS), frame)
+
+    def test_an_empty_frame_conforms_to_the_empty_schema(self):
+        out = conform(pd.DataFrame(), EVENTS)
+        assert len(out) == 0 and EVENTS.problems(out) == []
+
+
+class TestPositions:
+    def test_where_each_value_is_or_minus_one(self):
+        values = pd.Series(["b", "x", "a", None], dtype="str")
+        keys = pd.Series(["a", "b"], dtype="str")
+        found = positions(values, keys)
+        assert found.dtype == np.int64
+        assert found.tolist() == [1, -1, 0, -1]
+
+    def test_indexes_and_object_arrays_work_too(self):
+        assert positions(pd.Index(["a", "q"]), pd.Index(["q"])).tolist() == [-1, 0]
+        objects = pd.Series(["a", "b"], dtype=object)
+        assert positions(objects, pd.Series(["b"], dtype=object)).tolist() == [-1, 0]
+
+    def test_missing_keys_never_match_missing_values(self):
+        keys = pd.Series([None, "a"], dtype="str")
+        assert positions(pd.Series([None, "a"], dtype="str"), keys).tolist() == [-1, 1]
+
+    def test_duplicate_keys_give_the_first_position(self):
+        keys = pd.Series(["a", "b", "a", "b"], dtype="str")
+        assert positions(pd.Series(["b", "a"], dtype="str"), keys).tolist() == [1, 0]
+
+    def test_no_keys_means_nothing_is_found(self):
+        empty = pd.Series([], dtype="str")
+        assert positions(pd.Series(["a"], dtype="str"), empty).tolist() == [-1]
+
+    @settings(max_examples=100)
+    @given(st.lists(st.sampled_from("abcdef")), st.lists(st.sampled_from("abcdef")))
+    def test_agrees_with_list_index(self, values, keys):
+        found = positions(pd.Series(values, dtype="str"), pd.Series(keys, dtype="str"))
+        assert found.tolist() == [keys.index(v) if v in keys else -1 for v in values]
+
+
+class TestUtc:
+    def test_nanoseconds_become_utc_timestamps(self):
+        out = utc(np.array([0, T, T + 1], dtype=np.int64))
+        assert str(out.dtype) == "datetime64[ns, UTC]"
+        assert out[0] == pd.Timestamp("1970-01-01", tz="UTC")
+        assert out[1] == pd.Timestamp("2023-11-14 22:13:20", tz="UTC")
+        assert out[2].value - out[1].value == 1
+
+    def test_the_minimum_int64_is_nat(self):
+        out = utc(np.array([np.iinfo(np.int64).min, 5]))
+        assert pd.isna(out[0]) and out[1].value == 5
+
+    def test_lists_are_accepted(self):
+        assert utc([T]).iloc[0].value == T
+
+    @settings(max_examples=100)
+    @given(st.integers(min_value=-(2**63) + 1, max_value=2**63 - 1))
+    def test_every_other_int64_round_trips(self, ns):
+        assert utc(np.array([ns])).iloc[0].value == ns
+
+
+class TestText:
+    def test_arrow_strings_become_pandas_str(self):
+        out = text(pa.array(["a", None]))
+        assert out.dtype == pd.StringDtype(na_value=float("nan"))
+        assert out[0] == "a" and pd.isna(out[1])
+
+    def test_dictionary_strings_are_decoded(self):
+        out = text(pa.array(["x", "y", "x"]).dictionary_encode())
+        assert list(out) == ["x", "y", "x"]
+        assert out.dtype == pd.StringDtype(na_value=float("nan"))
+
+
+class TestDescribe:
+    def test_one_line_per_column_in_order(self):
+        for schema in SCHEMAS:
+            lines = schema.describe().splitlines()
+            assert [line.split()[0] for line in lines] == schema.names
+
+    def test_each_line_has_the_dtype_and_the_meaning(self):
+        lines = dict(zip(OBSERVATIONS.names, OBSERVATIONS.describe().splitlines(),
+                         strict=True))
+        for column in OBSERVATIONS.columns:
+            assert str(column.pandas) in lines[column.name]
+            assert lines[column.name].endswith(column.doc)
+        assert "datetime64[ns, UTC]" in lines["ts"]
