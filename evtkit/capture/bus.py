@@ -161,8 +161,9 @@ class Bus:
         return self._router.features if self._router is not None else []
 
     async def flush(self, timeout: float = 10.0) -> None:
-        """Wait until the server has everything published so far."""
-        await self._wire().client.flush(timeout)  # type: ignore[arg-type] # nats-py says int
+        """Wait until the server has everything published so far, and this bus has read
+        what the server routed to it before that (its handlers may still be running)."""
+        await self._wire().flush(timeout)
 
     def trace(self) -> Trace:
         """A :class:`~evtkit.trace.Trace` of everything recorded so far."""

@@ -110,7 +110,7 @@ class Router:
             )
         self._subs.setdefault(owner, []).append(nsub)
         self._owner_of[_fastpath.subscription_id(nsub)] = owner
-        await nc.flush()
+        await self.flush()
 
     async def detach(self, owner: Owner) -> None:
         """Stop ``owner``'s subscriptions without losing what is in flight: drain each
@@ -140,6 +140,20 @@ class Router:
         self.closed = True
 
     # -- sending ---------------------------------------------------------------------------
+
+    async def flush(self, timeout: float = 10.0) -> None:
+        """Return once the server has everything sent so far, and everything it routed to
+        this connection before that has been read (and handed to the sinks).
+
+        nats-py's ``flush()`` writes its PING straight to the socket, ahead of commands
+        still in its write buffer, so one round trip can come back before a publish or a
+        subscription that preceded it was sent. That flush also hands the buffer to
+        nats-py's writer, which runs before the answer is read; a second round trip
+        therefore follows everything that was sent before the first.
+        """
+        nc = self.client
+        for _ in range(2):
+            await nc.flush(timeout)  # type: ignore[arg-type] # nats-py says int; float works
 
     def check_size(self, subject: str, size: int) -> None:
         """Raise :class:`PayloadTooLargeError` if ``size`` bytes exceed ``max_payload``."""

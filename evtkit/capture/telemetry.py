@@ -157,7 +157,7 @@ class TelemetrySender:
             self._loop = None
         try:
             await self.flush()
-            await self.router.client.flush(2)
+            await self.router.flush(2)
         except (nats.errors.Error, OSError, TimeoutError, EvtkitError) as exc:
             # Nothing to send it on any more: say so, with how much stays behind.
             left = sum(len(rows) for _, rows in self._backlog)
