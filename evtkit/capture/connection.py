@@ -23,6 +23,7 @@ from nats.errors import SlowConsumerError
 
 from .. import env
 from ..errors import ConnectError
+from ..observation import Row
 from ._nats_errors import FAILURES, nats_errors
 from .contract import Owner
 from .credentials import public_url, redact
@@ -117,8 +118,8 @@ class ConnectionEvents:
     def last_error(self) -> str | None:
         """The text of the latest ``error`` row of this connection, if any."""
         for row in reversed(self.recorder.rows):
-            if row[0] == "error" and row[2] == self.name:
-                return str(row[9])
+            if row[Row.KIND] == "error" and row[Row.OBSERVER] == self.name:
+                return str(row[Row.EXTRA])
         return None
 
 

@@ -13,7 +13,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
+
 from ..observation import Row, build_observations
+from ..trace import Trace
 
 __all__ = ["Recorder", "Stats"]
 
@@ -77,14 +80,12 @@ class Recorder:
         self._base += len(taken)
         return first, taken
 
-    def observations(self) -> Any:
+    def observations(self) -> pd.DataFrame:
         """The ``observations`` frame of every row not yet drained."""
         return build_observations(self.rows[:], self._base)
 
-    def trace(self) -> Any:
+    def trace(self) -> Trace:
         """A :class:`~evtkit.trace.Trace` of every row not yet drained."""
-        from ..trace import Trace
-
         meta = dict(self.metadata)
         meta.setdefault("started_at_ns", self.started_ns)
         meta["ended_at_ns"] = time.time_ns()
