@@ -96,8 +96,14 @@ class SyntheticIds:
         return f"syn-{digest}-{n}"
 
 
+# Times a trace can hold: nanoseconds since the epoch in an int64 (1677-09-21 to 2262-04-11).
+_EARLIEST = datetime(1677, 9, 22, tzinfo=UTC)
+_LATEST = datetime(2262, 4, 11, tzinfo=UTC)
+
+
 def parse_time(value: str | None) -> datetime | None:
-    """RFC 3339 ``ce-time`` to an aware UTC datetime; None if missing or malformed.
+    """RFC 3339 ``ce-time`` to an aware UTC datetime; None if missing, malformed, or outside
+    the years a trace can hold (1677-09-22 to 2262-04-11, nanoseconds in an int64).
 
     Fractions finer than a microsecond are cut (datetime's resolution); frames keep ns.
     """
@@ -108,10 +114,11 @@ def parse_time(value: str | None) -> datetime | None:
     if dot:
         digits = len(rest) - len(rest.lstrip("0123456789"))
         text = f"{head}.{rest[:min(digits, 6)].ljust(6, '0')}{rest[digits:]}"
-    try:
-        return datetime.fromisoformat(text).astimezone(UTC)
-    except ValueError:
+    try:  # year 9999 at -01:00 is a valid RFC 3339 time past datetime's own range
+        when = datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
+    return when if _EARLIEST <= when < _LATEST else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +200,7 @@ def decode_data(raw: bytes, content_type: str | None) -> Any:
     if media == JSON or media.endswith("+json"):
         try:
             return json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to build
             return raw
     if media.startswith("text/"):
         try:
@@ -212,7 +219,7 @@ def structured_envelope(payload: bytes) -> dict[str, Any] | None:
     """The JSON object of a structured-mode CloudEvent, or None if it is not one."""
     try:
         envelope = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to build
         return None
     return envelope if isinstance(envelope, dict) else None
 

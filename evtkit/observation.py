@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._headers import CLOUDEVENTS, header_name, parse_block, parse_blocks
-from .event import RFC3339, STRUCTURED, decode_message, js_position, synthetic_id
+from .event import RFC3339, STRUCTURED, decode_message, js_position, parse_time, synthetic_id
 from .schema import OBSERVATIONS, to_frame
 
 __all__ = ["CONSUMER_INFO_FIELDS", "MESSAGE_KINDS", "ROW_FIELDS", "Row", "build_observations",
@@ -248,18 +248,17 @@ def _traceparent(values: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
 
 
 def times(values: pa.Array) -> pa.Array:
-    """RFC 3339 strings to UTC timestamps; null where missing or malformed."""
+    """RFC 3339 strings to UTC timestamps; null where missing, malformed or out of range
+    (the rule of :func:`evtkit.event.parse_time`, which handlers see)."""
     ok = pc.fill_null(pc.match_substring_regex(values, pattern=RFC3339), False)
     text = pc.if_else(ok, values, pa.scalar(None, values.type))
     try:
         return text.cast(_TS)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        # Shaped like RFC 3339 but not a real time (month 13...): decide row by row.
-        parsed = pd.to_datetime(
-            pd.Series(text.to_pylist(), dtype=object), utc=True, format="ISO8601",
-            errors="coerce",
-        )
-        return pa.array(parsed, _TS)
+        # Shaped like RFC 3339 but not a time a trace can hold (month 13, year 9999...):
+        # decide row by row, as a handler's event does.
+        usable = pa.array([parse_time(v) is not None for v in text.to_pylist()], pa.bool_())
+        return pc.if_else(usable, text, pa.scalar(None, values.type)).cast(_TS)
 
 
 def _kind_details(kind: Sequence[str], extra: Sequence[Any], reply: pa.Array

@@ -14,6 +14,7 @@ import contextvars
 import inspect
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
@@ -118,13 +119,15 @@ class Subscription:
         while True:
             seq, subject, reply, data, block, syn = await self._queue.get()
             self._pending_bytes -= len(data)
-            event = decode_message(subject.decode("utf-8", "replace"), data, block,
-                                   reply=reply.decode("utf-8", "replace") if reply else None,
-                                   synthetic=syn)
-            token = _CURRENT.set(Delivery(event, consumer, seq))
             started = clock()
-            outcome, error, failure, ack = "ok", None, None, None
+            outcome, error, failure, ack, token = "ok", None, None, None, None
             try:
+                # Decoding never raises by design; it runs in here all the same, so that no
+                # message can ever end this loop.
+                event = decode_message(subject.decode("utf-8", "replace"), data, block,
+                                       reply=reply.decode("utf-8", "replace") if reply
+                                       else None, synthetic=syn)
+                token = _CURRENT.set(Delivery(event, consumer, seq))
                 result = handler(event)
                 if inspect.isawaitable(result):
                     await result
@@ -134,9 +137,12 @@ class Subscription:
             except Exception as exc:  # noqa: BLE001 - a failing handler must not stop us
                 outcome, error, failure = "error", f"{type(exc).__name__}: {exc}", exc
                 self.failed += 1
-                log.debug("handler of %s failed on %s", consumer, event.id, exc_info=True)
+                if log.isEnabledFor(logging.DEBUG):  # the traceback, without credentials
+                    log.debug("handler of %s failed on %s:\n%s", consumer, seq,
+                              redact("".join(traceback.format_exception(exc))))
             finally:
-                _CURRENT.reset(token)
+                if token is not None:
+                    _CURRENT.reset(token)
                 # Not on cancel: an unsettled JetStream message is redelivered later.
                 if settles and (error is None or failure is not None):
                     ack = await self._settle(reply, failure)

@@ -43,6 +43,7 @@ from ..errors import EvtkitError
 from ..observation import Row, check_rows
 from ._nats_errors import FAILURES
 from ._tasks import Loop
+from .credentials import redact
 from .router import Router
 
 __all__ = ["TELEMETRY_SUBJECT", "Collector", "TelemetrySender"]
@@ -110,7 +111,8 @@ class TelemetrySender:
                 try:
                     n = await self._send_chunk(first, rows)
                 except FAILURES as exc:
-                    log.debug("telemetry from %s not sent yet: %s", self.router.name, exc)
+                    log.debug("telemetry from %s not sent yet: %s", self.router.name,
+                              redact(f"{type(exc).__name__}: {exc}"))
                     self._trim()
                     break
                 sent += n
