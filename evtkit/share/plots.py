@@ -170,6 +170,11 @@ def plot_waterfall(trace: Trace, correlation_id: str, *, title: str | None = Non
     nodes = chain.nodes.set_index("node_id")
     t0 = chain.nodes["time"].min()
     fig = go.Figure()
+    default = f"Flow {_esc(correlation_id)}: where the time went (critical path in red)"
+    if edges.empty:  # e.g. a tap-only capture: events seen, nobody's handling recorded
+        fig.add_annotation(text="no deliveries recorded in this flow: nothing to draw",
+                           showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+        return _layout(fig, title, default)
     rows = []
     for edge in edges.itertuples(index=False):
         node = nodes.loc[edge.target if edge.kind == "queue" else edge.source]
@@ -192,8 +197,7 @@ def plot_waterfall(trace: Trace, correlation_id: str, *, title: str | None = Non
     fig.update_layout(barmode="overlay", xaxis_title="milliseconds since the flow began",
                       yaxis={"title": "subject → consumer", "categoryorder": "array",
                              "categoryarray": order[::-1]})
-    return _layout(fig, title, f"Flow {_esc(correlation_id)}: where the time went "
-                               "(critical path in red)")
+    return _layout(fig, title, default)
 
 
 def plot_dag(trace: Trace, correlation_id: str, *, title: str | None = None) -> go.Figure:

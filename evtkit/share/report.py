@@ -134,8 +134,9 @@ def build_report(trace: Trace, *, title: str | None = None, sample: int = DEFAUL
     page["flows"] = _table(chains.head(10), [
         "correlation_id", "root_event_id", "events", "deliveries", "depth", "duration_s",
         "critical_path_s", "errors"]) if len(chains) else None
+    handled = chains[chains["deliveries"] > 0]  # a waterfall needs deliveries to draw
     page["waterfalls"] = [_figure(plot_waterfall(trace, flow))
-                          for flow in chains["correlation_id"].head(flows)]
+                          for flow in handled["correlation_id"].head(flows)]
     step("flows")
     page["fanout"] = [_figure(plot_fanout(trace)), _figure(plot_dependencies(trace))] \
         if len(trace.deliveries) else []

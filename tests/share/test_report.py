@@ -209,3 +209,38 @@ class TestFiles:
         with pytest.raises(ek.TraceFormatError):
             ek.report(tmp_path / "absent.parquet", tmp_path / "r.html", progress=False)
         assert not (tmp_path / "r.html").exists()
+
+
+class TestTapOnlyCapture:
+    """What `evtkit record` writes by default: tap rows only, no deliveries."""
+
+    async def test_report_of_a_tap_only_recording(self, url, tmp_path):
+        import subprocess
+        import sys
+
+        async with ek.connect(url, name="recorder") as bus:
+            await bus.tap("taponly.>")
+            async with ek.connect(url, name="shop") as shop:
+                for i in range(5):
+                    await shop.publish("taponly.placed", {"i": i})
+                await shop.flush()
+            await bus.flush()
+            trace = bus.trace()
+        obs = trace.observations
+        tapped = ek.Trace(obs[(obs["kind"] == "tap").to_numpy()], trace.metadata)
+        assert len(tapped.events) == 5 and tapped.deliveries.empty
+        path = tapped.save(tmp_path / "taps.parquet")
+        done = subprocess.run([sys.executable, "-m", "evtkit", "report", path, "--out",
+                               str(tmp_path / "taps.html"), "--quiet"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        page = (tmp_path / "taps.html").read_text()
+        assert "Slowest flows" in page and "Traceback" not in page
+
+    def test_a_flow_without_deliveries_draws_a_note_not_an_error(self):
+        trace = ek.testing.make_trace(20, seed=1)
+        obs = trace.observations
+        tapped = ek.Trace(obs[obs["kind"].isin(["publish", "tap"]).to_numpy()], {})
+        flow = tapped.chains()["correlation_id"].iloc[0]
+        fig = ek.plot_waterfall(tapped, flow)
+        assert "no deliveries recorded" in fig.layout.annotations[0].text
