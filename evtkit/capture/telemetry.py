@@ -146,7 +146,11 @@ class TelemetrySender:
             "batch": self.batches, "first": first, "rows": chunk, "lost": self.lost,
             "stripped": stripped, "metadata": self.router.recorder.metadata,
         }, use_bin_type=True)
-        await nc.request(self.subject, body, timeout=self.ack_timeout)
+        answer = await nc.request(self.subject, body, timeout=self.ack_timeout)
+        if answer.data.startswith(b"-ERR"):  # the collector refused it: sending again won't help
+            self.lost += len(chunk)
+            log.warning("telemetry from %s: a collector refused %d rows: %s", self.router.name,
+                        len(chunk), answer.data[5:].decode("utf-8", "replace"))
         self.stripped += len(stripped)
         self.batches += 1
         self.rows += len(chunk)
@@ -174,11 +178,95 @@ class TelemetrySender:
         return f"<TelemetrySender {self.subject} {self.rows} rows in {self.batches} batches>"
 
 
+MAX_COUNT = 2**32
+"""The most rows a batch may say were lost or skipped, and the most messages one ``drop``
+row may count: larger claims are refused (they could only be forged or corrupt, and would
+overflow a trace's totals)."""
+_MAX_TEXT = 300
+# Rows from the network keep times a trace can hold: ns since 1970, below int64's NaT end.
+_TS_RANGE = (0, 2**63 - 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One telemetry batch, checked: every field of the type and range it must have."""
+
+    source: str
+    name: str
+    first: int
+    rows: tuple[tuple[Any, ...], ...]
+    lost: int
+    stripped: tuple[int, ...]
+    metadata: dict[str, Any]
+
+
+def read_batch(data: bytes) -> Batch:
+    """Decode and check one batch as a sender wrote it.
+
+    Raises:
+        ValueError: saying what is wrong (not MessagePack, another format version, a field
+            missing or of the wrong type or out of range, a malformed row).
+    """
+    try:
+        batch = msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=True)
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many kinds on garbage
+        raise ValueError(f"not a MessagePack batch ({type(exc).__name__}: {exc})") from None
+    if not isinstance(batch, dict):
+        raise ValueError(f"a batch is a map, not {type(batch).__name__}")
+    if batch.get("format") != FORMAT:
+        raise ValueError(f"batch format {batch.get('format')!r}, expected {FORMAT}")
+    source = _text_field(batch, "source")
+    rows: tuple[tuple[Any, ...], ...] = batch.get("rows")  # type: ignore[assignment]
+    check_rows(rows)  # a tuple of rows, each shaped as ROW_FIELDS says
+    for row in rows:
+        if not _TS_RANGE[0] <= row[Row.TS] <= _TS_RANGE[1]:
+            raise ValueError(f"a row's time {row[Row.TS]} is not ns since 1970")
+        if row[Row.KIND] == "drop" and not 0 <= row[Row.EXTRA][0] <= MAX_COUNT:
+            raise ValueError(f"a drop row counts {row[Row.EXTRA][0]} messages")
+    first = _count(batch, "first", 2**62)
+    stripped = batch.get("stripped") or ()
+    if not isinstance(stripped, tuple) or not all(
+            type(seq) is int and first <= seq < first + len(rows) for seq in stripped):
+        raise ValueError("stripped must list seqs of rows in the batch")
+    metadata = batch.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"metadata is a map, not {type(metadata).__name__}")
+    name = batch.get("name") or source
+    return Batch(source, name if isinstance(name, str) else source, first, rows,
+                 _count(batch, "lost", MAX_COUNT), stripped, metadata)
+
+
+def _text_field(batch: dict[Any, Any], key: str) -> str:
+    value = batch.get(key)
+    if not isinstance(value, str) or not 0 < len(value) <= _MAX_TEXT:
+        raise ValueError(f"{key} must be text of 1 to {_MAX_TEXT} characters")
+    return value
+
+
+def _count(batch: dict[Any, Any], key: str, most: int) -> int:
+    value = batch.get(key, 0)
+    if type(value) is not int or not 0 <= value <= most:
+        raise ValueError(f"{key} must be a whole number from 0 to {most}, not {value!r:.40}")
+    return value
+
+
+def _connection(reply: bytes) -> str:
+    """The sending connection as far as NATS shows it: nats-py answers requests on inboxes
+    ``_INBOX.<per-connection prefix>.<token>``, so the prefix names the connection."""
+    return reply.rpartition(b".")[0].decode("utf-8", "replace")
+
+
+def _short(value: Any) -> str | None:
+    """A metadata value from a sender, as bounded text."""
+    return None if value is None else str(value)[:_MAX_TEXT]
+
+
 @dataclass(slots=True)
 class _Source:
     """What the collector knows about one sending process."""
 
     name: str
+    connection: str  # the sender's connection, as its reply inbox names it
     src_first: list[int] = field(default_factory=list)  # segment starts, sender's numbering
     dst_first: list[int] = field(default_factory=list)  # the same segments, ours
     lengths: list[int] = field(default_factory=list)
@@ -203,6 +291,7 @@ class Collector:
     Attributes:
         rows: rows merged so far.
         batches: batches merged so far.
+        refused: batches refused (each also became an ``error`` row saying why).
         busy_s: CPU seconds spent merging batches (what collecting costs this process).
         span_s: wall seconds from the first merged batch to the latest.
     """
@@ -212,7 +301,7 @@ class Collector:
     def __init__(self, router: Router, subject: str = f"{TELEMETRY_SUBJECT}.>") -> None:
         self.router = router
         self.subject = subject
-        self.rows = self.batches = 0
+        self.rows = self.batches = self.refused = 0
         self.busy_s = self.span_s = 0.0
         self._first_at: float | None = None
         self.sources: dict[str, _Source] = {}
@@ -232,46 +321,69 @@ class Collector:
     def _merge(self, subject: bytes, reply: bytes, data: bytes) -> None:
         recorder = self.router.recorder
         observer = self.router.name
+        where = subject.decode("utf-8", "replace")
         try:
-            batch = msgpack.unpackb(data, raw=False, use_list=False)
-            if batch["format"] != FORMAT:
-                raise ValueError(f"batch format {batch['format']!r}, expected {FORMAT}")
-            key, first, rows = batch["source"], int(batch["first"]), batch["rows"]
-            check_rows(rows)
-        except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
+            batch = read_batch(data)
+            source = self._source_of(batch, _connection(reply))
+            unresolved = self._take(source, batch)
+        except Exception as exc:  # noqa: BLE001 - nothing a sender sends may stop collecting
             recorder.add("error", observer, subject=subject,
-                         extra=f"unreadable telemetry batch on {subject.decode('utf-8', 'replace')}"
-                               f" ({len(data)} bytes): {exc}")
+                         extra=f"unreadable telemetry batch on {where} ({len(data)} bytes), "
+                               f"refused: {exc}")
+            self.refused += 1
+            if reply:
+                self._answer(reply, b"-ERR " + str(exc).encode()[:200])
             return
-        source = self.sources.get(key)
+        if unresolved:
+            recorder.add("error", observer, consumer=source.name, extra=(
+                f"telemetry: {unresolved} rows from {source.name} refer to rows this collector "
+                "never received (sent before it started, or lost); their links are empty"))
+        if reply:
+            self._answer(reply, b"+OK")
+
+    def _source_of(self, batch: Batch, connection: str) -> _Source:
+        """The sender ``batch`` claims to be; refused if that claim was first made from
+        another connection (a batch never speaks for someone else's rows)."""
+        source = self.sources.get(batch.source)
         if source is None:
-            source = self.sources[key] = _Source(batch.get("name") or key)
-            meta = batch.get("metadata") or {}
-            recorder.metadata.setdefault("collected", {})[key] = {
-                k: meta.get(k) for k in ("client", "server_url", "server_version",
-                                         "nats_py_version")}
+            source = self.sources[batch.source] = _Source(batch.name, connection)
+            self.router.recorder.metadata.setdefault("collected", {})[batch.source] = {
+                k: _short(batch.metadata.get(k)) for k in ("client", "server_url",
+                                                           "server_version", "nats_py_version")}
+        elif source.connection != connection:
+            raise ValueError(f"it claims to come from {source.name} ({batch.source}), which "
+                             "sends from another connection")
+        return source
+
+    def _take(self, source: _Source, batch: Batch) -> int:
+        """Merge the rows of ``batch`` new to ``source``; return how many rows refer to rows
+        the collector does not have."""
+        recorder = self.router.recorder
+        observer = self.router.name
+        first, rows = batch.first, batch.rows
         if source.next_first is not None and first < source.next_first:
             # Sent again after an answer was lost: keep only what is new.
             rows = rows[source.next_first - first:]
             first = source.next_first
         if source.next_first is not None and first > source.next_first:
+            gap = first - source.next_first
+            if gap > MAX_COUNT:
+                raise ValueError(f"its rows start {gap} after the last ones: not plausible")
             recorder.add("drop", observer, consumer=source.name, extra=(
-                first - source.next_first,
-                f"telemetry: {first - source.next_first} rows from {source.name} never "
-                "reached the collector"))
-        lost = int(batch.get("lost") or 0)
-        if lost > source.lost:
+                gap, f"telemetry: {gap} rows from {source.name} never reached the collector"))
+        if batch.lost > source.lost:
             recorder.add("drop", observer, consumer=source.name, extra=(
-                lost - source.lost, f"telemetry: {source.name} could not send "
-                f"{lost - source.lost} rows (backlog limit)"))
-            source.lost = lost
+                batch.lost - source.lost, f"telemetry: {source.name} could not send "
+                f"{batch.lost - source.lost} rows (backlog limit)"))
+            source.lost = batch.lost
         base = recorder.next_seq()
         source.src_first.append(first)
         source.dst_first.append(base)
         source.lengths.append(len(rows))
         source.next_first = max(source.next_first or 0, first + len(rows))
-        recorder.rows.extend(self._renumber(source, rows))
-        for seq in batch.get("stripped") or ():
+        renumbered, unresolved = self._renumber(source, rows)
+        recorder.rows.extend(renumbered)
+        for seq in batch.stripped:
             recorder.add("error", observer, consumer=source.name, extra=(
                 f"telemetry: the payload of row {source.map(seq)} from {source.name} was too "
                 "large to forward (over the server's max_payload); the row has no payload"))
@@ -279,33 +391,39 @@ class Collector:
         source.batches += 1
         self.rows += len(rows)
         self.batches += 1
-        if reply:
-            self._answer(reply)
+        return unresolved
 
-    def _answer(self, reply: bytes) -> None:
-        """Tell the sender its batch is merged (the sink runs synchronously in nats-py's
-        read loop, so the reply is sent from a task)."""
+    def _answer(self, reply: bytes, body: bytes) -> None:
+        """Tell the sender its batch is merged (``+OK``) or refused (``-ERR why``). The sink
+        runs synchronously in nats-py's read loop, so the reply is sent from a task."""
         nc = self.router.client
         if nc.is_closed:
             return
         task = asyncio.get_running_loop().create_task(
-            nc.publish(reply.decode("utf-8", "replace"), b"+OK"))
+            nc.publish(reply.decode("utf-8", "replace"), body))
         self._answers.add(task)
         task.add_done_callback(self._answers.discard)
 
     @staticmethod
-    def _renumber(source: _Source, rows: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        """Rows as tuples with their references moved to the collector's numbering."""
+    def _renumber(source: _Source, rows: tuple[Any, ...]) -> tuple[list[tuple[Any, ...]], int]:
+        """Rows as tuples with their references moved to the collector's numbering, and
+        how many references point at rows the collector does not have."""
         out = []
+        unresolved = 0
         for row in rows:
             kind, extra = row[Row.KIND], row[Row.EXTRA]
+            ref = None
             if kind == "handled":
-                extra = (source.map(extra[0]), *extra[1:])
+                ref = extra[0]
+                extra = (source.map(ref), *extra[1:])
             elif kind == "publish" and extra is not None:
+                ref = extra if type(extra) is int else extra[0]
                 extra = (source.map(extra) if type(extra) is int
                          else (source.map(extra[0]), *extra[1:]))
+            if ref is not None and source.map(ref) is None:
+                unresolved += 1
             out.append((*row[:Row.EXTRA], extra))
-        return out
+        return out, unresolved
 
     async def start(self) -> Collector:
         """Subscribe to the telemetry subjects; returns once the server has the subscription."""

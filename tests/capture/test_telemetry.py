@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import msgpack
+import nats
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -258,3 +259,80 @@ class TestNothingLost:
         monkeypatch.setenv("EVTKIT_TELEMETRY", value)
         with pytest.raises(ValueError, match="EVTKIT_TELEMETRY"):
             await ek.connect(url, name="svc")
+
+
+def _batch(**fields) -> bytes:
+    good = {"format": FORMAT, "source": "h/1/svc/0", "name": "svc", "batch": 0, "first": 0,
+            "rows": [("publish", 1_000, "svc", None, None, b"s", None, b"{}", None, None)],
+            "lost": 0, "stripped": [], "metadata": {"client": "svc"}}
+    return msgpack.packb({**good, **fields}, use_bin_type=True)
+
+
+class TestUntrustedBatches:
+    """A batch is untrusted input: any field of the wrong type or range is refused with an
+    error row, the collector carries on, and the trace stays loadable."""
+
+    @pytest.mark.parametrize("fields", [
+        {"source": {"a": 1}}, {"source": b"bytes"}, {"source": ""}, {"source": "x" * 301},
+        {"lost": "abc"}, {"lost": 2**64 - 1}, {"lost": -1}, {"metadata": [1, 2]},
+        {"stripped": 5}, {"stripped": [99]}, {"first": float("inf")}, {"first": -5},
+        {"first": True},
+        {"rows": [("publish", -(2**63), "svc", None, None, b"s", None, b"", None, None)]},
+        {"rows": [("drop", 5, "svc", None, None, None, None, None, None, (2**62, "x"))]},
+    ], ids=lambda f: f"{next(iter(f))}={next(iter(f.values()))!r:.20}")
+    async def test_a_bad_field_is_refused_and_collecting_goes_on(self, bus, tmp_path, fields):
+        collector = await bus.collect()
+        collector.sink(b"_EVTKIT.telemetry.svc", b"", _batch(**fields), None)
+        assert collector.rows == 0 and collector.refused == 1
+        collector.sink(b"_EVTKIT.telemetry.svc", b"", _batch(source="h/2/ok/0"), None)
+        assert collector.rows == 1
+        trace = bus.trace()
+        errors = trace.observations[trace.observations["kind"] == "error"]
+        assert errors["error"].str.contains("refused").sum() == 1
+        assert trace.drops >= 0
+        assert len(ek.load(trace.save(tmp_path / "t.parquet")).events) == len(trace.events)
+
+    async def test_a_batch_from_another_connection_cannot_speak_for_a_sender(self, url):
+        async with ek.connect(url, name="home") as home, ek.connect(url, name="svc") as svc:
+            collector = await home.collect()
+            sender = await svc.send_telemetry(interval=60)
+            await svc.publish("trust.x", {"i": 0})
+            assert await sender.flush() == 1
+            forger = await nats.connect(url, name="forger")
+            try:
+                answer = await forger.request(
+                    sender.subject, _batch(source=sender.source, first=2**31), timeout=5)
+            finally:
+                await forger.close()
+            assert answer.data.startswith(b"-ERR") and b"another connection" in answer.data
+            await svc.publish("trust.x", {"i": 1})
+            assert await sender.flush() == 1  # the real sender's rows still count
+            trace = home.trace()
+        assert collector.refused == 1 and trace.drops == 0
+        assert sorted(orjson.loads(p)["i"] for p in trace.events["payload"]) == [0, 1]
+
+    async def test_rows_that_refer_to_unknown_rows_are_reported(self, bus):
+        collector = await bus.collect()
+        handled = ("handled", 2_000, "svc", "c", None, None, None, None, None,
+                   (12345, 1_500, "ok", None))
+        collector.sink(b"_EVTKIT.telemetry.svc", b"", _batch(rows=[handled]), None)
+        assert collector.rows == 1
+        errors = bus.trace().observations.query("kind == 'error'")
+        assert errors["error"].str.contains("1 rows from svc refer to rows").any()
+
+    @settings(max_examples=200, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.recursive(
+        st.none() | st.booleans() | WIRE_INTS | st.floats() | st.text(max_size=8)
+        | st.binary(max_size=8),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+            st.sampled_from(["format", "source", "name", "first", "rows", "lost",
+                             "stripped", "metadata", "batch"]) | st.text(max_size=4),
+            inner, max_size=9),
+        max_leaves=30))
+    async def test_any_messagepack_never_breaks_the_collector(self, bus, value):
+        collector = Collector(bus)
+        collector.sink(b"_EVTKIT.telemetry.x", b"", msgpack.packb(value, use_bin_type=True),
+                       None)
+        assert collector.rows + collector.refused == 1 or collector.rows == 0
+        assert len(bus.trace().observations) == len(bus.recorder.rows)
