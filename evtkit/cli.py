@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: its terminal closed
         loop.add_signal_handler(sig, stop.set)
 
 

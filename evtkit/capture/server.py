@@ -42,6 +42,7 @@ from typing import Any
 
 from .. import env
 from ..errors import ServerNotFoundError, ServerStartError, ServerTimeoutError
+from . import lifeline
 
 __all__ = ["MSG_TRACE_SUBJECT", "EmbeddedCluster", "EmbeddedServer", "find_nats_server"]
 
@@ -290,7 +291,8 @@ class EmbeddedServer:
             raise ServerStartError(f"server already started at {self.url}")
         binary = self.binary or find_nats_server()
         if self.dir is None or not self.dir.exists():  # a restart keeps the store
-            self.dir = Path(tempfile.mkdtemp(prefix="evtkit-nats-"))
+            lifeline.sweep()  # directories (with passwords) of servers whose parent died
+            self.dir = Path(tempfile.mkdtemp(prefix=lifeline.DIR_PREFIX))
         for stale in self.dir.glob("*.ports"):
             stale.unlink()
         conf = self.dir / "server.conf"
@@ -303,7 +305,9 @@ class EmbeddedServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.dir,
+                preexec_fn=lifeline.die_with_parent(),  # arms one prctl, nothing else
             )
+            lifeline.claim(self.dir, self._proc.pid)
         except OSError as exc:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise ServerStartError(f"could not run {binary}: {exc}") from exc
