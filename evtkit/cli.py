@@ -175,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          progress=not args.quiet))
             return EXIT_OK
     except (EvtkitError, OSError, ValueError, RuntimeError) as exc:
-        print(f"evtkit: error: {redact(str(exc))}", file=sys.stderr)
+        notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
+        print(f"evtkit: error: {redact(str(exc) + notes)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_OK
@@ -257,12 +258,11 @@ async def _demo(args: argparse.Namespace) -> int:
 
 async def _replay(args: argparse.Namespace) -> int:
     from .capture.bus import Bus
-    from .replay import describe, replay
+    from .replay import check_speed, describe, replay
     from .store import load
     from .subject import Remap
 
-    if args.speed < 0:
-        raise ValueError(f"--speed must be 0 or positive, not {args.speed:g}")
+    check_speed(args.speed)
     Remap(args.subject_map)  # bad maps fail before connecting
     trace = load(args.path)
     async with Bus(args.server, name="evtkit-replay") as bus:

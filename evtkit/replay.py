@@ -26,6 +26,7 @@ from tqdm import tqdm
 from ._headers import REPLAY_OF
 from .capture.bus import Bus
 from .capture.envelope import with_header
+from .errors import PublishError
 from .store import load
 from .subject import Remap, matches
 from .trace import Trace
@@ -57,6 +58,18 @@ class ReplayResult:
         if self.gaps.empty:
             return 0.0
         return float((self.gaps["replayed_s"] - self.gaps["original_s"]).abs().median())
+
+
+SLOWEST = 1e-6
+"""The slowest replay speed (a million times slower than recorded); slower is a mistake."""
+
+
+def check_speed(speed: float) -> float:
+    """Return ``speed`` if a replay can use it; raise ValueError saying why not."""
+    if not (speed == 0 or SLOWEST <= speed < float("inf")):  # NaN fails both tests
+        raise ValueError(f"speed must be 0 (as fast as possible) or a number from {SLOWEST:g} "
+                         f"(a million times slower) up, not {speed!r}")
+    return speed
 
 
 def replay_block(block: bytes | None, original_id: str) -> bytes:
@@ -102,8 +115,7 @@ async def replay(
         ValueError: negative speed or limit, or a malformed subject map.
         TraceFormatError: the trace file cannot be read.
     """
-    if speed < 0:
-        raise ValueError(f"speed must be 0 (as fast as possible) or positive, not {speed}")
+    check_speed(speed)
     if limit is not None and limit < 0:
         raise ValueError(f"limit must not be negative, not {limit}")
     remap = Remap(subject_map or [])
@@ -128,7 +140,13 @@ async def replay(
         payload = row.payload or b""
         reply = row.reply if isinstance(row.reply, str) else None
         sent_at[i] = time.perf_counter()
-        await bus.send_raw(subject, payload, block, reply=reply)
+        try:
+            await bus.send_raw(subject, payload, block, reply=reply)
+        except PublishError as exc:  # keeps its type; the note says how far the replay got
+            bar.close()
+            exc.add_note(f"replay stopped after {i:,} of {len(events):,} events, at event "
+                         f"{row.event_id} on {subject!r}")
+            raise
         bar.update(1)
     await bus.flush()
     bar.close()

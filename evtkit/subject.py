@@ -55,8 +55,13 @@ class Remap:
                 raise ValueError(f"subject map {rule!r}: use '.>' on both sides or neither")
             if "*" in old.split(".") or "*" in new.split("."):
                 raise ValueError(f"subject map {rule!r}: '*' is not supported, use '.>'")
+            if old in self.exact or (old.endswith(".>") and old[:-1] in dict(self.prefixes)):
+                raise ValueError(f"subject map {rule!r}: {old!r} is mapped twice")
             if old.endswith(".>"):
                 self.prefixes.append((old[:-1], new[:-1]))
+            elif {"*", ">"} & set(old.split(".") + new.split(".")):
+                raise ValueError(f"subject map {rule!r}: an exact rule maps one subject to "
+                                 "another, without wildcards (for prefixes use 'a.>=b.>')")
             else:
                 self.exact[old] = new
 

@@ -10,6 +10,7 @@ import nats
 import pytest
 
 import evtkit as ek
+from evtkit.observation import build_observations
 from evtkit.replay import replay_block
 from evtkit.subject import Remap, matches
 
@@ -150,3 +151,33 @@ class TestReplayCommand:
                                 timeout=60)
         assert result.returncode in (1, 2) and "Traceback" not in result.stderr
         assert "error" in result.stderr
+
+
+class TestSpeedAndLimits:
+    @pytest.mark.parametrize("speed", [float("nan"), float("inf"), -1.0, 1e-320, 1e-7])
+    def test_unusable_speeds_are_refused(self, speed):
+        from evtkit.replay import check_speed
+
+        with pytest.raises(ValueError, match="speed must be 0"):
+            check_speed(speed)
+
+    @pytest.mark.parametrize("speed", ["nan", "1e-320", "inf"])
+    def test_the_cli_refuses_them_in_one_line(self, speed, tmp_path):
+        import subprocess
+        import sys
+
+        trace = ek.testing.make_trace(5, seed=1)
+        path = trace.save(tmp_path / "t.parquet")
+        done = subprocess.run([sys.executable, "-m", "evtkit", "replay", path, "--speed", speed,
+                               "--quiet"], capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and "speed must be 0" in done.stderr
+        assert "Traceback" not in done.stderr
+
+    async def test_a_too_large_event_stops_the_replay_saying_how_far_it_got(self, bus):
+        big = bus.nc.max_payload
+        rows = [("publish", 1_000 + i, "p", None, None, b"big.x", None,
+                 b"%d" % i + b"x" * (big if i == 3 else 10), None, None) for i in range(5)]
+        trace = ek.Trace(build_observations(rows), {})
+        with pytest.raises(ek.PayloadTooLargeError) as caught:
+            await ek.replay(trace, bus, speed=0, progress=False)
+        assert caught.value.__notes__[0].startswith("replay stopped after 3 of 5 events")

@@ -175,3 +175,22 @@ class TestRemap:
         assert remap.apply(".".join(old + tail)) == ".".join(new + tail)
         # The prefix alone (nothing after it) is not under the rule.
         assert remap.apply(".".join(old)) == ".".join(old)
+
+
+class TestRemapRefusals:
+    """Rules that could only be mistakes are refused, before anything is published."""
+
+    @pytest.mark.parametrize("rule", ["orders.placed=>", "orders.placed=*", ">=x",
+                                      "a=b.*", "a.*=b"])
+    def test_exact_rules_never_involve_wildcards(self, rule):
+        with pytest.raises(ValueError):
+            Remap([rule])
+
+    @pytest.mark.parametrize("rules", [["a=b", "a=c"], ["a.>=b.>", "a.>=c.>"]])
+    def test_a_subject_mapped_twice_is_refused(self, rules):
+        with pytest.raises(ValueError, match="mapped twice"):
+            Remap(rules)
+
+    def test_an_exact_rule_beside_a_prefix_of_its_parent_is_fine(self):
+        remap = Remap(["a.>=x.>", "a.b=y"])
+        assert remap.apply("a.b") == "y" and remap.apply("a.c") == "x.c"
