@@ -78,6 +78,16 @@ def _digest(subject: bytes, block: bytes | None, payload: bytes) -> str:
     return digest.hexdigest()
 
 
+def names_an_id(block: bytes | None) -> bool:
+    """Whether a header block has a ``ce-id`` line (any case), so the message needs no
+    synthetic id. A value that merely contains ``ce-id:`` does not count."""
+    if block is None:
+        return False
+    if b"\nce-id:" in block:  # how evtkit and most publishers write it: one cheap test
+        return True
+    return b"\nce-id:" in block.lower()
+
+
 class SyntheticIds:
     """Hands out :func:`synthetic_id` values, counting repeats of identical messages.
 
@@ -88,6 +98,10 @@ class SyntheticIds:
 
     def __init__(self) -> None:
         self._seen: dict[str, int] = {}
+
+    def for_message(self, subject: bytes, block: bytes | None, payload: bytes) -> str | None:
+        """A synthetic id for a message without a ``ce-id`` header; None when it has one."""
+        return None if names_an_id(block) else self(subject, block, payload)
 
     def __call__(self, subject: bytes, block: bytes | None, payload: bytes) -> str:
         digest = _digest(subject, block, payload)

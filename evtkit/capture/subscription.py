@@ -82,7 +82,7 @@ class Subscription:
         self._pending_bytes = 0
         recorder = router.recorder
         append = recorder.rows.append
-        ids = SyntheticIds()
+        ids = SyntheticIds().for_message
         clock = time.time_ns
         observer = router.name
         put = self._queue.put_nowait
@@ -90,7 +90,7 @@ class Subscription:
 
         def sink(subject: bytes, reply: bytes, data: bytes, block: bytes | None) -> None:
             seq = recorder.next_seq()
-            syn = ids(subject, block, data) if block is None or b"ce-id:" not in block else None
+            syn = ids(subject, block, data)
             append(("receive", clock(), observer, consumer, queue, subject, reply or None, data,
                     block, syn))
             if qsize() >= pending_msgs or self._pending_bytes + len(data) > pending_bytes:

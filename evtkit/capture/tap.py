@@ -31,7 +31,7 @@ class Tap:
         self.name = name
         self.skipped = 0
         append = router.recorder.rows.append
-        ids = SyntheticIds()
+        ids = SyntheticIds().for_message
         clock = time.time_ns
         # Machinery traffic (JetStream API calls and acks, evtkit's telemetry and traces) is
         # not events; it is left out unless a tap asks for those subjects by name.
@@ -42,8 +42,8 @@ class Tap:
             if subject.startswith(reserved):
                 self.skipped += 1
                 return
-            syn = ids(subject, block, data) if block is None or b"ce-id:" not in block else None
-            append(("tap", clock(), name, None, None, subject, reply or None, data, block, syn))
+            append(("tap", clock(), name, None, None, subject, reply or None, data, block,
+                    ids(subject, block, data)))
 
         self.sink = sink
 

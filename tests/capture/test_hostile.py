@@ -88,6 +88,23 @@ class TestOneMessageStopsNothing:
             assert loaded.events["event_time"].isna().sum() == len(HOSTILE_TIMES) + 1
 
 
+class TestIdentity:
+    async def test_identical_messages_whose_header_value_mentions_ce_id_stay_apart(self, url):
+        async def send(nc):
+            for _ in range(3):
+                await nc.publish("hostile.same", b"x", headers={"X-Note": "ce-id: not mine"})
+        trace, seen = await _capture(url, send)
+        ids = [e.id for e in seen[:3]]
+        assert len(set(ids)) == 3 and all(i.startswith("syn-") for i in ids)
+        assert (trace.events["subject"] == "hostile.same").sum() == 3
+
+    async def test_a_ce_id_in_any_case_is_the_id(self, url):
+        async def send(nc):
+            await nc.publish("hostile.case", b"x", headers={"Ce-Id": "mixed-1"})
+        trace, seen = await _capture(url, send)
+        assert seen[0].id == "mixed-1" and "mixed-1" in set(trace.events["event_id"])
+
+
 def pd_nat():
     import pandas as pd
 
