@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import TraceFormatError
-from .observation import build_observations
+from .observation import MESSAGE_KINDS, build_observations
 from .schema import KINDS, OBSERVATIONS, SCHEMA_VERSION, to_frame, to_table, with_missing
 from .trace import Trace
 
@@ -219,6 +219,13 @@ def load(path: str | os.PathLike[str]) -> Trace:
             of a schema version this evtkit cannot read.
     """
     target = Path(path)
+    try:
+        return _load(target)
+    except OSError as exc:  # unreadable: permissions, a directory where a file was meant...
+        raise TraceFormatError(target, f"cannot read it: {exc.strerror or exc}") from exc
+
+
+def _load(target: Path) -> Trace:
     if not target.exists():
         raise TraceFormatError(target, "no such file or directory")
     if target.is_dir():
@@ -374,5 +381,9 @@ def _check_rows(path: Path, frame: pd.DataFrame) -> None:
     unknown = set(frame["kind"].unique()) - set(KINDS)
     if unknown:
         raise TraceFormatError(path, f"unknown row kinds {sorted(unknown)}")
+    nameless = frame["kind"].isin(MESSAGE_KINDS) & frame["event_id"].isna()
+    if nameless.any():
+        raise TraceFormatError(path, f"{int(nameless.sum())} message rows without event_id "
+                                     f"(the first has seq {frame['seq'][nameless].iloc[0]})")
     if frame["seq"].duplicated().any():
         raise TraceFormatError(path, "duplicate seq numbers (parts from different traces?)")

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import evtkit as ek
+from evtkit import TraceFormatError
 from evtkit.observation import build_observations
 from evtkit.schema import DELIVERIES, EVENTS, OBSERVATIONS, SCHEMA_VERSION
 from evtkit.store import META_KEY, SegmentWriter, load
@@ -265,3 +266,24 @@ def test_gzip_multi_member_appends(tmp_path):
     writer.close()
     with gzip.open(path, "rb") as fh:
         assert fh.read().count(b"\n") == 3
+
+
+class TestUntrustedFiles:
+    def test_a_path_the_system_cannot_open_is_a_trace_format_error(self, tmp_path):
+        """Any OSError (here: a name too long for the file system) names the path."""
+        path = tmp_path / ("x" * 300 + ".jsonl")
+        with pytest.raises(TraceFormatError, match="cannot read it") as caught:
+            load(path)
+        assert caught.value.path == str(path)
+
+    def test_message_rows_without_an_event_id_are_refused_naming_the_file(self, tmp_path):
+        path = tmp_path / "t.jsonl"
+        sample_trace().save(path)
+        lines = path.read_text().splitlines()
+        row = json.loads(lines[1])
+        row.pop("event_id")
+        lines[1] = json.dumps(row)
+        path.write_text("\n".join(lines) + "\n")
+        with pytest.raises(TraceFormatError, match="message rows without event_id") as caught:
+            load(path)
+        assert caught.value.path == str(path)

@@ -40,9 +40,18 @@ def problems(trace: Trace) -> pd.DataFrame:
 
     cycle = lin[lin["link"] == "cycle"]
     if len(cycle):
-        loop = " → ".join(cycle["event_id"].tolist() + [cycle["event_id"].iloc[0]])
-        rows.append(_row("cycle", len(cycle), event_id=cycle["event_id"].iloc[0],
-                         detail=f"causation ids form a cycle: {loop}"))
+        cause_of = dict(zip(lin["event_id"], lin["cause_id"], strict=True))
+        for loop in _loops(cycle["event_id"].tolist(), cause_of):
+            rows.append(_row("cycle", len(loop), event_id=loop[0], detail=(
+                f"causation ids form a cycle: {' → '.join([*loop, loop[0]])} (each causes "
+                "the next)")))
+
+    published = trace.observations.query("kind == 'publish'")["event_id"]
+    twice = published[published.duplicated()].unique()
+    if len(twice):
+        rows.append(_row("duplicate_id", len(twice), event_id=twice[0], detail=(
+            f"{len(twice)} event ids were published more than once (e.g. {twice[0]}): their "
+            "rows merged into one event each, so their deliveries and times are unreliable")))
 
     early = dv[(dv["received_at"] < dv["published_at"]) | (dv["queue_s"] < 0)]
     for observer, group in early.groupby("observer", sort=True):
@@ -100,6 +109,27 @@ def problems(trace: Trace) -> pd.DataFrame:
         frame[column] = frame[column].astype("str")
     frame["count"] = frame["count"].astype("int64")
     return frame
+
+
+def _loops(members: list[str], cause_of: dict[str, Any]) -> list[list[str]]:
+    """Each causation loop among ``members`` once, in effect order (each causes the next),
+    starting at the member that comes first in the trace."""
+    first = {event: i for i, event in enumerate(members)}
+    done: set[str] = set()
+    loops = []
+    for start in members:
+        path: list[str] = []
+        node: Any = start
+        while isinstance(node, str) and node not in done and node not in path:
+            path.append(node)
+            node = cause_of.get(node)
+        done.update(path)
+        if isinstance(node, str) and node in path:  # a loop not reported yet
+            backwards = path[path.index(node):]  # each caused by the next
+            loop = [backwards[0], *backwards[:0:-1]]
+            turn = min(range(len(loop)), key=lambda i: first.get(loop[i], len(first)))
+            loops.append(loop[turn:] + loop[:turn])
+    return loops
 
 
 def _row(problem: str, count: int, *, subject: Any = None, consumer: Any = None,

@@ -221,7 +221,24 @@ class TestCausality:
         assert frame["problem"].tolist() == ["cycle"]
         row = frame.iloc[0]
         assert row["count"] == 3 and row["event_id"] == "a"
-        assert row["detail"] == "causation ids form a cycle: a → b → c → a"
+        assert row["detail"] == ("causation ids form a cycle: a → b → c → a (each causes the "
+                                 "next)")
+
+    def test_separate_cycles_are_separate_rows_in_causal_order(self):
+        rows = [pub(0, "a", "loop", cause="b"), pub(1, "x", "loop", cause="y"),
+                pub(2, "b", "loop", cause="a"), pub(3, "y", "loop", cause="x")]
+        frame = found(rows)
+        assert frame["problem"].tolist() == ["cycle", "cycle"]
+        assert frame["count"].tolist() == [2, 2]
+        assert [d.split(": ")[1] for d in frame["detail"]] == [
+            "a → b → a (each causes the next)", "x → y → x (each causes the next)"]
+
+    def test_an_id_published_twice_is_a_duplicate(self):
+        rows = [pub(0, "same", "s"), pub(1, "same", "s"), pub(2, "other", "s")]
+        frame = found(rows)
+        assert frame["problem"].tolist() == ["duplicate_id"]
+        assert frame["count"].iloc[0] == 1 and frame["event_id"].iloc[0] == "same"
+        assert "published more than once" in frame["detail"].iloc[0]
 
     def test_the_generator_cycle_and_orphans_are_found(self):
         trace = ek.testing.make_trace(300, seed=5, orphans=4, cycle=True)
