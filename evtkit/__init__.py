@@ -33,6 +33,7 @@ from .errors import (
     ServerNotFoundError,
     ServerStartError,
     ServerTimeoutError,
+    SettleTimeoutError,
     SystemAccountError,
     TraceFormatError,
 )
@@ -84,6 +85,7 @@ __all__ = [
     "ServerNotFoundError",
     "ServerStartError",
     "ServerTimeoutError",
+    "SettleTimeoutError",
     "Subscription",
     "SubscriptionMap",
     "SystemAccountError",

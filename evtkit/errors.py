@@ -9,6 +9,7 @@ built-in exception a caller would naturally catch, so ``except ValueError`` keep
     │   ├── ServerStartError                                 it exited / refused to start
     │   └── ServerTimeoutError           (TimeoutError)       it did not come up in time
     ├── ConnectError                     (ConnectionError)    cannot reach a NATS server
+    ├── SettleTimeoutError               (TimeoutError)       handlers still busy at a deadline
     ├── PublishError                     (ValueError)         bad subject / header / data
     │   └── PayloadTooLargeError                              larger than the server allows
     ├── JetStreamError                   (RuntimeError)       a stream / consumer request failed
@@ -33,6 +34,7 @@ __all__ = [
     "ServerNotFoundError",
     "ServerStartError",
     "ServerTimeoutError",
+    "SettleTimeoutError",
     "SystemAccountError",
     "TraceFormatError",
 ]
@@ -74,6 +76,18 @@ class ConnectError(EvtkitError, ConnectionError):
     def __init__(self, message: str, *, url: str = ""):
         super().__init__(message)
         self.url = url
+
+
+class SettleTimeoutError(EvtkitError, TimeoutError):
+    """:meth:`Bus.settle` ran out of time; ``pending`` maps each consumer to the messages
+    it still holds (received, not yet handled)."""
+
+    def __init__(self, timeout: float, pending: dict[str, int]):
+        busy = ", ".join(f"{c}: {n:,}" for c, n in sorted(pending.items())) or "none queued"
+        super().__init__(f"not settled within {timeout:g} s; messages still waiting for "
+                         f"handlers: {busy} (a handler may be slow or stuck)")
+        self.timeout = timeout
+        self.pending = pending
 
 
 class PublishError(EvtkitError, ValueError):

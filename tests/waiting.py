@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 
 async def until(check: Callable[[], object], timeout: float = 10.0,
@@ -14,3 +15,15 @@ async def until(check: Callable[[], object], timeout: float = 10.0,
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{what} not reached within {timeout:g} s")
+
+
+async def flushed(nc: Any) -> None:
+    """Return once the server has everything a plain nats-py client sent before.
+
+    nats-py's ``flush()`` writes its PING ahead of commands still in its write buffer, so
+    one round trip can come back before an earlier publish left; the first round trip also
+    hands the buffer to the writer, so a second one follows everything sent before (what
+    ``Bus.flush()`` does too).
+    """
+    await nc.flush()
+    await nc.flush()

@@ -161,9 +161,18 @@ class Bus:
         return self._router.features if self._router is not None else []
 
     async def flush(self, timeout: float = 10.0) -> None:
-        """Wait until the server has everything published so far, and this bus has read
-        what the server routed to it before that (its handlers may still be running)."""
+        """Wait until the server has all published so far and this bus has read what the
+        server routed to it before (handlers may still run: see :meth:`settle`)."""
         await self._wire().flush(timeout)
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Wait until every message this bus published so far has been received and
+        handled by its subscriptions and taps (and what their handlers published too).
+
+        Raises:
+            SettleTimeoutError: still busy after ``timeout`` s (``.pending``: who holds what).
+        """
+        await self._wire().settle(timeout)
 
     def trace(self) -> Trace:
         """A :class:`~evtkit.trace.Trace` of everything recorded so far."""
@@ -289,21 +298,17 @@ class Bus:
     # -- what the server knows (see capture.msgtrace, capture.subscription_map) ------------
 
     async def record_message_traces(self, subject: str | None = None) -> MessageTraces:
-        """Record the server's message-trace reports arriving on ``subject`` as ``hop``
-        rows (default :data:`evtkit.MSG_TRACE_SUBJECT`, where an embedded server started
-        with ``trace_sampling`` sends them). Publishing with ``trace=True`` does this by
-        itself, on a subject of its own. Stopped when the bus closes."""
+        """Record the server's message-trace reports on ``subject`` as ``hop`` rows (default
+        :data:`evtkit.MSG_TRACE_SUBJECT`, where an embedded server with ``trace_sampling``
+        sends them; ``publish(trace=True)`` uses a subject of its own)."""
         return await msgtrace.record_message_traces(self._wire(), subject or MSG_TRACE_SUBJECT)
 
     async def subscriptions(self, *, account: str | None = None, timeout: float = 1.0,
                             **system: Any) -> SubscriptionMap:
-        """Who is subscribed to what, from the server's CONNZ (subscription detail):
-        ``.frame`` and ``.receivers(subject)``; see :mod:`evtkit.capture.subscription_map`.
-
-        Needs the system account: automatic with the embedded server; otherwise pass its
-        credentials (``user``/``password``, ``user_credentials``, ``nkeys_seed``...), which
-        are used for this request only and never recorded.
-        """
+        """Who is subscribed to what, from the server's CONNZ: ``.frame`` and
+        ``.receivers(subject)``. Needs the system account: automatic with the embedded
+        server; else pass its credentials (``user``/``password``, ``user_credentials``...),
+        used for this request only and never recorded."""
         return await subscription_map(self._wire(), account=account, timeout=timeout,
                                       **system)
 
@@ -311,8 +316,7 @@ class Bus:
 
     async def send_telemetry(self, interval: float = 0.5) -> TelemetrySender:
         """Ship this bus's capture rows to collectors every ``interval`` seconds (on
-        ``_EVTKIT.telemetry.<name>``). Rows leave the local recorder as they are sent;
-        what is left is flushed when the bus closes."""
+        ``_EVTKIT.telemetry.<name>``); they leave the local recorder as they are sent."""
         router = self._wire()
         return router.adopt(TelemetrySender(router, interval)).start()
 
@@ -325,9 +329,8 @@ class Bus:
 
     async def add_stream(self, name: str, subjects: Iterable[str], **config: Any
                          ) -> StreamInfo:
-        """Create a JetStream stream storing ``subjects`` (or update an existing one);
-        ``config``: further ``nats.js.api.StreamConfig`` fields (``max_msgs``,
-        ``storage``, ``num_replicas``...).
+        """Create a JetStream stream storing ``subjects`` (or update it); ``config``: more
+        ``nats.js.api.StreamConfig`` fields (``max_msgs``, ``storage``...).
 
         Raises:
             JetStreamError: the server refused (JetStream off, overlapping subjects...).
@@ -354,8 +357,7 @@ class Bus:
     async def watch_jetstream(self, *streams: str, interval: float = 1.0,
                               advisories: bool = True) -> JetStreamWatch:
         """Sample every consumer of ``streams`` (default: all) each ``interval`` seconds
-        into ``consumer_info`` rows, and record JetStream advisories as ``advisory`` rows.
-        Stopped when the bus closes."""
+        into ``consumer_info`` rows; record JetStream advisories as ``advisory`` rows."""
         router = self._wire()
         watch = router.adopt(JetStreamWatch(router, streams or None, interval))
         return await watch.start(advisories)

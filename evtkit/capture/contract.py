@@ -36,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Feature", "Owner", "Sink"]
+__all__ = ["Feature", "Owner", "Sink", "Worker"]
 
 Sink = Callable[[bytes, bytes, bytes, "bytes | None"], None]
 """Called with (subject, reply, payload, raw header block or None) for each message."""
@@ -60,3 +60,16 @@ class Owner(Feature, Protocol):
 
     def sink(self, subject: bytes, reply: bytes, data: bytes, block: bytes | None) -> None:
         """Take one message (see the module docstring for the rules)."""
+
+
+@runtime_checkable
+class Worker(Owner, Protocol):
+    """An owner that works through what it receives later (a handler's queue): the bus
+    waits for it to be idle when it settles."""
+
+    @property
+    def pending(self) -> int:
+        """Messages received and not yet worked through."""
+
+    async def idle(self) -> None:
+        """Return once everything received so far has been worked through."""

@@ -87,6 +87,7 @@ async def publish_acked(router: Router, subject: str, payload: bytes, block: byt
                         timeout: float) -> tuple[str, int]:
     """Publish through JetStream and wait for the stream's ack: ``(stream, sequence)``."""
     router.check_size(subject, len(block) + len(payload))
+    router.sent += 1
     js = router.client.jetstream(timeout=timeout)
     missing = (f"no JetStream stream stores {subject!r}: create one with "
                f"bus.add_stream(name, [{subject!r}])")

@@ -23,9 +23,9 @@ from nats.aio.client import Client
 from nats.aio.subscription import Subscription as NatsSubscription
 
 from .._headers import parse_block
-from ..errors import ConnectError, PayloadTooLargeError
+from ..errors import ConnectError, PayloadTooLargeError, SettleTimeoutError
 from . import _fastpath
-from .contract import Feature, Owner
+from .contract import Feature, Owner, Worker
 from .envelope import block_from_dict, check_subject
 from .recorder import Recorder
 
@@ -65,6 +65,7 @@ class Router:
         self._subs: dict[Owner, list[NatsSubscription]] = {}
         self._adopted: list[Feature] = []
         self.closed = False
+        self.sent = 0  # messages this connection sent (settle() waits for their effects)
 
     @property
     def client(self) -> Client:
@@ -155,6 +156,35 @@ class Router:
         for _ in range(2):
             await nc.flush(timeout)  # type: ignore[arg-type] # nats-py says int; float works
 
+    async def settle(self, timeout: float) -> None:
+        """Return once everything this connection sent has reached the server, everything
+        the server routed here before has been read, and every worker (a handler's queue)
+        is idle — again and again while handlers send more.
+
+        Raises:
+            SettleTimeoutError: not settled within ``timeout`` seconds; says who still
+                holds messages.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            sent = -1
+            while sent != self.sent:
+                sent = self.sent
+                await asyncio.wait_for(self.flush(timeout),
+                                       max(deadline - loop.time(), 0.001))
+                for feature in self.features:
+                    if isinstance(feature, Worker):
+                        await asyncio.wait_for(feature.idle(),
+                                               max(deadline - loop.time(), 0.001))
+        except TimeoutError:
+            pending: dict[str, int] = {}
+            for feature in self.features:
+                if isinstance(feature, Worker) and feature.pending and feature.consumer:
+                    pending[feature.consumer] = pending.get(feature.consumer, 0) + \
+                        feature.pending
+            raise SettleTimeoutError(timeout, pending) from None
+
     def check_size(self, subject: str, size: int) -> None:
         """Raise :class:`PayloadTooLargeError` if ``size`` bytes exceed ``max_payload``."""
         limit = self.client.max_payload
@@ -172,6 +202,7 @@ class Router:
         nc = self.client
         check_subject(subject)
         self.check_size(subject, len(block or b"") + len(payload))
+        self.sent += 1
         if block is None:
             await nc.publish(subject, payload, reply=reply or "")
         elif not (self._dispatcher is not None and await _fastpath.publish(

@@ -14,12 +14,7 @@ from evtkit import Recorder
 
 async def settle(bus: ek.Bus, *subs: ek.Subscription) -> None:
     """Wait until the server has delivered what was published and handlers are done."""
-    await bus.flush()
-    for _ in range(3):
-        for sub in subs:
-            await sub.idle()
-        await bus.flush()
-        await asyncio.sleep(0.02)
+    await bus.settle()
 
 
 class TestRoundTrip:
@@ -152,6 +147,39 @@ class TestQueueGroups:
         assert set(per_worker.index) == {"worker-1", "worker-2"}
         assert per_worker.min() > 0
         assert (deliveries["queue"] == "billing").all()
+
+
+class TestSettle:
+    async def test_settle_waits_for_handlers_and_what_they_publish(self, bus):
+        async def first(event):
+            await asyncio.sleep(0.01)  # the handler's own work
+            await bus.publish("settle.second", {"from": event.id})
+
+        seen = []
+        subs = [await bus.subscribe("settle.first", first, consumer="one"),
+                await bus.subscribe("settle.second", seen.append, consumer="two")]
+        for i in range(20):
+            await bus.publish("settle.first", {"i": i})
+        await bus.settle()
+        assert len(seen) == 20 and all(s.pending == 0 for s in subs)
+        dv = bus.trace().deliveries
+        assert (dv["outcome"] == "ok").all() and len(dv) == 40
+
+    async def test_settle_says_who_is_still_busy_at_the_deadline(self, bus):
+        release = asyncio.Event()
+
+        async def stuck(event):
+            await release.wait()
+
+        await bus.subscribe("settle.stuck", stuck, consumer="sloth")
+        for _ in range(3):
+            await bus.publish("settle.stuck", {})
+        with pytest.raises(ek.SettleTimeoutError) as caught:
+            await bus.settle(timeout=0.3)
+        assert caught.value.pending == {"sloth": 2}  # one in the handler, two queued
+        assert "sloth: 2" in str(caught.value) and isinstance(caught.value, TimeoutError)
+        release.set()
+        await bus.settle()
 
 
 class TestHandlerFailures:
@@ -291,8 +319,7 @@ async def test_close_does_not_hang_on_a_stuck_handler(url):
     await bus.subscribe("stuck", stuck, consumer="c")
     await bus.publish("stuck", {})
     await bus.publish("stuck", {})
-    await bus.flush()
-    await asyncio.sleep(0.05)
+    await bus.flush()  # both are in the handler's queue now (the first one is stuck)
     trace_before = bus.trace()
     await asyncio.wait_for(bus.close(timeout=0.2), 10)
     assert (trace_before.deliveries["outcome"] == "pending").all()

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import evtkit as ek
 from evtkit.capture.envelope import header_block
+from tests.waiting import flushed
 
 STRUCTURED = "application/cloudevents+json"
 HOSTILE_TIMES = ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00",
@@ -32,7 +33,7 @@ async def _capture(url: str, send) -> tuple[ek.Trace, list[ek.Event]]:
         try:
             await send(nc)
             await nc.publish("hostile.sentinel", b"last")
-            await nc.flush()
+            await flushed(nc)
         finally:
             await nc.close()
         await bus.flush()

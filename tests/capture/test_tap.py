@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import nats
 import pytest
+
+from tests.waiting import flushed
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -21,11 +22,11 @@ async def raw(url):
 
 
 async def settle(*clients) -> None:
+    """What each client sent has reached the server, and the bus (last) has read what the
+    server routed to it before its own round trips."""
     for client in clients:
-        await client.flush()
-    await asyncio.sleep(0.05)
-    for client in clients:
-        await client.flush()
+        await flushed(client) if isinstance(client, nats.aio.client.Client) else \
+            await client.settle()
 
 
 class TestTapOfPlainPublishers:
@@ -34,7 +35,7 @@ class TestTapOfPlainPublishers:
         payloads = [b"", b"\x00\xff\xfe", "ünïcode".encode(), b"same", b"same", b"x" * 1000]
         for p in payloads:
             await raw.publish("bare.data", p)
-        await settle(raw, bus.nc)
+        await settle(raw, bus)
         obs = bus.trace().observations
         taps = obs[obs["kind"] == "tap"]
         assert taps["payload"].tolist() == payloads
@@ -55,7 +56,7 @@ class TestTapOfPlainPublishers:
             "ce-id": "B1", "ce-causationid": "A1", "ce-correlationid": "flow",
             "traceparent": f"00-{TRACE}-{SPAN}-01",
         })
-        await settle(raw, bus.nc)
+        await settle(raw, bus)
         events = bus.trace().events.set_index("event_id")
         assert events.loc["A1", "source"] == "go-svc" and events.loc["A1", "mode"] == "binary"
         assert str(events.loc["A1", "event_time"]) == "2026-11-26 10:00:00+00:00"
@@ -71,7 +72,7 @@ class TestTapOfPlainPublishers:
                     "causationid": "P0", "correlationid": "F", "data": {"x": 1}}
         await raw.publish("st.x", json.dumps(envelope).encode(),
                           headers={"Content-Type": "application/cloudevents+json"})
-        await settle(raw, bus.nc)
+        await settle(raw, bus)
         row = bus.trace().events.iloc[0]
         assert (row["event_id"], row["source"], row["causation_id"], row["mode"]) == (
             "S1", "java-svc", "P0", "structured")
@@ -81,7 +82,7 @@ class TestTapOfPlainPublishers:
         await bus.tap("otel.>")
         for _ in range(3):
             await raw.publish("otel.x", b"{}", headers={"traceparent": f"00-{TRACE}-{SPAN}-01"})
-        await settle(raw, bus.nc)
+        await settle(raw, bus)
         events = bus.trace().events
         assert (events["correlation_id"] == TRACE).all() and events["id_synthetic"].all()
 
@@ -92,7 +93,7 @@ class TestTapOfPlainPublishers:
             "ce-time": "last tuesday",
         })
         await raw.publish("bad.y", b"{", headers={"traceparent": f"ff-{TRACE}-{SPAN}-01"})
-        await settle(raw, bus.nc)
+        await settle(raw, bus)
         events = bus.trace().events
         assert len(events) == 2
         assert events["causation_id"].isna().all() and events["trace_id"].isna().all()
@@ -102,7 +103,7 @@ class TestTapOfPlainPublishers:
         await bus.tap("huge")
         payload = bytes(range(256)) * ((raw.max_payload - 1024) // 256)
         await raw.publish("huge", payload)
-        await settle(raw, bus.nc)
+        await settle(raw, bus)
         obs = bus.trace().observations
         assert obs.loc[obs["kind"] == "tap", "payload"].iloc[0] == payload
 
@@ -110,7 +111,7 @@ class TestTapOfPlainPublishers:
         await bus.tap("keep.*")
         await raw.publish("keep.a", b"1")
         await raw.publish("drop.a", b"2")
-        await settle(raw, bus.nc)
+        await settle(raw, bus)
         assert bus.trace().events["subject"].tolist() == ["keep.a"]
 
 
@@ -121,7 +122,7 @@ class TestTapAndSubscriberAgree:
         sub = await bus.subscribe("both", lambda e: seen.append(e.id), consumer="c")
         for p in (b"a", b"a", b"b"):
             await raw.publish("both", p)
-        await settle(raw, bus.nc)
+        await settle(raw, bus)
         await sub.idle()
         trace = bus.trace()
         assert len(trace.events) == 3
@@ -132,7 +133,7 @@ class TestTapAndSubscriberAgree:
         await bus.tap()
         for i in range(5):
             await bus.publish("own", {"i": i})
-        await settle(bus.nc)
+        await settle(bus)
         trace = bus.trace()
         obs = trace.observations
         assert (obs["kind"] == "tap").sum() == 5 and (obs["kind"] == "publish").sum() == 5
