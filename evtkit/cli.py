@@ -84,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop after N messages")
     rec.add_argument("--out", required=True, metavar="PATH",
                      help="trace to write: .parquet (a directory of parts) or .jsonl")
-    rec.add_argument("--flush", type=_positive(float), default=1.0, metavar="SECONDS",
-                     help="write to disk at least this often (default 1, at most 60)")
+    rec.add_argument("--flush", type=_positive(float), default=0.5, metavar="SECONDS",
+                     help="write to disk this often (default 0.5, at most 60); kill -9 "
+                          "loses at most this plus one write")
     rec.add_argument("--name", default="evtkit-record", help="connection name")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
 
