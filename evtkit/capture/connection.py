@@ -138,6 +138,9 @@ async def open_client(servers: list[str], *, name: str, timeout: float,
                       events: ConnectionEvents, options: dict[str, Any]) -> Client:
     """Connect to ``servers`` within ``timeout`` seconds, reporting through ``events``.
 
+    A server that refuses a login answers ``-ERR 'Authorization Violation'`` and closes the
+    socket; now and then only the close is read, so a reset says what it may mean.
+
     Raises:
         ConnectError: no server could be reached (the message says why, without
             credentials).
@@ -158,12 +161,14 @@ async def open_client(servers: list[str], *, name: str, timeout: float,
                 if not nc.is_closed:
                     await nc.close()
                 raise
-    except ConnectError:
+    except ConnectError as exc:
         last = events.last_error()
-        if last is None:
-            raise
-        raise error(f"could not connect to NATS at {url} within {timeout:g} s: {last}"
-                    ) from None
+        reason = str(exc) if last is None else (
+            f"could not connect to NATS at {url} within {timeout:g} s: {last}")
+        if "ConnectionReset" in reason:  # the server's -ERR may have been lost with it
+            reason += (" (the server closed the connection during the handshake; if it "
+                       "requires authentication, check the credentials)")
+        raise error(reason) from None
     return nc
 
 

@@ -3,6 +3,8 @@ and the telemetry setting read from the environment."""
 
 from __future__ import annotations
 
+import asyncio
+
 import nats
 import pytest
 from nats.errors import SlowConsumerError
@@ -103,3 +105,28 @@ class TestOpenAndClose:
         assert nc.is_closed
         await close_client(nc, timeout=5)  # closing a closed client is fine
         assert isinstance(nc, nats.aio.client.Client)
+
+
+async def test_a_reset_during_the_handshake_hints_at_credentials():
+    """A peer that resets the connection at once (as a server refusing a login sometimes
+    looks): the error says what that may mean."""
+    import socket
+    import struct
+
+    async def reset(reader, writer):
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(reset, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ConnectError) as caught:
+            await open_client([f"nats://127.0.0.1:{port}"], name="x", timeout=2,
+                              events=_events(),
+                              options={"allow_reconnect": False, "max_reconnect_attempts": 0})
+    finally:
+        server.close()
+        await server.wait_closed()
+    text = str(caught.value)
+    assert "reset" in text.lower() and "check the credentials" in text
