@@ -42,13 +42,27 @@ async def record_while_publishing(bus, out, subject: str, n: int, *limit: str):
     return proc
 
 
+def recorded_everything(out) -> bool:
+    """Whether the parts written so far hold 5 events, their hops, and a last consumer
+    sample with the backlog of 5 (parts appear whole: written aside, then renamed)."""
+    try:
+        trace = ek.load(out)
+    except ek.TraceFormatError:  # no part written yet
+        return False
+    info = trace.consumer_info
+    return (len(trace.events) == 5 and len(info) > 0 and info["backlog"].iloc[-1] == 5
+            and set(trace.hops["event_id"]) == set(trace.events["event_id"]))
+
+
 class TestRecord:
     async def test_sigint_flushes_everything_and_exits_zero(self, bus, tmp_path):
         out = tmp_path / "run.parquet"
         proc = await record_while_publishing(bus, out, "rec", 300, "--duration", "60")
         await bus.publish("other", {})  # not recorded
+        # Nothing to wait for: after this flush the server has routed all 300 events to
+        # the recorder, and on SIGINT the recorder reads everything routed to it before it
+        # writes its last part (its own flush); an event missing would be a real loss.
         await bus.flush()
-        await asyncio.sleep(0.3)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, stderr
@@ -80,7 +94,10 @@ class TestRecord:
             for i in range(5):
                 await bus.publish("cli.x", {"i": i}, jetstream=True)
             await until(lambda: reports.reports == 5, what="the five trace reports")
-            await asyncio.sleep(1.0)  # ten sampling intervals
+            # The recorder is another process: its periodic writes (--flush, 1 s) show
+            # what it holds. Wait until they have the five events, their hops and a
+            # consumer sample taken after the five were stored.
+            await until(lambda: recorded_everything(out), what="the recorder's samples")
             proc.send_signal(signal.SIGINT)
             stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, stderr
@@ -103,7 +120,7 @@ class TestRecord:
         while time.monotonic() - started < 3.0:
             event = await bus.publish("kill.x", {"n": len(sent)})
             sent.append((time.monotonic(), event.id))
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.002)  # a steady producer over 3 s, not a wait
         await bus.flush()
         killed_at = time.monotonic()
         proc.kill()

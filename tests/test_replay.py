@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ import evtkit as ek
 from evtkit.observation import build_observations
 from evtkit.replay import replay_block
 from evtkit.subject import Remap, matches
+from tests.waiting import flushed, until
 
 
 class Box:
@@ -30,16 +30,15 @@ async def collect(url: str, subject: str = ">"):
         box.messages.append(msg)
 
     await nc.subscribe(subject, cb=keep, pending_msgs_limit=1_000_000, pending_bytes_limit=-1)
-    await nc.flush()
+    await flushed(nc)  # the server has the subscription before anything is replayed
     return nc, box
 
 
 async def drain(nc, box, expected: int) -> None:
-    for _ in range(200):
-        if len(box.messages) >= expected:
-            break
-        await asyncio.sleep(0.02)
-    await nc.flush()
+    """Wait until ``expected`` messages arrived, then read whatever the server sent
+    before now (an extra copy would show in the count)."""
+    await until(lambda: len(box.messages) >= expected, what=f"{expected} replayed messages")
+    await flushed(nc)
 
 
 class TestReplay:
@@ -64,8 +63,7 @@ class TestReplay:
         original = ek.datasets.load("shop-incident")
         await bus.tap("orders.>")
         await ek.replay(original, bus, speed=0, subject_filter="orders.>", progress=False)
-        await bus.flush()
-        await asyncio.sleep(0.1)
+        await bus.settle()  # the tap has read every replayed event
         events = bus.trace().events
         replayed = events[events["replay_of"].notna()]
         wanted = original.events[original.events["subject"] == "orders.placed"]

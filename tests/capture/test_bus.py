@@ -10,6 +10,7 @@ import pytest
 
 import evtkit as ek
 from evtkit import Recorder
+from tests.waiting import flushed, until
 
 
 async def settle(bus: ek.Bus, *subs: ek.Subscription) -> None:
@@ -47,7 +48,7 @@ class TestRoundTrip:
         event = await bus.publish("hdr.x", {"a": 1}, type="hdr.made", source="svc",
                                   headers={"X-Tenant": "acme"})
         await bus.flush()
-        await asyncio.sleep(0.05)
+        await until(lambda: received, what="the raw subscriber's copy")
         await sub.unsubscribe()
         headers = received[0].headers
         assert headers["ce-specversion"] == "1.0"
@@ -300,10 +301,10 @@ async def test_raw_nats_py_sees_evtkit_messages_unchanged(bus):
     nc = await nats.connect(bus.nc.connected_url.geturl(), name="raw")
     got = []
     sub = await nc.subscribe("raw.check", cb=collect(got))
-    await nc.flush()
+    await flushed(nc)  # the server has the subscription before the bus publishes
     await bus.publish("raw.check", b"\x01\x02")
     await bus.flush()
-    await asyncio.sleep(0.05)
+    await until(lambda: got, what="the raw subscriber's copy")
     await sub.unsubscribe()
     await nc.close()
     assert got[0].data == b"\x01\x02"

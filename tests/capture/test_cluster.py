@@ -4,35 +4,41 @@ the servers delivered is missing from the trace. Real nats-servers on loopback o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import nats
 
 import evtkit as ek
 from evtkit._headers import parse_block
-from tests.waiting import until
+from tests.waiting import flushed, until
 
 
 async def routed(sender, receiver) -> None:
     """Wait until the subscriptions ``receiver`` (a nats-py client) made so far are known
     on ``sender``'s server: interest crosses routes in order, so once a probe subscribed
-    after them gets through, they have too. Bounded."""
-    got: list = []
+    after them gets through, they have too. Bounded.
+
+    A probe sent before the interest crossed is dropped without a trace, so nothing says
+    "not yet": each try waits up to 50 ms for its probe (returning as soon as it is
+    there), then sends another."""
+    arrived = asyncio.Event()
 
     async def probe(msg):
-        got.append(msg)
+        arrived.set()
 
     inbox = receiver.new_inbox()
     sub = await receiver.subscribe(inbox, cb=probe)
-    await receiver.flush()
+    await flushed(receiver)
     for _ in range(200):
         await sender.publish(inbox, b"")
-        await sender.flush()
-        await asyncio.sleep(0.05)
-        if got:
+        await flushed(sender)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(arrived.wait(), 0.05)
+        if arrived.is_set():
             break
     await sub.unsubscribe()
-    assert got, "the subscriptions never crossed the routes"
+    assert arrived.is_set(), "the subscriptions never crossed the routes"
 
 
 class TestCluster:
@@ -59,7 +65,7 @@ class TestCluster:
                 async def read(msg):
                     pass
                 await remote.subscribe("far.x", cb=read)
-                await remote.flush()
+                await flushed(remote)
                 async with ek.connect(third.url, name="writer") as bus:
                     # The first traced publish subscribes the bus to its report subject;
                     # the remote server must know that interest before it can report.
@@ -104,7 +110,7 @@ class TestCluster:
                 published = []
                 for i in range(200):
                     published.append(await producer.publish("ticks", {"i": i}))
-                    await asyncio.sleep(0.003)
+                    await asyncio.sleep(0.003)  # a steady producer (about 0.6 s), not a wait
                 killed = time.time_ns()
                 await first.kill()
                 # Keep publishing until 300 went out after the consumer was back (bounded).
@@ -113,10 +119,10 @@ class TestCluster:
                     published.append(await producer.publish("ticks", {"i": len(published)}))
                     back = cons.nc.is_connected and cons.nc.stats["reconnects"] > 0
                     after += back
-                    await asyncio.sleep(0.003)
+                    await asyncio.sleep(0.003)  # the same steady pace across the gap
                 await producer.flush()
                 await until(lambda: cons.nc.is_connected)
-                await cons.nc.flush()  # everything routed to the consumer has arrived
+                await cons.flush()  # everything routed to the consumer has arrived
                 await until(lambda: (home.recorder.stats().by_consumer["ticker"] == len(raw)
                                      and not home.trace().deliveries["outcome"]
                                      .eq("pending").any()),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pandas as pd
 
 import evtkit as ek
@@ -19,14 +17,11 @@ async def capture(url: str, fast: bool) -> pd.DataFrame:
             if event.subject.endswith("a"):
                 await bus.publish(f"fp{int(fast)}.b", {"from": event.id}, headers={"X": "1"})
 
-        sub = await bus.subscribe(f"fp{int(fast)}.a", handler, consumer="h")
+        await bus.subscribe(f"fp{int(fast)}.a", handler, consumer="h")
         for i in range(20):
             await bus.publish(f"fp{int(fast)}.a", {"i": i}, reply="reply.to")
         await bus.nc.publish(f"fp{int(fast)}.a", b"\xffbare")
-        for _ in range(3):
-            await bus.flush()
-            await sub.idle()
-            await asyncio.sleep(0.02)
+        await bus.settle()  # all handled, and what the handler published came back too
         obs = bus.trace().observations
     obs = obs[obs["kind"] != "handled"].copy()
     obs["subject"] = obs["subject"].str.slice(3)

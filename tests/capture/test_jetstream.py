@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+import pandas as pd
 import pytest
 
 import evtkit as ek
@@ -13,6 +14,20 @@ from evtkit.event import js_position
 from tests.waiting import until
 
 _names = (f"S{i}" for i in itertools.count())
+
+
+async def server_state(bus, stream: str, durable: str, check, what: str,
+                       timeout: float = 10.0):
+    """Ask the server for the consumer's state every 50 ms until ``check(info)`` holds;
+    fail after ``timeout`` seconds (as ``until``, for a question that needs a request)."""
+    js = bus.nc.jetstream()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check(info := await js.consumer_info(stream, durable)):
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout:g} s: {info}")
+        await asyncio.sleep(0.05)
+    return info
 
 
 @pytest.fixture
@@ -108,7 +123,13 @@ class TestConsume:
         sub = await bus.consume(stream, reject, consumer="strict", ack_wait=0.3)
         await bus.publish(f"{stream.lower()}.x", {}, jetstream=True)
         await until(lambda: (bus.trace().advisories["advisory"] == "MSG_TERMINATED").any())
-        await asyncio.sleep(0.6)  # longer than ack_wait: a nak'd message would be back
+        # The server's word that it is done with the message: one delivery in all
+        # (consumer sequence 1), nothing waiting for an ack or to be sent. From that state
+        # it never redelivers, so there is no need to wait out ack_wait.
+        await server_state(bus, stream, "strict",
+                           lambda i: i.delivered.consumer_seq == 1 and i.num_ack_pending == 0
+                           and i.num_pending == 0 and i.num_redelivered == 0,
+                           "the terminated message settled on the server")
         assert sub.termed == 1
         dv = bus.trace().deliveries
         assert list(dv["ack"]) == ["term"] and list(dv["delivery_count"]) == [1]
@@ -159,7 +180,9 @@ class TestSampling:
         for i in range(20):
             await bus.publish(f"{stream.lower()}.x", {"i": i}, jetstream=True)
         await until(lambda: sub.acked == 12)
-        await asyncio.sleep(0.3)
+        # Acks are fire-and-forget: wait until the server has applied all twelve.
+        await server_state(bus, stream, "slow", lambda i: i.ack_floor.stream_seq >= 12,
+                           "the twelve acks on the server")
         await watch.sample()
         info = bus.trace().consumer_info
         last = info[info["consumer"] == "slow"].iloc[-1]
@@ -186,10 +209,17 @@ class TestSampling:
         await js.add_consumer(stream, durable_name="elsewhere", ack_policy="explicit")
         for i in range(5):
             await bus.publish(f"{stream.lower()}.x", {"i": i}, jetstream=True)
+        freq, window = "100ms", 3
         watch = await bus.watch_jetstream(stream, interval=0.05, advisories=False)
-        await asyncio.sleep(0.6)
+
+        def samples_cover_a_window() -> bool:
+            # STALL needs a whole window of bins after the first sample.
+            ts = bus.trace().consumer_info["ts"]
+            return len(ts) > 1 and ts.max() - ts.min() >= window * pd.Timedelta(freq)
+
+        await until(samples_cover_a_window, what="samples over a whole lag window")
         await watch.stop()
-        lag = bus.trace().lag(freq="100ms", window=3).set_index("consumer")
+        lag = bus.trace().lag(freq=freq, window=window).set_index("consumer")
         row = lag.loc["elsewhere"]
         assert row["deliveries"] == 0 and row["backlog_source"] == "server"
         assert row["backlog_max"] == 5 and row["status"] == "STALL"

@@ -7,20 +7,19 @@ import asyncio
 import pytest
 
 import evtkit as ek
+from tests.waiting import until
 
 
 async def flood_slow_handler(bus: ek.Bus, n: int, delay: float, pending: int):
     """Publish ``n`` events to a handler that sleeps ``delay`` and may hold ``pending``."""
 
     async def slow(event):
-        await asyncio.sleep(delay)
+        await asyncio.sleep(delay)  # the handler's own work
 
     sub = await bus.subscribe("slow", slow, consumer="sloth", pending_msgs=pending)
     for i in range(n):
         await bus.publish("slow", {"i": i})
-    await bus.flush()
-    await asyncio.sleep(0.05)
-    await sub.idle()
+    await bus.settle()  # every message received (handled or dropped), the queue empty
     return sub
 
 
@@ -48,7 +47,8 @@ class TestDrops:
         for _ in range(10):
             await bus.publish("bytes", b"x" * 1000)
         await bus.flush()
-        await asyncio.sleep(0.05)
+        # All ten reached the subscription (queued or dropped) while the handler is stuck.
+        await until(lambda: len(bus.trace().deliveries) == 10, what="ten deliveries")
         gate.set()
         await sub.idle()
         assert sub.dropped >= 6 and bus.trace().drops == sub.dropped
@@ -64,7 +64,9 @@ class TestDrops:
         for i in range(30):
             await bus.publish("raw.slow", {"i": i})
         await bus.flush()
-        await asyncio.sleep(0.1)
+        # nats-py counts every message it reads for the subscription, queued or dropped
+        # (a drop row is written before it reads the next one): all 30 are in.
+        await until(lambda: raw.delivered == 30, what="30 messages at the raw subscription")
         release.set()
         await raw.unsubscribe()
         trace = bus.trace()
@@ -81,13 +83,14 @@ class TestGaps:
                               max_reconnect_attempts=100) as bus:
             await bus.publish("before", {})
             await first.stop()
+            await until(lambda: (bus.trace().observations["kind"] == "disconnect").any(),
+                        what="the disconnect row")
+            # The outage itself: no server for 0.3 s after the bus saw it go (the gap
+            # asserted below). A span to stage, not a wait for something to happen.
             await asyncio.sleep(0.3)
             second = await ek.EmbeddedServer(port=port).start()
             try:
-                for _ in range(100):
-                    if bus.nc.is_connected:
-                        break
-                    await asyncio.sleep(0.05)
+                await until(lambda: bus.nc.is_connected, what="the reconnect")
                 assert bus.nc.is_connected
                 await bus.publish("after", {})
                 await bus.flush()

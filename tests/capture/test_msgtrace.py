@@ -3,8 +3,6 @@ and consumers without evtkit in the fan-out — real nats-server (2.11+) only.""
 
 from __future__ import annotations
 
-import asyncio
-
 import nats
 import orjson
 import pytest
@@ -13,7 +11,7 @@ from hypothesis import strategies as st
 
 import evtkit as ek
 from evtkit.capture.msgtrace import hop_rows
-from tests.waiting import until
+from tests.waiting import flushed, until
 
 
 async def plain_subscriber(url: str, subject: str, *, name: str, queue: str = ""):
@@ -25,7 +23,7 @@ async def plain_subscriber(url: str, subject: str, *, name: str, queue: str = ""
         got.append(msg)
 
     await nc.subscribe(subject, queue=queue, cb=cb)
-    await nc.flush()
+    await flushed(nc)  # the server has the subscription before anything is published
     return nc, got
 
 
@@ -33,6 +31,27 @@ async def settle(bus, check, timeout: float = 5.0) -> None:
     """Flush what the bus published, then wait for the server's trace reports."""
     await bus.flush()
     await until(check, timeout, "the trace report")
+
+
+async def reports_so_far(server, bus) -> None:
+    """Return once every trace report ``server`` made so far has reached ``bus``.
+
+    The server sends its reports through one internal queue, in the order it made them.
+    A trace-only probe published now reports after all of them; once its report is back,
+    any earlier one is on the bus's connection, and ``bus.flush()`` reads it. The probe
+    comes from the system account, where no tap or trace recorder of the test sees it.
+    """
+    probe = await nats.connect(server.url, name="report-barrier",
+                               **server.system_options())
+    try:
+        inbox = probe.new_inbox()
+        sub = await probe.subscribe(inbox)
+        await probe.publish("barrier", b"", headers={"Nats-Trace-Dest": inbox,
+                                                     "Nats-Trace-Only": "true"})
+        await sub.next_msg(timeout=10)
+    finally:
+        await probe.close()
+    await bus.flush()
 
 
 class TestTracedPublish:
@@ -74,7 +93,9 @@ class TestTracedPublish:
         try:
             await bus.publish("probe.x", {}, trace="only")
             await settle(bus, lambda: len(bus.trace().hops) >= 2)
-            await asyncio.sleep(0.1)
+            # The server reports after delivering: a copy for the plain subscriber would
+            # already be on its connection, read (and its callback run) by this flush.
+            await flushed(legacy)
             hops = bus.trace().hops
             assert got == []
             assert hops["trace_only"].all()
@@ -104,9 +125,10 @@ class TestAccountSampling:
                     unsampled = "00-" + "c" * 32 + "-" + "d" * 16 + "-00"
                     await producer.publish("orders.a", b"1", headers={"traceparent": sampled})
                     await producer.publish("orders.b", b"2", headers={"traceparent": unsampled})
-                    await producer.flush()
+                    await flushed(producer)
                     await settle(bus, lambda: traces.reports >= 1)
-                    await asyncio.sleep(0.2)
+                    # A report for the unsampled message would have come by now.
+                    await reports_so_far(server, bus)
                     hops = bus.trace().hops
                     assert traces.reports == 1
                     assert set(hops["trace_id"]) == {"a" * 32}

@@ -65,7 +65,7 @@ class TestEmbeddedServer:
             async with ek.EmbeddedServer() as server:
                 holder.append(server)
                 started.set()
-                await asyncio.sleep(60)
+                await asyncio.Event().wait()  # until cancelled: no time limit to race
 
         task = asyncio.create_task(run())
         await asyncio.wait_for(started.wait(), 10)
