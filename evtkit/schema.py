@@ -260,7 +260,8 @@ def _arrow(values: pd.Series | pd.Index) -> pa.Array:
     array = values.array if hasattr(values, "array") else values
     if hasattr(array, "_pa_array"):
         return pa.chunked_array(array._pa_array).combine_chunks()
-    return pa.array(np.asarray(values, dtype=object), pa.large_string())
+    # from_pandas: NaN / None / NA in object columns are missing values, not text
+    return pa.array(np.asarray(values, dtype=object), pa.large_string(), from_pandas=True)
 
 
 def _pandas_type(arrow_type: pa.DataType) -> object | None:

@@ -281,3 +281,15 @@ class TestDescribe:
             assert str(column.pandas) in lines[column.name]
             assert lines[column.name].endswith(column.doc)
         assert "datetime64[ns, UTC]" in lines["ts"]
+
+
+def test_positions_of_object_columns_with_missing_values():
+    """Object columns (not Arrow-backed) with NaN or None: missing, so -1."""
+    import numpy as np
+    import pandas as pd
+
+    from evtkit.schema import positions
+
+    values = pd.Series(["a", np.nan, None, "b"], dtype=object)
+    keys = pd.Series(["b", "a"], dtype="str")
+    assert positions(values, keys).tolist() == [1, -1, -1, 0]
