@@ -247,6 +247,30 @@ def _traceparent(values: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
     )
 
 
+def hop_event_ids(obs: pd.DataFrame) -> pd.Series:
+    """The event id of each ``hop`` row of ``obs`` (in order), joined to the messages evtkit
+    saw when the traced message carried no ``ce-id``.
+
+    A server trace report quotes the message's headers but not its payload, so a message
+    without ``ce-id`` cannot get the same synthetic id there as in a tap. Its
+    ``traceparent`` can: the hop takes the id of the message row (publish, tap or receive)
+    with the same trace id, parent span id and subject, nearest in time.
+    """
+    hop = (obs["kind"] == "hop").to_numpy()
+    hops = obs.loc[hop, ["ts", "trace_id", "parent_id", "subject", "event_id"]]
+    ids = hops["event_id"].copy()
+    lost = ids.isna() & hops["trace_id"].notna() & hops["parent_id"].notna()
+    if not lost.any():
+        return ids.reset_index(drop=True)
+    keys = ["trace_id", "parent_id", "subject"]
+    seen = obs.loc[obs["kind"].isin(MESSAGE_KINDS).to_numpy(), ["ts", *keys, "event_id"]]
+    seen = seen.dropna(subset=keys).sort_values("ts", kind="stable")
+    wanted = hops.loc[lost, ["ts", *keys]].reset_index().sort_values("ts", kind="stable")
+    found = pd.merge_asof(wanted, seen, on="ts", by=keys, direction="nearest")
+    ids.loc[found["index"].to_numpy()] = found["event_id"].to_numpy()
+    return ids.reset_index(drop=True)
+
+
 def times(values: pa.Array) -> pa.Array:
     """RFC 3339 strings to UTC timestamps; null where missing, malformed or out of range
     (the rule of :func:`evtkit.event.parse_time`, which handlers see)."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import numpy as np
 import pandas as pd
 
-from .observation import MESSAGE_KINDS
+from .observation import MESSAGE_KINDS, hop_event_ids
 from .schema import DELIVERIES, EVENTS, SCHEMA_VERSION, conform, positions, utc
 
 if TYPE_CHECKING:
@@ -214,7 +214,8 @@ class Trace:
         ``hop`` (``in``: a connection sent it; ``eg``: delivered to a client connection;
         ``rt``/``gw``/``leaf``: passed to another server; ``js``: stored in a stream),
         ``connection`` (its name; for ``js``, the stream's), ``queue``, ``subject``,
-        ``event_id``, ``trace_id``,
+        ``event_id`` (for a message without ``ce-id``: the one evtkit saw with the same
+        ``traceparent`` and subject), ``trace_id``,
         ``error`` (why it was not delivered, if so), ``trace_only`` (published with
         ``trace="only"``: not delivered, the hops say who *would* have received it)."""
         frame = self._server_rows("hop", {
@@ -227,6 +228,7 @@ class Trace:
                                         for k, v in h.items())
             for h in frame.pop("headers")
         ], dtype=bool)
+        frame["event_id"] = hop_event_ids(self.observations).array
         return frame
 
     # -- analysis: one-line hand-offs to evtkit.analysis (causal, lag, fanout, problems) --

@@ -111,7 +111,8 @@ def flow_graph(trace: Trace) -> pd.DataFrame:
     kind, count, p50_s, p95_s, errors``.
 
     Three kinds of edge: ``publishes`` (service → subject; the service is the events'
-    CloudEvents source, else the publishing connection), ``delivers`` (subject → consumer;
+    CloudEvents source, else the publishing connection evtkit saw, else the connection the
+    server's message trace says it came ``in`` from), ``delivers`` (subject → consumer;
     latency is queue time, publish → handler start) and ``emits`` (consumer → subject of
     the events its handler published; latency is handler start → publish).
 
@@ -123,7 +124,7 @@ def flow_graph(trace: Trace) -> pd.DataFrame:
     ev = trace.events
     if ev.empty:
         return pd.DataFrame(columns=_GRAPH_COLUMNS)
-    service = ev["source"].fillna(ev["producer"]).fillna(UNKNOWN)
+    service = ev["source"].fillna(ev["producer"]).fillna(_senders(trace)).fillna(UNKNOWN)
     publishes = pd.DataFrame({"source": service.to_numpy(),
                               "target": ev["subject"].fillna(UNKNOWN).to_numpy()})
     publishes = publishes.groupby(["source", "target"]).size().rename("count").reset_index()
@@ -170,6 +171,20 @@ def flow_graph(trace: Trace) -> pd.DataFrame:
 
 _GRAPH_COLUMNS = ["source", "source_kind", "target", "target_kind", "kind", "count", "p50_s",
                   "p95_s", "errors", "seen_by"]
+
+
+def _senders(trace: Trace) -> pd.Series:
+    """For each event, the connection its server message trace says it came in from
+    (missing where it was not traced)."""
+    ev, hops = trace.events, trace.hops
+    ins = hops[(hops["hop"] == "in").to_numpy()].dropna(subset=["event_id", "connection"])
+    ins = ins.drop_duplicates("event_id")
+    where = positions(ev["event_id"], ins["event_id"])
+    named = np.full(len(ev), None, dtype=object)
+    if len(ins):
+        found = where >= 0
+        named[found] = ins["connection"].to_numpy(dtype=object)[where[found]]
+    return pd.Series(named, index=ev.index, dtype="str")
 
 
 def _server_seen(trace: Trace) -> pd.DataFrame:

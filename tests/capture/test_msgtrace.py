@@ -140,6 +140,37 @@ class TestAccountSampling:
                 await legacy.close()
                 await producer.close()
 
+    async def test_foreign_traffic_joins_the_tapped_events(self):
+        """Messages without ce-id (a traceparent-only publisher): the server's hops join
+        the events the tap saw, fan-out shows exactly the consumer the server saw (not
+        evtkit's own tap), and the publisher is named from the server's 'in' hop."""
+        async with ek.EmbeddedServer(trace_sampling=100) as server:
+            legacy, _ = await plain_subscriber(server.url, "orders.*", name="legacy")
+            producer = await nats.connect(server.url, name="producer")
+            try:
+                async with ek.connect(server.url, name="watcher") as bus:
+                    traces = await bus.record_message_traces()
+                    await bus.tap("orders.>")
+                    for i in range(3):
+                        await producer.publish("orders.a", b"%d" % i, headers={
+                            "traceparent": f"00-{'a' * 31}{i}-{'b' * 16}-01"})
+                    await flushed(producer)
+                    await settle(bus, lambda: traces.reports >= 3)
+                    trace = bus.trace()
+            finally:
+                await legacy.close()
+                await producer.close()
+        hops, events = trace.hops, trace.events
+        assert len(events) == 3 and events["event_id"].str.startswith("syn-").all()
+        assert set(hops["event_id"]) == set(events["event_id"])
+        graph = trace.flow_graph()
+        server_seen = graph[graph["seen_by"] == "server"]
+        assert server_seen["target"].tolist() == ["legacy"]
+        assert server_seen["count"].tolist() == [3] and server_seen["p50_s"].notna().all()
+        publishes = graph[graph["kind"] == "publishes"]
+        assert publishes["source"].tolist() == ["producer"]
+        assert trace.fanout()["server_seen"].tolist() == ["legacy"]
+
     async def test_trace_sampling_needs_a_percentage(self):
         with pytest.raises(ValueError, match="0-100"):
             ek.EmbeddedServer(trace_sampling=150)
