@@ -28,6 +28,7 @@ from ._nats_errors import FAILURES, nats_errors
 from .contract import Owner
 from .credentials import public_url, redact
 from .recorder import Recorder
+from .system import closed_connection
 
 __all__ = ["ConnectionEvents", "client_metadata", "close_client", "open_client", "server_version",
            "telemetry_interval"]
@@ -84,6 +85,14 @@ class ConnectionEvents:
         self.name = name
         self.owner = owner
         self.client: Client | None = None
+        self.url = ""
+        self._current: tuple[int | None, int] = (None, 0)  # server's cid, in_msgs then
+        self._previous: tuple[int | None, int] = (None, 0)  # cid, messages read on it
+
+    def connected(self, nc: Client, url: str) -> None:
+        """A connection is up: remember the server's id for it and what was read before."""
+        self.client, self.url = nc, url
+        self._current = (nc.client_id, nc.stats["in_msgs"])
 
     def callbacks(self, options: dict[str, Any]) -> dict[str, Callback]:
         """Ours for ``error_cb``, ``disconnected_cb`` and ``reconnected_cb``, each followed
@@ -107,13 +116,38 @@ class ConnectionEvents:
 
     async def disconnected(self) -> None:
         """The connection went down: a ``disconnect`` row."""
+        if self.client is not None:
+            cid, before = self._current
+            self._previous = (cid, self.client.stats["in_msgs"] - before)
         self.recorder.add("disconnect", self.name, extra="disconnected from the server")
 
     async def reconnected(self) -> None:
-        """The connection is back: a ``reconnect`` row naming the server."""
+        """The connection is back: a ``reconnect`` row naming the server, and a ``drop``
+        row when the server says it closed the old one as a slow consumer."""
         url = self.client.connected_url if self.client is not None else None
         where = public_url(url.geturl()) if url is not None else "?"
         self.recorder.add("reconnect", self.name, extra=f"reconnected to {where}")
+        if self.client is not None:
+            self.connected(self.client, self.url)
+            await self._reconcile(*self._previous)
+
+    async def _reconcile(self, cid: int | None, read: int) -> None:
+        """Loss the client cannot see: a server closes a slow consumer's connection and
+        discards what it still held. Its record of the closed connection (when this
+        process may ask: its own embedded server) says why and how much it sent."""
+        if cid is None:
+            return
+        record = await closed_connection(self.url, self.name, cid)
+        reason = str((record or {}).get("reason") or "")
+        if not reason.startswith("Slow Consumer"):
+            return
+        sent = record.get("out_msgs") if record else None
+        lost = max(sent - read, 0) if isinstance(sent, int) else 0
+        self.recorder.add("drop", self.name, extra=(lost, (
+            f"the server closed this connection as a slow consumer ({reason}) at "
+            f"{record.get('stop') if record else '?'}: it had sent {sent} messages, "
+            f"{read} were read, {lost} lost in flight; messages published before the "
+            "reconnect were not delivered at all")))
 
     def last_error(self) -> str | None:
         """The text of the latest ``error`` row of this connection, if any."""
@@ -157,6 +191,7 @@ async def open_client(servers: list[str], *, name: str, timeout: float,
             try:
                 connecting = nc.connect(servers, name=name, **callbacks, **options)  # type: ignore[arg-type]
                 await asyncio.wait_for(connecting, timeout)
+                events.connected(nc, url)
             except BaseException:
                 if not nc.is_closed:
                     await nc.close()

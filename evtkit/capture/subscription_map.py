@@ -18,19 +18,14 @@ cluster, so the map covers the whole cluster; ``timeout`` is how long to collect
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
-import orjson
 import pandas as pd
-from nats.aio.client import Client
 
 from ..errors import SystemAccountError
 from ..subject import matches
-from ._nats_errors import nats_errors
 from .router import Router
-from .server import APP_ACCOUNT, EmbeddedServer
+from .system import embedded_credentials, ping, system_connection
 
 __all__ = ["SubscriptionMap", "subscription_map"]
 
@@ -74,27 +69,6 @@ class SubscriptionMap:
                 f"connections, servers {', '.join(self.servers)}>")
 
 
-async def _quiet(exc: Exception) -> None:
-    """nats-py logs connection errors itself by default; the caller gets one clear error."""
-
-
-async def _ping(nc: Any, what: str, body: dict[str, Any], timeout: float) -> list[Any]:
-    """Ask every server (``$SYS.REQ.SERVER.PING.<what>``) and collect answers for
-    ``timeout`` seconds (a cluster answers once per server)."""
-    answers: list[Any] = []
-    inbox = nc.new_inbox()
-
-    async def collect(msg: Any) -> None:
-        with contextlib.suppress(orjson.JSONDecodeError):
-            answers.append(orjson.loads(msg.data))
-
-    sub = await nc.subscribe(inbox, cb=collect)
-    await nc.publish(f"$SYS.REQ.SERVER.PING.{what}", orjson.dumps(body), reply=inbox)
-    await asyncio.sleep(timeout)
-    await sub.unsubscribe()
-    return [a for a in answers if isinstance(a, dict)]
-
-
 def _rows(connz: list[Any], subsz: list[Any], account: str | None
           ) -> tuple[list[dict[str, Any]], list[str]]:
     rows: list[dict[str, Any]] = []
@@ -135,37 +109,25 @@ async def subscription_map(router: Router, *, account: str | None = None,
     url = router.url
     router.client  # noqa: B018 - raises ConnectError on a closed bus
     if not system:
-        server = EmbeddedServer.running_at(url)
-        if server is None or not server.accounts:
+        credentials = embedded_credentials(url)
+        if credentials is None:
             raise SystemAccountError(
                 "asking the server who is subscribed needs the system account: pass its "
                 "credentials, e.g. bus.subscriptions(user='sys', password=...), or "
                 "user_credentials='sys.creds' (the server needs `system_account` set)"
             )
-        system = server.system_options()
-        account = account or APP_ACCOUNT
-    nc = Client()
-    try:
-        with nats_errors(SystemAccountError, f"could not connect as the system account to "
-                                             f"{url} (check the credentials)", hide_cause=True):
-            await nc.connect(url.split(","), name=f"{router.name}-sys", allow_reconnect=False,
-                             connect_timeout=2, max_reconnect_attempts=0,
-                             error_cb=_quiet, **system)
-    except SystemAccountError:
-        await nc.close()  # a refused login must not leave its socket open
-        raise
-    try:
+        system, embedded_account = credentials
+        account = account or embedded_account
+    async with system_connection(url, f"{router.name}-sys", **system) as nc:
         query: dict[str, Any] = {"subscriptions_detail": True, "auth": True, "limit": 100_000}
         subsz: dict[str, Any] = {"subscriptions": True, "limit": 100_000}
         if account:
             query["acc"] = subsz["account"] = account
-        connz = await _ping(nc, "CONNZ", query, timeout)
+        connz = await ping(nc, "CONNZ", query, timeout)
         if not connz:
             raise SystemAccountError(
                 "no server answered the CONNZ request: these credentials are probably not "
                 "the system account's")
-        found, servers = _rows(connz, await _ping(nc, "SUBSZ", subsz, timeout), account)
-    finally:
-        await nc.close()
+        found, servers = _rows(connz, await ping(nc, "SUBSZ", subsz, timeout), account)
     frame = pd.DataFrame(found, columns=list(_COLUMNS)).astype(_COLUMNS)
     return SubscriptionMap(frame, servers)

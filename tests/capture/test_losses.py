@@ -112,3 +112,41 @@ async def test_drops_counted_on_both_paths(url, fast):
         trace = bus.trace()
         assert trace.drops == sub.dropped > 0
         assert len(trace.deliveries) == 40
+
+
+async def test_a_server_side_slow_consumer_disconnect_is_counted_as_drops():
+    """A sync handler blocks the event loop while a producer floods: the server closes the
+    connection as a slow consumer and discards what it held. The client cannot see that
+    loss; the server's record of the closed connection can, and it becomes drop rows."""
+    import time
+
+    import nats
+
+    from tests.waiting import flushed, until
+
+    config = 'write_deadline: "200ms"\nmax_pending: 1MB'
+    async with ek.EmbeddedServer(config=config) as server, \
+            ek.connect(server.url, name="victim") as bus:
+        handled = 0
+
+        def block(event):  # a sync handler that blocks the whole event loop once
+            nonlocal handled
+            handled += 1
+            if handled == 1:
+                time.sleep(2)
+
+        await bus.subscribe("flood", block, consumer="blocked")
+        producer = await nats.connect(server.url, name="producer")
+        try:
+            for _ in range(30_000):
+                await producer.publish("flood", b"x" * 256)
+            await flushed(producer)
+        finally:
+            await producer.close()
+        await until(lambda: (bus.recorder.trace().observations["kind"] == "drop").any(),
+                    timeout=30, what="the server's slow-consumer record")
+        trace = bus.trace()
+    drops = trace.observations[trace.observations["kind"] == "drop"]
+    assert trace.drops > 0 and len(drops) == 1
+    assert "slow consumer (Slow Consumer" in drops["detail"].iloc[0]
+    assert len(trace.gaps) == 1
