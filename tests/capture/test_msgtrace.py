@@ -3,6 +3,8 @@ and consumers without evtkit in the fan-out — real nats-server (2.11+) only.""
 
 from __future__ import annotations
 
+import contextlib
+
 import nats
 import orjson
 import pytest
@@ -110,56 +112,56 @@ class TestTracedPublish:
             await bus.publish("x", {}, trace="yes")
 
 
+@contextlib.asynccontextmanager
+async def sampling_server():
+    """An embedded server that traces every message with a sampled traceparent, a plain
+    subscriber 'legacy' on orders.*, a plain publisher 'producer', and an evtkit bus
+    'watcher' recording the trace reports: yields (server, producer, bus, traces)."""
+    async with ek.EmbeddedServer(trace_sampling=100) as server:
+        legacy, _ = await plain_subscriber(server.url, "orders.*", name="legacy")
+        producer = await nats.connect(server.url, name="producer")
+        try:
+            async with ek.connect(server.url, name="watcher") as bus:
+                yield server, producer, bus, await bus.record_message_traces()
+        finally:
+            await legacy.close()
+            await producer.close()
+
+
 class TestAccountSampling:
     async def test_sampled_traceparent_is_traced_without_asking(self):
         """The embedded server's msg_trace setting traces plain nats-py publishes that
         carry a sampled traceparent; unsampled ones are not traced."""
-        async with ek.EmbeddedServer(trace_sampling=100) as server:
-            legacy, _ = await plain_subscriber(server.url, "orders.*", name="legacy")
-            producer = await nats.connect(server.url, name="producer")
-            try:
-                async with ek.connect(server.url, name="watcher") as bus:
-                    traces = await bus.record_message_traces()
-                    tap = await bus.tap()
-                    sampled = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
-                    unsampled = "00-" + "c" * 32 + "-" + "d" * 16 + "-00"
-                    await producer.publish("orders.a", b"1", headers={"traceparent": sampled})
-                    await producer.publish("orders.b", b"2", headers={"traceparent": unsampled})
-                    await flushed(producer)
-                    await settle(bus, lambda: traces.reports >= 1)
-                    # A report for the unsampled message would have come by now.
-                    await reports_so_far(server, bus)
-                    hops = bus.trace().hops
-                    assert traces.reports == 1
-                    assert set(hops["trace_id"]) == {"a" * 32}
-                    assert set(hops["connection"]) == {"producer", "legacy", "watcher"}
-                    # The wildcard tap records the two messages, not the trace report.
-                    assert sorted(bus.trace().events["subject"]) == ["orders.a", "orders.b"]
-                    assert tap.skipped >= 1
-            finally:
-                await legacy.close()
-                await producer.close()
+        async with sampling_server() as (server, producer, bus, traces):
+            tap = await bus.tap()
+            sampled = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+            unsampled = "00-" + "c" * 32 + "-" + "d" * 16 + "-00"
+            await producer.publish("orders.a", b"1", headers={"traceparent": sampled})
+            await producer.publish("orders.b", b"2", headers={"traceparent": unsampled})
+            await flushed(producer)
+            await settle(bus, lambda: traces.reports >= 1)
+            # A report for the unsampled message would have come by now.
+            await reports_so_far(server, bus)
+            hops = bus.trace().hops
+            assert traces.reports == 1
+            assert set(hops["trace_id"]) == {"a" * 32}
+            assert set(hops["connection"]) == {"producer", "legacy", "watcher"}
+            # The wildcard tap records the two messages, not the trace report.
+            assert sorted(bus.trace().events["subject"]) == ["orders.a", "orders.b"]
+            assert tap.skipped >= 1
 
     async def test_foreign_traffic_joins_the_tapped_events(self):
         """Messages without ce-id (a traceparent-only publisher): the server's hops join
         the events the tap saw, fan-out shows exactly the consumer the server saw (not
         evtkit's own tap), and the publisher is named from the server's 'in' hop."""
-        async with ek.EmbeddedServer(trace_sampling=100) as server:
-            legacy, _ = await plain_subscriber(server.url, "orders.*", name="legacy")
-            producer = await nats.connect(server.url, name="producer")
-            try:
-                async with ek.connect(server.url, name="watcher") as bus:
-                    traces = await bus.record_message_traces()
-                    await bus.tap("orders.>")
-                    for i in range(3):
-                        await producer.publish("orders.a", b"%d" % i, headers={
-                            "traceparent": f"00-{'a' * 31}{i}-{'b' * 16}-01"})
-                    await flushed(producer)
-                    await settle(bus, lambda: traces.reports >= 3)
-                    trace = bus.trace()
-            finally:
-                await legacy.close()
-                await producer.close()
+        async with sampling_server() as (_, producer, bus, traces):
+            await bus.tap("orders.>")
+            for i in range(3):
+                await producer.publish("orders.a", b"%d" % i, headers={
+                    "traceparent": f"00-{'a' * 31}{i}-{'b' * 16}-01"})
+            await flushed(producer)
+            await settle(bus, lambda: traces.reports >= 3)
+            trace = bus.trace()
         hops, events = trace.hops, trace.events
         assert len(events) == 3 and events["event_id"].str.startswith("syn-").all()
         assert set(hops["event_id"]) == set(events["event_id"])
