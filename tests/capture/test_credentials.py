@@ -24,7 +24,7 @@ class TestRedact:
            st.from_regex(r"[A-Za-z0-9]{1,12}", fullmatch=True))
     def test_no_password_survives(self, user, password):
         text = f"could not connect to nats://{user}:{password}@example:4222 (timeout)"
-        assert f"{password}@" not in redact(text) and f":{password}" not in redact(text)
+        assert redact(text) == "could not connect to nats://example:4222 (timeout)"
 
 
 class TestPublicUrl:
