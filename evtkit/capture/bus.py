@@ -233,7 +233,7 @@ class Bus:
             event = dataclasses.replace(event, stream=stream, stream_seq=seq)
             extra_row: Any = (ref, stream, seq)
         else:
-            await router.send(subject, event.raw, event.block, reply)
+            await router.send(subject, event.raw, event.block, reply, checked=True)
             extra_row = ref
         self.recorder.rows.append((
             "publish", ts, self.name, handling.consumer if handling is not None else None,

@@ -192,15 +192,19 @@ class Router:
             raise PayloadTooLargeError(subject, size, limit)
 
     async def send(self, subject: str, payload: bytes, block: bytes | None,
-                   reply: str | None = None) -> None:
+                   reply: str | None = None, *, checked: bool = False) -> None:
         """Send one message with a ready header block (or none), byte for byte.
+
+        ``checked``: the subject was checked already (publish's envelope checks it before
+        it goes into a header), so the hot path does not check it twice.
 
         Raises:
             PublishError: a bad subject.
             PayloadTooLargeError: larger than the server's ``max_payload``.
         """
         nc = self.client
-        check_subject(subject)
+        if not checked:
+            check_subject(subject)
         self.check_size(subject, len(block or b"") + len(payload))
         self.sent += 1
         if block is None:
