@@ -72,13 +72,12 @@ async def add_stream(router: Router, name: str, subjects: Iterable[str], **confi
     """Create the stream ``name`` for ``subjects`` (or update it); see :meth:`Bus.add_stream`."""
     js = router.client.jetstream(timeout=_API_TIMEOUT)
     subjects = list(subjects)
-    try:
-        with nats_errors(JetStreamError, f"could not create stream {name!r} "
-                                         "(is JetStream enabled?)"):
+    with nats_errors(JetStreamError, f"could not create stream {name!r} "
+                                     "(is JetStream enabled?)"):
+        try:
             return await js.add_stream(name=name, subjects=subjects, **config)
-    except JetStreamError as exc:
-        if not isinstance(exc.__cause__, nats.js.errors.BadRequestError):
-            raise
+        except nats.js.errors.BadRequestError:
+            pass  # it exists with another configuration: update it
     with nats_errors(JetStreamError, f"could not create or update stream {name!r}"):
         return await js.update_stream(api.StreamConfig(name=name, subjects=subjects, **config))
 
