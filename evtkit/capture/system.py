@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -60,21 +60,29 @@ async def system_connection(url: str, name: str, **system: Any) -> AsyncIterator
         await nc.close()  # also after a refused login: no socket is left open
 
 
-async def ping(nc: Client, what: str, body: dict[str, Any], timeout: float) -> list[Any]:
+async def ping(nc: Client, what: str, body: dict[str, Any], timeout: float,
+               enough: Callable[[dict[str, Any]], bool] | None = None) -> list[Any]:
     """Ask every server (``$SYS.REQ.SERVER.PING.<what>``) and collect answers for
-    ``timeout`` seconds (a cluster answers once per server)."""
+    ``timeout`` seconds (a cluster answers once per server), or until an answer is
+    ``enough``."""
     answers: list[Any] = []
+    found = asyncio.Event()
     inbox = nc.new_inbox()
 
     async def collect(msg: Any) -> None:
         with contextlib.suppress(orjson.JSONDecodeError):
-            answers.append(orjson.loads(msg.data))
+            answer = orjson.loads(msg.data)
+            if isinstance(answer, dict):
+                answers.append(answer)
+                if enough is not None and enough(answer):
+                    found.set()
 
     sub = await nc.subscribe(inbox, cb=collect)
     await nc.publish(f"$SYS.REQ.SERVER.PING.{what}", orjson.dumps(body), reply=inbox)
-    await asyncio.sleep(timeout)  # how long the servers of a cluster get to answer
+    with contextlib.suppress(TimeoutError):  # how long the servers get to answer
+        await asyncio.wait_for(found.wait(), timeout)
     await sub.unsubscribe()
-    return [a for a in answers if isinstance(a, dict)]
+    return answers
 
 
 async def closed_connection(url: str, name: str, cid: int, timeout: float = 0.5
@@ -87,15 +95,19 @@ async def closed_connection(url: str, name: str, cid: int, timeout: float = 0.5
         return None
     system, account = credentials
     query = {"state": CLOSED, "cid": cid, "acc": account}
-    try:
+
+    def record(answer: dict[str, Any]) -> dict[str, Any] | None:
+        for conn in (answer.get("data") or {}).get("connections") or []:
+            if conn.get("cid") == cid and conn.get("name") == name:
+                return dict(conn)
+        return None
+
+    try:  # the server that knows the connection answers at once: no waiting out the rest
         async with system_connection(url, f"{name}-sys", **system) as nc:
-            answers = await ping(nc, "CONNZ", query, timeout)
+            answers = await ping(nc, "CONNZ", query, timeout,
+                                 enough=lambda a: record(a) is not None)
     except SystemAccountError:
         return None
     except FAILURES:
         return None
-    for answer in answers:
-        for conn in (answer.get("data") or {}).get("connections") or []:
-            if conn.get("cid") == cid and conn.get("name") == name:
-                return dict(conn)
-    return None
+    return next((r for a in answers if (r := record(a)) is not None), None)
