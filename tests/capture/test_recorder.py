@@ -176,6 +176,77 @@ class TestStats:
         assert recorder.stats().by_subject[""] == 1
 
 
+class TestEventStats:
+    """Distinct events, counted once however many observations a message has."""
+
+    def test_a_published_and_tapped_message_is_one_event(self):
+        recorder = Recorder()
+        recorder.count_events()
+        recorder.rows.extend([publish(b"e1"), tap(b"e1"), publish(b"e2"), tap(b"e2"),
+                              tap(b"e3", b"payments.due")])
+        stats = recorder.stats()
+        assert stats.messages == 5 and stats.by_subject["orders.placed"] == 4
+        assert stats.events == 3
+        assert dict(stats.events_by_subject) == {"orders.placed": 2, "payments.due": 1}
+        assert stats.events == len(recorder.trace().events)
+
+    def test_the_id_is_read_in_any_spelling_and_synthetic_ids_count(self):
+        recorder = Recorder()
+        recorder.count_events()
+        shouted = b"NATS/1.0\r\nCE-ID:  e1 \r\n\r\n"
+        bare = ("tap", 1, "tap", None, None, b"bare", None, b"x", None, "syn-abc-0")
+        recorder.rows.extend([publish(b"e1"),
+                              ("tap", 1, "tap", None, None, b"orders.placed", None, b"{}",
+                               shouted, None),
+                              bare, bare[:1] + ("tap2",) + bare[2:]])
+        stats = recorder.stats()
+        assert stats.events == 2 and stats.events_by_subject["bare"] == 1
+
+    def test_rows_held_before_counting_was_asked_for_are_counted_at_once(self):
+        recorder = Recorder()
+        recorder.rows.extend([publish(b"e1"), tap(b"e1")])
+        assert recorder.stats().events == 0  # not asked for: nothing read
+        recorder.rows.append(tap(b"e2"))
+        recorder.count_events()
+        recorder.count_events()  # twice is fine
+        recorder.rows.extend([tap(b"e2"), publish(b"e3")])
+        stats = recorder.stats()
+        assert stats.events == 3 and stats.messages == 5
+
+    def test_repeats_are_recognised_across_drains(self):
+        recorder = Recorder()
+        recorder.count_events()
+        recorder.rows.append(publish(b"e1"))
+        recorder.drain()
+        recorder.rows.extend([tap(b"e1"), tap(b"e2")])
+        assert recorder.stats().events == 2
+
+    def test_memory_is_bounded_to_two_generations(self, monkeypatch):
+        import evtkit.capture.recorder as module
+
+        monkeypatch.setattr(module, "EVENT_MEMORY", 2)
+        recorder = Recorder()
+        recorder.count_events()
+        recorder.rows.extend(publish(b"e%d" % i) for i in range(10))
+        recorder.stats()
+        seen = recorder._events
+        assert seen is not None and len(seen.new) + len(seen.old) <= 4
+        recorder.rows.extend([tap(b"e9"), tap(b"e8")])  # recent repeats: still one event each
+        assert recorder.stats().events == 10
+
+    def test_per_consumer_handled_errors_and_pending(self):
+        recorder = Recorder()
+        recorder.rows.extend([receive(b"e1", "billing"), receive(b"e2", "billing"),
+                              receive(b"e3", "billing"), receive(b"e1", "audit")])
+        recorder.add("handled", "w", consumer="billing", extra=(0, 1, "ok", None))
+        recorder.add("handled", "w", consumer="billing", extra=(1, 1, "error", "E"))
+        recorder.add("handled", "w", consumer="audit", extra=(3, 1, "dropped", "limit"))
+        stats = recorder.stats()
+        assert stats.pending("billing") == 1 and stats.pending("audit") == 0
+        assert stats.errors_by_consumer == {"billing": 1}
+        assert stats.pending("nobody") == 0
+
+
 class TestTrace:
     def test_carries_metadata_and_capture_times(self):
         before = time.time_ns()
