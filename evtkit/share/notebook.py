@@ -24,9 +24,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import plotly.io as pio
 from plotly.io.base_renderers import MimetypeRenderer
 from plotly.offline import get_plotlyjs
+
+from .._units import duration
 
 if TYPE_CHECKING:
     from ..capture.bus import Bus
@@ -70,42 +73,84 @@ def use_offline_plots() -> None:
 
 
 class LiveView:
-    """A capture summary displayed once and updated in place: messages and rates per
-    subject, deliveries, pending and errors per consumer, and drops. See :func:`live`."""
+    """A capture summary displayed once and updated in place: events per subject;
+    deliveries, pending messages and handler errors per consumer; the rate and drops.
+    See :func:`live`.
+
+    Events are counted once however many observations they have (a message this bus
+    publishes while a tap is on is a ``publish`` and a ``tap`` row). A consumer's *pending*
+    messages are those it has received and not finished: queued for its handler or in it.
+    """
 
     def __init__(self, bus: Bus, interval: float = 0.5, top: int = 12) -> None:
+        from IPython.core.interactiveshell import InteractiveShell
         from IPython.display import HTML, display
 
         self.bus = bus
         self.interval = interval
         self.top = top
         self._html = HTML
+        bus.recorder.count_events()
         self._started = time.monotonic()
-        self._last = (self._started, 0)
-        self.handle = display(HTML(self.render()), display_id=True)
+        self._last = (self._started, bus.recorder.stats().events)
+        self._rate = 0.0
+        # Outside IPython there is nothing to draw on: render() and frames() still work.
+        self.handle = (display(HTML(self.render()), display_id=True)
+                       if InteractiveShell.initialized() else None)
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def render(self) -> str:
-        """The current summary as an HTML table (all text escaped)."""
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """What the view shows, as frames: ``(subjects, consumers)``.
+
+        ``subjects``: ``events`` per subject, most first. ``consumers``: ``deliveries``,
+        ``pending`` and ``errors`` per consumer, busiest first — every consumer with a
+        delivery so far and every consumer subscribed on this bus.
+        """
         stats = self.bus.recorder.stats()
+        subjects = pd.DataFrame(stats.events_by_subject.most_common(),
+                                columns=["subject", "events"]).set_index("subject")
+        names = list(dict.fromkeys([*stats.by_consumer, *(
+            name for feature in self.bus.features
+            if isinstance(name := getattr(feature, "consumer", None), str))]))
+        consumers = pd.DataFrame({
+            "deliveries": [stats.by_consumer[c] for c in names],
+            "pending": [stats.pending(c) for c in names],
+            "errors": [stats.errors_by_consumer[c] for c in names],
+        }, index=pd.Index(names, name="consumer"), dtype="int64")
+        consumers = consumers.sort_values(["deliveries", "pending"], ascending=False,
+                                          kind="stable")
+        return subjects, consumers
+
+    def render(self) -> str:
+        """The current summary as HTML (all text escaped)."""
+        subjects, consumers = self.frames()
+        stats = self.bus.recorder.stats()  # the totals frames() just brought up to date
         now = time.monotonic()
         then, count = self._last
-        rate = (stats.messages - count) / max(now - then, 1e-9)
-        self._last = (now, stats.messages)
-        subjects = "".join(
-            f"<tr><td>{html.escape(s)}</td><td style='text-align:right'>{n:,}</td></tr>"
-            for s, n in stats.by_subject.most_common(self.top))
-        consumers = "".join(
-            f"<tr><td>{html.escape(str(c))}</td><td style='text-align:right'>{n:,}</td></tr>"
-            for c, n in stats.by_consumer.most_common(self.top))
+        if now - then >= 0.1:  # a rate over a shorter span is noise: keep the last one
+            self._rate = (stats.events - count) / (now - then)
+            self._last = (now, stats.events)
+        cell = "<td style='text-align:right'>{}</td>".format
+        subject_rows = "".join(
+            f"<tr><td>{html.escape(str(s))}</td>{cell(_count(n))}</tr>"
+            for s, n in subjects["events"].head(self.top).items())
+        consumer_rows = "".join(
+            f"<tr><td>{html.escape(str(c))}</td>{cell(_count(row.deliveries))}"
+            f"{cell(_count(row.pending))}{cell(_count(row.errors))}</tr>"
+            for c, row in consumers.head(self.top).iterrows())
+        more = [f"{_count(len(frame) - self.top)} more {what} not shown"
+                for frame, what in ((subjects, "subjects"), (consumers, "consumers"))
+                if len(frame) > self.top]
         return (
-            f"<div class='evtkit-live'><b>evtkit live</b> · {stats.messages:,} messages · "
-            f"{rate:,.0f} msg/s · {stats.drops:,} drops · {stats.errors:,} handler errors · "
-            f"{now - self._started:.1f} s"
-            "<table style='display:inline-table;margin-right:2em;vertical-align:top'>"
-            f"<tr><th>subject</th><th>messages</th></tr>{subjects}</table>"
+            f"<div class='evtkit-live'><b>evtkit live</b> · {_count(stats.events)} events · "
+            f"{_rate(self._rate)} · {_count(stats.drops)} drops · "
+            f"{_count(stats.errors)} handler errors · {duration(now - self._started)}"
+            "<br><table style='display:inline-table;margin-right:2em;vertical-align:top'>"
+            f"<tr><th>subject</th><th>events</th></tr>{subject_rows}</table>"
             "<table style='display:inline-table;vertical-align:top'>"
-            f"<tr><th>consumer</th><th>deliveries</th></tr>{consumers}</table></div>")
+            "<tr><th>consumer</th><th>deliveries</th><th>pending</th><th>errors</th></tr>"
+            f"{consumer_rows}</table>"
+            + "".join(f"<br><small>{m}</small>" for m in more) + "</div>")
 
     async def _run(self) -> None:
         while True:
@@ -114,18 +159,36 @@ class LiveView:
 
     def refresh(self) -> None:
         """Update the display now."""
-        self.handle.update(self._html(self.render()))
+        if self.handle is not None:
+            self.handle.update(self._html(self.render()))
 
     def stop(self) -> None:
         """Stop updating; the display keeps its last state (refreshed once more)."""
         self._task.cancel()
         self.refresh()
 
+    def _ipython_display_(self) -> None:
+        """Nothing: the view is on screen already, so ``ek.live(bus)`` as a cell's last
+        line adds no second copy and no ``<LiveView object at …>`` line."""
+
+    def __repr__(self) -> str:
+        state = "stopped" if self._task.done() else f"updating every {self.interval:g} s"
+        return f"<LiveView of {self.bus.name!r}, {state}>"
+
     async def __aenter__(self) -> LiveView:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _count(n: int) -> str:
+    return f"{n:,}"
+
+
+def _rate(per_s: float) -> str:
+    """Events per second as people read them: ``0/s``, ``4.5/s``, ``1,234/s``."""
+    return f"{per_s:,.1f}/s" if 0 < per_s < 10 else f"{per_s:,.0f}/s"
 
 
 def live(bus: Bus, interval: float = 0.5) -> LiveView:
