@@ -142,9 +142,9 @@ class LiveView:
                 for frame, what in ((subjects, "subjects"), (consumers, "consumers"))
                 if len(frame) > self.top]
         return (
-            f"<div class='evtkit-live'><b>evtkit live</b> · {_count(stats.events)} events · "
-            f"{_rate(self._rate)} · {_count(stats.drops)} drops · "
-            f"{_count(stats.errors)} handler errors · {duration(now - self._started)}"
+            f"<div class='evtkit-live'><b>evtkit live</b> · {_count(stats.events, 'event')} · "
+            f"{_rate(self._rate)} · {_count(stats.drops, 'drop')} · "
+            f"{_count(stats.errors, 'handler error')} · {duration(now - self._started)}"
             "<br><table style='display:inline-table;margin-right:2em;vertical-align:top'>"
             f"<tr><th>subject</th><th>events</th></tr>{subject_rows}</table>"
             "<table style='display:inline-table;vertical-align:top'>"
@@ -182,8 +182,9 @@ class LiveView:
         self.stop()
 
 
-def _count(n: int) -> str:
-    return f"{n:,}"
+def _count(n: int, noun: str = "") -> str:
+    """``1,234``; with a noun, ``1 event`` and ``1,234 events``."""
+    return f"{n:,} {noun}{'s' if n != 1 else ''}" if noun else f"{n:,}"
 
 
 def _rate(per_s: float) -> str:

@@ -98,3 +98,14 @@ async def test_in_a_kernel_the_cell_shows_one_live_display_and_no_repr(url):
     assert [o.output_type for o in outputs] == ["display_data"]
     assert "evtkit live" in outputs[0].data["text/html"]
     assert "LiveView" not in str(outputs)
+
+
+async def test_one_of_a_kind_is_singular(bus, view):
+    async def fails(event):
+        raise RuntimeError("always")
+
+    await bus.subscribe("once", fails, consumer="c")
+    await bus.publish("once", {})
+    await bus.settle()
+    assert "· 1 event · " in shown(view) and "· 1 handler error · " in shown(view)
+    assert "· 0 drops · " in shown(view)
