@@ -159,7 +159,7 @@ class TestCluster:
             await bus.add_stream("RESTART", ["restart.>"])
             done = []
             async def handle(event):
-                await asyncio.sleep(0.005)
+                await asyncio.sleep(0.005)  # the handler's own work
                 done.append(event.data["i"])
             await bus.watch_jetstream("RESTART", interval=0.2, advisories=False)
             await bus.consume("RESTART", handle, consumer="durable", pull=True, batch=5)
