@@ -26,6 +26,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .._units import duration, number, ratio
+
 if TYPE_CHECKING:
     from ..analysis.compare import Comparison
     from ..trace import Trace
@@ -337,22 +339,50 @@ def _layers(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
 
 
 def plot_compare(comparison: Comparison, *, measure: str = "queue_p95_s",
-                 title: str | None = None) -> go.Figure:
-    """Per consumer, ``measure`` in the base run and the other run side by side; the other
-    run's bars are labelled with its lag status when it changed."""
+                 log: bool | None = None, title: str | None = None) -> go.Figure:
+    """Per consumer, ``measure`` in the base run and the other run side by side, each bar
+    labelled with its value in human units (the other run's also with its ratio to the
+    base and its lag status when that changed).
+
+    Args:
+        comparison: from :func:`evtkit.compare`.
+        measure: a column of ``comparison.consumers`` without its ``_base``/``_other``
+            suffix: a duration (``queue_p95_s``, ``processing_p50_s`` …) or a count
+            (``deliveries``, ``errors``, ``dropped``).
+        log: logarithmic value axis; by default when all values are positive and span more
+            than 20× (a 5 ms baseline beside a 1.83 s incident is invisible otherwise).
+    """
     c = comparison.consumers.sort_values("consumer")
     names = c["consumer"].map(_esc)
+    seconds = measure.endswith("_s")
+    show = duration if seconds else number
+    base, other = c[f"{measure}_base"].astype(float), c[f"{measure}_other"].astype(float)
+    present = pd.concat([base, other]).dropna()
+    if log is None:
+        log = bool(len(present)) and present.min() > 0 and present.max() / present.min() > 20
+    times = np.where(other.notna() & base.notna() & (base > 0), other / base.where(base > 0),
+                     np.nan)
     fig = go.Figure()
-    for run in ("base", "other"):
-        values = c[f"{measure}_{run}"] * 1e3
+    for run, values in (("base", base), ("other", other)):
         status = c[f"status_{run}"]
+        labels = []
+        for v, s, b, r in zip(values, status, c["status_base"], times, strict=True):
+            text = show(v) if pd.notna(v) else "absent"
+            if run == "other" and np.isfinite(r):
+                text += f"<br>{ratio(r)} base"
+            if run == "other" and s != b:
+                text += f"<br>{_esc(s)}"
+            labels.append(text)
         fig.add_trace(go.Bar(
-            x=names, y=values, name=run, marker_color=COLORS[run],
-            text=[s if run == "other" and s != b else "" for s, b in
-                  zip(status, c["status_base"], strict=True)],
-            textposition="outside",
-            hovertext=[f"{n} ({run}): {v:.3f} ms, {s}" for n, v, s in
+            x=names, y=values * 1e3 if seconds else values, name=run,
+            marker_color=COLORS[run], text=labels, textposition="outside",
+            cliponaxis=False,
+            hovertext=[f"{n} ({run}): {show(v)}, {_esc(s)}" for n, v, s in
                        zip(names, values, status, strict=True)], hoverinfo="text"))
+    notes = ", ".join(n for n in ("ms" if seconds else "", "log scale" if log else "") if n)
+    label = measure.removesuffix("_s").replace("_", " ") + (f" ({notes})" if notes else "")
     fig.update_layout(barmode="group", xaxis_title="consumer",
-                      yaxis_title=f"{measure.removesuffix('_s').replace('_', ' ')} (ms)")
+                      yaxis={"title": label, "type": "log" if log else None,
+                             "exponentformat": "none", "separatethousands": True},
+                      uniformtext={"minsize": 9, "mode": "show"})
     return _layout(fig, title, "Baseline vs other run")

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import re
+
 import plotly.graph_objects as go
 import pytest
 
 import evtkit as ek
+from evtkit._units import duration
 from evtkit.observation import build_observations
+
+UNIT = re.compile(r"\d (µs|ms|s|min|h)\b")
 
 
 @pytest.fixture(scope="module")
 def trace() -> ek.Trace:
     return ek.testing.make_trace(300, depth=3, fanout=3, seed=5, slow="search")
+
+
+@pytest.fixture(scope="module")
+def incident() -> ek.Trace:
+    return ek.datasets.load("shop-incident")
+
+
+@pytest.fixture(scope="module")
+def baseline() -> ek.Trace:
+    return ek.datasets.load("shop-baseline")
 
 
 @pytest.fixture(autouse=True)
@@ -88,8 +103,41 @@ def test_dependencies(trace):
 def test_compare(trace):
     fig = ek.plot_compare(ek.compare(ek.testing.make_trace(300, seed=6), trace))
     assert [t.name for t in fig.data] == ["base", "other"]
-    assert "WARN" in fig.data[1].text
-    assert fig.layout.yaxis.title.text == "queue p95 (ms)"
+    assert fig.layout.yaxis.type == "log"  # the slow consumer is ~150x its baseline
+    assert fig.layout.yaxis.title.text == "queue p95 (ms, log scale)"
+    linear = ek.plot_compare(ek.compare(ek.testing.make_trace(300, seed=6), trace), log=False)
+    assert linear.layout.yaxis.type is None
+    assert linear.layout.yaxis.title.text == "queue p95 (ms)"
+
+
+def test_compare_shows_a_baseline_1000_times_smaller(baseline, incident):
+    comparison = ek.compare(baseline, incident)
+    c = comparison.consumers.sort_values("consumer")
+    fig = ek.plot_compare(comparison)
+    base, other = fig.data
+    assert fig.layout.yaxis.type == "log"
+    assert max(other.y) / min(base.y) > 1000 and min(base.y) > 0  # all bars have a height
+    # Every bar is labelled in human units, never 1.83e+03.
+    for bar, run in ((base, "base"), (other, "other")):
+        for text, seconds in zip(bar.text, c[f"queue_p95_s_{run}"], strict=True):
+            assert text.split("<br>")[0] == duration(seconds) and UNIT.search(text)
+            assert "e+" not in text
+    assert any(text.startswith("1.83 s") for text in other.text)
+    # The other run's bars give the ratio to the base, and the status when it changed.
+    for text, before, after, s, b in zip(other.text, c["queue_p95_s_base"],
+                                         c["queue_p95_s_other"], c["status_other"],
+                                         c["status_base"], strict=True):
+        assert f"{after / before:.3g}×" in text
+        assert (f"<br>{s}" in text) == (s != b)
+    assert all(t.cliponaxis is False and t.textposition == "outside" for t in fig.data)
+
+
+def test_compare_of_counts(baseline, incident):
+    fig = ek.plot_compare(ek.compare(baseline, incident), measure="deliveries")
+    assert fig.layout.yaxis.title.text == "deliveries"
+    assert fig.layout.yaxis.type is None  # 498 beside 1,069: linear is fine
+    assert "1,069" in {t.split("<br>")[0] for t in fig.data[1].text}
+    assert not any(UNIT.search(t) for t in fig.data[1].text)
 
 
 def test_text_from_the_traffic_is_escaped():
