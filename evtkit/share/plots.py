@@ -285,10 +285,20 @@ def plot_fanout(trace: Trace, *, title: str | None = None) -> go.Figure:
     return _layout(fig, title, "Fan-out: subject → consumer → emitted subject")
 
 
+_LAG_GROUPS = {"OK": ("OK", "#2ca02c"), "WARN": ("WARN: falling behind", "#f2a33a"),
+               "ERR": ("ERR / STALL / STOP: failing or stuck", "#d62728"),
+               "STALL": ("ERR / STALL / STOP: failing or stuck", "#d62728"),
+               "STOP": ("ERR / STALL / STOP: failing or stuck", "#d62728")}
+_STATUS_ORDER = {status: i for i, status in enumerate(("OK", "WARN", "ERR", "STALL", "STOP"))}
+_NEUTRAL = ("producer only (no lag)", "#9a9a9a")
+
+
 def plot_dependencies(trace: Trace, *, title: str | None = None) -> go.Figure:
-    """The observed service dependency graph: service A → service B when B consumed
-    events A published; nodes in layers from the first producers, edges labelled with
-    the subject and counts."""
+    """The observed service dependency graph: an arrow from service A to service B when B
+    consumed events A published, labelled with the subject, the messages delivered and
+    their p95 queue time; nodes in layers from the first producers, coloured by the
+    consumer's lag status (worst of its rows in ``trace.lag()``: OK green, WARN orange,
+    ERR/STALL/STOP red; services that only publish grey), explained in the legend."""
     graph = trace.flow_graph()
     publishes = graph[graph["kind"].isin(["publishes", "emits"])]
     delivers = graph[graph["kind"] == "delivers"]
@@ -296,7 +306,9 @@ def plot_dependencies(trace: Trace, *, title: str | None = None) -> go.Figure:
                             suffixes=("_pub", "_dlv"))
     pairs = pairs[pairs["kind_pub"] == "publishes"]
     edges = pairs.groupby(["source_pub", "target_dlv", "target_pub"]).agg(
-        count=("count_dlv", "sum"), p95_s=("p95_s_dlv", "max")).reset_index()
+        count=("count_dlv", "sum"),
+        p95_s=("p95_s_dlv", lambda v: pd.to_numeric(v, errors="coerce").max()),
+    ).reset_index()
     services = sorted(set(edges["source_pub"]) | set(edges["target_dlv"]))
     layer = _layers(services, list(zip(edges["source_pub"], edges["target_dlv"], strict=True)))
     per_layer: dict[int, list[str]] = {}
@@ -306,22 +318,69 @@ def plot_dependencies(trace: Trace, *, title: str | None = None) -> go.Figure:
            for group in per_layer.values() for i, name in enumerate(group)}
     fig = go.Figure()
     top = max(edges["count"].max(), 1) if len(edges) else 1
-    for row in edges.itertuples(index=False):
+    # Edges between the same two services (one per subject) bend apart so that their
+    # arrows and labels do not sit on top of each other.
+    siblings = edges.groupby(["source_pub", "target_dlv"]).cumcount().to_numpy()
+    width = edges.groupby(["source_pub", "target_dlv"])["count"].transform("size").to_numpy()
+    for row, k, n in zip(edges.itertuples(index=False), siblings, width, strict=True):
         (x0, y0), (x1, y1) = pos[row.source_pub], pos[row.target_dlv]
+        bend = (k - (n - 1) / 2) * 0.3
+        xm, ym = (x0 + x1) / 2, (y0 + y1) / 2 + bend
+        p95 = f", p95 queue {duration(row.p95_s)}" if pd.notna(row.p95_s) else ""
+        words = (f"{_esc(row.source_pub)} → {_esc(row.target_dlv)} via "
+                 f"{_esc(row.target_pub)}: {row.count:,} messages{p95}")
+        line = {"width": 1 + 5 * row.count / top, "color": "#9bb7de"}
+        fig.add_trace(go.Scatter(x=[x0, xm, x1], y=[y0, ym, y1], mode="lines", line=line,
+                                 showlegend=False, hovertext=words, hoverinfo="text"))
+        # The arrowhead: an arrow along the last stretch, ending at the node's edge.
+        fig.add_annotation(x=x1, y=y1, ax=xm + (x1 - xm) * 0.6, ay=ym + (y1 - ym) * 0.6,
+                           xref="x", yref="y", axref="x", ayref="y", text="",
+                           showarrow=True, arrowhead=2, arrowsize=1.2, arrowwidth=2,
+                           arrowcolor="#5b86c5", standoff=12)
+        p95_label = f"<br>p95 queue {duration(row.p95_s)}" if pd.notna(row.p95_s) else ""
+        fig.add_annotation(x=xm, y=ym, xref="x", yref="y", showarrow=False,
+                           text=f"{_esc(row.target_pub)}<br>{row.count:,} msgs{p95_label}",
+                           font={"size": 10, "color": "#333"}, bgcolor="rgba(255,255,255,0.8)",
+                           hovertext=words, name="edge label")
+    status = _worst_status(trace)
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name in services:
+        groups.setdefault(_LAG_GROUPS.get(status.get(name, ""), _NEUTRAL), []).append(name)
+    order = [*dict.fromkeys(_LAG_GROUPS.values()), _NEUTRAL]
+    for legend, color in (g for g in order if g in groups):
+        names = groups[legend, color]
         fig.add_trace(go.Scatter(
-            x=[x0, (x0 + x1) / 2, x1], y=[y0, (y0 + y1) / 2, y1], mode="lines",
-            line={"width": 1 + 5 * row.count / top, "color": "#9bb7de"}, showlegend=False,
-            hovertext=f"{_esc(row.source_pub)} → {_esc(row.target_dlv)} via "
-                      f"{_esc(row.target_pub)}: {row.count} deliveries, p95 queue "
-                      f"{row.p95_s * 1e3:.3f} ms", hoverinfo="text"))
-    fig.add_trace(go.Scatter(
-        x=[pos[s][0] for s in services], y=[pos[s][1] for s in services],
-        mode="markers+text", text=[_esc(s) for s in services], textposition="top center",
-        marker={"size": 18, "color": "#3b7dd8"}, name="service",
-        hovertext=[_esc(s) for s in services], hoverinfo="text"))
-    fig.update_layout(xaxis={"title": "hops from the first producer", "dtick": 1},
-                      yaxis={"visible": False}, showlegend=False)
-    return _layout(fig, title, "Service dependencies as observed")
+            x=[pos[s][0] for s in names], y=[pos[s][1] for s in names],
+            mode="markers+text", name=legend,
+            # Below the nodes in the lower half, where arrows come in from above.
+            textposition=["bottom center" if pos[s][1] < 0 else "top center" for s in names],
+            text=[_esc(s) + (f" · {_esc(status[s])}" if status.get(s, "OK") != "OK" else "")
+                  for s in names],
+            marker={"size": 20, "color": color, "line": {"width": 1, "color": "#444"}},
+            hovertext=[f"{_esc(s)}: lag status {status.get(s, 'none (publishes only)')}"
+                       for s in names], hoverinfo="text"))
+    fig.add_annotation(
+        text="arrow A → B: B consumed what A published; label: subject, messages delivered, "
+             "p95 queue time", showarrow=False, xref="paper", yref="paper", x=0, y=-0.12,
+        xanchor="left", font={"size": 11, "color": "#555"})
+    span = max(layer.values(), default=0)
+    fig.update_layout(xaxis={"title": "hops from the first producer", "dtick": 1,
+                             "range": [-0.5, span + 0.5], "zeroline": False},
+                      yaxis={"visible": False}, showlegend=True,
+                      legend={"title": {"text": "consumer lag status"}})
+    fig = _layout(fig, title, "Service dependencies as observed")
+    fig.update_layout(margin={"b": 90})
+    return fig
+
+
+def _worst_status(trace: Trace) -> dict[str, str]:
+    """Each consumer's worst lag status over its rows of ``trace.lag()`` (queue groups)."""
+    lag = trace.lag()
+    if lag.empty:
+        return {}
+    rank = lag["status"].map(_STATUS_ORDER).fillna(-1)
+    worst = lag.assign(rank=rank).sort_values("rank").groupby("consumer")["status"].last()
+    return {str(k): str(v) for k, v in worst.items() if isinstance(v, str)}
 
 
 def _layers(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:

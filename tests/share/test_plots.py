@@ -92,12 +92,56 @@ def test_fanout_sankey(trace):
     assert sum(sankey.link.value) == 9 * 100 + 2 * 100
 
 
+def node_traces(fig):
+    return [t for t in fig.data if t.mode == "markers+text"]
+
+
 def test_dependencies(trace):
     fig = ek.plot_dependencies(trace)
-    nodes = [t for t in fig.data if t.mode == "markers+text"][0]
-    assert set(nodes.text) == {"shop", "inventory", "notifications", "analytics", "billing",
-                               "audit", "search", "shipping", "fraud", "email"}
+    names = {text.split(" · ")[0] for t in node_traces(fig) for text in t.text}
+    assert names == {"shop", "inventory", "notifications", "analytics", "billing",
+                     "audit", "search", "shipping", "fraud", "email"}
     assert len([t for t in fig.data if t.mode == "lines"]) == 9
+    assert fig.layout.xaxis.title.text == "hops from the first producer"
+
+
+def test_dependency_edges_have_arrows_and_labels(trace):
+    fig = ek.plot_dependencies(trace)
+    arrows = [a for a in fig.layout.annotations if a.showarrow and a.arrowhead]
+    assert len(arrows) == 9  # one per edge
+    assert all(a.axref == "x" and a.ayref == "y" and a.ax < a.x for a in arrows)  # →
+    labels = [a.text for a in fig.layout.annotations if not a.showarrow and "msgs" in a.text]
+    assert len(labels) == 9
+    assert all("100 msgs" in label and "p95 queue" in label and UNIT.search(label)
+               for label in labels)
+    assert sum(label.startswith("inventory.reserved<br>") for label in labels) == 3
+
+
+def test_dependency_nodes_are_coloured_by_lag_status(incident):
+    fig = ek.plot_dependencies(incident)
+    status = incident.lag().set_index("consumer")["status"]
+    expected = {"OK": "#2ca02c", "WARN": "#f2a33a", "ERR": "#d62728", "STALL": "#d62728",
+                "STOP": "#d62728"}
+    colour = {text.split(" · ")[0]: t.marker.color for t in node_traces(fig)
+              for text in t.text}
+    assert set(status.index) < set(colour)
+    for consumer, s in status.items():
+        assert colour[consumer] == expected[s], consumer
+    assert colour["orders"] == "#9a9a9a"  # publishes only: neutral
+    # A status other than OK is written beside the name; the legend says what colours mean.
+    texts = {text for t in node_traces(fig) for text in t.text}
+    for consumer, s in status.items():
+        assert (f"{consumer} · {s}" if s != "OK" else consumer) in texts
+    assert fig.layout.showlegend and fig.layout.legend.title.text == "consumer lag status"
+    assert {"OK", "producer only (no lag)"} <= {t.name for t in node_traces(fig)}
+
+
+def test_parallel_dependency_edges_do_not_overlap(incident):
+    fig = ek.plot_dependencies(incident)
+    labels = [a for a in fig.layout.annotations if not a.showarrow and "msgs" in a.text]
+    assert len({(a.x, a.y) for a in labels}) == len(labels)
+    # billing → notifications twice (payments.captured and payments.failed), → shipping once.
+    assert sum(a.text.startswith("payments.") for a in labels) == 3
 
 
 def test_compare(trace):
