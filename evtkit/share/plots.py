@@ -254,34 +254,68 @@ def plot_dag(trace: Trace, correlation_id: str, *, title: str | None = None) -> 
     return _layout(fig, title, f"Flow {_esc(correlation_id)}: causal DAG")
 
 
+_NODE_KINDS = {  # Sankey node kind → (legend entry, colour)
+    "subject": ("subject from a producer (events)", "#f2a33a"),
+    "emitted": ("subject emitted by a consumer (events)", "#f7d08a"),
+    "service": ("consumer (deliveries received)", "#3b7dd8"),
+    "connection": ("connection seen only by the server (deliveries)", "#9a9a9a"),
+}
+
+
 def plot_fanout(trace: Trace, *, title: str | None = None) -> go.Figure:
-    """Sankey of where events go: subject → consumer → subject it emits (widths: counts)."""
+    """Sankey of where events go: subject → consumer → subject it emits (widths: counts).
+
+    Each node's label carries its count, ``orders.placed (559)``: events for a subject,
+    deliveries received for a consumer (a connection known only from the server's message
+    traces is marked ``(seen by server)`` instead); the legend names the node kinds by
+    colour."""
     graph = trace.flow_graph()
     links = graph[graph["kind"].isin(["delivers", "emits"])]
-    labels: list[str] = []
+    published = graph[graph["kind"] == "publishes"].groupby("target")["count"].sum()
+    emitted = set(links.loc[links["kind"] == "emits", "target"])
     index: dict[tuple[str, str], int] = {}
 
     def node(kind: str, name: str) -> int:
-        key = (kind, name)
-        if key not in index:
-            index[key] = len(labels)
-            # Connections known only from server message traces do not run evtkit.
-            labels.append(_esc(name) + (" (seen by server)" if kind == "connection" else ""))
-        return index[key]
+        return index.setdefault((kind, name), len(index))
 
     source, target, value, hover = [], [], [], []
     for row in links.itertuples(index=False):
         source.append(node(row.source_kind, row.source))
         target.append(node(row.target_kind, row.target))
         value.append(int(row.count))
-        latency = f"<br>p95 {row.p95_s * 1e3:.3f} ms" if pd.notna(row.p95_s) else ""
-        hover.append(f"{_esc(row.source)} {row.kind} {_esc(row.target)}: {row.count}{latency}")
-    palette = {"service": "#3b7dd8", "subject": "#f2a33a", "connection": "#9a9a9a"}
-    colors = [palette.get(kind, "#f2a33a") for kind, _ in index]
+        latency = f"<br>p95 {duration(row.p95_s)}" if pd.notna(row.p95_s) else ""
+        hover.append(f"{_esc(row.source)} {row.kind} {_esc(row.target)}: "
+                     f"{int(row.count):,}{latency}")
+    into = pd.Series(value, dtype="int64").groupby(pd.Series(target, dtype="int64")).sum()
+    out = pd.Series(value, dtype="int64").groupby(pd.Series(source, dtype="int64")).sum()
+    labels, colors, kinds = [], [], []
+    for (kind, name), i in index.items():
+        if kind == "subject":
+            shown = "emitted" if name in emitted else "subject"
+            # Events on the subject; a subject without a known publisher counts what it
+            # passed on or received.
+            n = published.get(name, into.get(i, out.get(i, 0)))
+        else:
+            shown = kind if kind in _NODE_KINDS else "service"
+            n = into.get(i, out.get(i, 0))
+        # Connections known only from server message traces do not run evtkit.
+        labels.append(f"{_esc(name)} (seen by server)" if kind == "connection"
+                      else f"{_esc(name)} ({int(n):,})")
+        colors.append(_NODE_KINDS[shown][1])
+        kinds.append(shown)
     fig = go.Figure(go.Sankey(
         node={"label": labels, "color": colors, "pad": 18, "thickness": 14},
         link={"source": source, "target": target, "value": value, "customdata": hover,
               "hovertemplate": "%{customdata}<extra></extra>"}))
+    # The legend: one invisible point per node kind present, in the kind's colour.
+    for kind in (k for k in _NODE_KINDS if k in kinds):
+        legend, color = _NODE_KINDS[kind]
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=legend,
+                                 marker={"size": 12, "symbol": "square", "color": color},
+                                 hoverinfo="skip"))
+    fig.update_layout(showlegend=True, xaxis={"visible": False}, yaxis={"visible": False},
+                      legend={"title": {"text": "nodes (count)"}, "orientation": "h",
+                              "y": -0.05, "yanchor": "top"})
     return _layout(fig, title, "Fan-out: subject → consumer → emitted subject")
 
 

@@ -85,11 +85,37 @@ def test_dag(trace):
 
 def test_fanout_sankey(trace):
     fig = ek.plot_fanout(trace)
-    (sankey,) = fig.data
+    sankey = fig.data[0]
     assert sankey.type == "sankey"
     # 3 subjects + 9 consumers; links: 9 delivers + 2 emits.
     assert len(sankey.node.label) == 12 and len(sankey.link.value) == 11
     assert sum(sankey.link.value) == 9 * 100 + 2 * 100
+    # Counts are in the node labels, readable without hovering.
+    assert all(label.endswith(" (100)") for label in sankey.node.label)
+    assert "orders.placed (100)" in sankey.node.label
+
+
+def test_fanout_counts_events_per_subject_and_deliveries_per_consumer(incident):
+    labels = set(ek.plot_fanout(incident).data[0].node.label)
+    graph = incident.flow_graph()
+    events = graph[graph["kind"] == "publishes"].groupby("target")["count"].sum()
+    received = graph[graph["kind"] == "delivers"].groupby("target")["count"].sum()
+    assert f"orders.placed ({events['orders.placed']:,})" in labels
+    assert f"shipping ({received['shipping']:,})" in labels
+    assert f"notifications ({received['notifications']:,})" in labels
+    assert any(re.fullmatch(r"notifications \(\d,\d{3}\)", label) for label in labels)
+
+
+def test_fanout_has_a_legend_for_its_node_kinds(trace):
+    fig = ek.plot_fanout(trace)
+    sankey, legend = fig.data[0], fig.data[1:]
+    assert fig.layout.showlegend
+    assert {t.name for t in legend} == {"subject from a producer (events)",
+                                        "subject emitted by a consumer (events)",
+                                        "consumer (deliveries received)"}
+    assert all(t.x == (None,) for t in legend)  # legend entries only, nothing drawn
+    assert {t.marker.color for t in legend} == set(sankey.node.color)
+    assert fig.layout.xaxis.visible is False and fig.layout.yaxis.visible is False
 
 
 def node_traces(fig):
