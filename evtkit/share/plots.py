@@ -182,23 +182,36 @@ def plot_waterfall(trace: Trace, correlation_id: str, *, title: str | None = Non
         node = nodes.loc[edge.target if edge.kind == "queue" else edge.source]
         rows.append(f"{_esc(node['subject'])} → {_esc(node['consumer'])}")
     order = list(dict.fromkeys(rows))
+    # A delivery's queue bar ends where its processing bar starts, so the processing
+    # bar's label (outside, at the row's end) also says how long it waited: a queue bar
+    # too short for its own label still has its duration readable.
+    waited = dict(zip(edges.loc[edges["kind"] == "queue", "target"],
+                      edges.loc[edges["kind"] == "queue", "duration_s"], strict=True))
     for kind in ("queue", "processing"):
         part = edges[edges["kind"] == kind]
         labels = [r for r, k in zip(rows, edges["kind"], strict=True) if k == kind]
         start = (part["start"] - t0).dt.total_seconds() * 1e3
-        width = part["duration_s"] * 1e3
+        seconds = part["duration_s"].astype(float)
         hot = part["on_critical_path"].to_numpy(dtype=bool)
+        if kind == "queue":
+            text = [duration(s) for s in seconds]
+        else:
+            text = [duration(s) + (f" (waited {duration(waited[d])})" if d in waited else "")
+                    for s, d in zip(seconds, part["source"], strict=True)]
         fig.add_trace(go.Bar(
-            y=labels, x=width, base=start, orientation="h", name=kind,
+            y=labels, x=seconds * 1e3, base=start, orientation="h", name=kind,
+            text=text, textposition="inside" if kind == "queue" else "outside",
+            insidetextanchor="middle", cliponaxis=False,
             marker={"color": COLORS[kind],
                     "line": {"color": np.where(hot, COLORS["critical"], "rgba(0,0,0,0)"),
                              "width": np.where(hot, 3, 0)}},
-            hovertext=[f"{lab}<br>{kind}: {w:.3f} ms{' (critical path)' if h else ''}"
-                       for lab, w, h in zip(labels, width, hot, strict=True)],
+            hovertext=[f"{lab}<br>{kind}: {duration(s)}{' (critical path)' if h else ''}"
+                       for lab, s, h in zip(labels, seconds, hot, strict=True)],
             hoverinfo="text"))
     fig.update_layout(barmode="overlay", xaxis_title="milliseconds since the flow began",
                       yaxis={"title": "subject → consumer", "categoryorder": "array",
-                             "categoryarray": order[::-1]})
+                             "categoryarray": order[::-1]},
+                      uniformtext={"minsize": 9, "mode": "hide"})
     return _layout(fig, title, default)
 
 

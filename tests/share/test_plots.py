@@ -76,6 +76,18 @@ def test_waterfall_marks_the_critical_path(trace):
     assert fig.layout.xaxis.title.text == "milliseconds since the flow began"
 
 
+def test_waterfall_bars_carry_their_durations(trace):
+    fig = ek.plot_waterfall(trace, flow_of(trace)["flow"])
+    queue, processing = fig.data
+    for bar in (queue, processing):
+        assert len(bar.text) == len(bar.x)
+        for text, ms in zip(bar.text, bar.x, strict=True):
+            assert text.startswith(duration(ms / 1e3)) and UNIT.search(text)
+    assert queue.textposition == "inside" and processing.textposition == "outside"
+    # A queue bar too short for its label: the row's processing label says the wait too.
+    assert all("(waited " in text for text in processing.text)
+
+
 def test_dag(trace):
     fig = ek.plot_dag(trace, flow_of(trace)["flow"])
     markers = {t.name: len(t.x) for t in fig.data if t.mode == "markers"}
