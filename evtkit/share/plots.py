@@ -8,7 +8,7 @@ traffic.
 ::
 
     ek.plot_latency(trace)                  # queue vs processing time per consumer
-    ek.plot_backlog(trace)                  # lag in messages and seconds over time
+    ek.plot_backlog(trace)                  # lag over time, findings' windows shaded
     ek.plot_waterfall(trace, flow)          # one flow's segments, critical path marked
     ek.plot_dag(trace, flow)                # one flow's causal DAG
     ek.plot_fanout(trace)                   # Sankey: subject → consumer → emitted subject
@@ -97,9 +97,24 @@ def plot_latency(trace: Trace | pd.DataFrame, *, kind: str = "box", log: bool | 
     return _layout(fig, title, "Latency per consumer: waiting (queue) vs working (processing)")
 
 
+_SEVERITY_FILL = {"critical": "rgba(214, 39, 40, 0.15)", "warning": "rgba(242, 163, 58, 0.18)"}
+_SEVERITY_TEXT = {"critical": "#a31d1d", "warning": "#9a5a00"}
+
+
 def plot_backlog(trace: Trace, freq: str | pd.Timedelta | None = None, *,
-                 title: str | None = None) -> go.Figure:
-    """Lag over time per consumer: messages waiting (top) and the oldest one's age (bottom)."""
+                 findings: pd.DataFrame | None = None, title: str | None = None
+                 ) -> go.Figure:
+    """Lag over time per consumer: messages waiting (top) and the oldest one's age (bottom),
+    with the window of each warning or critical finding shaded across both (red: critical,
+    orange: warning) and labelled ``kind consumer``.
+
+    Args:
+        trace: the trace.
+        freq: the time step (see :meth:`~evtkit.trace.Trace.backlog`).
+        findings: a frame with at least ``consumer``, ``start``, ``end``, ``severity``
+            (``critical``/``warning``/``info``; info is not marked) and ``kind``. By default
+            ``trace.diagnose()``, where the trace has it; an empty frame marks nothing.
+    """
     data = trace.backlog(freq)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=("messages waiting", "age of the oldest (s)"))
@@ -115,10 +130,50 @@ def plot_backlog(trace: Trace, freq: str | pd.Timedelta | None = None, *,
                                  legendgroup=name, showlegend=False, line={"color": color},
                                  hovertemplate=f"{name}: oldest %{{y:.3f}} s<extra></extra>"),
                       row=2, col=1)
+    if findings is None:
+        diagnose = getattr(trace, "diagnose", None)
+        findings = diagnose() if callable(diagnose) else None
+    marked = 0
+    if findings is not None and len(data):
+        marked = _mark_findings(fig, pd.DataFrame(findings), data["time"].max())
     fig.update_yaxes(title_text="messages", row=1, col=1)
     fig.update_yaxes(title_text="seconds", row=2, col=1)
     fig.update_xaxes(title_text="time", row=2, col=1)
-    return _layout(fig, title, "Consumer lag over time")
+    fig = _layout(fig, title, "Consumer lag over time")
+    if marked:
+        fig.add_annotation(text="shaded: findings' windows, red critical, orange warning",
+                           showarrow=False, xref="paper", yref="paper", x=0, y=-0.1,
+                           xanchor="left", yanchor="top", font={"size": 11, "color": "#555"})
+        fig.update_layout(margin={"b": 80})
+    return fig
+
+
+def _mark_findings(fig: go.Figure, findings: pd.DataFrame, last: pd.Timestamp) -> int:
+    """One shaded window per warning/critical finding, spanning both panels, labelled at
+    the top of the upper one (labels of overlapping windows step down); how many."""
+    marked = findings[findings["severity"].isin(list(_SEVERITY_FILL))]
+    marked = marked[marked["start"].notna()].sort_values("start", kind="stable")
+    for i, row in enumerate(marked.itertuples(index=False)):
+        # Microseconds, as plotly serialises dates (it warns about dropping nanoseconds).
+        start = pd.Timestamp(row.start).floor("us")
+        end = pd.Timestamp(row.end if pd.notna(row.end) else last).floor("us")  # else ongoing
+        # Who: the consumer, else (e.g. a producer burst) the service or the subject.
+        who = next((v for v in (getattr(row, c, None) for c in ("consumer", "service",
+                                                                 "subject"))
+                    if not _missing(v)), None)
+        label = " ".join(_esc(v) for v in (row.kind, who) if not _missing(v))
+        fig.add_shape(type="rect", xref="x", yref="paper", x0=start, x1=end, y0=0, y1=1,
+                      fillcolor=_SEVERITY_FILL[row.severity], line={"width": 0},
+                      layer="below", name=f"{row.severity}: {label}")
+        fig.add_annotation(x=start, xref="x", y=1 - 0.05 * (i % 4), yref="y domain",
+                           text=label, showarrow=False, xanchor="left", yanchor="top",
+                           font={"size": 10, "color": _SEVERITY_TEXT[row.severity]},
+                           bgcolor="rgba(255,255,255,0.7)")
+    return len(marked)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
 
 
 def plot_jetstream(trace: Trace, *, title: str | None = None) -> go.Figure:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
@@ -59,11 +60,60 @@ def test_latency_box_and_ecdf(trace):
 
 def test_backlog(trace):
     fig = ek.plot_backlog(trace)
-    assert len(fig.data) == 18  # a messages and an age line per consumer
+    assert len([t for t in fig.data if t.mode != "markers"]) == 18  # 2 lines per consumer
     assert fig.layout.yaxis.title.text == "messages"
     assert fig.layout.yaxis2.title.text == "seconds"
     search = [t for t in fig.data if t.name == "search"][0]
     assert max(search.y) > 10  # the slow consumer's backlog shows
+
+
+def _findings(*rows):
+    at = pd.Timestamp("2026-11-26 16:04:00", tz="UTC")
+    return pd.DataFrame(
+        [{"consumer": c, "start": at + pd.Timedelta(seconds=a),
+          "end": at + pd.Timedelta(seconds=b) if b is not None else pd.NaT,
+          "severity": sev, "kind": kind} for c, a, b, sev, kind in rows],
+        columns=["consumer", "start", "end", "severity", "kind"])
+
+
+def test_backlog_shades_warning_and_critical_findings(incident):
+    findings = _findings(("billing", 6.2, 8.8, "critical", "failing_handler"),
+                         ("shipping", 13.4, 17.4, "critical", "stalled_consumer"),
+                         ("billing", 2.8, 3.8, "warning", "backlog_growth"),
+                         ("inventory", 0.0, 1.0, "info", "hiccup"),
+                         ("notifications", 20.0, None, "warning", "slow_consumer"))
+    fig = ek.plot_backlog(incident, findings=findings)
+    shapes = fig.layout.shapes
+    assert len(shapes) == 4  # the info finding is not marked
+    assert all(s.type == "rect" and s.xref == "x" and s.yref == "paper"
+               and (s.y0, s.y1) == (0, 1) for s in shapes)  # across both panels
+    fills = [s.fillcolor for s in shapes]
+    assert sum(f.startswith("rgba(214, 39, 40") for f in fills) == 2  # red: critical
+    assert sum(f.startswith("rgba(242, 163, 58") for f in fills) == 2  # orange: warning
+    assert all(float(f.rsplit(",", 1)[1].rstrip(")")) < 0.5 for f in fills)  # see-through
+    texts = {a.text for a in fig.layout.annotations}
+    assert {"failing_handler billing", "stalled_consumer shipping", "backlog_growth billing",
+            "slow_consumer notifications"} <= texts
+    assert not any("hiccup" in t for t in texts)
+    ongoing = [s for s in shapes if s.name == "warning: slow_consumer notifications"][0]
+    assert pd.Timestamp(ongoing.x1) == incident.backlog()["time"].max()  # still going
+    assert fig.layout.yaxis.title.text == "messages" and fig.layout.title.text
+
+
+def test_backlog_uses_the_traces_own_diagnosis(incident, monkeypatch):
+    found = _findings(("billing", 6.2, 8.8, "critical", "failing_handler"),
+                      ("billing", 2.8, 3.8, "warning", "backlog_growth"))
+    monkeypatch.setattr(ek.Trace, "diagnose", lambda self, *a, **k: found, raising=False)
+    assert len(ek.plot_backlog(incident).layout.shapes) == 2
+    assert len(ek.plot_backlog(incident, findings=found.iloc[:0]).layout.shapes) == 0
+    monkeypatch.delattr(ek.Trace, "diagnose", raising=False)
+    assert len(ek.plot_backlog(incident).layout.shapes) == 0  # a trace without diagnose()
+
+
+def test_backlog_finding_labels_are_escaped(incident):
+    evil = "<img src=x onerror=alert(1)>"
+    fig = ek.plot_backlog(incident, findings=_findings((evil, 1, 2, "critical", evil)))
+    assert "<img" not in fig.to_json() and "&lt;img" in fig.to_json()
 
 
 def test_waterfall_marks_the_critical_path(trace):
