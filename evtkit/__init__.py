@@ -5,7 +5,9 @@
     import evtkit as ek
     bus = await ek.connect()                  # embedded nats-server when no URL / NATS_URL
     await bus.publish("orders.placed", {"order": 1}, source="shop")
+    await bus.settle()                        # every handler done
     trace = bus.trace()                       # pandas frames inside
+    trace.diagnose()                          # what went wrong, worst first
     trace.save("run.parquet"); ek.load("run.parquet")
 """
 
@@ -16,6 +18,7 @@ import importlib.metadata as _metadata
 from . import datasets, demo, testing
 from .analysis.causal import Chain
 from .analysis.compare import Comparison, compare
+from .analysis.diagnose import KINDS, Rules, diagnose
 from .capture.bus import Bus, Subscription, Tap, connect, current_event
 from .capture.jetstream import JetStreamSubscription, JetStreamWatch, Nak, Term
 from .capture.msgtrace import MessageTraces
@@ -52,6 +55,7 @@ from .share.plots import (
     plot_waterfall,
 )
 from .share.report import report
+from .share.table import readable
 from .store import load
 from .trace import Trace
 
@@ -73,6 +77,7 @@ __all__ = [
     "JetStreamError",
     "JetStreamSubscription",
     "JetStreamWatch",
+    "KINDS",
     "LiveView",
     "MSG_TRACE_SUBJECT",
     "MessageTraces",
@@ -80,6 +85,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PublishError",
     "Recorder",
+    "Rules",
     "ReplayResult",
     "ServerError",
     "ServerNotFoundError",
@@ -101,6 +107,7 @@ __all__ = [
     "current_event",
     "datasets",
     "decode_message",
+    "diagnose",
     "demo",
     "export",
     "find_nats_server",
@@ -115,6 +122,7 @@ __all__ = [
     "plot_jetstream",
     "plot_latency",
     "plot_waterfall",
+    "readable",
     "record",
     "replay",
     "report",

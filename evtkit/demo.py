@@ -13,6 +13,9 @@ Services, each on its own named connection, all recorded into one trace:
 ``shipping``       creates shipments: ``payments.captured`` → ``shipments.created``
 ``notifications``  reacts to ``orders.placed``, ``payments.captured`` and ``payments.failed``
 ``analytics``      taps everything (``>``)
+``ledger``         (with ``jetstream=True``) books ``payments.captured`` from the JetStream
+                   stream ``PAYMENTS`` (durable consumer, at most 3 deliveries); the shop
+                   watches the stream, so advisories (max deliveries reached) are recorded
 
 Handler times are log-normal per service. Faults, ``KIND:SERVICE[:VALUE][@START+DURATION]``
 (times in seconds from the start; without ``@…`` for the whole run):
@@ -22,6 +25,10 @@ Handler times are log-normal per service. Faults, ``KIND:SERVICE[:VALUE][@START+
 ``stall:shipping@5+2``        shipping's handler hangs from 5 s to 7 s, then recovers
 ``stop:notifications@4+3``    notifications unsubscribes at 4 s and comes back at 7 s
 ``burst:orders:200@2``        200 extra orders at once at 2 s
+
+A fault on ``billing-1`` or ``billing-2`` applies to that worker of the queue group only.
+``pending_limits={"notifications": 20}`` gives a consumer small pending limits, so a slow
+or stalled handler loses messages (recorded as dropped deliveries).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,10 +46,12 @@ from tqdm import tqdm
 
 from .capture.bus import Bus, Subscription
 from .capture.recorder import Recorder
+from .capture.router import DEFAULT_PENDING_MSGS
 from .capture.server import EmbeddedServer
+from .errors import SettleTimeoutError
 from .trace import Trace
 
-__all__ = ["SERVICES", "Fault", "ShopServices", "parse_fault", "run_shop"]
+__all__ = ["FINDINGS", "SERVICES", "Fault", "ShopServices", "parse_fault", "run_shop"]
 
 # Median handler time (seconds) and spread (log-normal sigma) per service.
 SERVICES: dict[str, tuple[float, float]] = {
@@ -50,10 +59,16 @@ SERVICES: dict[str, tuple[float, float]] = {
     "billing": (0.008, 0.5),
     "shipping": (0.005, 0.4),
     "notifications": (0.002, 0.3),
+    "ledger": (0.004, 0.4),
 }
+WORKERS = {"billing-1": "billing", "billing-2": "billing"}
+"""Queue-group workers that a fault can name on their own."""
 FAULT_KINDS = ("slow", "errors", "stall", "stop", "burst")
+FINDINGS = {"slow": "slow_consumer", "errors": "failing_handler", "stall": "stalled_consumer",
+            "stop": "stopped_consumer", "burst": "producer_burst"}
+"""The :func:`~evtkit.analysis.diagnose.diagnose` finding each fault kind should produce."""
 _FAULT = re.compile(
-    r"^(?P<kind>[a-z]+):(?P<service>[a-z-]+)(?::(?P<value>[0-9.]+))?"
+    r"^(?P<kind>[a-z]+):(?P<service>[a-z][a-z0-9-]*)(?::(?P<value>[0-9.]+))?"
     r"(?:@(?P<start>[0-9.]+)(?:\+(?P<duration>[0-9.]+))?)?$"
 )
 
@@ -86,7 +101,7 @@ def parse_fault(text: str) -> Fault:
     kind, service = match["kind"], match["service"]
     if kind not in FAULT_KINDS:
         raise ValueError(f"fault {text!r}: unknown kind {kind!r}; use one of {FAULT_KINDS}")
-    services = ("orders",) if kind == "burst" else tuple(SERVICES)
+    services = ("orders",) if kind == "burst" else (*SERVICES, *WORKERS)
     if service not in services:
         raise ValueError(f"fault {text!r}: {kind} applies to {', '.join(services)}, "
                          f"not {service!r}")
@@ -108,12 +123,16 @@ def parse_fault(text: str) -> Fault:
 class _Shop:
     """The running shop: connections, subscriptions and the fault schedule."""
 
-    def __init__(self, url: str, recorder: Recorder, seed: int, faults: Sequence[Fault]):
+    def __init__(self, url: str, recorder: Recorder, seed: int, faults: Sequence[Fault],
+                 jetstream: bool = False, pending_limits: Mapping[str, int] | None = None):
         self.url = url
         self.recorder = recorder
         self.faults = list(faults)
+        self.jetstream = jetstream
+        self.pending_limits = dict(pending_limits or {})
         self.random = random.Random(seed)
         self.started = time.monotonic()
+        self.started_ns = time.time_ns()
         self.buses: dict[str, Bus] = {}
         self.subs: list[Subscription] = []
         self.order = 0
@@ -121,9 +140,21 @@ class _Shop:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def fault(self, kind: str, service: str) -> Fault | None:
+    def start(self) -> None:
+        """Orders begin now: fault times count from here."""
+        self.started = time.monotonic()
+        self.started_ns = time.time_ns()
+
+    def injected(self, fault: Fault, start: float, end: float) -> None:
+        """Note in the trace's metadata when ``fault`` really applied (seconds from the
+        start): the ground truth a diagnosis is scored against."""
+        self.recorder.metadata.setdefault("injected", []).append({
+            "kind": fault.kind, "service": fault.service, "value": fault.value,
+            "start": self.started_ns + int(start * 1e9), "end": self.started_ns + int(end * 1e9)})
+
+    def fault(self, kind: str, service: str, worker: str | None = None) -> Fault | None:
         for f in self.faults:
-            if f.kind == kind and f.service == service and f.active(self.elapsed()):
+            if f.kind == kind and f.service in (service, worker) and f.active(self.elapsed()):
                 return f
         return None
 
@@ -132,25 +163,31 @@ class _Shop:
         self.buses[name] = await bus.open()
         return bus
 
-    async def work(self, service: str) -> None:
+    def pending(self, consumer: str) -> int:
+        """The pending-message limit of ``consumer``'s subscriptions."""
+        return self.pending_limits.get(consumer, DEFAULT_PENDING_MSGS)
+
+    async def work(self, service: str, worker: str | None = None) -> None:
         """Spend a handler's time, with slow/stall/error faults applied."""
         median, sigma = SERVICES[service]
         seconds = median * math.exp(self.random.gauss(0, sigma))
-        slow = self.fault("slow", service)
+        slow = self.fault("slow", service, worker)
         if slow is not None:
             seconds *= slow.value
-        stall = self.fault("stall", service)
+        stall = self.fault("stall", service, worker)
         if stall is not None:
             seconds += stall.start + stall.duration - self.elapsed()
         await asyncio.sleep(seconds)
-        errors = self.fault("errors", service)
+        errors = self.fault("errors", service, worker)
         if errors is not None and self.random.random() < errors.value:
             raise RuntimeError(f"{service}: injected failure (gateway timeout)")
 
     def handler(self, service: str, react: Callable[[Bus, Any], Awaitable[None]],
                 bus: Bus) -> Callable[[Any], Awaitable[None]]:
+        worker = bus.name if bus.name in WORKERS else None
+
         async def handle(event: Any) -> None:
-            await self.work(service)
+            await self.work(service, worker)
             await react(bus, event)
 
         return handle
@@ -185,20 +222,29 @@ async def _start_services(shop: _Shop) -> None:
 
     inventory = await shop.connect("inventory", "inventory")
     shop.subs.append(await inventory.subscribe(
-        "orders.placed", shop.handler("inventory", reserve, inventory), consumer="inventory"))
+        "orders.placed", shop.handler("inventory", reserve, inventory), consumer="inventory",
+        pending_msgs=shop.pending("inventory")))
     for worker in ("billing-1", "billing-2"):
         bus = await shop.connect(worker, "billing")
         shop.subs.append(await bus.subscribe(
             "inventory.reserved", shop.handler("billing", charge, bus), consumer="billing",
-            queue="billing"))
+            queue="billing", pending_msgs=shop.pending("billing")))
     shipping = await shop.connect("shipping", "shipping")
     shop.subs.append(await shipping.subscribe(
-        "payments.captured", shop.handler("shipping", ship, shipping), consumer="shipping"))
+        "payments.captured", shop.handler("shipping", ship, shipping), consumer="shipping",
+        pending_msgs=shop.pending("shipping")))
     notifications = await shop.connect("notifications", "notifications")
     for subject in ("orders.placed", "payments.captured", "payments.failed"):
         shop.subs.append(await notifications.subscribe(
             subject, shop.handler("notifications", notify, notifications),
-            consumer="notifications"))
+            consumer="notifications", pending_msgs=shop.pending("notifications")))
+    if shop.jetstream:
+        ledger = await shop.connect("ledger", "ledger")
+        await ledger.add_stream("PAYMENTS", ["payments.captured"])
+        shop.subs.append(await ledger.consume(
+            "PAYMENTS", shop.handler("ledger", notify, ledger), consumer="ledger",
+            max_deliver=3, pending_msgs=shop.pending("ledger")))
+        await ledger.watch_jetstream("PAYMENTS", interval=0.5)
     analytics = await shop.connect("analytics", "analytics")
     await analytics.tap(">")
 
@@ -208,13 +254,18 @@ async def _stop_and_return(shop: _Shop, fault: Fault) -> None:
     await asyncio.sleep(max(0.0, fault.start - shop.elapsed()))
     gone = [s for s in shop.subs if s.consumer == fault.service]
     specs = [(shop.buses[s.router.name], s.subject, s.handler, s.queue) for s in gone]
-    for sub in gone:
-        shop.subs.remove(sub)
-        await sub.unsubscribe()
-    await asyncio.sleep(fault.duration)
-    for bus, subject, handler, queue in specs:
-        shop.subs.append(await bus.subscribe(subject, handler, consumer=fault.service,
-                                             queue=queue))
+    began = shop.elapsed()
+    try:
+        for sub in gone:
+            shop.subs.remove(sub)
+            await sub.unsubscribe()
+        await asyncio.sleep(fault.duration)
+        for bus, subject, handler, queue in specs:
+            shop.subs.append(await bus.subscribe(subject, handler, consumer=fault.service,
+                                                 queue=queue, pending_msgs=shop.pending(
+                                                     fault.service)))
+    finally:
+        shop.injected(fault, began, shop.elapsed())
 
 
 def _order(rand: random.Random, n: int) -> dict[str, Any]:
@@ -234,6 +285,8 @@ async def run_shop(
     faults: Sequence[str | Fault] = (),
     progress: bool = True,
     settle: float = 10.0,
+    jetstream: bool = False,
+    pending_limits: Mapping[str, int] | None = None,
 ) -> Trace:
     """Run the shop until ``duration`` seconds or ``orders`` orders, and return its trace.
 
@@ -246,6 +299,8 @@ async def run_shop(
         faults: fault specs (see the module docstring) or :class:`Fault` objects.
         progress: show a progress bar.
         settle: at most this many seconds to let handlers finish after the last order.
+        jetstream: also run ``ledger``, a JetStream consumer of ``payments.captured``.
+        pending_limits: per consumer, a pending-message limit smaller than the default.
 
     Raises:
         ValueError: a bad fault, rate, duration or count.
@@ -258,14 +313,19 @@ async def run_shop(
         raise ValueError("duration and orders must be positive")
     if rate <= 0:
         raise ValueError(f"rate must be positive, not {rate}")
-    async with ShopServices(url, seed=seed, faults=faults, rate=rate) as services:
+    async with ShopServices(url, seed=seed, faults=faults, rate=rate, jetstream=jetstream,
+                            pending_limits=pending_limits) as services:
         shop = services.shop
         shop_bus = await shop.connect("orders", "orders")
-        shop.started = time.monotonic()
+        shop.start()
         tasks = [asyncio.create_task(_stop_and_return(shop, f))
                  for f in shop.faults if f.kind == "stop"]
         try:
             await _place_orders(shop, shop_bus, duration, orders, rate, shop.faults, progress)
+            ended = shop.elapsed()
+            for f in shop.faults:
+                if f.kind in ("slow", "errors", "stall") and f.start < ended:
+                    shop.injected(f, f.start, min(f.start + f.duration, ended))
             await services.settle(settle)
         finally:
             for task in tasks:
@@ -286,15 +346,23 @@ class ShopServices:
         url: NATS server; default ``$NATS_URL``, else an embedded server (stopped on exit).
         seed: random seed for handler times and outcomes.
         faults: fault specs, as for :func:`run_shop`.
+        jetstream, pending_limits: as for :func:`run_shop`.
     """
 
     def __init__(self, url: str | None = None, *, seed: int = 0,
-                 faults: Sequence[str | Fault] = (), rate: float | None = None) -> None:
+                 faults: Sequence[str | Fault] = (), rate: float | None = None,
+                 jetstream: bool = False, pending_limits: Mapping[str, int] | None = None
+                 ) -> None:
         import os
 
         from . import env
 
         self.faults = [f if isinstance(f, Fault) else parse_fault(f) for f in faults]
+        if not jetstream and any(f.service == "ledger" for f in self.faults):
+            raise ValueError("a fault on ledger needs jetstream=True (ledger is the "
+                             "JetStream consumer)")
+        self.jetstream = jetstream
+        self.pending_limits = pending_limits
         self.url = url or os.environ.get(env.NATS_URL)
         self.server: EmbeddedServer | None = None
         self.recorder = Recorder({"generator": "evtkit demo", "seed": seed, "rate": rate,
@@ -307,7 +375,8 @@ class ShopServices:
             self.server = await EmbeddedServer().start()
             self.url = self.server.url
         assert self.url is not None
-        self.shop = _Shop(self.url, self.recorder, self.seed, self.faults)
+        self.shop = _Shop(self.url, self.recorder, self.seed, self.faults, self.jetstream,
+                          self.pending_limits)
         try:
             await _start_services(self.shop)
         except BaseException:
@@ -346,8 +415,10 @@ async def _place_orders(shop: _Shop, bus: Bus, duration: float | None, orders: i
         while bursts and bursts[0].start <= next_at:
             burst = bursts.pop(0)
             await asyncio.sleep(max(0.0, burst.start - shop.elapsed()))
+            began = shop.elapsed()
             for _ in range(int(burst.value)):
                 await _place(shop, bus, rand)
+            shop.injected(burst, began, shop.elapsed())
             bar.update(int(burst.value))
         await asyncio.sleep(max(0.0, next_at - shop.elapsed()))
         await _place(shop, bus, rand)
@@ -361,19 +432,17 @@ async def _place(shop: _Shop, bus: Bus, rand: random.Random) -> None:
 
 
 async def _settle(shop: _Shop, limit: float) -> None:
-    """Wait until every handler is idle and the recorder stopped growing (bounded)."""
+    """Settle every service's bus in turn, round after round, until a round adds no row
+    (what one service handles, another may still receive); at most ``limit`` seconds."""
     deadline = time.monotonic() + limit
     seen = -1
-    while time.monotonic() < deadline:
-        for bus in shop.buses.values():
-            await bus.flush()
-        for sub in list(shop.subs):
-            try:
-                await asyncio.wait_for(sub.idle(), max(0.01, deadline - time.monotonic()))
-            except TimeoutError:
+    while seen != shop.recorder.next_seq():
+        seen = shop.recorder.next_seq()
+        for bus in list(shop.buses.values()):
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return
-        rows = shop.recorder.next_seq()
-        if rows == seen:
-            return
-        seen = rows
-        await asyncio.sleep(0.1)
+            try:
+                await bus.settle(left)
+            except SettleTimeoutError:
+                return

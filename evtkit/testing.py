@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from .schema import OBSERVATIONS, SCHEMA_VERSION, to_frame, with_missing
 from .trace import Trace
 
-__all__ = ["make_trace"]
+__all__ = ["Score", "make_trace", "score_diagnosis"]
 
 NS = 1_000_000_000
 SUBJECTS = ["orders.placed", "inventory.reserved", "payments.captured", "shipments.created",
@@ -429,3 +429,46 @@ def _critical_truth(dv, pub, dv_event, index, emitted_row, ids, flows: int) -> d
             "path": path,
         }
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """How a diagnosis did against the faults injected into a demo run.
+
+    ``rank``: position (1 = first) of the injected fault among the root-cause findings
+    (0: not found); ``iou``: overlap (intersection over union) of that finding's window
+    with the injected one; ``alarms``: warning and critical findings in all."""
+
+    rank: int
+    iou: float
+    alarms: int
+    top: str
+
+
+def score_diagnosis(trace: Trace, findings: Any = None) -> Score:
+    """Score ``trace.diagnose()`` (or ``findings``) against the first fault recorded in
+    ``trace.metadata["injected"]`` by :func:`evtkit.demo.run_shop`: the root-cause finding
+    naming the injected service (or queue-group worker) and the finding kind
+    :data:`evtkit.demo.FINDINGS` maps the fault to. A run without faults scores rank 0."""
+    from .demo import FINDINGS
+
+    found = trace.diagnose() if findings is None else findings
+    alarms = int(found["severity"].isin(["critical", "warning"]).sum())
+    roots = found[found["root_cause"]].reset_index(drop=True)
+    top = (f"{roots['kind'].iloc[0]} {roots['service'].iloc[0]}"
+           + (f" ({roots['worker'].iloc[0]})" if roots['worker'].notna().iloc[0] else "")
+           if len(roots) else "")
+    injected = trace.metadata.get("injected") or []
+    if not injected:
+        return Score(0, 0.0, alarms, top)
+    fault = injected[0]
+    names = roots["service"].fillna("") + "," + roots["worker"].fillna("")
+    hit = (roots["kind"] == FINDINGS[fault["kind"]]) & names.str.split(",").apply(
+        lambda parts: fault["service"] in [p.strip() for p in parts])
+    if not hit.any():
+        return Score(0, 0.0, alarms, top)
+    at = int(np.flatnonzero(hit.to_numpy())[0])
+    start, end = roots["start"].iloc[at].value, roots["end"].iloc[at].value
+    overlap = max(0, min(end, fault["end"]) - max(start, fault["start"]))
+    union = max(end, fault["end"]) - min(start, fault["start"])
+    return Score(at + 1, overlap / union if union > 0 else 1.0, alarms, top)

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Callable
 from functools import cached_property
@@ -28,6 +27,7 @@ from .schema import DELIVERIES, EVENTS, SCHEMA_VERSION, conform, positions, utc
 
 if TYPE_CHECKING:
     from .analysis.causal import Chain
+    from .analysis.diagnose import Rules
 
 __all__ = ["Trace"]
 
@@ -259,6 +259,13 @@ class Trace:
 
         return critical_path(self, correlation_id, infer=infer)
 
+    def slowest_flows(self, top: int = 10) -> pd.DataFrame:
+        """The slowest flows, when they started and their bottleneck; see
+        :func:`evtkit.analysis.bottleneck.slowest_flows`."""
+        from .analysis.bottleneck import slowest_flows
+
+        return self._memo(("slowest_flows", top), lambda: slowest_flows(self, top))
+
     def lag(self, freq: str | pd.Timedelta | None = None, **options: Any) -> pd.DataFrame:
         """One row per consumer: latency percentiles and lag status; see
         :func:`evtkit.analysis.lag.lag`."""
@@ -293,6 +300,15 @@ class Trace:
         from .analysis.fanout import flow_graph
 
         return flow_graph(self)
+
+    def diagnose(self, baseline: Trace | None = None, *, rules: Rules | None = None
+                 ) -> pd.DataFrame:
+        """What went wrong — where, when, how much, cause or symptom — worst first; see
+        :func:`evtkit.analysis.diagnose.diagnose`."""
+        from .analysis.diagnose import diagnose
+
+        return self._memo(("diagnose", baseline, rules),
+                          lambda: diagnose(self, baseline, rules=rules))
 
     def problems(self) -> pd.DataFrame:
         """Everything that looks wrong, one row per finding; see
@@ -391,68 +407,23 @@ class Trace:
             "hops": len(self.hops),
         }
 
+    def verdict(self) -> list[str]:
+        """What to read first: one sentence per critical finding of :meth:`diagnose`, or
+        that nothing went wrong; see :func:`evtkit.analysis.finding.headlines`."""
+        from .analysis.finding import headlines
+
+        return headlines(self.diagnose())
+
     def describe(self) -> str:
-        """A one-screen text summary (what ``evtkit info`` prints)."""
-        s = self.summary()
-        meta = self.metadata
-        lines = [
-            f"trace        {meta.get('source_path', '(in memory)')}",
-            f"server       {meta.get('server_url', '?')} "
-            f"(nats-server {meta.get('server_version', '?')})",
-            f"captured     {_when(s['start'])} → {_when(s['end'])} ({s['duration_s']:.3f} s)",
-            f"events       {s['events']:,} on {s['subjects']:,} subjects",
-            f"deliveries   {s['deliveries']:,} to {s['consumers']:,} consumers "
-            f"({s['pending']:,} pending, {s['handler_errors']:,} handler errors)",
-            f"drops        {s['drops']:,}",
-            f"gaps         {s['gaps']:,} ({s['gap_s']:.3f} s disconnected)",
-        ]
-        if s["events"]:
-            top = self.events["subject"].value_counts().head(8)
-            lines.append("top subjects " + ", ".join(f"{k} ({v:,})" for k, v in top.items()))
-        if s["deliveries"]:
-            per = self.deliveries.groupby("consumer")["queue_s"].median().sort_values()
-            lines.append(
-                "consumers    "
-                + ", ".join(f"{k} (median queue {v * 1e3:.2f} ms)" for k, v in per.items())
-            )
-        info = self.consumer_info
-        if len(info):
-            last = info.groupby(["stream", "consumer"]).last()
-            lines.append("jetstream    " + ", ".join(
-                f"{stream}/{name} (backlog {row.backlog:,})" for (stream, name), row in
-                last.iterrows()) + f"; {s['advisories']:,} advisories")
-        if s["hops"]:
-            lines.append(f"msg traces   {s['hops']:,} hops on "
-                         f"{self.hops['connection'].nunique():,} connections")
-        collected = meta.get("collected")
-        if collected:
-            lines.append(f"collected    from {len(collected):,} processes: " + ", ".join(
-                sorted({str(v.get('client')) for v in collected.values()})))
-        return "\n".join(lines)
+        """A one-screen text summary, the verdict first (what ``evtkit info`` prints)."""
+        from .overview import describe
+
+        return describe(self)
 
     def _repr_html_(self) -> str:
-        s = self.summary()
-        rows = [
-            ("Captured", f"{_when(s['start'])} → {_when(s['end'])} ({s['duration_s']:.3f} s)"),
-            ("Server", f"{self.metadata.get('server_url', '?')}"),
-            ("Events", f"{s['events']:,} on {s['subjects']:,} subjects"),
-            ("Deliveries", f"{s['deliveries']:,} to {s['consumers']:,} consumers"),
-            ("Handler errors", f"{s['handler_errors']:,}"),
-            ("Drops", f"{s['drops']:,}"),
-            ("Gaps", f"{s['gaps']:,} ({s['gap_s']:.3f} s)"),
-        ]
-        body = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-            for k, v in rows
-        )
-        subjects = ""
-        if s["events"]:
-            counts = self.events["subject"].value_counts().head(10)
-            subjects = "<p><b>Top subjects:</b> " + ", ".join(
-                f"{html.escape(str(k))} ({v:,})" for k, v in counts.items()
-            ) + "</p>"
-        return f"<div><b>evtkit Trace</b><table>{body}</table>{subjects}</div>"
+        from .overview import to_html
+
+        return to_html(self)
 
     def __repr__(self) -> str:
         return (
@@ -475,6 +446,3 @@ class Trace:
 
         return save(self, path)
 
-
-def _when(ts: Any) -> str:
-    return "—" if pd.isna(ts) else pd.Timestamp(ts).isoformat()

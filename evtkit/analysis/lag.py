@@ -14,8 +14,10 @@ For JetStream consumers sampled with ``bus.watch_jetstream`` the server's own co
 consumers that do not run evtkit count too (``from_server`` in ``backlog()``,
 ``backlog_source`` in ``lag()``).
 
-Status follows Burrow's rules, evaluated over sliding windows of ``window`` bins, worst
-first:
+``lag()``'s status is the verdict of :func:`evtkit.analysis.diagnose.diagnose` (thresholds
+relative to each consumer's own pace, minimum durations, causes told from symptoms).
+``lag_status()`` is the raw view underneath, Burrow's rules evaluated over every sliding
+window of ``window`` bins, worst first:
 
 ``STOP``   the consumer received nothing while events it used to get kept arriving
 ``STALL``  messages were waiting the whole window and the handler finished none
@@ -24,8 +26,8 @@ first:
            what arrived meanwhile — and never reached zero
 ``OK``     anything else: it reached zero, or is catching up
 
-``lag()`` reports the worst status seen (``status``, with a ``reason`` in words and
-numbers) and the last window's (``status_now``).
+A window's status says what that window looked like; a short window can call a hiccup a
+STALL, which is why ``lag()`` and ``diagnose()`` require minimum durations.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from .._units import duration
 from ..schema import utc
 
 if TYPE_CHECKING:
@@ -45,7 +48,6 @@ __all__ = ["STATUSES", "backlog", "lag", "lag_status"]
 
 STATUSES = ("OK", "WARN", "ERR", "STALL", "STOP")
 """Lag statuses from least to most severe."""
-_SEVERITY = {s: i for i, s in enumerate(STATUSES)}
 _NICE = [1, 2, 5]
 
 
@@ -260,8 +262,7 @@ def _judge(s: dict[str, np.ndarray], bin_s: float, error_rate: float, min_errors
     return "OK", f"backlog {b[-1]} and not rising"
 
 
-def lag(trace: Trace, freq: str | pd.Timedelta | None = None, *, window: int = 5,
-        error_rate: float = 0.1, min_errors: int = 3) -> pd.DataFrame:
+def lag(trace: Trace, freq: str | pd.Timedelta | None = None) -> pd.DataFrame:
     """One row per consumer (and queue group): how far behind it is and why.
 
     Columns: ``consumer, queue, deliveries, queue_p50_s, queue_p95_s, queue_p99_s,
@@ -271,11 +272,14 @@ def lag(trace: Trace, freq: str | pd.Timedelta | None = None, *, window: int = 5
     only in samples get a row with no deliveries. Percentiles are linear-interpolated over
     the consumer's deliveries; ``queue_s`` is publish → handler start.
 
+    ``status`` and ``reason`` come from :func:`evtkit.analysis.diagnose.diagnose`: the
+    consumer's worst warning or critical finding (STOP: stopped; STALL: stalled; ERR:
+    failing handler, dropped messages or messages JetStream gave up on; WARN: slow handler
+    or backlog growth), and ``reason`` is that finding's evidence, then the others'.
+    ``status_now`` is the status of a finding still open at the end of the trace, else OK.
+
     Args:
-        freq: bin width for the backlog and status windows (default: about 200 bins).
-        window: bins per status window.
-        error_rate: fraction of failed handler calls that makes a window ``ERR``.
-        min_errors: fewer errors than this in a window are never ``ERR``.
+        freq: bin width for ``backlog_max`` and ``oldest_max_s`` (default: about 200 bins).
     """
     dv = trace.deliveries
     keys = ["consumer", "queue"]
@@ -290,21 +294,20 @@ def lag(trace: Trace, freq: str | pd.Timedelta | None = None, *, window: int = 5
         frame = pd.concat([frame, pd.DataFrame({"consumer": only_server, "queue": "",
                                                 "deliveries": 0, "errors": 0, "dropped": 0})],
                           ignore_index=True)
+    from .finding import statuses
+
+    findings = trace.diagnose()
+    verdict = statuses(findings, trace.observations["ts"].max())
+    queue_max = frame.groupby("consumer")["queue_max_s"].max().to_dict()
     verdicts = {}
-    t0 = trace.observations["ts"].min()
     for consumer, s in series.items():
-        w = min(window, len(ends))
-        judged = _windows(s, w, step, error_rate, min_errors)
-        statuses = [status for status, _ in judged]
-        worst = max(statuses, key=_SEVERITY.__getitem__)
-        if worst == "OK":
-            reason = judged[-1][1]
-        else:
-            reason = _stretch(worst, statuses, judged, ends, step, w, t0, detail=True)
-            for other in sorted(set(statuses) - {worst, "OK"}, key=_SEVERITY.__getitem__,
-                                reverse=True):
-                reason += "; also " + _stretch(other, statuses, judged, ends, step, w, t0)
-        verdicts[consumer] = (worst, statuses[-1], reason, int(s["backlog"].max()),
+        status, now, reason = verdict.get(consumer, ("OK", "OK", ""))
+        if not reason:
+            waited = queue_max.get(consumer)
+            reason = (f"kept up: messages waited at most {duration(waited)} for its handler"
+                      if waited is not None and not pd.isna(waited) else
+                      "kept up: no findings")
+        verdicts[consumer] = (status, now, reason, int(s["backlog"].max()),
                               float(s["oldest_s"].max()),
                               "server" if s["from_server"].any() else "evtkit")
     extra = pd.DataFrame.from_dict(
@@ -338,28 +341,6 @@ def _delivery_stats(dv: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         groups["failed"].sum().rename("errors"),
         groups["lost"].sum().rename("dropped"),
     ], axis=1).reset_index()
-
-
-def _stretch(status: str, statuses: list[str], judged: list[tuple[str, str]],
-             ends: np.ndarray, step: int, w: int, t0: pd.Timestamp,
-             detail: bool = False) -> str:
-    """When ``status`` first held and for how long (``+s`` from the trace start), with the
-    numbers of that stretch's last window if ``detail``, and how often it came back."""
-    first = statuses.index(status)
-    last = first
-    while last + 1 < len(statuses) and statuses[last + 1] == status:
-        last += 1
-    began = max(pd.Timestamp(ends[first] - step, tz="UTC"), t0)
-    lasted = (last - first + w) * step / 1e9
-    text = (f"{status} from {began.strftime('%H:%M:%S.%f')[:-3]} "
-            f"(+{(began - t0).total_seconds():.3g} s) for {lasted:.3g} s")
-    if detail:
-        text += f": {judged[last][1]}"
-    again = sum(1 for a, b in zip(statuses, statuses[1:], strict=False)
-                if b == status and a != status) - (first > 0)
-    if again > 0:
-        text += f" ({again} more time{'s' if again > 1 else ''} later)"
-    return text
 
 
 _LAG_COLUMNS = ["consumer", "queue", "deliveries", "queue_p50_s", "queue_p95_s",

@@ -193,7 +193,7 @@ class TestSampling:
         assert last["delivered_stream_seq"] == last["delivered_seq"] >= 13
         assert last["last_active"] is not None and last["stream"] == stream
         # The lag analysis takes the server's count for this consumer and sees it stuck.
-        lag = bus.trace().lag(freq="100ms", window=3)
+        lag = bus.trace().lag(freq="100ms")
         row = lag.set_index("consumer").loc["slow"]
         assert row["backlog_source"] == "server" and row["backlog_max"] == 8
         backlog = bus.trace().backlog("100ms")
@@ -209,17 +209,17 @@ class TestSampling:
         await js.add_consumer(stream, durable_name="elsewhere", ack_policy="explicit")
         for i in range(5):
             await bus.publish(f"{stream.lower()}.x", {"i": i}, jetstream=True)
-        freq, window = "100ms", 3
         watch = await bus.watch_jetstream(stream, interval=0.05, advisories=False)
+        least = pd.Timedelta(seconds=ek.Rules().min_duration_s)
 
-        def samples_cover_a_window() -> bool:
-            # STALL needs a whole window of bins after the first sample.
+        def samples_cover_a_stall() -> bool:
+            # A STALL needs the backlog stuck for the rules' minimum duration.
             ts = bus.trace().consumer_info["ts"]
-            return len(ts) > 1 and ts.max() - ts.min() >= window * pd.Timedelta(freq)
+            return len(ts) > 1 and ts.max() - ts.min() >= least
 
-        await until(samples_cover_a_window, what="samples over a whole lag window")
+        await until(samples_cover_a_stall, what="samples over the minimum stall duration")
         await watch.stop()
-        lag = bus.trace().lag(freq=freq, window=window).set_index("consumer")
+        lag = bus.trace().lag(freq="100ms").set_index("consumer")
         row = lag.loc["elsewhere"]
         assert row["deliveries"] == 0 and row["backlog_source"] == "server"
         assert row["backlog_max"] == 5 and row["status"] == "STALL"

@@ -1,0 +1,422 @@
+"""Diagnosis: what went wrong — where, when, how much, and what caused what.
+
+::
+
+    trace.diagnose()                     # findings, worst first
+    trace.diagnose(baseline=healthy)     # "slow" also means slower than in ``healthy``
+
+One row per finding: ``finding_id, severity, kind, service, consumer, worker, subject,
+start, end, duration_s, peak_backlog, peak_age_s, slowdown, error_rate, lost, affected,
+evidence, root_cause, caused_by``. ``severity`` is ``critical``, ``warning`` or ``info``;
+``kind`` is one of :data:`KINDS`; ``evidence`` says it in one sentence, in human units;
+``caused_by`` is the ``finding_id`` of the finding this one is a symptom of.
+
+The evaluator
+-------------
+Every threshold is relative to the consumer's own behaviour: its *typical* processing
+time is the median over its deliveries (a baseline's median only decides whether it was
+slow all along), and nothing shorter than a minimum duration counts, so a hiccup of a
+few handler calls is never an alarm (the false STOPs Burrow is known for on slow topics).
+The defaults are the fields of :class:`Rules`.
+
+``stalled_consumer``  one handler call lasted ``stall_factor`` × typical and at least
+                      ``min_duration_s``: nothing behind it was handled meanwhile.
+``slow_consumer``     the running median (over ``window`` calls) of the handler's time was
+                      ``slow_factor`` × typical or more, for ``min_calls`` calls and at
+                      least ``min_duration_s``; with a baseline, instead, over the whole
+                      trace when its median is ``slow_factor`` × the baseline's.
+``stopped_consumer``  at least ``min_missed`` events on subjects the consumer receives were
+                      published over ``min_duration_s`` or more and never reached it.
+``failing_handler``   ``min_errors`` failed calls or more, ``min_error_rate`` of the calls,
+                      in a stretch where errors are closer than ``error_gap`` typical gaps
+                      between calls, 2 s, and the gap that n errors at their rate λ rarely
+                      exceed (ln(100 n)/λ), whichever is longest.
+``dropped_messages``  deliveries dropped before the handler (pending limits exceeded).
+``gave_up``           JetStream stopped redelivering (MAX_DELIVERIES advisories).
+``redelivery``        JetStream delivered messages more than once.
+``backlog_growth``    messages waited ``lag_factor`` × typical and at least ``min_lag_s``
+                      before their handler started, while the handler itself was not slow:
+                      the input outran it.
+``producer_burst``    a producer of root events published ``min_burst`` events (or more, in
+                      overlapping stretches) at ``burst_factor`` × its usual rate or faster.
+``upstream_slowdown`` a consumer's input came from a consumer with a slow, stalled or
+                      stopped handler, so it arrived late.
+``no_subscriber``     a subject that no recorded consumer received (normal at the end of a
+                      chain); ``unreceived``: some events on a subject that has consumers
+                      reached none.
+``clock_skew``, ``disconnect_gap``, ``cycle``, ``duplicate_id``, ``orphan``, ``terminated``:
+                      from :func:`evtkit.analysis.problems.problems` and ``trace.gaps``.
+
+Cause or symptom
+----------------
+A handler that stalled, slowed, stopped or failed is a *root cause*. Lag at a consumer
+whose own handler kept its pace is a *symptom*: of a slow/stalled/stopped consumer
+upstream of it on the observed flow graph (a consumer that emits its input subjects), or
+of a producer burst into its input, whichever overlaps it; only when neither does is the
+backlog growth itself the root (the input rate outgrew the consumer). Drops, give-ups,
+redeliveries and unreceived events that overlap a root finding of the same consumer are
+its symptoms, as is ``upstream_slowdown``.
+
+Severity: lost messages (stopped, dropped, gave up) and stalls are ``critical``; a failing
+handler is ``critical`` from ``critical_error_rate``; slowness and backlog are ``critical``
+once messages waited ``critical_age_s`` or more, else ``warning``; a producer burst is a
+``warning`` only when it made a consumer lag. Findings are ordered by severity, then root
+causes first, then by the number of messages affected (lost, failed or delayed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .._units import duration
+from . import symptoms
+from .finding import COLUMNS, HANDLER_KINDS, KINDS, NAT, SEVERITIES, Finding, frame, runs
+
+if TYPE_CHECKING:
+    from ..trace import Trace
+
+__all__ = ["COLUMNS", "KINDS", "SEVERITIES", "Rules", "diagnose"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The evaluator's thresholds (see the module docstring)."""
+
+    slow_factor: float = 3.0
+    window: int = 9
+    min_calls: int = 8
+    min_duration_s: float = 0.5
+    stall_factor: float = 50.0
+    min_missed: int = 5
+    min_errors: int = 3
+    min_error_rate: float = 0.05
+    critical_error_rate: float = 0.1
+    error_gap: float = 20.0
+    lag_factor: float = 20.0
+    min_lag_s: float = 0.25
+    min_lagged: int = 3
+    critical_age_s: float = 1.0
+    burst_s: float = 0.2
+    burst_factor: float = 5.0
+    min_burst: int = 10
+    link_s: float = 1.0
+
+
+@dataclass(slots=True)
+class Consumer:
+    """One consumer's deliveries, in handler start order, and its typical pace."""
+
+    name: str
+    rows: pd.DataFrame
+    typical: float
+    baseline: float | None
+    workers: list[str]
+    subjects: list[str]
+
+
+def diagnose(trace: Trace, baseline: Trace | None = None, *, rules: Rules | None = None
+             ) -> pd.DataFrame:
+    """Findings about ``trace``, worst first; see the module docstring for the rules.
+
+    Args:
+        baseline: a trace of the same system when healthy: consumers whose typical handler
+            time is several times the baseline's are slow even if they were slow all along.
+        rules: thresholds other than the defaults of :class:`Rules`.
+    """
+    rules = rules or Rules()
+    found = Diagnosis(trace, baseline, rules).run()
+    return frame(found)
+
+
+class Diagnosis:
+    """The state of one diagnosis: the trace, the rules, each consumer's profile and the
+    findings so far (the rules that follow a flow live in :mod:`.symptoms`)."""
+
+    def __init__(self, trace: Trace, baseline: Trace | None, rules: Rules) -> None:
+        self.trace = trace
+        self.rules = rules
+        obs = trace.observations
+        ts = obs["ts"].array.asi8
+        self.t0 = int(ts.min()) if len(ts) else 0
+        self.t_end = int(ts.max()) if len(ts) else 0
+        self.found: list[Finding] = []
+        self.consumers = list(self._consumers(baseline))
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def _consumers(self, baseline: Trace | None) -> Iterator[Consumer]:
+        dv = self.trace.deliveries
+        if dv.empty:
+            return
+        base: dict[str, float] = {}
+        if baseline is not None and len(baseline.deliveries):
+            bdv = baseline.deliveries
+            base = bdv[bdv["outcome"] == "ok"].groupby("consumer")["processing_s"] \
+                .median().dropna().to_dict()
+        for name, rows in dv.groupby("consumer", sort=True):
+            rows = rows.sort_values(["started_at", "received_at"], kind="stable")
+            done = rows.loc[rows["outcome"].isin(["ok", "error"]), "processing_s"]
+            own = float(done.median()) if done.notna().any() else np.nan
+            if np.isnan(own) or own <= 0:
+                own = 1e-3
+            yield Consumer(str(name), rows, max(own, 1e-5), base.get(str(name)),
+                            sorted(rows["observer"].dropna().astype(str).unique()),
+                            sorted(rows["subject"].dropna().astype(str).unique()))
+
+    def at(self, ns: int) -> str:
+        """``+12.3 s`` from the trace start."""
+        return f"+{duration((ns - self.t0) / 1e9)}"
+
+    def add(self, finding: Finding) -> Finding:
+        self.found.append(finding)
+        return finding
+
+    # -- the rules ----------------------------------------------------------------------
+
+    def run(self) -> list[Finding]:
+        for c in self.consumers:
+            self._slow(c)
+            self._stalls(c)
+            self._stopped(c)
+            self._errors(c)
+        self._server_stalls()
+        roots = [f for f in self.found if f.kind in HANDLER_KINDS]
+        bursts = symptoms.bursts(self)
+        upstream_first = sorted(self.consumers,
+                                key=lambda c: len(symptoms.upstream_of(self, c)))
+        for c in upstream_first:
+            symptoms.lagged(self, c, roots, bursts)
+            symptoms.drops(self, c, roots)
+            symptoms.redeliveries(self, c, roots)
+        symptoms.gave_up(self, roots)
+        symptoms.upstream(self, roots)
+        symptoms.subjects(self, roots)
+        symptoms.from_problems(self)
+        return self.found
+
+    def _server_stalls(self) -> None:
+        """JetStream consumers that evtkit saw only in the server's samples: a stall is a
+        stretch of ``min_duration_s`` or more with messages pending in which the ack floor
+        did not move."""
+        info = self.trace.consumer_info
+        known = {c.name for c in self.consumers}
+        if info.empty:
+            return
+        info = info.sort_values("ts", kind="stable")
+        for (consumer, stream), part in info.groupby(["consumer", "stream"], sort=True):
+            if str(consumer) in known:
+                continue
+            ts = part["ts"].array.asi8
+            floor = part["ack_floor"].to_numpy(dtype=np.int64, na_value=0)
+            waiting = part["backlog"].to_numpy(dtype=np.int64, na_value=0) > 0
+            stuck = waiting & np.concatenate([[True], floor[1:] == floor[:-1]])
+            for lo, hi in runs(stuck):
+                begin, end = int(ts[lo]), int(ts[hi - 1])
+                if (end - begin) / 1e9 < self.rules.min_duration_s:
+                    continue
+                backlog = int(part["backlog"].iloc[lo:hi].max())
+                f = self.add(Finding("stalled_consumer", "critical", begin, end,
+                                     service=str(consumer), consumer=str(consumer),
+                                     peak_backlog=float(backlog), affected=backlog))
+                f.evidence = (f"{consumer} (JetStream, stream {stream}) made no progress for "
+                              f"{duration((end - begin) / 1e9)} from {self.at(begin)} while "
+                              f"the server held {backlog} messages for it (its ack floor "
+                              "did not move)")
+
+    def _worker_name(self, c: Consumer, workers: set[str]) -> str | None:
+        """The affected workers of a queue group, if not all of them."""
+        if len(c.workers) > 1 and workers and set(c.workers) - workers:
+            return ", ".join(sorted(workers))
+        return None
+
+    def _stalls(self, c: Consumer) -> None:
+        """Stretches of ``stall_factor`` × typical (and ``min_duration_s``) in which a
+        worker neither started nor finished a handler call while a message waited for it:
+        a call that hung, or a consumer that froze between calls."""
+        r = self.rules
+        limit = int(max(r.min_duration_s, r.stall_factor * c.typical) * 1e9)
+        live = c.rows[c.rows["outcome"] != "dropped"]
+        for worker, rows in live.groupby("observer", sort=True):
+            start = rows["started_at"].array.asi8
+            done = rows["done_at"].array.asi8
+            avail = rows["published_at"].array.asi8
+            avail = np.where(avail == NAT, rows["received_at"].array.asi8, avail)
+            begun = np.where(start == NAT, self.t_end, start)
+            progress = np.unique(np.concatenate([start[start != NAT], done[done != NAT]]))
+            if (done == NAT).any():
+                progress = np.append(progress, self.t_end)
+            gap = np.diff(progress)
+            for k in np.flatnonzero(gap >= limit):
+                lo, hi = int(progress[k]), int(progress[k + 1])
+                # Someone waited through (at least half of) it, unserved.
+                if not ((avail <= lo + (hi - lo) // 2) & (begun >= hi)).any():
+                    continue
+                if any(g.kind == "slow_consumer" and g.consumer == c.name and g.overlaps(lo, hi)
+                       and hi - lo < 10 * g.slowdown * c.typical * 1e9 for g in self.found):
+                    continue  # one of the slow calls of a slow stretch, not a stall
+                f = Finding("stalled_consumer", "critical", lo, hi, service=c.name,
+                             consumer=c.name, slowdown=(hi - lo) / 1e9 / c.typical,
+                             worker=self._worker_name(c, {str(worker)}))
+                self._merge_or_add(f)
+        for f in self.found:
+            if f.kind == "stalled_consumer" and f.consumer == c.name and not f.evidence:
+                self.measure(c, f)
+                hung = "still stalled at the end of the trace" if f.end >= self.t_end else \
+                    "then it recovered"
+                who = f"{c.name} ({f.worker})" if f.worker else c.name
+                f.evidence = (
+                    f"{who} stalled for {duration((f.end - f.start) / 1e9)} from "
+                    f"{self.at(f.start)} ({f.slowdown:,.0f}× its typical handler time "
+                    f"{duration(c.typical)}): {int(f.peak_backlog)} messages waited up to "
+                    f"{duration(f.peak_age_s)} and none was handled; {hung}; cause: its "
+                    "handler, not its input")
+
+    def _merge_or_add(self, f: Finding) -> None:
+        """Overlapping findings of one kind and consumer (several workers) become one."""
+        for g in self.found:
+            if g.kind == f.kind and g.consumer == f.consumer and g.overlaps(f.start, f.end):
+                g.start, g.end = min(g.start, f.start), max(g.end, f.end)
+                g.slowdown = np.nanmax([g.slowdown, f.slowdown])
+                workers = {w.strip() for x in (g.worker, f.worker) if x for w in x.split(",")}
+                c = next(c for c in self.consumers if c.name == f.consumer)
+                g.worker = self._worker_name(c, workers) if g.worker and f.worker else None
+                return
+        self.add(f)
+
+    def _slow(self, c: Consumer) -> None:
+        r = self.rules
+        rows = c.rows[c.rows["outcome"].isin(["ok", "error"])]
+        whole = float(rows["processing_s"].median()) / c.baseline if c.baseline else 0.0
+        if whole >= r.slow_factor and len(rows) >= r.min_calls:
+            # Slower than the baseline all along: one finding over the whole trace.
+            self.add(Finding("slow_consumer", "warning", int(rows["started_at"].array.asi8.min()),
+                             int(rows["done_at"].array.asi8.max()), service=c.name,
+                             consumer=c.name, slowdown=whole))
+            rows = rows.iloc[:0]
+        for worker, part in rows.groupby("observer", sort=True):
+            ratio = part["processing_s"].to_numpy(dtype=float) / c.typical
+            if len(ratio) < r.min_calls:
+                continue
+            running = pd.Series(ratio).rolling(r.window, center=True, min_periods=
+                                               max(3, r.window // 2)).median().to_numpy()
+            slow = np.nan_to_num(running, nan=0.0) >= r.slow_factor
+            start = part["started_at"].array.asi8
+            done = part["done_at"].array.asi8
+            for lo, hi in runs(slow):
+                if hi - lo < r.min_calls:
+                    continue
+                begin, end = int(start[lo]), int(done[hi - 1])
+                if (end - begin) / 1e9 < max(r.min_duration_s, 20 * c.typical):
+                    continue
+                f = Finding("slow_consumer", "warning", begin, end, service=c.name,
+                             consumer=c.name, slowdown=float(np.median(ratio[lo:hi])),
+                             worker=self._worker_name(c, {str(worker)}))
+                self._merge_or_add(f)
+        for f in self.found:
+            if f.kind == "slow_consumer" and f.consumer == c.name and not f.evidence:
+                self.measure(c, f)
+                if f.peak_age_s >= r.critical_age_s:
+                    f.severity = "critical"
+                who = f"{c.name} ({f.worker})" if f.worker else c.name
+                than = (f"its baseline {duration(c.baseline)}" if whole >= r.slow_factor
+                        else f"its typical {duration(c.typical)}")
+                kept = (f"its backlog reached {int(f.peak_backlog)} and messages waited up "
+                        f"to {duration(f.peak_age_s)}" if f.peak_age_s >= self.lag_limit(c)
+                        else f"it kept up (messages waited at most {duration(f.peak_age_s)})")
+                f.evidence = (f"{who}'s handler took {f.slowdown:.3g}× {than} from "
+                              f"{self.at(f.start)} for {duration((f.end - f.start) / 1e9)}: "
+                              f"{kept}; cause: its handler, not its input")
+
+    def _stopped(self, c: Consumer) -> None:
+        r = self.rules
+        ev = self.trace.events
+        got = c.rows["received_at"].array.asi8
+        got = got[got != NAT]
+        if not len(got):
+            return
+        pub = ev["published_at"].array.asi8
+        mine = ev["subject"].isin(c.subjects).to_numpy() & (pub >= got.min())
+        delivered = np.zeros(len(ev), bool)
+        idx = self.trace.delivery_events[(self.trace.deliveries["consumer"] == c.name)
+                                         .to_numpy()]
+        delivered[idx[idx >= 0]] = True
+        missed = np.sort(pub[mine & ~delivered])
+        if len(missed) < r.min_missed:
+            return
+        gaps = np.diff(missed)
+        usual = np.median(np.diff(np.sort(pub[mine]))) if mine.sum() > 1 else 1e9
+        split = np.flatnonzero(gaps > max(20 * usual, r.min_duration_s * 1e9)) + 1
+        for part in np.split(missed, split):
+            if len(part) < r.min_missed or (part[-1] - part[0]) / 1e9 < r.min_duration_s:
+                continue
+            f = self.add(Finding("stopped_consumer", "critical", int(part[0]), int(part[-1]),
+                                  service=c.name, consumer=c.name, lost=len(part),
+                                  affected=len(part)))
+            f.evidence = (f"{c.name} received nothing for {duration((f.end - f.start) / 1e9)}"
+                          f" from {self.at(f.start)}: {len(part)} of its events "
+                          f"({', '.join(c.subjects)}) never reached it; cause: it stopped "
+                          "consuming, not its input")
+
+    def _errors(self, c: Consumer) -> None:
+        r = self.rules
+        rows = c.rows[c.rows["outcome"].isin(["ok", "error"])]
+        failed = (rows["outcome"] == "error").to_numpy()
+        if failed.sum() < r.min_errors:
+            return
+        at = rows["started_at"].array.asi8
+        fail_at = at[failed]
+        usual = float(np.median(np.diff(at))) if len(at) > 1 else 1e9
+        # Errors at rate λ are rarely further apart than ln(100 n)/λ: longer gaps split.
+        rate = len(fail_at) / max(float(fail_at[-1] - fail_at[0]), 1.0)
+        apart = max(r.error_gap * usual, np.log(100 * len(fail_at)) / rate, 2e9)
+        split = np.flatnonzero(np.diff(fail_at) > apart) + 1
+        for part in np.split(np.arange(len(fail_at)), split):
+            if len(part) < r.min_errors:
+                continue
+            begin, end = int(fail_at[part[0]]), int(fail_at[part[-1]])
+            calls = int(((at >= begin) & (at <= end)).sum())
+            rate = len(part) / max(calls, 1)
+            if rate < r.min_error_rate:
+                continue
+            done = rows["done_at"].array.asi8[failed][part[-1]]
+            end = int(done) if done != NAT else end
+            common = rows.loc[failed, "error"].iloc[part].value_counts()
+            what = f" ({common.index[0]})" if len(common) else ""
+            f = self.add(Finding("failing_handler", "critical" if rate >= r.critical_error_rate
+                                  else "warning", begin, end, service=c.name, consumer=c.name,
+                                  error_rate=rate, affected=len(part)))
+            f.worker = self._worker_name(c, set(rows.loc[failed, "observer"].iloc[part]
+                                                .astype(str)))
+            f.evidence = (f"{c.name}'s handler failed {len(part)} of {calls} calls "
+                          f"({rate:.0%}) from {self.at(begin)} for "
+                          f"{duration((end - begin) / 1e9)}{what}")
+
+    def lag_limit(self, c: Consumer) -> float:
+        return max(self.rules.min_lag_s, self.rules.lag_factor * c.typical)
+
+    def measure(self, c: Consumer, f: Finding) -> None:
+        """Peak backlog and the longest wait of messages that waited during ``f``."""
+        rows = c.rows
+        pub = rows["published_at"].array.asi8
+        start = rows["started_at"].array.asi8
+        begin = np.where(start == NAT, self.t_end, start)
+        inside = (pub <= f.end) & (begin >= f.start)
+        waits = (begin[inside] - pub[inside]) / 1e9
+        f.peak_age_s = float(waits.max()) if len(waits) else 0.0
+        f.affected = max(f.affected, int((waits >= self.lag_limit(c)).sum()))
+        # Backlog at each handler start in the window: published before, not yet started.
+        order = np.sort(pub)
+        starts = np.sort(begin)
+        probe = begin[inside]
+        if len(probe):
+            waiting = np.searchsorted(order, probe, "right") - np.searchsorted(starts, probe,
+                                                                              "right")
+            f.peak_backlog = float(max(int(waiting.max()), 0))
+        else:
+            f.peak_backlog = 0.0
+

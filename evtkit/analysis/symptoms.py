@@ -1,0 +1,274 @@
+"""The diagnosis rules that follow the flow: bursts from producers, lag that arrived with
+the input, losses that follow a failing handler, subjects nobody received, and the problems
+found elsewhere (see :mod:`evtkit.analysis.diagnose` for the rules in words)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .._units import duration
+from .finding import LAGGING, SEVERITIES, Finding, runs
+
+if TYPE_CHECKING:
+    from .diagnose import Consumer, Diagnosis
+
+__all__ = ["bursts", "drops", "from_problems", "gave_up", "lagged", "redeliveries",
+           "subjects", "upstream"]
+
+NAT = np.iinfo(np.int64).min
+
+
+def bursts(d: Diagnosis) -> list[Finding]:
+    r = d.rules
+    ev = d.trace.events
+    roots = ev[ev["causation_id"].isna() & ev["emitted_by"].isna()]
+    out = []
+    for (source, subject), part in roots.groupby([roots["source"].fillna("?"),
+                                                  roots["subject"].fillna("?")]):
+        t = np.sort(part["published_at"].array.asi8)
+        t = t[t != NAT]
+        if len(t) < r.min_burst:
+            continue
+        usual = len(t) / max((t[-1] - t[0]) / 1e9, r.burst_s)
+        # A burst: events inside some stretch of min_burst events that came burst_factor ×
+        # faster than usual (a pause in the middle of a burst does not split it).
+        k = r.min_burst
+        dense = (t[k - 1:] - t[:len(t) - k + 1]) <= k * 1e9 / (r.burst_factor * usual)
+        marks = np.zeros(len(t) + 1, np.int64)
+        np.add.at(marks, np.flatnonzero(dense), 1)
+        np.add.at(marks, np.flatnonzero(dense) + k, -1)
+        for lo, hi in runs(np.cumsum(marks)[:-1] > 0):
+            begin, end, count = int(t[lo]), int(t[hi - 1]), hi - lo
+            rate = count / max((end - begin) / 1e9, 1e-6)
+            f = Finding("producer_burst", "info", begin, end, service=str(source),
+                         subject=str(subject), affected=count, slowdown=rate / usual)
+            f.evidence = (f"{source} published {count} {subject} events in "
+                          f"{duration((end - begin) / 1e9)} from {d.at(begin)} "
+                          f"({f.slowdown:,.0f}× its usual {usual:.3g}/s)")
+            out.append(d.add(f))
+    return out
+
+
+def lagged(d: Diagnosis, c: Consumer, roots: list[Finding], bursts: list[Finding]) -> None:
+    """Stretches where messages waited long for a handler that kept its pace."""
+    r = d.rules
+    rows = c.rows
+    pub = rows["published_at"].array.asi8
+    start = rows["started_at"].array.asi8
+    ok = (pub != NAT) & (start != NAT)
+    wait = np.where(ok, (start - pub) / 1e9, 0.0)
+    late = np.flatnonzero(wait >= d.lag_limit(c))
+    if len(late) < r.min_lagged:
+        return
+    order = late[np.argsort(pub[late], kind="stable")]
+    split = np.flatnonzero(np.diff(pub[order]) > r.link_s * 1e9) + 1
+    slack = int(r.link_s * 1e9)
+    own = [f for f in roots if f.consumer == c.name and f.kind in LAGGING]
+    upstream = upstream_of(d, c)
+    for part in np.split(order, split):
+        if len(part) < r.min_lagged:
+            continue
+        begin, end = int(pub[part].min()), int(start[part].max())
+        if any(f.overlaps(begin, end, slack) for f in own):
+            continue
+        f = Finding("backlog_growth", "warning", begin, end, service=c.name,
+                     consumer=c.name)
+        d.measure(c, f)
+        if f.peak_age_s >= r.critical_age_s:
+            f.severity = "critical"
+        # Upstream consumers' findings (consumers are visited upstream first, so their
+        # own backlog symptoms are known), then bursts into the flows that reach it.
+        causes = [g for g in d.found if g.consumer in upstream
+                  and g.kind in (*LAGGING, "backlog_growth")]
+        causes += [b for b in bursts if b.subject in c.subjects or b.service in upstream
+                   or b.subject in root_subjects(d, c)]
+        causes = [g for g in causes if g.overlaps(begin, end, slack)]
+        why = "its input outran it"
+        if causes:
+            cause = max(causes, key=lambda g: min(g.end, end) - max(g.start, begin))
+            f.blame(cause)
+            if cause.kind == "producer_burst":
+                cause.severity = "warning"
+                why = f"its input arrived in a burst from {cause.service}"
+            elif cause.kind == "backlog_growth":
+                why = (f"its input arrived late and bunched from {cause.consumer}, which "
+                       "was behind itself")
+            elif cause.kind == "slow_consumer":
+                why = f"its input arrived late and bunched from {cause.consumer}, which was slow"
+            else:
+                why = f"its input arrived in a rush after {cause.consumer} recovered"
+        d.add(f)
+        f.evidence = (f"the backlog of {c.name} reached {int(f.peak_backlog)} from "
+                      f"{d.at(begin)} for {duration((end - begin) / 1e9)}; messages "
+                      f"waited up to {duration(f.peak_age_s)} while its handler kept its "
+                      f"typical {duration(c.typical)}: {why}")
+
+
+def upstream_of(d: Diagnosis, c: Consumer) -> set[str]:
+    """Consumers that emit, directly or further up, the subjects ``c`` receives."""
+    ev = d.trace.events
+    emitted = ev.dropna(subset=["emitted_by"]).groupby("subject")["emitted_by"] \
+        .agg(lambda s: set(s.astype(str))).to_dict()
+    inputs: dict[str, list[str]] = {x.name: x.subjects for x in d.consumers}
+    seen: set[str] = set()
+    todo = [c.name]
+    while todo:
+        for subject in inputs.get(todo.pop(), []):
+            for up in emitted.get(subject, set()) - seen:
+                seen.add(up)
+                todo.append(up)
+    seen.discard(c.name)
+    return seen
+
+
+def root_subjects(d: Diagnosis, c: Consumer) -> set[str]:
+    """Subjects of root events whose flows reach ``c`` (through the emitters above it)."""
+    up = upstream_of(d, c)
+    return {s for x in d.consumers if x.name in up or x.name == c.name
+            for s in x.subjects}
+
+
+def drops(d: Diagnosis, c: Consumer, roots: list[Finding]) -> None:
+    rows = c.rows[c.rows["outcome"] == "dropped"]
+    if rows.empty:
+        return
+    at = rows["received_at"].array.asi8
+    at = at[at != NAT]
+    begin, end = (int(at.min()), int(at.max())) if len(at) else (d.t0, d.t_end)
+    f = d.add(Finding("dropped_messages", "critical", begin, end, service=c.name,
+                          consumer=c.name, lost=len(rows), affected=len(rows)))
+    total = len(c.rows)
+    f.evidence = (f"{len(rows)} of {total} messages for {c.name} were dropped before its "
+                  f"handler from {d.at(begin)} for {duration((end - begin) / 1e9)} "
+                  "(pending limits exceeded)")
+    blame_own(d, f, roots, "because its handler fell behind")
+
+
+def blame_own(d: Diagnosis, f: Finding, roots: list[Finding], because: str) -> None:
+    slack = int(d.rules.link_s * 1e9)
+    own = [g for g in roots if g.consumer == f.consumer and g.overlaps(f.start, f.end,
+                                                                        slack)]
+    if own:
+        cause = max(own, key=lambda g: SEVERITIES.index(g.severity) * -1)
+        f.blame(cause)
+        f.evidence += f" {because} ({cause.kind.replace('_', ' ')})"
+        cause.lost += f.lost
+
+
+def redeliveries(d: Diagnosis, c: Consumer, roots: list[Finding]) -> None:
+    again = c.rows[c.rows["delivery_count"].fillna(1) > 1]
+    if again.empty:
+        return
+    at = again["received_at"].array.asi8
+    f = d.add(Finding("redelivery", "info", int(at.min()), int(at.max()),
+                          service=c.name, consumer=c.name, affected=len(again)))
+    f.evidence = (f"JetStream delivered {again['seq'].nunique()} messages to {c.name} "
+                  f"again ({len(again)} redeliveries) from {d.at(f.start)}")
+    blame_own(d, f, roots, "after its handler failed")
+
+
+def gave_up(d: Diagnosis, roots: list[Finding]) -> None:
+    adv = d.trace.advisories
+    for advisory, kind in (("MAX_DELIVERIES", "gave_up"), ("MSG_TERMINATED", "terminated")):
+        hits = adv[adv["advisory"] == advisory]
+        for (stream, consumer), part in hits.groupby([hits["stream"].fillna("?"),
+                                                      hits["consumer"].fillna("?")]):
+            at = part["ts"].array.asi8
+            f = d.add(Finding(kind, "critical" if kind == "gave_up" else "info",
+                                  int(at.min()), int(at.max()), service=str(consumer),
+                                  consumer=str(consumer), lost=len(part),
+                                  affected=len(part)))
+            what = ("JetStream gave up on" if kind == "gave_up" else
+                    "the consumer terminated")
+            f.evidence = (f"{what} {len(part)} messages of stream {stream} for "
+                          f"{consumer} from {d.at(f.start)}: they will not be "
+                          "redelivered")
+            if kind == "gave_up":
+                blame_own(d, f, roots, "after its handler failed every delivery")
+
+
+def upstream(d: Diagnosis, roots: list[Finding]) -> None:
+    """Consumers fed by a lagging consumer get their input late: a symptom, noted."""
+    for c in d.consumers:
+        for g in roots:
+            if g.kind not in LAGGING or g.consumer not in direct_upstream(d, c):
+                continue
+            if any(f.cause is g and f.consumer == c.name for f in d.found):
+                continue
+            f = d.add(Finding("upstream_slowdown", "info", g.start, g.end,
+                                  service=c.name, consumer=c.name))
+            f.blame(g)
+            f.evidence = (f"the input of {c.name} from {g.consumer} arrived late or not "
+                          f"at all "
+                          f"from {d.at(g.start)} for "
+                          f"{duration((g.end - g.start) / 1e9)}: {g.consumer} was "
+                          f"{g.kind.split('_')[0]}")
+
+
+def direct_upstream(d: Diagnosis, c: Consumer) -> set[str]:
+    ev = d.trace.events
+    mine = ev[ev["subject"].isin(c.subjects)]
+    return set(mine["emitted_by"].dropna().astype(str)) - {c.name}
+
+
+def subjects(d: Diagnosis, roots: list[Finding]) -> None:
+    ev = d.trace.events
+    if d.trace.deliveries.empty or ev.empty:
+        return
+    subject = ev["subject"].fillna("?").astype(str)
+    subject = subject.where(~subject.str.startswith("_INBOX."), "_INBOX.>")
+    received = ev["deliveries"].fillna(0).to_numpy() > 0
+    pub = ev["published_at"].array.asi8
+    for name, idx in pd.Series(np.arange(len(ev))).groupby(subject.to_numpy()).groups \
+            .items():
+        idx = np.asarray(idx)
+        lonely = idx[~received[idx]]
+        if not len(lonely):
+            continue
+        begin, end = int(pub[lonely].min()), int(pub[lonely].max())
+        if not received[idx].any():
+            f = d.add(Finding("no_subscriber", "info", begin, end, subject=str(name),
+                                  affected=len(lonely)))
+            f.evidence = (f"no recorded consumer received {name} ({len(lonely)} events): "
+                          "normal at the end of a chain, or its consumer is not recorded")
+            continue
+        f = d.add(Finding("unreceived", "warning", begin, end, subject=str(name),
+                              lost=len(lonely), affected=len(lonely)))
+        f.evidence = (f"{len(lonely)} of {len(idx)} events on {name} reached no consumer, "
+                      f"from {d.at(begin)}")
+        slack = int(d.rules.link_s * 1e9)
+        stops = [g for g in roots if g.kind == "stopped_consumer"
+                 and g.overlaps(begin, end, slack)]
+        if stops:
+            f.blame(stops[0])
+            f.severity = "info"
+            f.evidence += f", while {stops[0].consumer} was stopped"
+
+
+def from_problems(d: Diagnosis) -> None:
+    kinds = {"clock_skew": "warning", "cycle": "warning", "duplicate_id": "warning",
+             "orphan": "info"}
+    problems = d.trace.problems()
+    for row in problems.itertuples(index=False):
+        if row.problem not in kinds:
+            continue
+        f = d.add(Finding(str(row.problem), kinds[str(row.problem)], d.t0,
+                              d.t_end, affected=int(row.count), evidence=str(row.detail)))
+        f.consumer = None if pd.isna(row.consumer) or row.consumer in ("nan", "None") \
+            else str(row.consumer)
+        f.service = f.consumer or (None if row.observer in ("nan", "None") or
+                                   pd.isna(row.observer) else str(row.observer))
+    gaps = d.trace.gaps
+    for row in gaps.itertuples(index=False):
+        begin = int(pd.Timestamp(row.start).value)
+        end = d.t_end if pd.isna(row.end) else int(pd.Timestamp(row.end).value)
+        f = d.add(Finding("disconnect_gap", "warning", begin, end,
+                              service=str(row.observer)))
+        f.evidence = (f"{row.observer} was disconnected for "
+                      f"{duration((end - begin) / 1e9)} from {d.at(begin)}: what it "
+                      "would have seen meanwhile is missing")
+
+

@@ -1,0 +1,306 @@
+"""diagnose(): the right finding, the right window, cause told from symptom, and no alarm
+on healthy traffic."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import evtkit as ek
+from evtkit._units import duration
+from evtkit.analysis import diagnose as diagnose_module
+from evtkit.analysis.finding import COLUMNS, KINDS, SEVERITIES
+from evtkit.observation import build_observations
+
+SEC = 1_000_000_000
+ALARMS = ("critical", "warning")
+
+
+@pytest.fixture(scope="module")
+def generated() -> ek.Trace:
+    # 10 s, 100 flows/s; anomalies on consumers that do not publish.
+    return ek.testing.make_trace(
+        3000, rate=100, slow="search", stall=("audit", 3, 3), stop=("notifications", 6, 2),
+        failing={"fraud": 0.3}, seed=7)
+
+
+@pytest.fixture(scope="module")
+def incident() -> ek.Trace:
+    return ek.datasets.load("shop-incident")
+
+
+def seconds(trace: ek.Trace, ts: pd.Timestamp) -> float:
+    return (ts - trace.observations["ts"].min()).total_seconds()
+
+
+def only(findings: pd.DataFrame, kind: str, consumer: str) -> pd.Series:
+    rows = findings[(findings["kind"] == kind) & (findings["consumer"] == consumer)]
+    assert len(rows) == 1, findings[["kind", "consumer", "evidence"]]
+    return rows.iloc[0]
+
+
+class TestFrame:
+    def test_columns_order_and_ids(self, generated):
+        found = generated.diagnose()
+        assert list(found.columns) == COLUMNS
+        assert list(found["finding_id"]) == [f"F{i}" for i in range(1, len(found) + 1)]
+        ranks = found["severity"].map(SEVERITIES.index)
+        assert ranks.is_monotonic_increasing, "worst first"
+        assert set(found["kind"]) <= set(KINDS)
+        causes = found.loc[~found["root_cause"], "caused_by"]
+        assert causes.isin(found["finding_id"]).all()
+        assert found.loc[found["root_cause"], "caused_by"].isna().all()
+        assert str(found["start"].dtype) == "datetime64[ns, UTC]"
+        assert (found["end"] >= found["start"]).all()
+
+    def test_every_kind_is_documented_with_its_rule(self):
+        doc = diagnose_module.__doc__
+        for kind in KINDS:
+            assert f"``{kind}``" in doc, kind
+
+    def test_evidence_is_one_readable_sentence(self, generated, incident):
+        for trace in (generated, incident):
+            for text in trace.diagnose()["evidence"]:
+                assert text and "nan" not in text and "e+0" not in text and "\n" not in text
+
+    def test_empty_and_tap_only_traces(self):
+        empty = ek.Trace(build_observations([]))
+        assert list(empty.diagnose().columns) == COLUMNS and empty.diagnose().empty
+        block = b"NATS/1.0\r\nce-id: e1\r\n\r\n"
+        rows = [("tap", 1_900_000_000 * SEC, "t", None, None, b"s", None, b"{}", block, None)]
+        assert ek.Trace(build_observations(rows)).diagnose()["severity"].isin(["info"]).all()
+
+
+class TestGenerated:
+    """A generated trace whose faults and windows are known exactly."""
+
+    def test_each_fault_is_found_as_a_root_cause(self, generated):
+        found = generated.diagnose()
+        roots = found[found["root_cause"] & found["severity"].isin(ALARMS)]
+        assert set(zip(roots["kind"], roots["consumer"], strict=True)) == {
+            ("stalled_consumer", "audit"), ("stopped_consumer", "notifications"),
+            ("failing_handler", "fraud"), ("backlog_growth", "search")}
+
+    def test_windows_match_the_injected_ones(self, generated):
+        found = generated.diagnose()
+        stall = only(found, "stalled_consumer", "audit")
+        assert abs(seconds(generated, stall["start"]) - 3) < 0.1
+        assert abs(stall["duration_s"] - 3) < 0.1
+        stop = only(found, "stopped_consumer", "notifications")
+        assert abs(seconds(generated, stop["start"]) - 6) < 0.1
+        assert abs(stop["duration_s"] - 2) < 0.1
+
+    def test_magnitudes_match_the_data(self, generated):
+        found = generated.diagnose()
+        dv = generated.deliveries
+        stop = only(found, "stopped_consumer", "notifications")
+        ev = generated.events
+        missed = ev[(ev["subject"] == "orders.placed") & (ev["published_at"] >= stop["start"])
+                    & (ev["published_at"] <= stop["end"])]
+        got = dv[(dv["consumer"] == "notifications")]["event_id"]
+        assert stop["lost"] == (~missed["event_id"].isin(got)).sum() > 0
+        fraud = only(found, "failing_handler", "fraud")
+        mine = dv[dv["consumer"] == "fraud"]
+        inside = mine[(mine["started_at"] >= fraud["start"]) & (mine["started_at"]
+                                                                <= fraud["start"] + pd.Timedelta(
+                                                                    seconds=fraud["duration_s"]))]
+        assert fraud["error_rate"] == pytest.approx((inside["outcome"] == "error").mean())
+        assert f"({fraud['error_rate']:.0%})" in fraud["evidence"]
+        stall = only(found, "stalled_consumer", "audit")
+        audit = dv[dv["consumer"] == "audit"]
+        waited = audit[(audit["started_at"] >= stall["start"])
+                       & (audit["published_at"] <= stall["end"])]["queue_s"].max()
+        assert stall["peak_age_s"] == pytest.approx(waited)
+
+    def test_lag_statuses_agree_with_the_findings(self, generated):
+        truth = {k: v["status"] for k, v in generated.metadata["truth"]["consumers"].items()}
+        lag = generated.lag().set_index("consumer")
+        assert lag["status"].to_dict() == truth
+        found = generated.diagnose()
+        for consumer, row in lag.iterrows():
+            mine = found[(found["consumer"] == consumer) & found["severity"].isin(ALARMS)]
+            if row["status"] == "OK":
+                assert mine.empty
+            else:
+                assert row["reason"].startswith(mine.iloc[0]["evidence"]) or any(
+                    row["reason"].startswith(e) for e in mine["evidence"])
+
+    def test_a_healthy_trace_raises_no_alarm(self):
+        for seed in (1, 2, 3):
+            found = ek.testing.make_trace(1500, rate=100, seed=seed).diagnose()
+            assert not found["severity"].isin(ALARMS).any(), found["evidence"].tolist()
+
+    def test_a_baseline_makes_a_constant_slowdown_visible(self):
+        healthy = ek.testing.make_trace(1500, rate=100, seed=4)
+        slow = ek.testing.make_trace(1500, rate=100, seed=4, slow="search")
+        assert not (slow.diagnose()["kind"] == "slow_consumer").any()
+        found = slow.diagnose(baseline=healthy)
+        row = only(found, "slow_consumer", "search")
+        ratio = (slow.deliveries.query("consumer == 'search'")["processing_s"].median()
+                 / healthy.deliveries.query("consumer == 'search'")["processing_s"].median())
+        assert row["slowdown"] == pytest.approx(ratio)
+        assert "baseline" in row["evidence"]
+
+
+class TestSampleIncident:
+    """The kit's own incident: billing 15× slower and failing 20 % from 8 s to 18 s,
+    shipping hung from 20 s to 24 s (data/README.md)."""
+
+    def test_the_injected_faults_lead(self, incident):
+        found = incident.diagnose()
+        top = found[found["root_cause"]].head(3)
+        assert set(zip(top["kind"], top["consumer"], strict=True)) == {
+            ("slow_consumer", "billing"), ("failing_handler", "billing"),
+            ("stalled_consumer", "shipping")}
+        assert (top["severity"] == "critical").all()
+        slow = only(found, "slow_consumer", "billing")
+        assert abs(seconds(incident, slow["start"]) - 8) < 0.5
+        assert abs(slow["duration_s"] - 10) < 0.8
+        assert 10 < slow["slowdown"] < 20  # injected 15×
+        stall = only(found, "stalled_consumer", "shipping")
+        assert abs(seconds(incident, stall["start"]) - 20) < 0.3
+        assert abs(stall["duration_s"] - 4) < 0.3
+
+    def test_the_stall_evidence_states_the_data(self, incident):
+        stall = only(incident.diagnose(), "stalled_consumer", "shipping")
+        dv = incident.deliveries
+        shipping = dv[(dv["consumer"] == "shipping") & (dv["started_at"] >= stall["start"])
+                      & (dv["published_at"] <= stall["end"])]
+        waited = duration(shipping["queue_s"].max())
+        assert f"waited up to {waited}" in stall["evidence"]
+        assert f"{int(stall['peak_backlog'])} messages waited" in stall["evidence"]
+        assert stall["evidence"].endswith("cause: its handler, not its input")
+
+    def test_end_of_chain_subjects_are_info(self, incident):
+        found = incident.diagnose()
+        lonely = found[found["subject"].isin(["shipments.created", "inventory.rejected"])]
+        assert set(lonely["kind"]) == {"no_subscriber"}
+        assert (lonely["severity"] == "info").all()
+
+    def test_the_baseline_has_no_alarm(self):
+        found = ek.datasets.load("shop-baseline").diagnose()
+        assert not found["severity"].isin(ALARMS).any(), found["evidence"].tolist()
+
+    def test_lag_says_the_same(self, incident):
+        lag = incident.lag().set_index("consumer")
+        assert lag.loc["billing", "status"] == "ERR"  # failing beats slow
+        assert lag.loc["shipping", "status"] == "STALL"
+        assert re.search(r"took 1\d(\.\d+)?× its typical", lag.loc["billing", "reason"])
+        assert lag.loc[["inventory", "notifications"], "status"].eq("OK").all()
+
+
+def _rows(calls: list[tuple[float, float, float]]) -> list[tuple]:
+    """Rows for one consumer: (publish, start, done) seconds per message."""
+    t = 1_900_000_000 * SEC
+    rows: list[tuple] = []
+    for i, (pub, start, done) in enumerate(calls):
+        block = f"NATS/1.0\r\nce-id: e{i}\r\n\r\n".encode()
+        rows.append(("publish", t + int(pub * SEC), "p", None, None, b"s", None, b"", block,
+                     None))
+        rows.append(("receive", t + int(pub * SEC) + 1000, "c", "c", None, b"s", None, b"",
+                     block, None))
+        rows.append(("handled", t + int(done * SEC), "c", "c", None, None, None, None, None,
+                     (len(rows) - 1, t + int(start * SEC), "ok", None)))
+    return rows
+
+
+def _fifo(took: list[float], every: float) -> list[tuple[float, float, float]]:
+    """A first-in-first-out consumer: one message each ``every`` s, handler times ``took``."""
+    calls = []
+    free = 0.0
+    for i, seconds in enumerate(took):
+        pub = i * every
+        start = max(pub, free)
+        free = start + seconds
+        calls.append((pub, start, free))
+    return calls
+
+
+class TestHiccups:
+    def test_a_65_ms_hiccup_is_not_a_stall(self):
+        """A healthy in-process consumer (3 ms calls, 100/s) that hangs 65 ms once."""
+        calls = _fifo([0.065 if i == 250 else 0.003 for i in range(500)], 0.01)
+        trace = ek.Trace(build_observations(_rows(calls)))
+        assert not trace.diagnose()["severity"].isin(ALARMS).any()
+        assert trace.lag().set_index("consumer").loc["c", "status"] == "OK"
+
+    def test_the_same_consumer_hung_for_a_second_is_a_stall(self):
+        calls = _fifo([1.0 if i == 250 else 0.003 for i in range(500)], 0.01)
+        trace = ek.Trace(build_observations(_rows(calls)))
+        stall = only(trace.diagnose(), "stalled_consumer", "c")
+        assert stall["duration_s"] == pytest.approx(1.0, abs=1e-6)
+        assert stall["peak_backlog"] >= 99
+        assert trace.lag().set_index("consumer").loc["c", "status"] == "STALL"
+
+
+def test_rules_are_relative_to_the_consumer():
+    """A slow-by-design consumer (200 ms per call, with room) is not slow; the same pace
+    change on it (3×) is."""
+    calls = []
+    for i in range(120):
+        pub = i * 1.0
+        took = 0.62 if 40 <= i < 80 else 0.2
+        calls.append((pub, pub + 0.001, pub + 0.001 + took))
+    trace = ek.Trace(build_observations(_rows(calls)))
+    slow = only(trace.diagnose(), "slow_consumer", "c")
+    assert abs((slow["start"] - trace.observations["ts"].min()).total_seconds() - 40) < 1.1
+    assert slow["slowdown"] == pytest.approx(3.1, rel=0.01)
+    assert "kept up" in slow["evidence"] and slow["severity"] == "warning"
+    steady = ek.Trace(build_observations(_rows([(i * 1.0, i + 0.001, i + 0.201)
+                                                for i in range(120)])))
+    assert not steady.diagnose()["severity"].isin(ALARMS).any()
+
+
+def test_rules_can_be_tightened():
+    calls = _fifo([0.2 if i == 50 else 0.003 for i in range(200)], 0.01)
+    trace = ek.Trace(build_observations(_rows(calls)))
+    assert not (trace.diagnose()["kind"] == "stalled_consumer").any()
+    strict = trace.diagnose(rules=ek.Rules(min_duration_s=0.1, stall_factor=20))
+    assert (strict["kind"] == "stalled_consumer").any()
+    assert np.isclose(only(strict, "stalled_consumer", "c")["duration_s"], 0.2, atol=0.011)
+
+
+class TestDemoFaults:
+    """Faults injected into the running demo shop (embedded server): the diagnosis names
+    them, and tells the consumers that only suffered from them apart."""
+
+    async def test_an_upstream_stall_is_the_cause_downstream_lag_the_symptom(self):
+        trace = await ek.demo.run_shop(duration=4, seed=5, faults=["stall:inventory@1+1.5"],
+                                       progress=False)
+        score = ek.testing.score_diagnosis(trace)
+        assert score.rank == 1 and score.iou >= 0.7, trace.diagnose()["evidence"].tolist()
+        found = trace.diagnose()
+        stall = only(found, "stalled_consumer", "inventory")
+        symptoms = found[found["caused_by"] == stall["finding_id"]]
+        assert not symptoms.empty and not symptoms["root_cause"].any()
+        assert set(symptoms["consumer"]) <= {"billing", "shipping", "notifications"}
+
+    async def test_a_jetstream_consumer_that_gives_up_is_never_ok(self):
+        trace = await ek.demo.run_shop(duration=4, seed=5, jetstream=True,
+                                       faults=["errors:ledger:1@1+1.5"], progress=False)
+        found = trace.diagnose()
+        failing = only(found, "failing_handler", "ledger")
+        gave_up = only(found, "gave_up", "ledger")
+        assert failing["root_cause"] and gave_up["caused_by"] == failing["finding_id"]
+        advisories = trace.advisories
+        assert gave_up["lost"] == (advisories["advisory"] == "MAX_DELIVERIES").sum() > 0
+        assert trace.lag().set_index("consumer").loc["ledger", "status"] == "ERR"
+
+    async def test_a_burst_is_the_cause_of_the_lag_it_brings(self):
+        trace = await ek.demo.run_shop(duration=3, seed=6, faults=["burst:orders:250@1"],
+                                       progress=False)
+        found = trace.diagnose()
+        burst = found[found["kind"] == "producer_burst"]
+        assert len(burst) == 1 and burst["root_cause"].all()
+        assert burst["affected"].iloc[0] >= 250
+        lagging = found[found["kind"] == "backlog_growth"]
+        assert "inventory" in set(lagging["consumer"])
+        cause = found.set_index("finding_id")["caused_by"]
+        for finding in lagging["finding_id"]:  # each leads back to the burst
+            while cause[finding] in cause.index:
+                finding = cause[finding]
+            assert finding == burst["finding_id"].iloc[0]
+        assert ek.testing.score_diagnosis(trace).rank == 1
