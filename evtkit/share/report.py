@@ -5,10 +5,11 @@
     ek.report(trace, "reports/incident.html")
 
 The page is the Jinja2 template ``templates/report/report.html.j2`` filled with escaped
-text: the summary, problems, the lag table with statuses and reasons, latency and
-backlog plots, JetStream consumer counters and advisories (when sampled), the slowest flows
-with their waterfalls, and the fan-out Sankey (with connections seen only by server message
-traces). plotly.js
+text, verdict first: one headline per critical finding of ``trace.diagnose()``, the
+findings table, the lag timeline with the findings' windows shaded, then the summary in
+human units, the lag table with statuses and reasons, latency, JetStream consumer counters
+and advisories (when sampled), the slowest flows with their bottlenecks and waterfalls of
+flows with different bottlenecks, and the fan-out (Sankey and dependency graph). plotly.js
 is inlined once; nothing is loaded from the network; every text from the traffic is
 escaped. Large traces are downsampled for the plots (the page says so), which keeps a
 million-event report to a few megabytes.
@@ -28,6 +29,8 @@ from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 from tqdm import tqdm
 
+from .._units import clock, count, duration
+from ..analysis.finding import headlines
 from ..store import load
 from ..trace import Trace
 from .plots import (
@@ -38,6 +41,7 @@ from .plots import (
     plot_latency,
     plot_waterfall,
 )
+from .table import texts
 
 __all__ = ["build_report", "report"]
 
@@ -61,20 +65,13 @@ class Table:
     status: int | None = None
 
 
-def _table(frame: pd.DataFrame, columns: list[str], status: str | None = None) -> Table:
-    """Display text for ``columns`` of ``frame``: floats to 4 significant digits, blanks for
-    missing values; the page template escapes every cell."""
-    shown = frame[columns]
-    cells = [[_cell(v, shown[c].dtype.kind == "f") for v in shown[c]] for c in columns]
-    return Table(columns, [list(row) for row in zip(*cells, strict=True)],
+def _table(frame: pd.DataFrame, columns: list[str], status: str | None = None,
+           names: dict[str, str] | None = None) -> Table:
+    """Display text for ``columns`` of ``frame`` in human units (:func:`texts`), with
+    headers renamed by ``names``; the page template escapes every cell."""
+    names = names or {}
+    return Table([names.get(c, c) for c in columns], texts(frame[columns]),
                  columns.index(status) if status else None)
-
-
-def _cell(value: Any, number: bool) -> str:
-    if value is None or (not isinstance(value, str) and pd.api.types.is_scalar(value)
-                         and pd.isna(value)):
-        return ""
-    return f"{value:.4g}" if number else str(value)
 
 
 def _figure(fig: Any) -> Markup:
@@ -94,7 +91,7 @@ def build_report(trace: Trace, *, title: str | None = None, sample: int = DEFAUL
         flows: how many of the slowest flows get a waterfall.
         progress: show progress while building.
     """
-    steps = ["summary", "lag", "latency", "backlog", "flows", "fan-out", "page"]
+    steps = ["diagnosis", "summary", "lag", "latency", "flows", "fan-out", "page"]
     bar = tqdm(total=len(steps), unit="step", desc="report", disable=not progress,
                mininterval=0.2)
 
@@ -105,12 +102,19 @@ def build_report(trace: Trace, *, title: str | None = None, sample: int = DEFAUL
     page: dict[str, Any] = {
         "title": title or Path(str(trace.metadata.get("source_path", "evtkit report"))).name,
     }
-    summary = pd.DataFrame([(k.replace("_", " "), str(v)) for k, v in trace.summary().items()],
-                           columns=["", "value"])
-    page["summary"] = _table(summary, ["", "value"])
-    problems = trace.problems()
-    page["problems"] = _table(problems, ["problem", "count", "detail"]) if len(problems) \
+    findings = trace.diagnose()
+    page["headlines"] = headlines(findings)
+    shown = findings[findings["severity"] != "info"] if (findings["severity"] != "info").any() \
+        else findings
+    page["findings"] = _table(shown.assign(start_s=_since(shown["start"], trace)), [
+        "finding_id", "severity", "kind", "service", "worker", "start_s", "duration_s",
+        "evidence", "caused_by"], status="severity", names=_FINDING_NAMES) if len(shown) \
         else None
+    page["info"] = (findings["severity"] == "info").sum() if len(shown) < len(findings) else 0
+    page["backlog"] = _figure(plot_backlog(trace, findings=findings))
+    step("diagnosis")
+
+    page["summary"] = _table(_summary(trace), ["", "value"])
     step("summary")
 
     lag = trace.lag()
@@ -125,18 +129,20 @@ def build_report(trace: Trace, *, title: str | None = None, sample: int = DEFAUL
     if page["sampled"]:
         drawn = drawn.sample(sample, random_state=0)
     page["latency"] = _figure(plot_latency(drawn))
-    step("latency")
-    page["backlog"] = _figure(plot_backlog(trace))
     page["jetstream"] = _jetstream(trace)
-    step("backlog")
+    step("latency")
 
-    chains = trace.chains()
-    page["flows"] = _table(chains.head(10), [
-        "correlation_id", "root_event_id", "events", "deliveries", "depth", "duration_s",
-        "critical_path_s", "errors"]) if len(chains) else None
-    handled = chains[chains["deliveries"] > 0]  # a waterfall needs deliveries to draw
-    page["waterfalls"] = [_figure(plot_waterfall(trace, flow))
-                          for flow in handled["correlation_id"].head(flows)]
+    slowest = trace.slowest_flows()
+    page["flows"] = _table(slowest, [
+        "start_s", "root_subject", "events", "errors", "duration_s", "bottleneck",
+        "bottleneck_kind", "bottleneck_s", "finding_id"], names={
+            "start_s": "started", "root_subject": "first event", "bottleneck_kind": "spent in",
+            "bottleneck_s": "time there", "finding_id": "finding"}) if len(slowest) else None
+    shown_flows = slowest[slowest["representative"]].head(flows)
+    page["waterfalls"] = [_figure(plot_waterfall(
+        trace, row.correlation_id, title=f"Flow from +{duration(row.start_s)}: "
+        f"{duration(row.duration_s)}, mostly {row.bottleneck_kind} at {row.bottleneck}"))
+        for row in shown_flows.itertuples(index=False)]
     step("flows")
     page["fanout"] = [_figure(plot_fanout(trace)), _figure(plot_dependencies(trace))] \
         if len(trace.deliveries) else []
@@ -145,6 +151,34 @@ def build_report(trace: Trace, *, title: str | None = None, sample: int = DEFAUL
     step("page")
     bar.close()
     return html
+
+
+_FINDING_NAMES = {"finding_id": "id", "start_s": "after start", "duration_s": "lasted",
+                  "caused_by": "symptom of"}
+
+
+def _since(times: pd.Series, trace: Trace) -> pd.Series:
+    """Seconds from the trace's start (the ``+12.3 s`` the evidence uses)."""
+    return (times - trace.observations["ts"].min()).dt.total_seconds()
+
+
+def _summary(trace: Trace) -> pd.DataFrame:
+    """The summary as label / text rows in human units."""
+    s = trace.summary()
+    rows = [
+        ("captured", f"{clock(s['start'], date=True)} → {clock(s['end'])} "
+                     f"({duration(s['duration_s'])})" if s["observations"] else "nothing"),
+        ("events", f"{count(s['events'])} on {count(s['subjects'])} subjects"),
+        ("deliveries", f"{count(s['deliveries'])} to {count(s['consumers'])} consumers"),
+        ("handler errors", count(s["handler_errors"])),
+        ("dropped", count(s["drops"])),
+        ("pending at the end", count(s["pending"])),
+        ("disconnected", f"{count(s['gaps'])} times, {duration(s['gap_s'])} in all"
+                         if s["gaps"] else "never"),
+        ("JetStream advisories", count(s["advisories"])),
+        ("message-trace hops", count(s["hops"])),
+    ]
+    return pd.DataFrame(rows, columns=["", "value"])
 
 
 def _jetstream(trace: Trace) -> dict[str, Any] | None:

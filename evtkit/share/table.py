@@ -40,7 +40,7 @@ from pandas.io.formats.style import Styler
 
 from .._units import clock, count, duration, is_missing, number, percent, ratio
 
-__all__ = ["readable"]
+__all__ = ["readable", "texts"]
 
 _SUFFIX = r"(_(base|other|delta))?$"
 _DURATION = re.compile(r"_s" + _SUFFIX)
@@ -95,6 +95,16 @@ def readable(frame: pd.DataFrame) -> Styler:
                                                           ("vertical-align", "bottom")]}],
                             overwrite=False)
     return styler
+
+
+def texts(frame: pd.DataFrame) -> list[list[str]]:
+    """The cells of ``frame``, row by row, as :func:`readable` shows them, but as plain
+    (unescaped) text, for a template that escapes on its own."""
+    columns = []
+    for column in frame.columns:
+        show, _ = _formatter(str(column), frame[column])
+        columns.append([html.unescape(show(v)) for v in frame[column]])
+    return [list(row) for row in zip(*columns, strict=True)]
 
 
 def _formatter(name: str, values: pd.Series) -> tuple[Callable[[Any], str], bool]:
