@@ -41,11 +41,12 @@ lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(BIN)/python -m pip install --quiet -e '.[dev,lab]'
 	$(BIN)/python -m jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-bench: $(STAMP)  ## benchmarks: capture vs raw nats-py, analysis vs a naive reference, replay timing, telemetry
+bench: $(STAMP)  ## benchmarks: capture vs raw nats-py, analysis vs a naive reference, replay timing, telemetry, diagnosis by fault injection
 	$(BIN)/python bench/capture.py
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/replay.py
 	$(BIN)/python bench/telemetry.py
+	$(BIN)/python bench/diagnose.py
 
 lint: $(STAMP)  ## ruff on everything, mypy on the package (it ships py.typed)
 	$(BIN)/ruff check evtkit tests bench

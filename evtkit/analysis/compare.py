@@ -5,7 +5,8 @@
     diff = ek.compare(ek.load("baseline.parquet"), ek.load("incident.parquet"))
     diff.consumers     # per consumer: counts, latency percentiles in both, deltas, statuses
     diff.edges         # per graph edge: counts and latencies in both, and which run lacks it
-    diff.changes()     # the biggest changes, in words
+    diff.findings      # the other run diagnosed against the baseline, worst first
+    diff.changes()     # what changed, in words: the findings first, then the biggest deltas
 
 Where trace diffs in tracing tools compare structure only, this compares timing too.
 """
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+from .._units import count, duration, ratio
 
 if TYPE_CHECKING:
     from ..trace import Trace
@@ -39,37 +42,51 @@ class Comparison:
         edges: one row per :meth:`~evtkit.trace.Trace.flow_graph` edge in either run:
             ``count`` and ``p50_s``/``p95_s`` in both, deltas, and ``only_in``
             (``base``, ``other`` or empty when in both).
+        findings: ``other.diagnose(baseline=base)``: what went wrong in the other run,
+            where "slow" also means slower than in the base run.
     """
 
     consumers: pd.DataFrame
     edges: pd.DataFrame
+    findings: pd.DataFrame
 
     def changes(self, top: int = 10) -> list[str]:
-        """The biggest changes, worst first, as sentences."""
+        """What changed, as sentences: the other run's warning and critical findings first
+        (root causes before symptoms), then the biggest differences in numbers."""
         found: list[tuple[int, str]] = []
+        alarms = self.findings[self.findings["severity"].isin(["critical", "warning"])]
+        for row in alarms.sort_values("root_cause", ascending=False, kind="stable") \
+                .itertuples(index=False):
+            symptom = "" if row.root_cause else f" (a symptom of {row.caused_by})"
+            found.append((4 if row.severity == "critical" else 3,
+                          f"{row.finding_id} {row.severity}: {row.evidence}{symptom}"))
         for row in self.consumers.itertuples(index=False):
             name = row.consumer
             if row.status_base != row.status_other:
-                found.append((3, f"{name}: status {row.status_base} → {row.status_other}"))
+                found.append((2, f"{name}: status {row.status_base} → {row.status_other}"))
             before, after = row.queue_p95_s_base, row.queue_p95_s_other
             if pd.notna(before) and pd.notna(after) and before != after:
-                ratio = after / before if before else np.inf
-                if ratio >= 2 or ratio <= 0.5:
-                    found.append((2, f"{name}: p95 queue time {before * 1e3:.3g} → "
-                                     f"{after * 1e3:.3g} ms ({ratio:.3g}×)"))
+                times = after / before if before else np.inf
+                if times >= 2 or times <= 0.5:
+                    found.append((2, f"{name}: p95 queue time {duration(before)} → "
+                                     f"{duration(after)} ({ratio(times)})"))
             if row.errors_delta:
-                found.append((2, f"{name}: handler errors {row.errors_base:.0f} → "
-                                 f"{row.errors_other:.0f}"))
+                found.append((2, f"{name}: handler errors {count(row.errors_base)} → "
+                                 f"{count(row.errors_other)}"))
         for row in self.edges[self.edges["only_in"] != ""].itertuples(index=False):
             times = row.count_base if row.only_in == "base" else row.count_other
             found.append((1, f"{row.kind} edge {row.source} → {row.target} only in the "
-                             f"{row.only_in} run ({times:.0f} times)"))
-        found.sort(key=lambda item: -item[0])
+                             f"{row.only_in} run ({count(times)} times)"))
+        found.sort(key=lambda item: -item[0])  # stable: findings keep their order
         return [text for _, text in found[:top]]
 
     def _repr_html_(self) -> str:
         items = "".join(f"<li>{html.escape(t)}</li>" for t in self.changes())
         return f"<div><b>What changed</b><ul>{items or '<li>nothing notable</li>'}</ul></div>"
+
+    def __repr__(self) -> str:
+        return "What changed:\n" + "\n".join(f"- {t}" for t in self.changes()) \
+            if self.changes() else "What changed: nothing notable"
 
 
 def compare(base: Trace, other: Trace) -> Comparison:
@@ -98,4 +115,5 @@ def compare(base: Trace, other: Trace) -> Comparison:
     edges = edges.drop(columns="_merge")
     for name in ("count", "p50_s", "p95_s"):
         edges[f"{name}_delta"] = edges[f"{name}_other"] - edges[f"{name}_base"]
-    return Comparison(consumers.reset_index(drop=True), edges.reset_index(drop=True))
+    return Comparison(consumers.reset_index(drop=True), edges.reset_index(drop=True),
+                      other.diagnose(baseline=base))

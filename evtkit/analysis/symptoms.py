@@ -40,7 +40,12 @@ def bursts(d: Diagnosis) -> list[Finding]:
         marks = np.zeros(len(t) + 1, np.int64)
         np.add.at(marks, np.flatnonzero(dense), 1)
         np.add.at(marks, np.flatnonzero(dense) + k, -1)
+        close = 1e9 / (r.burst_factor * usual)
         for lo, hi in runs(np.cumsum(marks)[:-1] > 0):
+            while hi - lo > 1 and t[lo + 1] - t[lo] > close:  # trim ordinary events at
+                lo += 1                                         # the edges of the stretch
+            while hi - lo > 1 and t[hi - 1] - t[hi - 2] > close:
+                hi -= 1
             begin, end, count = int(t[lo]), int(t[hi - 1]), hi - lo
             rate = count / max((end - begin) / 1e9, 1e-6)
             f = Finding("producer_burst", "info", begin, end, service=str(source),
