@@ -43,8 +43,14 @@ def test_edges_present_in_only_one_run(runs):
 def test_changes_in_words_worst_first(runs):
     diff = ek.compare(*runs)
     changes = diff.changes()
-    assert changes[0].startswith(("fraud: status OK → ERR", "search: status OK → WARN"))
+    # The other run's findings against the base lead, then the numbers that moved.
+    found = diff.findings
+    first = found[found["root_cause"]].iloc[0]
+    assert changes[0] == f"{first['finding_id']} {first['severity']}: {first['evidence']}"
+    assert {"fraud", "search"} <= set(found.loc[found["severity"] == "critical", "consumer"])
+    assert "fraud: status OK → ERR" in changes and "search: status OK → WARN" in changes
     assert any("search: p95 queue time" in c for c in changes)
+    assert not any("e+0" in c for c in changes)
     assert any("only in the other run" in c for c in changes)
     assert "What changed" in diff._repr_html_()
 
