@@ -8,6 +8,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import evtkit as ek
 from evtkit._units import duration
@@ -305,3 +307,42 @@ class TestDemoFaults:
             assert finding == burst["finding_id"].iloc[0]
         score = ek.testing.score_diagnosis(trace)
         assert score.rank == 1 and score.iou >= 0.7  # the burst's own few milliseconds
+
+
+@st.composite
+def _messy_rows(draw: st.DrawFn) -> list[tuple]:
+    """Deliveries with times in any order (clock skew, handlers 'done' before they start),
+    outcomes of every kind, consumers and workers from a small set."""
+    t = 1_900_000_000 * SEC
+    rows: list[tuple] = []
+    for _ in range(draw(st.integers(0, 40))):
+        block = f"NATS/1.0\r\nce-id: e{draw(st.integers(0, 25))}\r\n\r\n".encode()
+        pub = t + draw(st.integers(-2 * SEC, 20 * SEC))
+        consumer = draw(st.sampled_from(["a", "b", "c"]))
+        worker = draw(st.sampled_from([consumer, f"{consumer}-2"]))
+        subject = draw(st.sampled_from([b"s.one", b"s.two"]))
+        rows.append(("publish", pub, "p", None, None, subject, None, b"", block, None))
+        if draw(st.booleans()):
+            received = pub + draw(st.integers(-SEC, 5 * SEC))
+            rows.append(("receive", received, worker, consumer, None, subject, None, b"",
+                         block, None))
+            start = received + draw(st.integers(-SEC, 5 * SEC))
+            outcome = draw(st.sampled_from(["ok", "error", "dropped"]))
+            rows.append(("handled", start + draw(st.integers(-SEC, 3 * SEC)), worker, consumer,
+                         None, None, None, None, None,
+                         (len(rows) - 1, start, outcome, "boom" if outcome == "error" else None)))
+    return rows
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_messy_rows())
+def test_diagnose_never_fails_on_messy_traces(rows):
+    """Whatever a trace file holds, diagnose() answers with its frame and lag() agrees."""
+    trace = ek.Trace(build_observations(rows))
+    found = trace.diagnose()
+    assert list(found.columns) == COLUMNS
+    assert found["severity"].isin(SEVERITIES).all() and found["kind"].isin(list(KINDS)).all()
+    assert not found["evidence"].str.contains("nan|e\\+0", regex=True).any()
+    if len(trace.deliveries):
+        lag = trace.lag()
+        assert set(lag["status"]) <= {"OK", "WARN", "ERR", "STALL", "STOP"}
