@@ -43,17 +43,9 @@ from .errors import (
 from .event import Event, decode_message, parse_traceparent
 from .recording import record
 from .replay import ReplayResult, replay
+from .share.graphs import plot_dag, plot_dependencies, plot_fanout, plot_waterfall
 from .share.notebook import LiveView, export, live
-from .share.plots import (
-    plot_backlog,
-    plot_compare,
-    plot_dag,
-    plot_dependencies,
-    plot_fanout,
-    plot_jetstream,
-    plot_latency,
-    plot_waterfall,
-)
+from .share.plots import plot_backlog, plot_compare, plot_jetstream, plot_latency
 from .share.report import report
 from .share.table import readable
 from .store import load

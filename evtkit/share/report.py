@@ -33,14 +33,8 @@ from .._units import clock, count, duration
 from ..analysis.finding import headlines
 from ..store import load
 from ..trace import Trace
-from .plots import (
-    plot_backlog,
-    plot_dependencies,
-    plot_fanout,
-    plot_jetstream,
-    plot_latency,
-    plot_waterfall,
-)
+from .graphs import plot_dependencies, plot_fanout, plot_waterfall
+from .plots import plot_backlog, plot_jetstream, plot_latency
 from .table import texts
 
 __all__ = ["build_report", "report"]
