@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write to disk this often (default 0.5, at most 60); kill -9 "
                           "loses at most this plus one write")
     rec.add_argument("--name", default="evtkit-record", help="connection name")
+    rec.add_argument("--shard", metavar="NAME",
+                     help="share the capture with other recorders: each joins the queue "
+                          "group --group, records its share of the messages and writes "
+                          "part-NAME-*.parquet into the same --out directory")
+    rec.add_argument("--group", default="evtkit-record", metavar="NAME",
+                     help="queue group of the shards (default evtkit-record)")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
 
     info = sub.add_parser("info", help="print a trace file's summary")
@@ -214,10 +220,11 @@ async def _record(args: argparse.Namespace) -> int:
 
     def ready(bus: Any) -> None:
         where = "embedded server " if bus.server is not None else ""
-        print(f"evtkit: recording from {where}{bus.url} into {args.out}", file=sys.stderr,
-              flush=True)
+        shard = f" as shard {args.shard}" if args.shard else ""
+        print(f"evtkit: recording from {where}{bus.url} into {args.out}{shard}",
+              file=sys.stderr, flush=True)
 
-    await record(
+    totals = await record(
         args.out,
         url=args.server,
         subjects=args.subject or ([] if args.collect else [">"]),
@@ -231,8 +238,14 @@ async def _record(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         stop=stop,
         on_ready=ready,
+        shard=args.shard,
+        group=args.group,
     )
-    print(load(args.out).describe())
+    if args.shard:  # the other shards may still be writing: report this one's share
+        print(f"shard {args.shard}: {totals['messages']:,} messages, {totals['drops']:,} "
+              f"drops, {totals['parts']:,} parts in {args.out}")
+    else:
+        print(load(args.out).describe())
     return EXIT_OK
 
 

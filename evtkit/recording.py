@@ -5,6 +5,12 @@ This is what ``evtkit record`` runs; in a notebook::
     path = await ek.record("run.parquet", subjects=["orders.>"], duration=10)
     trace = ek.load(path)
 
+Several recorders can share one capture: with ``shard="a"``, ``"b"``, … each joins the queue
+group ``group`` for its tap, so the server hands every message to one of them, and each
+writes its own parts of the same directory (``part-a-000000.parquet``, …); loading the
+directory gives the union as one trace. Run them on one host or many (a shared or network
+file system for ``out``).
+
 Rows are flushed to disk every ``flush_interval`` seconds (default 1), so a recorder killed
 with SIGKILL loses at most the last interval; a stop request (SIGINT/SIGTERM in the CLI, or
 cancelling the task) flushes everything and marks the trace complete.
@@ -23,7 +29,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .capture.bus import Bus
-from .store import SegmentWriter
+from .store import SegmentWriter, check_shard, trace_format
 
 __all__ = ["record"]
 
@@ -43,6 +49,8 @@ async def record(
     progress: bool = True,
     stop: asyncio.Event | None = None,
     on_ready: Any = None,
+    shard: str | None = None,
+    group: str = "evtkit-record",
     **nats_options: Any,
 ) -> dict[str, Any]:
     """Tap ``subjects`` and write every message to ``out`` until a limit or ``stop``.
@@ -66,6 +74,9 @@ async def record(
         progress: show a live progress bar (messages, rate, drops).
         stop: an event that ends the recording when set (the CLI sets it on SIGINT).
         on_ready: called with the bus once the tap is subscribed (e.g. to print its URL).
+        shard: this recorder's name among several sharing the capture (see the module
+            docstring); ``out`` must be a ``.parquet`` directory.
+        group: the queue group the shards' taps share.
 
     Returns:
         Totals: ``path, messages, drops, parts, rows, duration_s, complete``.
@@ -80,12 +91,21 @@ async def record(
         raise ValueError("nothing to record: give subjects, collect, jetstream or msg_traces")
     if jetstream is not None and jetstream <= 0:
         raise ValueError(f"jetstream sampling interval must be positive, not {jetstream}")
+    if shard is not None:
+        check_shard(shard)
+        if trace_format(out) != "parquet":
+            raise ValueError(f"shards write a Parquet directory, not {os.fspath(out)!r}")
+        if collect or jetstream or msg_traces:
+            raise ValueError("a shard records only its share of the tap; record telemetry, "
+                             "JetStream and message traces with one recorder without --shard")
+        if name == "evtkit-record":
+            name = f"evtkit-record-{shard}"
     stop = stop or asyncio.Event()
     # The recorder writes its own rows; it must not also ship them as telemetry.
     nats_options.setdefault("telemetry", 0)
     async with Bus(url, name=name, **nats_options) as bus:
         if subjects:
-            await bus.tap(*subjects)
+            await bus.tap(*subjects, queue=group if shard is not None else None)
         if collect:
             await bus.collect()
         if jetstream:
@@ -93,15 +113,16 @@ async def record(
         if msg_traces:
             await bus.record_message_traces()
         writer = SegmentWriter(out, {**bus.recorder.metadata, "subjects": list(subjects),
-                                     "started_at_ns": bus.recorder.started_ns})
+                                     "started_at_ns": bus.recorder.started_ns}, shard)
         if on_ready is not None:
             on_ready(bus)
         started = time.monotonic()
         what = ", ".join([*subjects, *(["telemetry"] if collect else []),
                           *(["JetStream"] if jetstream else []),
                           *(["message traces"] if msg_traces else [])])
+        who = f"shard {shard}: " if shard is not None else ""
         bar = tqdm(total=count or None, unit="msg", disable=not progress, leave=True,
-                   desc=f"recording {what}", dynamic_ncols=True,
+                   desc=f"{who}recording {what}", dynamic_ncols=True,
                    mininterval=0.5 if sys.stderr.isatty() else 5.0)
         shown = 0
         next_flush = started + flush_interval

@@ -9,7 +9,10 @@ Formats, chosen by suffix:
 ``*.parquet`` (a directory)
     What ``evtkit record`` writes: ``part-000000.parquet``, ``part-000001.parquet``, ...
     each a complete trace file holding the rows of one flush interval. Each part is written
-    to a temporary name and renamed, so a killed recorder leaves only whole parts.
+    to a temporary name and renamed, so a killed recorder leaves only whole parts. Recorders
+    sharing one capture (``evtkit record --shard NAME``) write ``part-NAME-000000.parquet``
+    ...; loading the directory joins the shards into one trace (each shard numbers its rows
+    on its own, so their ``seq`` numbers are shifted to follow one another).
 ``*.jsonl`` / ``*.jsonl.gz``
     A first line ``{"evtkit_trace": {...metadata...}}``, then one JSON object per
     observation (empty fields left out; ``payload`` as text when it is UTF-8, else
@@ -27,6 +30,7 @@ import base64
 import gzip
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -42,10 +46,28 @@ from .observation import MESSAGE_KINDS, build_observations
 from .schema import KINDS, OBSERVATIONS, SCHEMA_VERSION, to_frame, to_table, with_missing
 from .trace import Trace
 
-__all__ = ["SegmentWriter", "load", "save", "trace_format"]
+__all__ = ["SegmentWriter", "check_shard", "load", "save", "trace_format"]
 
 META_KEY = b"evtkit.trace"
 PART_GLOB = "part-*.parquet"
+_PART = re.compile(r"^part-(?:(?P<shard>[A-Za-z0-9_-]+)-)?(?P<n>[0-9]{6})\.parquet$")
+_SHARD = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_shard(name: str) -> str:
+    """``name`` if it can name a shard's parts (letters, digits, ``-``, ``_``; at most 64).
+
+    Raises:
+        ValueError: it cannot (it would end up in file names).
+    """
+    if not isinstance(name, str) or not _SHARD.match(name):
+        raise ValueError(f"shard name {name!r} must be 1-64 letters, digits, '-' or '_'")
+    return name
+
+
+def _shard_of(part: Path) -> str | None:
+    match = _PART.match(part.name)
+    return match["shard"] if match else None
 _BYTES_COLUMNS = ("payload", "header_block")
 _TIME_COLUMNS = tuple(c.name for c in OBSERVATIONS.columns
                       if c.pandas == OBSERVATIONS.by_name["ts"].pandas)
@@ -161,20 +183,30 @@ class SegmentWriter:
     Args:
         path: where the trace goes (format by suffix).
         metadata: capture metadata, updated by :meth:`write` and :meth:`close`.
+        shard: write this shard's parts of a directory other recorders write too: only
+            its own earlier parts are cleared (Parquet directories only).
     """
 
-    def __init__(self, path: str | os.PathLike[str], metadata: dict[str, Any]) -> None:
+    def __init__(self, path: str | os.PathLike[str], metadata: dict[str, Any],
+                 shard: str | None = None) -> None:
         self.path = Path(path)
         self.format = trace_format(path)
         self.metadata = {**metadata, "schema_version": SCHEMA_VERSION, "complete": False}
+        self.shard = None if shard is None else check_shard(shard)
+        self.prefix = f"part-{shard}-" if shard else "part-"
         self.parts = 0
         self.rows = 0
+        if shard is not None:
+            if self.format != "parquet":
+                raise ValueError(f"shards write a Parquet directory, not {self.path.name!r}")
+            self.metadata["shard"] = shard
         if self.format == "parquet":
             if self.path.is_file():
                 raise FileExistsError(f"{self.path} exists and is a file; choose another name")
             self.path.mkdir(parents=True, exist_ok=True)
             for old in self.path.glob(PART_GLOB):
-                old.unlink()
+                if shard is None or _shard_of(old) == shard:
+                    old.unlink()
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with _open_write(self.path, gz=_gz(self.path)) as fh:
@@ -190,7 +222,7 @@ class SegmentWriter:
         frame = build_observations(rows, first_seq)
         self.rows += len(frame)
         if self.format == "parquet":
-            target = self.path / f"part-{self.parts:06d}.parquet"
+            target = self.path / f"{self.prefix}{self.parts:06d}.parquet"
             tmp = self.path / f".{target.name}.tmp"
             _write_parquet(frame, {**self.metadata, "part": self.parts}, tmp)
             os.replace(tmp, target)
@@ -229,13 +261,7 @@ def _load(target: Path) -> Trace:
     if not target.exists():
         raise TraceFormatError(target, "no such file or directory")
     if target.is_dir():
-        parts = sorted(target.glob(PART_GLOB))
-        if not parts:
-            raise TraceFormatError(target, "a directory without trace parts (part-*.parquet)")
-        loaded = [_read_parquet(p) for p in parts]
-        frame = pd.concat([f for f, _ in loaded], ignore_index=True)
-        meta = {**loaded[-1][1], "parts": len(parts)}
-        meta.pop("part", None)
+        frame, meta = _read_parts(target)
     else:
         if target.stat().st_size == 0:
             raise TraceFormatError(target, "the file is empty")
@@ -247,6 +273,35 @@ def _load(target: Path) -> Trace:
     _check_rows(target, frame)
     meta["source_path"] = os.fspath(target)
     return Trace(frame.sort_values("seq", kind="stable").reset_index(drop=True), meta)
+
+
+def _read_parts(target: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A directory of parts, one trace: shards (``part-NAME-*``) follow one another, each
+    shard's ``seq`` (and the ``ref`` pointing at it) shifted past the previous shard's."""
+    parts = sorted(target.glob(PART_GLOB))
+    if not parts:
+        raise TraceFormatError(target, "a directory without trace parts (part-*.parquet)")
+    shards: dict[str | None, list[Path]] = {}
+    for part in parts:
+        shards.setdefault(_shard_of(part), []).append(part)
+    frames, metas, offset = [], [], 0
+    for _, files in sorted(shards.items(), key=lambda item: item[0] or ""):
+        loaded = [_read_parquet(p) for p in files]
+        frame = pd.concat([f for f, _ in loaded], ignore_index=True)
+        if len(shards) > 1 and len(frame):
+            frame["seq"] = frame["seq"] + offset
+            frame["ref"] = frame["ref"] + offset
+            offset = int(frame["seq"].max()) + 1
+        frames.append(frame)
+        metas.append(loaded[-1][1])
+    meta = {**metas[-1], "parts": len(parts)}
+    meta.pop("part", None)
+    if len(shards) > 1:
+        meta.pop("shard", None)
+        meta["shards"] = sorted(str(m.get("shard")) for m in metas)
+        meta["complete"] = all(m.get("complete", False) for m in metas)
+        meta["drops"] = sum(int(m.get("drops") or 0) for m in metas)
+    return pd.concat(frames, ignore_index=True), meta
 
 
 def _sniff(path: Path) -> str:

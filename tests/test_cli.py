@@ -197,3 +197,46 @@ class TestInfo:
     def test_no_command(self):
         result = run()
         assert result.returncode == 2 and "required" in result.stderr
+
+
+class TestShards:
+    """`evtkit record --shard`: recorders sharing one capture through a queue group."""
+
+    async def test_three_shards_record_every_message_exactly_once(self, bus, tmp_path):
+        out = tmp_path / "fleet.parquet"
+        shards = ["s1", "s2", "s3"]
+        procs = [await start_recorder("--server", bus.url, "--subject", "fleet.>",
+                                      "--duration", "300", "--shard", name, "--out", str(out))
+                 for name in shards]
+        n = 300_000
+        for i in range(n):  # raw nats-py: no evtkit headers, ids are synthesised
+            await bus.nc.publish("fleet.orders", b"%d" % i)
+        # After this round trip the server has routed every message to one of the shards;
+        # each reads all that was routed to it before writing its last part (see SIGINT).
+        await bus.flush()
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        outputs = [await asyncio.wait_for(proc.communicate(), 120) for proc in procs]
+        for proc, (stdout, stderr) in zip(procs, outputs, strict=True):
+            assert proc.returncode == 0, stderr
+        shares = [int(stdout.split(b":")[1].split(b" messages")[0].replace(b",", b""))
+                  for stdout, _ in outputs]
+        assert sum(shares) == n and all(share > 0 for share in shares)
+        trace = ek.load(out)
+        assert trace.metadata["shards"] == shards and trace.metadata["complete"] is True
+        payloads = trace.observations.loc[trace.observations["kind"] == "tap", "payload"]
+        assert len(payloads) == n and payloads.nunique() == n  # every message, once
+        assert len(trace.events) == n
+        info = run("info", str(out), timeout=120)
+        assert info.returncode == 0 and "300,000 on 1 subjects" in info.stdout
+
+    @pytest.mark.parametrize(("shard", "out", "message"), [
+        ("../up", "x.parquet", "shard name '../up' must be"),
+        ("a b", "x.parquet", "must be 1-64 letters"),
+        ("ok", "x.jsonl", "shards write a Parquet directory"),
+    ])
+    def test_bad_shards_are_one_line(self, tmp_path, shard, out, message):
+        result = run("record", "--duration", "1", "--shard", shard, "--out",
+                     str(tmp_path / out), "--server", "nats://127.0.0.1:1")
+        assert result.returncode == 1 and message in result.stderr
+        assert "Traceback" not in result.stderr

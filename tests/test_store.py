@@ -115,6 +115,50 @@ class TestSegments:
             load(path)
 
 
+def _delivery(t: int, event: str, consumer: str) -> list[tuple]:
+    """A publish, a receive and its handled row (``ref`` = the receive's position)."""
+    block = f"NATS/1.0\r\nce-id: {event}\r\n\r\n".encode()
+    return [("publish", t, "p", None, None, b"s", None, b"{}", block, None),
+            ("receive", t + 10, consumer, consumer, None, b"s", None, b"{}", block, None),
+            ("handled", t + 30, consumer, consumer, None, None, None, None, None,
+             (1, t + 20, "ok", None))]
+
+
+class TestShards:
+    def test_shards_join_into_one_trace_with_their_links_intact(self, tmp_path):
+        """Each shard numbers its rows from 0; loading shifts each shard's seq and the
+        ``ref`` pointing at it, so every delivery keeps its own receive."""
+        path = tmp_path / "fleet.parquet"
+        for shard, (event, consumer) in {"a": ("e1", "c1"), "b": ("e2", "c2")}.items():
+            writer = SegmentWriter(path, {"drops": 1}, shard=shard)
+            writer.write(0, _delivery(1_900_000_000_000_000_000, event, consumer))
+            writer.close({"drops": 1})
+        names = sorted(p.name for p in path.iterdir())
+        assert names == ["part-a-000000.parquet", "part-a-000001.parquet",
+                         "part-b-000000.parquet", "part-b-000001.parquet"]
+        trace = load(path)
+        assert trace.metadata["shards"] == ["a", "b"] and trace.metadata["drops"] == 2
+        assert trace.observations["seq"].is_unique
+        dv = trace.deliveries.set_index("event_id")
+        assert dv.loc["e1", "consumer"] == "c1" and dv.loc["e2", "consumer"] == "c2"
+        assert (dv["processing_s"] == 10e-9).all() and (dv["queue_s"] == 20e-9).all()
+
+    def test_a_shard_clears_only_its_own_earlier_parts(self, tmp_path):
+        path = tmp_path / "fleet.parquet"
+        SegmentWriter(path, {}, shard="a").write(0, _delivery(1, "e1", "c"))
+        SegmentWriter(path, {}, shard="a-b").write(0, _delivery(1, "e2", "c"))
+        SegmentWriter(path, {}, shard="a").write(0, _delivery(1, "e3", "c"))  # restarted
+        assert sorted(load(path).events["event_id"]) == ["e2", "e3"]
+
+    def test_an_unfinished_shard_leaves_the_union_incomplete(self, tmp_path):
+        path = tmp_path / "fleet.parquet"
+        done = SegmentWriter(path, {}, shard="a")
+        done.write(0, _delivery(1, "e1", "c"))
+        done.close()
+        SegmentWriter(path, {}, shard="b").write(0, _delivery(1, "e2", "c"))
+        assert load(path).metadata["complete"] is False
+
+
 class TestBadFiles:
     def test_missing(self, tmp_path):
         with pytest.raises(ek.TraceFormatError, match="no such file") as caught:

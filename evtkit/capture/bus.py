@@ -281,7 +281,8 @@ class Bus:
         return await Subscription(self._wire(), subject, handler, consumer, queue,
                                   pending_msgs, pending_bytes).start()
 
-    async def tap(self, *subjects: str, name: str | None = None) -> Tap:
+    async def tap(self, *subjects: str, name: str | None = None, queue: str | None = None
+                  ) -> Tap:
         """Passively record every message on ``subjects`` (default ``>``: everything).
 
         Works for publishers that do not use evtkit (CloudEvents binary and structured
@@ -292,8 +293,10 @@ class Bus:
         Args:
             subjects: subjects or wildcards to capture.
             name: observer name in the trace (default: the bus name).
+            queue: share the capture with other taps in this queue group: each message
+                is recorded by one of them (how ``evtkit record --shard`` scales out).
         """
-        return await Tap(self._wire(), subjects or (">",), name or self.name).start()
+        return await Tap(self._wire(), subjects or (">",), name or self.name, queue).start()
 
     # -- what the server knows (see capture.msgtrace, capture.subscription_map) ------------
 

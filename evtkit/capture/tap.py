@@ -25,10 +25,12 @@ class Tap:
     consumer = None
     """A tap is not a consumer: messages the client drops for it are nobody's deliveries."""
 
-    def __init__(self, router: Router, subjects: Iterable[str], name: str) -> None:
+    def __init__(self, router: Router, subjects: Iterable[str], name: str,
+                 queue: str | None = None) -> None:
         self.router = router
         self.subjects = tuple(subjects)
         self.name = name
+        self.queue = queue
         self.skipped = 0
         append = router.recorder.rows.append
         ids = SyntheticIds().for_message
@@ -53,7 +55,7 @@ class Tap:
     async def start(self) -> Tap:
         """Subscribe to every subject; returns once the server has the subscriptions."""
         for subject in self.subjects:
-            await self.router.attach(self, subject)
+            await self.router.attach(self, subject, self.queue)
         return self
 
     async def unsubscribe(self, timeout: float | None = None) -> None:
@@ -61,4 +63,5 @@ class Tap:
         await self.router.detach(self)
 
     def __repr__(self) -> str:
-        return f"<Tap {self.name!r} on {', '.join(self.subjects)}>"
+        group = f" in queue group {self.queue!r}" if self.queue else ""
+        return f"<Tap {self.name!r} on {', '.join(self.subjects)}{group}>"
