@@ -217,7 +217,7 @@ class TestShards:
         for proc in procs:
             proc.send_signal(signal.SIGINT)
         outputs = [await asyncio.wait_for(proc.communicate(), 120) for proc in procs]
-        for proc, (stdout, stderr) in zip(procs, outputs, strict=True):
+        for proc, (_, stderr) in zip(procs, outputs, strict=True):
             assert proc.returncode == 0, stderr
         shares = [int(stdout.split(b":")[1].split(b" messages")[0].replace(b",", b""))
                   for stdout, _ in outputs]
