@@ -252,18 +252,20 @@ async def _start_services(shop: _Shop) -> None:
 async def _stop_and_return(shop: _Shop, fault: Fault) -> None:
     """``stop`` fault: the consumer's subscriptions go away, then come back."""
     await asyncio.sleep(max(0.0, fault.start - shop.elapsed()))
-    gone = [s for s in shop.subs if s.consumer == fault.service]
-    specs = [(shop.buses[s.router.name], s.subject, s.handler, s.queue) for s in gone]
+    # The consumer's subscriptions, or one queue-group worker's (its connection's name).
+    gone = [s for s in shop.subs if fault.service in (s.consumer, s.router.name)]
+    specs = [(shop.buses[s.router.name], s.subject, s.handler, s.queue, s.consumer)
+             for s in gone]
     began = shop.elapsed()
     try:
         for sub in gone:
             shop.subs.remove(sub)
             await sub.unsubscribe()
         await asyncio.sleep(fault.duration)
-        for bus, subject, handler, queue in specs:
-            shop.subs.append(await bus.subscribe(subject, handler, consumer=fault.service,
+        for bus, subject, handler, queue, consumer in specs:
+            shop.subs.append(await bus.subscribe(subject, handler, consumer=consumer,
                                                  queue=queue, pending_msgs=shop.pending(
-                                                     fault.service)))
+                                                     consumer)))
     finally:
         shop.injected(fault, began, shop.elapsed())
 
@@ -330,6 +332,9 @@ async def run_shop(
         finally:
             for task in tasks:
                 task.cancel()
+            # A stop still running is cut short here; its window ends now (recorded by
+            # the task as it unwinds, before the trace is taken).
+            await asyncio.gather(*tasks, return_exceptions=True)
         return services.trace()
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -455,9 +456,12 @@ def score_diagnosis(trace: Trace, findings: Any = None) -> Score:
     found = trace.diagnose() if findings is None else findings
     alarms = int(found["severity"].isin(["critical", "warning"]).sum())
     roots = found[found["root_cause"]].reset_index(drop=True)
-    top = (f"{roots['kind'].iloc[0]} {roots['service'].iloc[0]}"
-           + (f" ({roots['worker'].iloc[0]})" if roots['worker'].notna().iloc[0] else "")
-           if len(roots) else "")
+    top = ""
+    if len(roots):
+        first = roots.iloc[0]
+        where = next((str(first[c]) for c in ("service", "subject") if pd.notna(first[c])), "")
+        worker = f" ({first['worker']})" if pd.notna(first["worker"]) else ""
+        top = f"{first['kind']} {where}{worker}".strip()
     injected = trace.metadata.get("injected") or []
     if not injected:
         return Score(0, 0.0, alarms, top)

@@ -50,10 +50,15 @@ def slowest_flows(trace: Trace, top: int = 10, *, candidates: int = 50) -> pd.Da
     findings = trace.diagnose()
     alarms = findings[findings["root_cause"] & findings["severity"].isin(["critical", "warning"])]
     picked = list(chains["correlation_id"].head(max(top, candidates)))
+    paths: dict[str, pd.DataFrame] = {}
     for row in alarms.itertuples(index=False):
+        # The slowest flow of the finding's window whose critical path passes its consumer.
         inside = chains[(chains["started_at"] >= row.start) & (chains["started_at"] <= row.end)]
-        if len(inside):
-            picked.append(inside["correlation_id"].iloc[0])
+        for flow in inside["correlation_id"].head(20):
+            paths[flow] = trace.critical_path(flow)
+            if (paths[flow]["consumer"] == row.consumer).any():
+                picked.append(flow)
+                break
     picked = list(dict.fromkeys(picked))
     by_id = chains.set_index("correlation_id")
     root_subject = trace.events.set_index("event_id")["subject"]
@@ -61,7 +66,7 @@ def slowest_flows(trace: Trace, top: int = 10, *, candidates: int = 50) -> pd.Da
     rows = []
     for flow in picked:
         chain = by_id.loc[flow]
-        path = trace.critical_path(flow)
+        path = paths[flow] if flow in paths else trace.critical_path(flow)
         where = path.groupby([path["consumer"].fillna(""), "kind"], sort=False)["duration_s"] \
             .sum()
         (consumer, kind), spent = where.idxmax() if len(where) else ("", None), float(

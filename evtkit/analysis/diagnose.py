@@ -6,10 +6,11 @@
     trace.diagnose(baseline=healthy)     # "slow" also means slower than in ``healthy``
 
 One row per finding: ``finding_id, severity, kind, service, consumer, worker, subject,
-start, end, duration_s, peak_backlog, peak_age_s, slowdown, error_rate, lost, affected,
-evidence, root_cause, caused_by``. ``severity`` is ``critical``, ``warning`` or ``info``;
-``kind`` is one of :data:`KINDS`; ``evidence`` says it in one sentence, in human units;
-``caused_by`` is the ``finding_id`` of the finding this one is a symptom of.
+start, end, ongoing`` (still holding when the trace ended) ``, duration_s, peak_backlog,
+peak_age_s, slowdown, error_rate, lost, affected, evidence, root_cause, caused_by``.
+``severity`` is ``critical``, ``warning`` or ``info``; ``kind`` is one of :data:`KINDS`;
+``evidence`` says it in one sentence, in human units; ``caused_by`` is the ``finding_id``
+of the finding this one is a symptom of.
 
 The evaluator
 -------------
@@ -19,15 +20,24 @@ slow all along), and nothing shorter than a minimum duration counts, so a hiccup
 few handler calls is never an alarm (the false STOPs Burrow is known for on slow topics).
 The defaults are the fields of :class:`Rules`.
 
-``stalled_consumer``  one handler call lasted ``stall_factor`` × typical and at least
-                      ``min_duration_s``: nothing behind it was handled meanwhile.
+``stalled_consumer``  for ``stall_factor`` × typical and at least ``min_duration_s`` a
+                      worker neither started nor finished a call while a message waited
+                      for it (a call that hung, a consumer frozen between calls or before
+                      its first); for a JetStream consumer known only from the server's
+                      samples, its ack floor stood still with messages pending for
+                      ``stall_factor`` / 5 times the usual time between its moves.
 ``slow_consumer``     the running median (over ``window`` calls) of the handler's time was
                       ``slow_factor`` × typical or more, for ``min_calls`` calls and at
                       least ``min_duration_s``; with a baseline, instead, over the whole
                       trace when its median is ``slow_factor`` × the baseline's.
 ``stopped_consumer``  at least ``min_missed`` events on subjects the consumer receives were
-                      published over ``min_duration_s`` or more and never reached it.
-``failing_handler``   ``min_errors`` failed calls or more, ``min_error_rate`` of the calls,
+                      published over ``min_duration_s`` or more and never reached it; or
+                      (a ``warning``) one worker of a queue group received none of so many
+                      of the group's messages that chance would explain it less than once
+                      in a million.
+``failing_handler``   ``min_errors`` failed calls or more, ``min_error_rate`` of the calls
+                      (over ``min_duration_s`` at least, or five times ``min_errors``
+                      failures; a shorter blip is only ``info``),
                       in a stretch where errors are closer than ``error_gap`` typical gaps
                       between calls, 2 s, and the gap that n errors at their rate λ rarely
                       exceed (ln(100 n)/λ), whichever is longest.
@@ -73,7 +83,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .._units import duration
+from .._units import count, duration
 from . import symptoms
 from .finding import COLUMNS, HANDLER_KINDS, KINDS, NAT, SEVERITIES, Finding, frame, runs
 
@@ -133,6 +143,19 @@ def diagnose(trace: Trace, baseline: Trace | None = None, *, rules: Rules | None
     return frame(found)
 
 
+def _calm(took: np.ndarray) -> float:
+    """A consumer's typical handler time: the median of its calmer stretches (the 20th
+    percentile of a running median over 25 calls), so a slowdown that lasts most of the
+    trace does not become the norm; the plain median for few calls."""
+    if len(took) == 0:
+        return 1e-3
+    typical = float(np.median(took))
+    if len(took) >= 50:
+        running = pd.Series(took).rolling(25, center=True, min_periods=13).median()
+        typical = min(typical, float(running.quantile(0.2)))
+    return max(typical, 1e-5) if typical > 0 else 1e-3
+
+
 class Diagnosis:
     """The state of one diagnosis: the trace, the rules, each consumer's profile and the
     findings so far (the rules that follow a flow live in :mod:`.symptoms`)."""
@@ -146,6 +169,19 @@ class Diagnosis:
         self.t_end = int(ts.max()) if len(ts) else 0
         self.found: list[Finding] = []
         self.consumers = list(self._consumers(baseline))
+        self.upstream: dict[str, set[str]] = {}
+        self._emitters: dict[str, set[str]] | None = None
+
+    def emitters(self) -> dict[str, set[str]]:
+        """Subject → the consumers whose handlers published events on it."""
+        if self._emitters is None:
+            ev = self.trace.events
+            pairs = ev[["subject", "emitted_by"]].dropna().drop_duplicates()
+            emitted: dict[str, set[str]] = {}
+            for subject, who in pairs.itertuples(index=False):
+                emitted.setdefault(str(subject), set()).add(str(who))
+            self._emitters = emitted
+        return self._emitters
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -160,10 +196,8 @@ class Diagnosis:
                 .median().dropna().to_dict()
         for name, rows in dv.groupby("consumer", sort=True):
             rows = rows.sort_values(["started_at", "received_at"], kind="stable")
-            done = rows.loc[rows["outcome"].isin(["ok", "error"]), "processing_s"]
-            own = float(done.median()) if done.notna().any() else np.nan
-            if np.isnan(own) or own <= 0:
-                own = 1e-3
+            done = rows.loc[rows["outcome"].isin(["ok", "error"]), "processing_s"].dropna()
+            own = _calm(done.to_numpy(dtype=float))
             yield Consumer(str(name), rows, max(own, 1e-5), base.get(str(name)),
                             sorted(rows["observer"].dropna().astype(str).unique()),
                             sorted(rows["subject"].dropna().astype(str).unique()))
@@ -197,7 +231,13 @@ class Diagnosis:
         symptoms.upstream(self, roots)
         symptoms.subjects(self, roots)
         symptoms.from_problems(self)
+        for f in self.found:
+            f.ongoing = self.ongoing(f)
         return self.found
+
+    def ongoing(self, f: Finding) -> bool:
+        """Whether ``f`` still held when the trace ended (within 1 % of its span)."""
+        return f.end >= self.t_end - max(1_000_000, (self.t_end - self.t0) // 100)
 
     def _server_stalls(self) -> None:
         """JetStream consumers that evtkit saw only in the server's samples: a stall is a
@@ -215,9 +255,13 @@ class Diagnosis:
             floor = part["ack_floor"].to_numpy(dtype=np.int64, na_value=0)
             waiting = part["backlog"].to_numpy(dtype=np.int64, na_value=0) > 0
             stuck = waiting & np.concatenate([[True], floor[1:] == floor[:-1]])
+            # Its own pace: how long the ack floor usually takes to move.
+            moved = ts[1:][floor[1:] != floor[:-1]]
+            pace = float(np.median(np.diff(moved))) / 1e9 if len(moved) > 2 else 0.0
+            limit = max(self.rules.min_duration_s, self.rules.stall_factor / 5 * pace)
             for lo, hi in runs(stuck):
-                begin, end = int(ts[lo]), int(ts[hi - 1])
-                if (end - begin) / 1e9 < self.rules.min_duration_s:
+                begin, end = int(ts[max(lo - 1, 0)]), int(ts[hi - 1])
+                if (end - begin) / 1e9 < limit:
                     continue
                 backlog = int(part["backlog"].iloc[lo:hi].max())
                 f = self.add(Finding("stalled_consumer", "critical", begin, end,
@@ -225,7 +269,8 @@ class Diagnosis:
                                      peak_backlog=float(backlog), affected=backlog))
                 f.evidence = (f"{consumer} (JetStream, stream {stream}) made no progress for "
                               f"{duration((end - begin) / 1e9)} from {self.at(begin)} while "
-                              f"the server held {backlog} messages for it (its ack floor "
+                              f"the server held {count(backlog)} "
+                              f"message{'s' if backlog != 1 else ''} for it (its ack floor "
                               "did not move)")
 
     def _worker_name(self, c: Consumer, workers: set[str]) -> str | None:
@@ -250,6 +295,8 @@ class Diagnosis:
             progress = np.unique(np.concatenate([start[start != NAT], done[done != NAT]]))
             if (done == NAT).any():
                 progress = np.append(progress, self.t_end)
+            if len(progress) and (avail != NAT).any():  # hung from before the first call
+                progress = np.unique(np.append(progress, avail[avail != NAT].min()))
             gap = np.diff(progress)
             for k in np.flatnonzero(gap >= limit):
                 lo, hi = int(progress[k]), int(progress[k + 1])
@@ -266,7 +313,7 @@ class Diagnosis:
         for f in self.found:
             if f.kind == "stalled_consumer" and f.consumer == c.name and not f.evidence:
                 self.measure(c, f)
-                hung = "still stalled at the end of the trace" if f.end >= self.t_end else \
+                hung = "still stalled at the end of the trace" if self.ongoing(f) else \
                     "then it recovered"
                 who = f"{c.name} ({f.worker})" if f.worker else c.name
                 f.evidence = (
@@ -298,7 +345,12 @@ class Diagnosis:
                              int(rows["done_at"].array.asi8.max()), service=c.name,
                              consumer=c.name, slowdown=whole))
             rows = rows.iloc[:0]
-        for worker, part in rows.groupby("observer", sort=True):
+        # Each worker on its own (one slow worker of a queue group), and the group's calls
+        # together (all of them slow, each worker too seldom called to show it alone).
+        sequences = list(rows.groupby("observer", sort=True))
+        if len(sequences) > 1:
+            sequences.append(("", rows))
+        for worker, part in sequences:
             ratio = part["processing_s"].to_numpy(dtype=float) / c.typical
             if len(ratio) < r.min_calls:
                 continue
@@ -315,7 +367,7 @@ class Diagnosis:
                     continue
                 f = Finding("slow_consumer", "warning", begin, end, service=c.name,
                              consumer=c.name, slowdown=float(np.median(ratio[lo:hi])),
-                             worker=self._worker_name(c, {str(worker)}))
+                             worker=self._worker_name(c, {str(worker)}) if worker else None)
                 self._merge_or_add(f)
         for f in self.found:
             if f.kind == "slow_consumer" and f.consumer == c.name and not f.evidence:
@@ -339,6 +391,8 @@ class Diagnosis:
         got = got[got != NAT]
         if not len(got):
             return
+        if len(c.workers) > 1:
+            self._stopped_workers(c)
         pub = ev["published_at"].array.asi8
         mine = ev["subject"].isin(c.subjects).to_numpy() & (pub >= got.min())
         delivered = np.zeros(len(ev), bool)
@@ -361,6 +415,37 @@ class Diagnosis:
                           f" from {self.at(f.start)}: {len(part)} of its events "
                           f"({', '.join(c.subjects)}) never reached it; cause: it stopped "
                           "consuming, not its input")
+
+    def _stopped_workers(self, c: Consumer) -> None:
+        """A queue-group worker that received nothing for ``min_duration_s`` or more while
+        the group received so many messages that missing its even share of all of them by
+        chance is less likely than one in a million: the others took its share, nothing
+        was lost."""
+        r = self.rules
+        everyone = np.sort(c.rows["received_at"].array.asi8)
+        everyone = everyone[everyone != NAT]
+        for worker, rows in c.rows.groupby("observer", sort=True):
+            got = np.sort(rows["received_at"].array.asi8)
+            got = got[got != NAT]
+            if len(got) < 2:
+                continue
+            gaps = np.diff(got)
+            for k in np.flatnonzero(gaps >= r.min_duration_s * 1e9):
+                first = int(np.searchsorted(everyone, got[k], "right"))
+                last = int(np.searchsorted(everyone, got[k + 1], "left")) - 1
+                others = last - first + 1
+                share = 1 / len(c.workers)  # a queue group shares out evenly, on average
+                # Missing its share of that many by chance: less likely than one in a million.
+                if others < r.min_missed or (1 - share) ** others > 1e-6:
+                    continue
+                # From the first message the others got in its place to the last one.
+                lo, hi = int(everyone[first]), int(everyone[last])
+                f = self.add(Finding("stopped_consumer", "warning", lo, hi, service=c.name,
+                                     consumer=c.name, worker=str(worker), affected=others))
+                f.evidence = (f"{c.name} ({worker}) received nothing for "
+                              f"{duration((hi - lo) / 1e9)} from {self.at(lo)} while the rest "
+                              f"of its queue group received {count(others)} messages: "
+                              "nothing was lost, but the group ran short of a worker")
 
     def _errors(self, c: Consumer) -> None:
         r = self.rules
@@ -387,9 +472,11 @@ class Diagnosis:
             end = int(done) if done != NAT else end
             common = rows.loc[failed, "error"].iloc[part].value_counts()
             what = f" ({common.index[0]})" if len(common) else ""
-            f = self.add(Finding("failing_handler", "critical" if rate >= r.critical_error_rate
-                                  else "warning", begin, end, service=c.name, consumer=c.name,
-                                  error_rate=rate, affected=len(part)))
+            severity = "critical" if rate >= r.critical_error_rate else "warning"
+            if (end - begin) / 1e9 < r.min_duration_s and len(part) < 5 * r.min_errors:
+                severity = "info"  # a blip of a few calls: noted, not an alarm
+            f = self.add(Finding("failing_handler", severity, begin, end, service=c.name,
+                                 consumer=c.name, error_rate=rate, affected=len(part)))
             f.worker = self._worker_name(c, set(rows.loc[failed, "observer"].iloc[part]
                                                 .astype(str)))
             f.evidence = (f"{c.name}'s handler failed {len(part)} of {calls} calls "
@@ -400,23 +487,24 @@ class Diagnosis:
         return max(self.rules.min_lag_s, self.rules.lag_factor * c.typical)
 
     def measure(self, c: Consumer, f: Finding) -> None:
-        """Peak backlog and the longest wait of messages that waited during ``f``."""
+        """Peak backlog and the longest wait of messages that waited during ``f``: a
+        message waits from its publish until its handler starts (until the end of the
+        trace if it never does); a dropped message stops waiting when it is dropped."""
         rows = c.rows
         pub = rows["published_at"].array.asi8
-        start = rows["started_at"].array.asi8
-        begin = np.where(start == NAT, self.t_end, start)
-        inside = (pub <= f.end) & (begin >= f.start)
-        waits = (begin[inside] - pub[inside]) / 1e9
+        pub = np.where(pub == NAT, rows["received_at"].array.asi8, pub)
+        stop = rows["started_at"].array.asi8
+        dropped = (rows["outcome"] == "dropped").to_numpy()
+        stop = np.where(dropped, rows["received_at"].array.asi8, stop)
+        never = np.iinfo(np.int64).max
+        stop = np.where(stop == NAT, never, stop)
+        inside = (pub <= f.end) & (stop >= f.start) & ~dropped & (pub != NAT)
+        waits = (np.minimum(stop[inside], max(f.end, self.t_end)) - pub[inside]) / 1e9
         f.peak_age_s = float(waits.max()) if len(waits) else 0.0
         f.affected = max(f.affected, int((waits >= self.lag_limit(c)).sum()))
-        # Backlog at each handler start in the window: published before, not yet started.
-        order = np.sort(pub)
-        starts = np.sort(begin)
-        probe = begin[inside]
-        if len(probe):
-            waiting = np.searchsorted(order, probe, "right") - np.searchsorted(starts, probe,
-                                                                              "right")
-            f.peak_backlog = float(max(int(waiting.max()), 0))
-        else:
-            f.peak_backlog = 0.0
+        # Waiting at each moment a handler started in the window, and at its end.
+        probe = np.append(stop[inside & (stop <= f.end)], f.end)
+        waiting = np.searchsorted(np.sort(pub[pub != NAT]), probe, "right") - \
+            np.searchsorted(np.sort(stop), probe, "right")
+        f.peak_backlog = float(max(int(waiting.max()), 0))
 

@@ -39,7 +39,7 @@ KINDS = {
 """The closed vocabulary of finding kinds."""
 
 COLUMNS = ["finding_id", "severity", "kind", "service", "consumer", "worker", "subject",
-           "start", "end", "duration_s", "peak_backlog", "peak_age_s", "slowdown",
+           "start", "end", "ongoing", "duration_s", "peak_backlog", "peak_age_s", "slowdown",
            "error_rate", "lost", "affected", "evidence", "root_cause", "caused_by"]
 """Columns of :func:`diagnose`'s frame."""
 
@@ -72,6 +72,7 @@ class Finding:
     error_rate: float = np.nan
     lost: int = 0
     affected: int = 0
+    ongoing: bool = False
     cause: Finding | None = None
     effects: list[Finding] = field(default_factory=list)
     finding_id: str = ""
@@ -114,13 +115,14 @@ def frame(found: list[Finding]) -> pd.DataFrame:
     frame["lost"] = frame["lost"].astype(np.int64)
     frame["affected"] = frame["affected"].astype(np.int64)
     frame["root_cause"] = frame["root_cause"].astype(bool)
+    frame["ongoing"] = frame["ongoing"].astype(bool)
     return frame
 
 
-def statuses(findings: pd.DataFrame, trace_end: pd.Timestamp | None) -> dict[str, tuple[
-        str, str, str]]:
+def statuses(findings: pd.DataFrame) -> dict[str, tuple[str, str, str]]:
     """Per consumer: the lag status its worst warning/critical finding implies, the status
-    at the end of the trace, and the reason (that finding's evidence, then the others')."""
+    at the end of the trace (of a finding still ``ongoing`` then), and the reason (that
+    finding's evidence, then the others')."""
     out: dict[str, tuple[str, str, str]] = {}
     alarms = findings[findings["severity"].isin(["critical", "warning"])
                       & findings["kind"].isin(list(STATUS))]
@@ -130,12 +132,7 @@ def statuses(findings: pd.DataFrame, trace_end: pd.Timestamp | None) -> dict[str
                         key=lambda f: (-order.index(STATUS[f.kind]),
                                        SEVERITIES.index(f.severity)))
         worst = ranked[0]
-        now = "OK"
-        if trace_end is not None:
-            for f in ranked:
-                if f.end >= trace_end - pd.Timedelta(seconds=1):
-                    now = STATUS[f.kind]
-                    break
+        now = next((STATUS[f.kind] for f in ranked if f.ongoing), "OK")
         reason = "; also ".join([worst.evidence, *(f.evidence for f in ranked[1:])])
         out[str(consumer)] = (STATUS[worst.kind], now, reason)
     return out

@@ -297,7 +297,7 @@ def lag(trace: Trace, freq: str | pd.Timedelta | None = None) -> pd.DataFrame:
     from .finding import statuses
 
     findings = trace.diagnose()
-    verdict = statuses(findings, trace.observations["ts"].max())
+    verdict = statuses(findings)
     queue_max = frame.groupby("consumer")["queue_max_s"].max().to_dict()
     verdicts = {}
     for consumer, s in series.items():

@@ -41,15 +41,29 @@ def bursts(d: Diagnosis) -> list[Finding]:
         np.add.at(marks, np.flatnonzero(dense), 1)
         np.add.at(marks, np.flatnonzero(dense) + k, -1)
         close = 1e9 / (r.burst_factor * usual)
-        for lo, hi in runs(np.cumsum(marks)[:-1] > 0):
-            while hi - lo > 1 and t[lo + 1] - t[lo] > close:  # trim ordinary events at
-                lo += 1                                         # the edges of the stretch
-            while hi - lo > 1 and t[hi - 1] - t[hi - 2] > close:
-                hi -= 1
+        stretches = []
+        for run_lo, run_hi in runs(np.cumsum(marks)[:-1] > 0):
+            # A pause longer than a whole dense window's allowance ends a stretch.
+            cuts = np.flatnonzero(np.diff(t[run_lo:run_hi]) > k * close) + run_lo + 1
+            for lo, hi in zip([run_lo, *cuts], [*cuts, run_hi], strict=True):
+                while hi - lo > 1 and t[lo + 1] - t[lo] > close:  # trim ordinary events
+                    lo += 1                                         # at the edges
+                while hi - lo > 1 and t[hi - 1] - t[hi - 2] > close:
+                    hi -= 1
+                if hi - lo >= k:
+                    stretches.append((lo, hi))
+        inside = sum(hi - lo for lo, hi in stretches)
+        if len(stretches) >= 5 and inside > 0.2 * len(t):
+            continue  # dense stretches again and again: how this producer sends (batches)
+        # Its usual rate without the bursts themselves.
+        usual = max(len(t) - inside, 1) / max((t[-1] - t[0]) / 1e9, r.burst_s)
+        for lo, hi in stretches:
             begin, end, count = int(t[lo]), int(t[hi - 1]), hi - lo
             rate = count / max((end - begin) / 1e9, 1e-6)
+            if rate < r.burst_factor * usual:
+                continue
             f = Finding("producer_burst", "info", begin, end, service=str(source),
-                         subject=str(subject), affected=count, slowdown=rate / usual)
+                        subject=str(subject), affected=count, slowdown=rate / usual)
             f.evidence = (f"{source} published {count} {subject} events in "
                           f"{duration((end - begin) / 1e9)} from {d.at(begin)} "
                           f"({f.slowdown:,.0f}× its usual {usual:.3g}/s)")
@@ -90,7 +104,8 @@ def lagged(d: Diagnosis, c: Consumer, roots: list[Finding], bursts: list[Finding
                   and g.kind in (*LAGGING, "backlog_growth")]
         causes += [b for b in bursts if b.subject in c.subjects or b.service in upstream
                    or b.subject in root_subjects(d, c)]
-        causes = [g for g in causes if g.overlaps(begin, end, slack)]
+        # A cause began before its symptom did (give or take the link slack).
+        causes = [g for g in causes if g.overlaps(begin, end, slack) and g.start <= begin + slack]
         why = "its input outran it"
         if causes:
             cause = max(causes, key=lambda g: min(g.end, end) - max(g.start, begin))
@@ -114,9 +129,9 @@ def lagged(d: Diagnosis, c: Consumer, roots: list[Finding], bursts: list[Finding
 
 def upstream_of(d: Diagnosis, c: Consumer) -> set[str]:
     """Consumers that emit, directly or further up, the subjects ``c`` receives."""
-    ev = d.trace.events
-    emitted = ev.dropna(subset=["emitted_by"]).groupby("subject")["emitted_by"] \
-        .agg(lambda s: set(s.astype(str))).to_dict()
+    if c.name in d.upstream:
+        return d.upstream[c.name]
+    emitted = d.emitters()
     inputs: dict[str, list[str]] = {x.name: x.subjects for x in d.consumers}
     seen: set[str] = set()
     todo = [c.name]
@@ -126,6 +141,7 @@ def upstream_of(d: Diagnosis, c: Consumer) -> set[str]:
                 seen.add(up)
                 todo.append(up)
     seen.discard(c.name)
+    d.upstream[c.name] = seen
     return seen
 
 
@@ -201,6 +217,8 @@ def upstream(d: Diagnosis, roots: list[Finding]) -> None:
         for g in roots:
             if g.kind not in LAGGING or g.consumer not in direct_upstream(d, c):
                 continue
+            if g.kind == "stopped_consumer" and g.worker:  # the rest of its group went on
+                continue
             if any(f.cause is g and f.consumer == c.name for f in d.found):
                 continue
             f = d.add(Finding("upstream_slowdown", "info", g.start, g.end,
@@ -214,9 +232,8 @@ def upstream(d: Diagnosis, roots: list[Finding]) -> None:
 
 
 def direct_upstream(d: Diagnosis, c: Consumer) -> set[str]:
-    ev = d.trace.events
-    mine = ev[ev["subject"].isin(c.subjects)]
-    return set(mine["emitted_by"].dropna().astype(str)) - {c.name}
+    emitted = d.emitters()
+    return {up for subject in c.subjects for up in emitted.get(subject, set())} - {c.name}
 
 
 def subjects(d: Diagnosis, roots: list[Finding]) -> None:

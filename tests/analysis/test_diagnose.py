@@ -194,8 +194,9 @@ class TestSampleIncident:
         assert lag.loc[["inventory", "notifications"], "status"].eq("OK").all()
 
 
-def _rows(calls: list[tuple[float, float, float]]) -> list[tuple]:
-    """Rows for one consumer: (publish, start, done) seconds per message."""
+def _rows(calls: list[tuple[float, float | None, float | None]]) -> list[tuple]:
+    """Rows for one consumer: (publish, start, done) seconds per message; a message whose
+    start is None was received and never handled."""
     t = 1_900_000_000 * SEC
     rows: list[tuple] = []
     for i, (pub, start, done) in enumerate(calls):
@@ -204,15 +205,17 @@ def _rows(calls: list[tuple[float, float, float]]) -> list[tuple]:
                      None))
         rows.append(("receive", t + int(pub * SEC) + 1000, "c", "c", None, b"s", None, b"",
                      block, None))
-        rows.append(("handled", t + int(done * SEC), "c", "c", None, None, None, None, None,
-                     (len(rows) - 1, t + int(start * SEC), "ok", None)))
+        if start is not None and done is not None:
+            rows.append(("handled", t + int(done * SEC), "c", "c", None, None, None, None,
+                         None, (len(rows) - 1, t + int(start * SEC), "ok", None)))
     return rows
 
 
-def _fifo(took: list[float], every: float) -> list[tuple[float, float, float]]:
-    """A first-in-first-out consumer: one message each ``every`` s, handler times ``took``."""
-    calls = []
-    free = 0.0
+def _fifo(took: list[float], every: float, free: float = 0.0
+          ) -> list[tuple[float, float | None, float | None]]:
+    """A first-in-first-out consumer: one message each ``every`` s, handler times ``took``,
+    the first call not before ``free``."""
+    calls: list[tuple[float, float | None, float | None]] = []
     for i, seconds in enumerate(took):
         pub = i * every
         start = max(pub, free)
@@ -308,6 +311,29 @@ class TestDemoFaults:
         score = ek.testing.score_diagnosis(trace)
         assert score.rank == 1 and score.iou >= 0.7  # the burst's own few milliseconds
 
+    async def test_a_whole_queue_group_slowing_down_is_not_pinned_on_one_worker(self):
+        trace = await ek.demo.run_shop(duration=4, seed=7, faults=["slow:billing:8@1+2"],
+                                       progress=False)
+        slow = only(trace.diagnose(), "slow_consumer", "billing")
+        assert pd.isna(slow["worker"])  # the group, not one of its workers
+        assert ek.testing.score_diagnosis(trace).rank == 1
+
+    async def test_one_stopped_worker_of_a_queue_group(self):
+        trace = await ek.demo.run_shop(duration=4, seed=2, faults=["stop:billing-1@1+2"],
+                                       progress=False)
+        stop = only(trace.diagnose(), "stopped_consumer", "billing")
+        assert stop["worker"] == "billing-1" and stop["severity"] == "warning"
+        assert stop["lost"] == 0 and "nothing was lost" in stop["evidence"]
+        score = ek.testing.score_diagnosis(trace)
+        assert score.rank == 1 and score.iou >= 0.7
+
+    async def test_a_stop_cut_short_by_the_end_of_the_run_is_recorded(self):
+        trace = await ek.demo.run_shop(duration=3, seed=2,
+                                       faults=["stop:notifications@2+5"], progress=False)
+        [injected] = trace.metadata["injected"]
+        assert injected["service"] == "notifications"
+        assert 0.5 < (injected["end"] - injected["start"]) / SEC < 5  # cut short by the end
+
 
 @st.composite
 def _messy_rows(draw: st.DrawFn) -> list[tuple]:
@@ -346,3 +372,93 @@ def test_diagnose_never_fails_on_messy_traces(rows):
     if len(trace.deliveries):
         lag = trace.lag()
         assert set(lag["status"]) <= {"OK", "WARN", "ERR", "STALL", "STOP"}
+
+
+def _diagnosed(calls: list[tuple[float, float | None, float | None]]) -> pd.DataFrame:
+    return ek.Trace(build_observations(_rows(calls))).diagnose()
+
+
+class TestProbed:
+    """Wrong answers found by probing diagnose() as an engineer in an incident would; each
+    test failed before its fix."""
+
+    def test_a_backlog_that_began_first_is_not_blamed_on_a_later_stall(self):
+        trace = ek.testing.make_trace(3000, rate=100, seed=3, slow="search",
+                                      stall=("inventory", 5, 1))
+        found = trace.diagnose()
+        search = found[(found["consumer"] == "search") & (found["kind"] == "backlog_growth")]
+        first = search.sort_values("start").iloc[0]
+        assert first["root_cause"] and seconds(trace, first["start"]) < 1
+        stall = only(found, "stalled_consumer", "inventory")
+        blamed = search[search["caused_by"] == stall["finding_id"]]
+        assert (blamed["start"] >= stall["start"] - pd.Timedelta(seconds=1)).all()
+
+    def test_a_healthy_jetstream_consumer_known_from_samples_is_not_stalled(self):
+        """One message every 2 s, 0.8 s to handle it, sampled every 0.1 s."""
+        t = 1_900_000_000 * SEC
+        rows = []
+        for k in range(100):
+            at = k * 0.1
+            done, busy = int(at // 2), (at - int(at // 2) * 2) < 0.8
+            rows.append(("consumer_info", t + int(at * SEC), "w", "ledger", None, None, None,
+                         None, None, ("S", 0, 1 if busy else 0, 0, 0, done + 1, done + 1,
+                                      done if busy else done + 1, None, None)))
+        trace = ek.Trace(build_observations(rows))
+        assert not trace.diagnose()["severity"].isin(ALARMS).any()
+        assert trace.lag().set_index("consumer").loc["ledger", "status"] == "OK"
+
+    def test_a_handler_hung_when_the_capture_began_is_a_stall(self):
+        found = _diagnosed(_fifo([0.003] * 500, 0.01, free=2.0))
+        stall = only(found, "stalled_consumer", "c")
+        assert stall["root_cause"] and stall["duration_s"] == pytest.approx(2.0, abs=0.011)
+        assert not (found["kind"] == "backlog_growth").any()
+
+    def test_a_slowdown_over_most_of_the_trace_is_still_a_slowdown(self):
+        found = _diagnosed(_fifo([0.016 if i < 600 else 0.005 for i in range(1000)], 0.02))
+        slow = only(found, "slow_consumer", "c")
+        assert slow["slowdown"] == pytest.approx(3.2)
+        assert slow["duration_s"] == pytest.approx(599 * 0.02 + 0.016, abs=1e-6)
+
+    def test_messages_still_waiting_at_the_end_are_counted(self):
+        calls = _fifo([0.003] * 300, 0.01) + [(3.0 + i * 0.01, None, None) for i in range(100)]
+        stall = only(_diagnosed(calls), "stalled_consumer", "c")
+        assert stall["peak_backlog"] == 100 and stall["ongoing"]
+        assert "100 messages waited" in stall["evidence"] and "still stalled" in stall["evidence"]
+
+    def test_three_errors_in_a_few_milliseconds_are_no_alarm(self):
+        rows = _rows(_fifo([0.003] * 1000, 0.01))
+        for k, row in enumerate(rows):
+            if row[0] == "handled" and 500 <= k // 3 <= 502:
+                rows[k] = (*row[:9], (row[9][0], row[9][1], "error", "boom"))
+        found = ek.Trace(build_observations(rows)).diagnose()
+        blip = only(found, "failing_handler", "c")
+        assert blip["severity"] == "info"
+        assert ek.Trace(build_observations(rows)).lag()["status"].eq("OK").all()
+
+    def test_a_producer_that_always_sends_batches_is_not_bursting(self):
+        """25-message batches every second into a consumer too slow for them."""
+        pubs = [k + j * 0.001 for k in range(20) for j in range(25)]
+        calls, free = [], 0.0
+        for pub in pubs:
+            start = max(pub, free)
+            free = start + 0.045
+            calls.append((pub, start, free))
+        found = _diagnosed(calls)
+        assert not (found["kind"] == "producer_burst").any()
+        lag = only(found, "backlog_growth", "c")
+        assert lag["root_cause"] and "its input outran it" in lag["evidence"]
+
+    def test_status_now_agrees_with_the_evidence(self):
+        trace = ek.Trace(build_observations(_rows(
+            _fifo([4.5 if i == 50 else 0.003 for i in range(100)], 0.1))))
+        row = trace.lag().set_index("consumer").loc["c"]
+        assert row["status"] == "STALL" and "then it recovered" in row["reason"]
+        assert row["status_now"] == "OK"
+
+    def test_each_incident_gets_a_slow_flow_through_its_consumer(self, generated):
+        flows = generated.slowest_flows(top=3)
+        found = generated.diagnose().set_index("finding_id")
+        stall = only(generated.diagnose(), "stalled_consumer", "audit")
+        mine = flows[flows["finding_id"] == stall["finding_id"]]
+        assert len(mine) == 1 and mine["bottleneck"].iloc[0] == "audit"
+        assert set(flows["finding_id"].dropna()) <= set(found.index)
