@@ -371,6 +371,8 @@ class Diagnosis:
                 self._merge_or_add(f)
         for f in self.found:
             if f.kind == "slow_consumer" and f.consumer == c.name and not f.evidence:
+                if whole < r.slow_factor and len(c.workers) > 1:
+                    self._slow_workers(c, rows, f)
                 self.measure(c, f)
                 if f.peak_age_s >= r.critical_age_s:
                     f.severity = "critical"
@@ -383,6 +385,18 @@ class Diagnosis:
                 f.evidence = (f"{who}'s handler took {f.slowdown:.3g}× {than} from "
                               f"{self.at(f.start)} for {duration((f.end - f.start) / 1e9)}: "
                               f"{kept}; cause: its handler, not its input")
+
+    def _slow_workers(self, c: Consumer, rows: pd.DataFrame, f: Finding) -> None:
+        """Which workers of a queue group were slow during ``f`` (their median handler time
+        there ``slow_factor`` × typical or more): all of them, or only some."""
+        at = rows["started_at"].array.asi8
+        inside = rows[(at >= f.start) & (at <= f.end)]
+        ratio = inside.groupby("observer")["processing_s"].median() / c.typical
+        slow = set(ratio[ratio >= self.rules.slow_factor].index.astype(str))
+        if slow:
+            f.worker = self._worker_name(c, slow)
+            mine = inside[inside["observer"].astype(str).isin(slow)]
+            f.slowdown = float(mine["processing_s"].median()) / c.typical
 
     def _stopped(self, c: Consumer) -> None:
         r = self.rules

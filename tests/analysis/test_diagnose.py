@@ -318,6 +318,13 @@ class TestDemoFaults:
         assert pd.isna(slow["worker"])  # the group, not one of its workers
         assert ek.testing.score_diagnosis(trace).rank == 1
 
+    async def test_one_slow_worker_of_a_queue_group_is_named(self):
+        trace = await ek.demo.run_shop(duration=4, seed=2, faults=["slow:billing-1:10@1+2"],
+                                       progress=False)
+        slow = only(trace.diagnose(), "slow_consumer", "billing")
+        assert slow["worker"] == "billing-1" and slow["slowdown"] > 5
+        assert ek.testing.score_diagnosis(trace).rank == 1
+
     async def test_one_stopped_worker_of_a_queue_group(self):
         trace = await ek.demo.run_shop(duration=4, seed=2, faults=["stop:billing-1@1+2"],
                                        progress=False)
