@@ -218,7 +218,7 @@ class Diagnosis:
             self._stalls(c)
             self._stopped(c)
             self._errors(c)
-        self._server_stalls()
+        symptoms.server_stalls(self)
         roots = [f for f in self.found if f.kind in HANDLER_KINDS]
         bursts = symptoms.bursts(self)
         upstream_first = sorted(self.consumers,
@@ -238,40 +238,6 @@ class Diagnosis:
     def ongoing(self, f: Finding) -> bool:
         """Whether ``f`` still held when the trace ended (within 1 % of its span)."""
         return f.end >= self.t_end - max(1_000_000, (self.t_end - self.t0) // 100)
-
-    def _server_stalls(self) -> None:
-        """JetStream consumers that evtkit saw only in the server's samples: a stall is a
-        stretch of ``min_duration_s`` or more with messages pending in which the ack floor
-        did not move."""
-        info = self.trace.consumer_info
-        known = {c.name for c in self.consumers}
-        if info.empty:
-            return
-        info = info.sort_values("ts", kind="stable")
-        for (consumer, stream), part in info.groupby(["consumer", "stream"], sort=True):
-            if str(consumer) in known:
-                continue
-            ts = part["ts"].array.asi8
-            floor = part["ack_floor"].to_numpy(dtype=np.int64, na_value=0)
-            waiting = part["backlog"].to_numpy(dtype=np.int64, na_value=0) > 0
-            stuck = waiting & np.concatenate([[True], floor[1:] == floor[:-1]])
-            # Its own pace: how long the ack floor usually takes to move.
-            moved = ts[1:][floor[1:] != floor[:-1]]
-            pace = float(np.median(np.diff(moved))) / 1e9 if len(moved) > 2 else 0.0
-            limit = max(self.rules.min_duration_s, self.rules.stall_factor / 5 * pace)
-            for lo, hi in runs(stuck):
-                begin, end = int(ts[max(lo - 1, 0)]), int(ts[hi - 1])
-                if (end - begin) / 1e9 < limit:
-                    continue
-                backlog = int(part["backlog"].iloc[lo:hi].max())
-                f = self.add(Finding("stalled_consumer", "critical", begin, end,
-                                     service=str(consumer), consumer=str(consumer),
-                                     peak_backlog=float(backlog), affected=backlog))
-                f.evidence = (f"{consumer} (JetStream, stream {stream}) made no progress for "
-                              f"{duration((end - begin) / 1e9)} from {self.at(begin)} while "
-                              f"the server held {count(backlog)} "
-                              f"message{'s' if backlog != 1 else ''} for it (its ack floor "
-                              "did not move)")
 
     def _worker_name(self, c: Consumer, workers: set[str]) -> str | None:
         """The affected workers of a queue group, if not all of them."""

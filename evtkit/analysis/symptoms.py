@@ -1,6 +1,7 @@
 """The diagnosis rules that follow the flow: bursts from producers, lag that arrived with
-the input, losses that follow a failing handler, subjects nobody received, and the problems
-found elsewhere (see :mod:`evtkit.analysis.diagnose` for the rules in words)."""
+the input, losses that follow a failing handler, subjects nobody received, JetStream
+consumers known only from the server's samples, and the problems found elsewhere (see
+:mod:`evtkit.analysis.diagnose` for the rules in words)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,50 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .._units import duration
-from .finding import LAGGING, SEVERITIES, Finding, runs
+from .._units import count, duration
+from .finding import LAGGING, NAT, SEVERITIES, Finding, runs
 
 if TYPE_CHECKING:
     from .diagnose import Consumer, Diagnosis
 
 __all__ = ["bursts", "drops", "from_problems", "gave_up", "lagged", "redeliveries",
-           "subjects", "upstream"]
+           "server_stalls", "subjects", "upstream"]
 
-NAT = np.iinfo(np.int64).min
+
+
+def server_stalls(d: Diagnosis) -> None:
+    """JetStream consumers that evtkit saw only in the server's samples: a stall is a
+    stretch of ``min_duration_s`` or more with messages pending in which the ack floor
+    did not move."""
+    info = d.trace.consumer_info
+    known = {c.name for c in d.consumers}
+    if info.empty:
+        return
+    info = info.sort_values("ts", kind="stable")
+    for (consumer, stream), part in info.groupby(["consumer", "stream"], sort=True):
+        if str(consumer) in known:
+            continue
+        ts = part["ts"].array.asi8
+        floor = part["ack_floor"].to_numpy(dtype=np.int64, na_value=0)
+        waiting = part["backlog"].to_numpy(dtype=np.int64, na_value=0) > 0
+        stuck = waiting & np.concatenate([[True], floor[1:] == floor[:-1]])
+        # Its own pace: how long the ack floor usually takes to move.
+        moved = ts[1:][floor[1:] != floor[:-1]]
+        pace = float(np.median(np.diff(moved))) / 1e9 if len(moved) > 2 else 0.0
+        limit = max(d.rules.min_duration_s, d.rules.stall_factor / 5 * pace)
+        for lo, hi in runs(stuck):
+            begin, end = int(ts[max(lo - 1, 0)]), int(ts[hi - 1])
+            if (end - begin) / 1e9 < limit:
+                continue
+            backlog = int(part["backlog"].iloc[lo:hi].max())
+            f = d.add(Finding("stalled_consumer", "critical", begin, end,
+                                 service=str(consumer), consumer=str(consumer),
+                                 peak_backlog=float(backlog), affected=backlog))
+            f.evidence = (f"{consumer} (JetStream, stream {stream}) made no progress for "
+                          f"{duration((end - begin) / 1e9)} from {d.at(begin)} while "
+                          f"the server held {count(backlog)} "
+                          f"message{'s' if backlog != 1 else ''} for it (its ack floor "
+                          "did not move)")
 
 
 def bursts(d: Diagnosis) -> list[Finding]:
