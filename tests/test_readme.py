@@ -70,3 +70,12 @@ async def test_answering_the_questions_runs_verbatim_on_the_sample_traces():
     assert namespace["flow"] in set(incident.events["correlation_id"])
     assert isinstance(namespace["diff"], ek.Comparison)
 
+
+
+def test_the_quoted_lag_reason_is_what_the_sample_trace_says():
+    """The README quotes a reason from shop-incident; it must be the one lag() gives."""
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    quoted = re.search(r'e\.g\. on `shop-incident` \*"(.*?)"\*', text)
+    assert quoted, "the README no longer quotes a lag reason"
+    reasons = ek.datasets.load("shop-incident").lag()["reason"]
+    assert quoted.group(1) in set(reasons)

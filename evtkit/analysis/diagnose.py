@@ -55,7 +55,8 @@ The defaults are the fields of :class:`Rules`.
                       chain); ``unreceived``: some events on a subject that has consumers
                       reached none.
 ``clock_skew``, ``disconnect_gap``, ``cycle``, ``duplicate_id``, ``orphan``, ``terminated``:
-                      from :func:`evtkit.analysis.problems.problems` and ``trace.gaps``.
+                      from :func:`evtkit.analysis.problems.problems` and ``trace.gaps``
+                      (clocks less than a millisecond apart are ``info``).
 
 Cause or symptom
 ----------------

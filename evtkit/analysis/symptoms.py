@@ -305,6 +305,20 @@ def subjects(d: Diagnosis, roots: list[Finding]) -> None:
             f.evidence += f", while {stops[0].consumer} was stopped"
 
 
+CLOCK_TOLERANCE_S = 0.001
+"""Clocks that disagree by less than this are noted (``info``), not a warning: hosts
+synchronised by NTP on one network usually agree to within a millisecond."""
+
+
+def _early_s(d: Diagnosis, observer: str) -> float:
+    """How much earlier than its publish ``observer`` saw an event, at most (seconds)."""
+    dv = d.trace.deliveries
+    mine = dv[dv["observer"] == observer]
+    seen = mine[["received_at", "started_at"]].min(axis=1)
+    early = (mine["published_at"] - seen).dt.total_seconds()
+    return float(early.max()) if early.notna().any() else 0.0
+
+
 def from_problems(d: Diagnosis) -> None:
     kinds = {"clock_skew": "warning", "cycle": "warning", "duplicate_id": "warning",
              "orphan": "info"}
@@ -318,6 +332,8 @@ def from_problems(d: Diagnosis) -> None:
             else str(row.consumer)
         f.service = f.consumer or (None if row.observer in ("nan", "None") or
                                    pd.isna(row.observer) else str(row.observer))
+        if f.kind == "clock_skew" and _early_s(d, str(row.observer)) < CLOCK_TOLERANCE_S:
+            f.severity = "info"  # within what clocks on one network agree to
     gaps = d.trace.gaps
     for row in gaps.itertuples(index=False):
         begin = int(pd.Timestamp(row.start).value)

@@ -462,6 +462,13 @@ class TestProbed:
         assert row["status"] == "STALL" and "then it recovered" in row["reason"]
         assert row["status_now"] == "OK"
 
+    @pytest.mark.parametrize(("skew", "severity"), [(-0.0003, "info"), (-0.5, "warning")])
+    def test_clocks_a_fraction_of_a_millisecond_apart_are_no_alarm(self, skew, severity):
+        trace = ek.testing.make_trace(600, rate=100, seed=5, queue_s=0.0001,
+                                      skew={"audit": skew})
+        skewed = only(trace.diagnose(), "clock_skew", "audit")
+        assert skewed["severity"] == severity
+
     def test_each_incident_gets_a_slow_flow_through_its_consumer(self, generated):
         flows = generated.slowest_flows(top=3)
         found = generated.diagnose().set_index("finding_id")
