@@ -56,7 +56,10 @@ The defaults are the fields of :class:`Rules`.
                       reached none.
 ``clock_skew``, ``disconnect_gap``, ``cycle``, ``duplicate_id``, ``orphan``, ``terminated``:
                       from :func:`evtkit.analysis.problems.problems` and ``trace.gaps``
-                      (clocks less than a millisecond apart are ``info``).
+                      (clocks less than a millisecond apart are ``info``); an observer that
+                      receives everything ``AHEAD_S`` or more late (and 20 × the usual
+                      floor) has a clock ahead: a ``clock_skew`` warning, and its times
+                      taken back by that much before the other rules run.
 
 Cause or symptom
 ----------------
@@ -92,6 +95,11 @@ if TYPE_CHECKING:
     from ..trace import Trace
 
 __all__ = ["COLUMNS", "KINDS", "SEVERITIES", "Rules", "diagnose"]
+
+
+AHEAD_S = 0.01
+"""An observer whose every receive comes at least this long after the publish (and 20 times
+the usual floor) is taken to have a clock running ahead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +177,7 @@ class Diagnosis:
         self.t0 = int(ts.min()) if len(ts) else 0
         self.t_end = int(ts.max()) if len(ts) else 0
         self.found: list[Finding] = []
+        self.ahead = self._clocks_ahead()
         self.consumers = list(self._consumers(baseline))
         self.upstream: dict[str, set[str]] = {}
         self._emitters: dict[str, set[str]] | None = None
@@ -186,10 +195,39 @@ class Diagnosis:
 
     # -- inputs -------------------------------------------------------------------------
 
+    def _clocks_ahead(self) -> dict[str, int]:
+        """Observers that saw every event at least ``AHEAD_S`` (and 20 times the usual
+        floor) after its publish: their clocks run ahead (or the network to them is that
+        slow). Their times are taken back by that much for the rules, and it is a finding."""
+        dv = self.trace.deliveries
+        if dv.empty:
+            return {}
+        latency = (dv["received_at"].array.asi8 - dv["published_at"].array.asi8)
+        known = (dv["received_at"].array.asi8 != NAT) & (dv["published_at"].array.asi8 != NAT)
+        floor = pd.Series(latency[known]).groupby(dv["observer"].to_numpy()[known]).min()
+        if floor.empty:
+            return {}
+        usual = float(floor.median())
+        ahead = floor[(floor >= AHEAD_S * 1e9) & (floor >= 20 * max(usual, 0))]
+        for observer, by in ahead.items():
+            f = self.add(Finding("clock_skew", "warning", self.t0, self.t_end,
+                                 service=str(observer), affected=int((dv["observer"] ==
+                                                                      observer).sum())))
+            f.evidence = (f"{observer} saw every event at least {duration(by / 1e9)} after "
+                          f"it was published, where the others see them within "
+                          f"{duration(usual / 1e9)}: its clock likely runs ahead by about "
+                          "that much (or the network to it is that slow); its waits are "
+                          "taken as that much shorter")
+        return {str(k): int(v) for k, v in ahead.items()}
+
     def _consumers(self, baseline: Trace | None) -> Iterator[Consumer]:
         dv = self.trace.deliveries
         if dv.empty:
             return
+        if self.ahead:  # an observer's clock ahead: take its times back (not its durations)
+            shift = dv["observer"].map(self.ahead).fillna(0).astype("int64").to_numpy()
+            dv = dv.assign(**{c: pd.to_datetime(dv[c].array.asi8 - shift, utc=True).where(
+                dv[c].notna()) for c in ("received_at", "started_at", "done_at")})
         base: dict[str, float] = {}
         if baseline is not None and len(baseline.deliveries):
             bdv = baseline.deliveries

@@ -469,6 +469,15 @@ class TestProbed:
         skewed = only(trace.diagnose(), "clock_skew", "audit")
         assert skewed["severity"] == severity
 
+    def test_a_consumer_whose_clock_runs_ahead_is_not_stalled(self):
+        """Half a second ahead: every event seems to wait 0.5 s; that is the clock."""
+        trace = ek.testing.make_trace(1500, rate=100, seed=5, skew={"audit": 0.5})
+        found = trace.diagnose()
+        alarms = found[found["severity"].isin(ALARMS)]
+        assert list(alarms["kind"]) == ["clock_skew"] and alarms["service"].iloc[0] == "audit"
+        assert "501 ms" in alarms["evidence"].iloc[0]
+        assert trace.lag().set_index("consumer").loc["audit", "status"] == "OK"
+
     def test_each_incident_gets_a_slow_flow_through_its_consumer(self, generated):
         flows = generated.slowest_flows(top=3)
         found = generated.diagnose().set_index("finding_id")
