@@ -40,7 +40,8 @@ The defaults are the fields of :class:`Rules`.
                       failures; a shorter blip is only ``info``),
                       in a stretch where errors are closer than ``error_gap`` typical gaps
                       between calls, 2 s, and the gap that n errors at their rate λ rarely
-                      exceed (ln(100 n)/λ), whichever is longest.
+                      exceed (ln(100 n)/λ), whichever is longest; neighbouring stretches
+                      whose union still fails twice ``min_error_rate`` are one.
 ``dropped_messages``  deliveries dropped before the handler (pending limits exceeded).
 ``gave_up``           JetStream stopped redelivering (MAX_DELIVERIES advisories).
 ``redelivery``        JetStream delivered messages more than once.
@@ -479,7 +480,17 @@ class Diagnosis:
         rate = len(fail_at) / max(float(fail_at[-1] - fail_at[0]), 1.0)
         apart = max(r.error_gap * usual, np.log(100 * len(fail_at)) / rate, 2e9)
         split = np.flatnonzero(np.diff(fail_at) > apart) + 1
-        for part in np.split(np.arange(len(fail_at)), split):
+        parts = np.split(np.arange(len(fail_at)), split)
+        # Neighbouring stretches whose union still fails twice the minimum rate are one.
+        merged = parts[:1]
+        for part in parts[1:]:
+            union = np.concatenate([merged[-1], part])
+            calls = ((at >= fail_at[union[0]]) & (at <= fail_at[union[-1]])).sum()
+            if len(union) >= 2 * r.min_error_rate * calls:
+                merged[-1] = union
+            else:
+                merged.append(part)
+        for part in merged:
             if len(part) < r.min_errors:
                 continue
             begin, end = int(fail_at[part[0]]), int(fail_at[part[-1]])

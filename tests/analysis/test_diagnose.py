@@ -469,6 +469,18 @@ class TestProbed:
         skewed = only(trace.diagnose(), "clock_skew", "audit")
         assert skewed["severity"] == severity
 
+    def test_errors_with_an_unlucky_pause_are_one_failing_stretch(self):
+        """A quarter of the calls fail from 10 s to 13 s, but by chance none for 2.2 s."""
+        rows = _rows(_fifo([0.003] * 2000, 0.07))
+        fail = {int(s / 0.07) for s in (10.0, 10.1, 10.2, 12.4, 12.5, 12.6, 12.7, 12.75,
+                                        12.8, 12.9, 13.0)}
+        for k, row in enumerate(rows):
+            if row[0] == "handled" and k // 3 in fail:
+                rows[k] = (*row[:9], (row[9][0], row[9][1], "error", "boom"))
+        failing = only(ek.Trace(build_observations(rows)).diagnose(), "failing_handler", "c")
+        assert failing["severity"] == "critical"
+        assert failing["duration_s"] == pytest.approx(3.0, abs=0.1)
+
     def test_a_consumer_whose_clock_runs_ahead_is_not_stalled(self):
         """Half a second ahead: every event seems to wait 0.5 s; that is the clock."""
         trace = ek.testing.make_trace(1500, rate=100, seed=5, skew={"audit": 0.5})
