@@ -88,19 +88,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .._units import count, duration
-from . import symptoms
+from .._units import duration
+from . import symptoms, workers
 from .finding import COLUMNS, HANDLER_KINDS, KINDS, NAT, SEVERITIES, Finding, frame, runs
 
 if TYPE_CHECKING:
     from ..trace import Trace
 
 __all__ = ["COLUMNS", "KINDS", "SEVERITIES", "Rules", "diagnose"]
-
-
-AHEAD_S = 0.01
-"""An observer whose every receive comes at least this long after the publish (and 20 times
-the usual floor) is taken to have a clock running ahead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +173,7 @@ class Diagnosis:
         self.t0 = int(ts.min()) if len(ts) else 0
         self.t_end = int(ts.max()) if len(ts) else 0
         self.found: list[Finding] = []
-        self.ahead = self._clocks_ahead()
+        self.ahead = symptoms.clocks_ahead(self)
         self.consumers = list(self._consumers(baseline))
         self.upstream: dict[str, set[str]] = {}
         self._emitters: dict[str, set[str]] | None = None
@@ -195,31 +190,6 @@ class Diagnosis:
         return self._emitters
 
     # -- inputs -------------------------------------------------------------------------
-
-    def _clocks_ahead(self) -> dict[str, int]:
-        """Observers that saw every event at least ``AHEAD_S`` (and 20 times the usual
-        floor) after its publish: their clocks run ahead (or the network to them is that
-        slow). Their times are taken back by that much for the rules, and it is a finding."""
-        dv = self.trace.deliveries
-        if dv.empty:
-            return {}
-        latency = (dv["received_at"].array.asi8 - dv["published_at"].array.asi8)
-        known = (dv["received_at"].array.asi8 != NAT) & (dv["published_at"].array.asi8 != NAT)
-        floor = pd.Series(latency[known]).groupby(dv["observer"].to_numpy()[known]).min()
-        if floor.empty:
-            return {}
-        usual = float(floor.median())
-        ahead = floor[(floor >= AHEAD_S * 1e9) & (floor >= 20 * max(usual, 0))]
-        for observer, by in ahead.items():
-            f = self.add(Finding("clock_skew", "warning", self.t0, self.t_end,
-                                 service=str(observer), affected=int((dv["observer"] ==
-                                                                      observer).sum())))
-            f.evidence = (f"{observer} saw every event at least {duration(by / 1e9)} after "
-                          f"it was published, where the others see them within "
-                          f"{duration(usual / 1e9)}: its clock likely runs ahead by about "
-                          "that much (or the network to it is that slow); its waits are "
-                          "taken as that much shorter")
-        return {str(k): int(v) for k, v in ahead.items()}
 
     def _consumers(self, baseline: Trace | None) -> Iterator[Consumer]:
         dv = self.trace.deliveries
@@ -279,7 +249,7 @@ class Diagnosis:
         """Whether ``f`` still held when the trace ended (within 1 % of its span)."""
         return f.end >= self.t_end - max(1_000_000, (self.t_end - self.t0) // 100)
 
-    def _worker_name(self, c: Consumer, workers: set[str]) -> str | None:
+    def worker_name(self, c: Consumer, workers: set[str]) -> str | None:
         """The affected workers of a queue group, if not all of them."""
         if len(c.workers) > 1 and workers and set(c.workers) - workers:
             return ", ".join(sorted(workers))
@@ -314,7 +284,7 @@ class Diagnosis:
                     continue  # one of the slow calls of a slow stretch, not a stall
                 f = Finding("stalled_consumer", "critical", lo, hi, service=c.name,
                              consumer=c.name, slowdown=(hi - lo) / 1e9 / c.typical,
-                             worker=self._worker_name(c, {str(worker)}))
+                             worker=self.worker_name(c, {str(worker)}))
                 self._merge_or_add(f)
         for f in self.found:
             if f.kind == "stalled_consumer" and f.consumer == c.name and not f.evidence:
@@ -337,7 +307,7 @@ class Diagnosis:
                 g.slowdown = np.nanmax([g.slowdown, f.slowdown])
                 workers = {w.strip() for x in (g.worker, f.worker) if x for w in x.split(",")}
                 c = next(c for c in self.consumers if c.name == f.consumer)
-                g.worker = self._worker_name(c, workers) if g.worker and f.worker else None
+                g.worker = self.worker_name(c, workers) if g.worker and f.worker else None
                 return
         self.add(f)
 
@@ -373,12 +343,12 @@ class Diagnosis:
                     continue
                 f = Finding("slow_consumer", "warning", begin, end, service=c.name,
                              consumer=c.name, slowdown=float(np.median(ratio[lo:hi])),
-                             worker=self._worker_name(c, {str(worker)}) if worker else None)
+                             worker=self.worker_name(c, {str(worker)}) if worker else None)
                 self._merge_or_add(f)
         for f in self.found:
             if f.kind == "slow_consumer" and f.consumer == c.name and not f.evidence:
                 if whole < r.slow_factor and len(c.workers) > 1:
-                    self._slow_workers(c, rows, f)
+                    workers.slow(self, c, rows, f)
                 self.measure(c, f)
                 if f.peak_age_s >= r.critical_age_s:
                     f.severity = "critical"
@@ -392,18 +362,6 @@ class Diagnosis:
                               f"{self.at(f.start)} for {duration((f.end - f.start) / 1e9)}: "
                               f"{kept}; cause: its handler, not its input")
 
-    def _slow_workers(self, c: Consumer, rows: pd.DataFrame, f: Finding) -> None:
-        """Which workers of a queue group were slow during ``f`` (their median handler time
-        there ``slow_factor`` × typical or more): all of them, or only some."""
-        at = rows["started_at"].array.asi8
-        inside = rows[(at >= f.start) & (at <= f.end)]
-        ratio = inside.groupby("observer")["processing_s"].median() / c.typical
-        slow = set(ratio[ratio >= self.rules.slow_factor].index.astype(str))
-        if slow:
-            f.worker = self._worker_name(c, slow)
-            mine = inside[inside["observer"].astype(str).isin(slow)]
-            f.slowdown = float(mine["processing_s"].median()) / c.typical
-
     def _stopped(self, c: Consumer) -> None:
         r = self.rules
         ev = self.trace.events
@@ -412,7 +370,7 @@ class Diagnosis:
         if not len(got):
             return
         if len(c.workers) > 1:
-            self._stopped_workers(c)
+            workers.stopped(self, c)
         pub = ev["published_at"].array.asi8
         mine = ev["subject"].isin(c.subjects).to_numpy() & (pub >= got.min())
         delivered = np.zeros(len(ev), bool)
@@ -435,37 +393,6 @@ class Diagnosis:
                           f" from {self.at(f.start)}: {len(part)} of its events "
                           f"({', '.join(c.subjects)}) never reached it; cause: it stopped "
                           "consuming, not its input")
-
-    def _stopped_workers(self, c: Consumer) -> None:
-        """A queue-group worker that received nothing for ``min_duration_s`` or more while
-        the group received so many messages that missing its even share of all of them by
-        chance is less likely than one in a million: the others took its share, nothing
-        was lost."""
-        r = self.rules
-        everyone = np.sort(c.rows["received_at"].array.asi8)
-        everyone = everyone[everyone != NAT]
-        for worker, rows in c.rows.groupby("observer", sort=True):
-            got = np.sort(rows["received_at"].array.asi8)
-            got = got[got != NAT]
-            if len(got) < 2:
-                continue
-            gaps = np.diff(got)
-            for k in np.flatnonzero(gaps >= r.min_duration_s * 1e9):
-                first = int(np.searchsorted(everyone, got[k], "right"))
-                last = int(np.searchsorted(everyone, got[k + 1], "left")) - 1
-                others = last - first + 1
-                share = 1 / len(c.workers)  # a queue group shares out evenly, on average
-                # Missing its share of that many by chance: less likely than one in a million.
-                if others < r.min_missed or (1 - share) ** others > 1e-6:
-                    continue
-                # From the first message the others got in its place to the last one.
-                lo, hi = int(everyone[first]), int(everyone[last])
-                f = self.add(Finding("stopped_consumer", "warning", lo, hi, service=c.name,
-                                     consumer=c.name, worker=str(worker), affected=others))
-                f.evidence = (f"{c.name} ({worker}) received nothing for "
-                              f"{duration((hi - lo) / 1e9)} from {self.at(lo)} while the rest "
-                              f"of its queue group received {count(others)} messages: "
-                              "nothing was lost, but the group ran short of a worker")
 
     def _errors(self, c: Consumer) -> None:
         r = self.rules
@@ -507,7 +434,7 @@ class Diagnosis:
                 severity = "info"  # a blip of a few calls: noted, not an alarm
             f = self.add(Finding("failing_handler", severity, begin, end, service=c.name,
                                  consumer=c.name, error_rate=rate, affected=len(part)))
-            f.worker = self._worker_name(c, set(rows.loc[failed, "observer"].iloc[part]
+            f.worker = self.worker_name(c, set(rows.loc[failed, "observer"].iloc[part]
                                                 .astype(str)))
             f.evidence = (f"{c.name}'s handler failed {len(part)} of {calls} calls "
                           f"({rate:.0%}) from {self.at(begin)} for "

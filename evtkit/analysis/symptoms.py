@@ -16,7 +16,7 @@ from .finding import LAGGING, NAT, SEVERITIES, Finding, runs
 if TYPE_CHECKING:
     from .diagnose import Consumer, Diagnosis
 
-__all__ = ["bursts", "drops", "from_problems", "gave_up", "lagged", "redeliveries",
+__all__ = ["bursts", "clocks_ahead", "drops", "from_problems", "gave_up", "lagged", "redeliveries",
            "server_stalls", "subjects", "upstream"]
 
 
@@ -303,6 +303,37 @@ def subjects(d: Diagnosis, roots: list[Finding]) -> None:
             f.blame(stops[0])
             f.severity = "info"
             f.evidence += f", while {stops[0].consumer} was stopped"
+
+
+AHEAD_S = 0.01
+"""An observer whose every receive comes at least this long after the publish (and 20 times
+the usual floor) is taken to have a clock running ahead."""
+
+
+def clocks_ahead(d: Diagnosis) -> dict[str, int]:
+    """Observers that saw every event at least ``AHEAD_S`` (and 20 times the usual
+    floor) after its publish: their clocks run ahead (or the network to them is that
+    slow). Their times are taken back by that much for the rules, and it is a finding."""
+    dv = d.trace.deliveries
+    if dv.empty:
+        return {}
+    latency = (dv["received_at"].array.asi8 - dv["published_at"].array.asi8)
+    known = (dv["received_at"].array.asi8 != NAT) & (dv["published_at"].array.asi8 != NAT)
+    floor = pd.Series(latency[known]).groupby(dv["observer"].to_numpy()[known]).min()
+    if floor.empty:
+        return {}
+    usual = float(floor.median())
+    ahead = floor[(floor >= AHEAD_S * 1e9) & (floor >= 20 * max(usual, 0))]
+    for observer, by in ahead.items():
+        f = d.add(Finding("clock_skew", "warning", d.t0, d.t_end,
+                             service=str(observer), affected=int((dv["observer"] ==
+                                                                  observer).sum())))
+        f.evidence = (f"{observer} saw every event at least {duration(by / 1e9)} after "
+                      f"it was published, where the others see them within "
+                      f"{duration(usual / 1e9)}: its clock likely runs ahead by about "
+                      "that much (or the network to it is that slow); its waits are "
+                      "taken as that much shorter")
+    return {str(k): int(v) for k, v in ahead.items()}
 
 
 CLOCK_TOLERANCE_S = 0.001
