@@ -3,7 +3,7 @@ returns, and the lag status each finding implies."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -55,7 +55,7 @@ STATUS = {"stopped_consumer": "STOP", "stalled_consumer": "STALL", "failing_hand
 
 @dataclass(slots=True)
 class Finding:
-    """One finding while it is being built: times in ns, its cause and its effects."""
+    """One finding while it is being built: times in ns, and the finding it is a symptom of."""
 
     kind: str
     severity: str
@@ -74,15 +74,14 @@ class Finding:
     affected: int = 0
     ongoing: bool = False
     cause: Finding | None = None
-    effects: list[Finding] = field(default_factory=list)
     finding_id: str = ""
 
     def overlaps(self, start: int, end: int, slack: int = 0) -> bool:
         return self.start - slack <= end and start <= self.end + slack
 
     def blame(self, cause: Finding) -> None:
+        """Mark this finding a symptom of ``cause``."""
         self.cause = cause
-        cause.effects.append(self)
 
 
 def runs(flags: np.ndarray) -> list[tuple[int, int]]:
