@@ -122,6 +122,7 @@ def lagged(d: Diagnosis, c: Consumer, roots: list[Finding], bursts: list[Finding
     slack = int(r.link_s * 1e9)
     own = [f for f in roots if f.consumer == c.name and f.kind in LAGGING]
     upstream = upstream_of(d, c)
+    reaching = root_subjects(d, c)  # its own subjects and those of the flows reaching it
     for part in np.split(order, split):
         if len(part) < r.min_lagged:
             continue
@@ -137,8 +138,7 @@ def lagged(d: Diagnosis, c: Consumer, roots: list[Finding], bursts: list[Finding
         # own backlog symptoms are known), then bursts into the flows that reach it.
         causes = [g for g in d.found if g.consumer in upstream
                   and g.kind in (*LAGGING, "backlog_growth")]
-        causes += [b for b in bursts if b.subject in c.subjects or b.service in upstream
-                   or b.subject in root_subjects(d, c)]
+        causes += [b for b in bursts if b.subject in reaching or b.service in upstream]
         # A cause began before its symptom did (give or take the link slack).
         causes = [g for g in causes if g.overlaps(begin, end, slack) and g.start <= begin + slack]
         why = "its input outran it"
