@@ -26,6 +26,7 @@ from .capture.recorder import Recorder
 from .capture.server import MSG_TRACE_SUBJECT, EmbeddedCluster, EmbeddedServer, find_nats_server
 from .capture.subscription_map import SubscriptionMap
 from .capture.telemetry import TELEMETRY_SUBJECT, Collector, TelemetrySender
+from .engine import Dataset, open
 from .errors import (
     ConnectError,
     EvtkitError,
@@ -62,6 +63,7 @@ __all__ = [
     "Collector",
     "Comparison",
     "ConnectError",
+    "Dataset",
     "EmbeddedCluster",
     "EmbeddedServer",
     "Event",
@@ -105,6 +107,7 @@ __all__ = [
     "find_nats_server",
     "live",
     "load",
+    "open",
     "parse_traceparent",
     "plot_backlog",
     "plot_compare",

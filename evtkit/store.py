@@ -46,7 +46,8 @@ from .observation import MESSAGE_KINDS, build_observations
 from .schema import KINDS, OBSERVATIONS, SCHEMA_VERSION, to_frame, to_table, with_missing
 from .trace import Trace
 
-__all__ = ["SegmentWriter", "check_shard", "load", "save", "trace_format"]
+__all__ = ["SegmentWriter", "check_shard", "load", "merge_metadata", "save", "trace_format",
+           "trace_metadata"]
 
 META_KEY = b"evtkit.trace"
 PART_GLOB = "part-*.parquet"
@@ -293,15 +294,27 @@ def _read_parts(target: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
             frame["ref"] = frame["ref"] + offset
             offset = int(frame["seq"].max()) + 1
         frames.append(frame)
-        metas.append(loaded[-1][1])
-    meta = {**metas[-1], "parts": len(parts)}
+        metas += [m for _, m in loaded]
+    return pd.concat(frames, ignore_index=True), merge_metadata(
+        [str(p) for files in shards.values() for p in files], metas)
+
+
+def merge_metadata(parts: Sequence[str], metas: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The metadata of a directory of parts (``parts`` names them, ``metas`` are theirs, in
+    the same order): each shard's last part speaks for it; shards are listed, complete when
+    all are, and their drops add up."""
+    last: dict[str | None, dict[str, Any]] = {}
+    for part, meta in zip(parts, metas, strict=True):
+        last[_shard_of(Path(part))] = meta
+    shards = [last[k] for k in sorted(last, key=lambda k: k or "")]
+    meta = {**shards[-1], "parts": len(parts)}
     meta.pop("part", None)
     if len(shards) > 1:
         meta.pop("shard", None)
-        meta["shards"] = sorted(str(m.get("shard")) for m in metas)
-        meta["complete"] = all(m.get("complete", False) for m in metas)
-        meta["drops"] = sum(int(m.get("drops") or 0) for m in metas)
-    return pd.concat(frames, ignore_index=True), meta
+        meta["shards"] = sorted(str(m.get("shard")) for m in shards)
+        meta["complete"] = all(m.get("complete", False) for m in shards)
+        meta["drops"] = sum(int(m.get("drops") or 0) for m in shards)
+    return meta
 
 
 def _sniff(path: Path) -> str:
@@ -314,7 +327,7 @@ def _sniff(path: Path) -> str:
     raise TraceFormatError(path, "not a trace file (neither Parquet nor JSON Lines)")
 
 
-def _check_version(path: Path, meta: Any) -> dict[str, Any]:
+def _check_version(path: str | os.PathLike[str], meta: Any) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise TraceFormatError(path, "trace metadata is not a JSON object")
     found = meta.get("schema_version")
@@ -338,17 +351,7 @@ def _read_parquet(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise TraceFormatError(
             path, f"not a readable Parquet file (corrupt or truncated?): {exc}"
         ) from exc
-    raw = (table.schema.metadata or {}).get(META_KEY)
-    if raw is None:
-        raise TraceFormatError(
-            path, "a Parquet file but not an evtkit trace (no evtkit.trace metadata); "
-            f"its columns are {table.column_names[:8]}"
-        )
-    try:
-        meta = json.loads(raw)
-    except ValueError as exc:
-        raise TraceFormatError(path, f"trace metadata is not valid JSON: {exc}") from exc
-    meta = _check_version(path, meta)
+    meta = trace_metadata(path, table.schema)
     missing = [n for n in OBSERVATIONS.names if n not in table.column_names]
     newer = set(OBSERVATIONS.since(meta["schema_version"]))
     if set(missing) - newer:
@@ -359,6 +362,25 @@ def _read_parquet(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     except (pa.ArrowException, ValueError, TypeError) as exc:
         raise TraceFormatError(path, f"columns have the wrong types: {exc}") from exc
     return frame, meta
+
+
+def trace_metadata(path: str | os.PathLike[str], schema: pa.Schema) -> dict[str, Any]:
+    """The capture metadata of a Parquet trace file, from its Arrow ``schema``.
+
+    Raises:
+        TraceFormatError: not an evtkit trace, or of a schema version this evtkit cannot read.
+    """
+    raw = (schema.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise TraceFormatError(
+            path, "a Parquet file but not an evtkit trace (no evtkit.trace metadata); "
+            f"its columns are {schema.names[:8]}"
+        )
+    try:
+        meta = json.loads(raw)
+    except ValueError as exc:
+        raise TraceFormatError(path, f"trace metadata is not valid JSON: {exc}") from exc
+    return _check_version(path, meta)
 
 
 def _read_jsonl(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:

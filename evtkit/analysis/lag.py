@@ -55,7 +55,13 @@ def auto_freq(trace: Trace, bins: int = 200) -> pd.Timedelta:
     """A round bin width that cuts the trace's time span into about ``bins`` bins."""
     obs = trace.observations
     span = (obs["ts"].max() - obs["ts"].min()).total_seconds() if len(obs) else 1.0
-    target = max(span / bins, 1e-3)
+    return nice_width(span, bins)
+
+
+def nice_width(span_s: float, bins: int = 200) -> pd.Timedelta:
+    """A round bin width (1, 2 or 5 × a power of ten seconds) that cuts ``span_s`` seconds
+    into about ``bins`` bins."""
+    target = max(span_s / bins, 1e-3)
     exponent = math.floor(math.log10(target))
     for step in _NICE + [10]:
         width = step * 10.0 ** exponent
@@ -66,12 +72,17 @@ def auto_freq(trace: Trace, bins: int = 200) -> pd.Timedelta:
 
 def _grid(trace: Trace, freq: str | pd.Timedelta | None) -> tuple[np.ndarray, int]:
     """Bin end times (ns) covering the whole trace, and the bin width (ns)."""
-    width = pd.Timedelta(freq) if freq is not None else auto_freq(trace)
-    step = int(width.value)
-    if step <= 0:
-        raise ValueError(f"freq must be positive, not {freq!r}")
     ts = trace.observations["ts"].array.asi8
     first, last = (int(ts.min()), int(ts.max())) if len(ts) else (0, 0)
+    return grid(first, last, freq if freq is not None else auto_freq(trace))
+
+
+def grid(first: int, last: int, freq: str | pd.Timedelta) -> tuple[np.ndarray, int]:
+    """Bin end times (ns) covering ``first``..``last`` (ns) in bins of ``freq``, aligned to
+    multiples of it, and the bin width (ns)."""
+    step = int(pd.Timedelta(freq).value)
+    if step <= 0:
+        raise ValueError(f"freq must be positive, not {freq!r}")
     start = first - first % step
     ends = np.arange(start + step, last + 2 * step, step, dtype=np.int64)
     return ends, step

@@ -1,0 +1,151 @@
+"""Engines that run :mod:`evtkit.engine.sql` over trace files: DuckDB (in the process, the
+default) and Apache Spark (a cluster, or ``local[*]``).
+
+Each offers the same two things: a ``raw`` view of the Parquet files (the observation
+columns the analyses read, times as BIGINT nanoseconds, plus the ``file`` each row came
+from) and ``frame(sql, params)`` → a pandas frame. Queries carry ``:name`` parameters,
+bound by the engine, never pasted into the text.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from ..errors import TraceFormatError
+from .sql import COLUMNS, RAW
+
+__all__ = ["DuckDBEngine", "Engine", "SparkEngine"]
+
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+class Engine:
+    """What every engine offers (see the module docstring)."""
+
+    name = "engine"
+
+    def frame(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Run ``sql`` (with ``:name`` parameters) and return the result as pandas."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the engine holds (connections, views)."""
+
+
+class DuckDBEngine(Engine):
+    """DuckDB in this process: all cores, spilling to ``temp_directory`` beyond
+    ``memory_limit`` (DuckDB's default: 80 % of the machine's memory).
+
+    Args:
+        files: Parquet files (local paths or URLs of a registered fsspec filesystem).
+        memory_limit: e.g. ``"2GB"``.
+        temp_directory: where DuckDB spills (default: a private temporary directory).
+        filesystem: an fsspec filesystem for URL paths (``s3://``, ``gs://``, ``memory://``).
+    """
+
+    name = "duckdb"
+
+    def __init__(self, files: list[str], *, memory_limit: str | None = None,
+                 temp_directory: str | None = None, filesystem: Any = None) -> None:
+        import duckdb
+
+        self._spill = None if temp_directory else tempfile.TemporaryDirectory(prefix="evtkit-")
+        config = {"temp_directory": temp_directory or self._spill.name}  # type: ignore[union-attr]
+        if memory_limit:
+            config["memory_limit"] = memory_limit
+        self.con = duckdb.connect(config=config)
+        if filesystem is not None:
+            self.con.register_filesystem(filesystem)
+        self.files = files
+        present = self._columns()
+        select = []
+        for name, sql_type in COLUMNS.items():
+            kind = present.get(name)
+            if kind is None:
+                select.append(f"CAST(NULL AS {_duck(sql_type)}) AS {name}")
+            elif kind.startswith("TIMESTAMP"):
+                select.append(f"epoch_ns({name}) AS {name}")
+            else:
+                select.append(f"CAST({name} AS {_duck(sql_type)}) AS {name}")
+        # A view cannot take parameters: the file names go in as quoted literals.
+        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        self.con.execute(f"CREATE VIEW raw AS SELECT {', '.join(select)}, filename AS file "
+                         f"FROM read_parquet([{listed}], union_by_name = true, filename = true)")
+
+    def _columns(self) -> dict[str, str]:
+        try:
+            rows = self.con.execute("DESCRIBE SELECT * FROM read_parquet($files, "
+                                    "union_by_name = true)", {"files": self.files}).fetchall()
+        except Exception as exc:  # duckdb raises its own IOException / InvalidInputException
+            raise TraceFormatError(self.files[0], f"DuckDB cannot read it: {exc}") from exc
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    def frame(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Run ``sql`` (with ``:name`` parameters) and return the result as pandas."""
+        query = _PARAM.sub(r"$\1", sql.replace(RAW, "raw"))
+        return _pandas(self.con.sql(query, params=dict(params or {})).to_arrow_table())
+
+    def close(self) -> None:
+        """Close the connection and remove the spill directory."""
+        self.con.close()
+        if self._spill is not None:
+            self._spill.cleanup()
+
+
+def _pandas(table: pa.Table) -> pd.DataFrame:
+    """An engine's Arrow result as pandas, integers kept exact where values are missing
+    (nanosecond times do not fit a float)."""
+    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+
+
+def _duck(sql_type: str) -> str:
+    return {"STRING": "VARCHAR", "BINARY": "BLOB", "MAP": "MAP(VARCHAR, VARCHAR)"}.get(
+        sql_type, sql_type)
+
+
+def _spark(sql_type: str) -> str:
+    return {"MAP": "map<string,string>"}.get(sql_type, sql_type.lower())
+
+
+class SparkEngine(Engine):
+    """Spark SQL over the same files through an existing session (a cluster, Databricks,
+    Spark Connect, or ``local[*]``). Parquet's nanosecond timestamps are read as BIGINT
+    (``spark.sql.legacy.parquet.nanosAsLong``), which is what the queries expect.
+
+    Args:
+        files: Parquet paths the cluster can read (``s3a://``, ``abfss://``, ``hdfs://``, local).
+        spark: a ``pyspark.sql.SparkSession``.
+    """
+
+    name = "spark"
+    _views = 0
+
+    def __init__(self, files: list[str], spark: Any) -> None:
+        from pyspark.sql import functions as F  # noqa: N812 - pyspark's convention
+
+        self.spark = spark
+        spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
+        frame = spark.read.option("mergeSchema", "true").parquet(*files)
+        present = set(frame.columns)
+        columns = [F.col(n).cast(_spark(t)) if n in present
+                   else F.lit(None).cast(_spark(t)).alias(n) for n, t in COLUMNS.items()]
+        SparkEngine._views += 1
+        self.view = f"evtkit_raw_{os.getpid()}_{SparkEngine._views}"
+        frame.select(*columns, F.col("_metadata.file_path").alias("file")) \
+            .createOrReplaceTempView(self.view)
+
+    def frame(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Run ``sql`` (with ``:name`` parameters) and return the result as pandas."""
+        result = self.spark.sql(sql.replace(RAW, self.view), args=dict(params or {}))
+        return _pandas(result.toArrow())
+
+    def close(self) -> None:
+        """Drop the view (the session is the caller's)."""
+        self.spark.catalog.dropTempView(self.view)

@@ -1,0 +1,302 @@
+"""The analyses as SQL, written once for every engine.
+
+Each function returns one ``SELECT`` (with ``WITH`` clauses) in the subset of SQL that DuckDB
+and Spark SQL read the same way: ``row_number() OVER``, ``percentile_cont(q) WITHIN GROUP``,
+``CASE``, ``regexp_extract``, window frames, no dialect-only functions. Times are BIGINT
+nanoseconds since the epoch throughout (an engine's ``observations`` view provides them as
+such: Spark cannot read Parquet's nanosecond timestamps as timestamps), durations are
+DOUBLE seconds. The definitions follow :class:`evtkit.trace.Trace` and
+:mod:`evtkit.analysis` row for row; ``tests/test_engine.py`` checks they agree.
+
+The views build on one another::
+
+    raw (engine: the Parquet files, with a ``file`` column)
+      → observations (shards' seq and ref shifted so they follow one another)
+      → messages → events, handled → deliveries
+      → lag_stats, backlog, fanout, flows, summary
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from ..schema import OBSERVATIONS
+
+RAW = "__raw__"
+"""Where the engine's view of the files goes in query text."""
+
+__all__ = ["COLUMNS", "RAW", "TIMES", "backlog", "base", "delivery_stats", "fanout",
+           "fanout_names", "flows", "summary"]
+
+
+def _sql_type(arrow: pa.DataType) -> str:
+    if pa.types.is_timestamp(arrow) or pa.types.is_integer(arrow):
+        return "BIGINT"
+    if pa.types.is_binary(arrow):
+        return "BINARY"
+    if pa.types.is_map(arrow):
+        return "MAP"
+    return {"string": "STRING", "bool": "BOOLEAN", "double": "DOUBLE"}[str(arrow)]
+
+
+COLUMNS = {c.name: _sql_type(c.arrow) for c in OBSERVATIONS.columns}
+"""Observation columns and their SQL types (timestamps as BIGINT ns; ``MAP`` is a map of
+strings). Views keep them all, so a selection can be loaded whole; the analyses read few of
+them and engines prune the rest (payloads stay on disk)."""
+TIMES = tuple(c.name for c in OBSERVATIONS.columns if pa.types.is_timestamp(c.arrow))
+"""The columns that are timestamps in files and BIGINT nanoseconds in the views."""
+
+_SHARD = "part-([A-Za-z0-9_-]+)-[0-9]{6}[.]parquet$"  # no backslash: literals differ
+
+_EVENT_COLUMNS = ("type", "subject", "source", "correlation_id", "causation_id", "trace_id",
+                  "size", "content_type", "mode", "id_synthetic", "replay_of", "event_time")
+
+
+def base() -> str:
+    """The views every analysis starts from: ``observations``, ``events``, ``deliveries``
+    (as ``WITH`` clauses, without the final SELECT)."""
+    plain = ", ".join(f"r.{c}" for c in COLUMNS if c not in ("seq", "ref"))
+    best = ", ".join(f"b.{c}" for c in _EVENT_COLUMNS)
+    return f"""
+WITH shard_rows AS (
+    SELECT *, regexp_extract(file, '{_SHARD}', 1) AS shard FROM {RAW}
+), shard_sizes AS (
+    SELECT shard, max(seq) + 1 AS n FROM shard_rows GROUP BY shard
+), shard_offsets AS (
+    SELECT shard, coalesce(sum(n) OVER (ORDER BY shard ROWS BETWEEN UNBOUNDED PRECEDING
+                                        AND 1 PRECEDING), 0) AS shift
+    FROM shard_sizes
+), observations AS (
+    SELECT r.seq + o.shift AS seq, r.ref + o.shift AS ref, {plain}
+    FROM shard_rows r JOIN shard_offsets o ON r.shard = o.shard
+), messages AS (
+    SELECT * FROM observations WHERE kind IN ('publish', 'receive', 'tap')
+), best AS (
+    SELECT *, row_number() OVER (
+        PARTITION BY event_id
+        ORDER BY CASE kind WHEN 'publish' THEN 0 WHEN 'tap' THEN 1 ELSE 2 END, seq) AS pick
+    FROM messages
+), sightings AS (
+    SELECT event_id, min(ts) AS first_seen,
+           min(CASE WHEN kind = 'publish' THEN ts END) AS published,
+           count(CASE WHEN kind = 'receive' THEN 1 END) AS deliveries
+    FROM messages GROUP BY event_id
+), events AS (
+    SELECT b.event_id, {best},
+           coalesce(s.published, s.first_seen) AS published_at, s.first_seen AS first_seen_at,
+           CASE WHEN b.kind = 'publish' THEN b.observer END AS producer,
+           CASE WHEN b.kind = 'publish' THEN b.consumer END AS emitted_by,
+           CASE WHEN b.kind = 'publish' THEN b.ref END AS emitted_seq,
+           s.deliveries
+    FROM best b JOIN sightings s ON b.event_id = s.event_id
+    WHERE b.pick = 1
+), handled AS (
+    SELECT ref, ts, started_at, outcome, error, ack,
+           row_number() OVER (PARTITION BY ref ORDER BY seq DESC) AS pick
+    FROM observations WHERE kind = 'handled'
+), deliveries AS (
+    SELECT r.event_id, r.consumer, r.queue, r.observer, r.subject, e.type, e.correlation_id,
+           e.published_at, r.ts AS received_at, h.started_at,
+           CASE WHEN h.outcome = 'dropped' THEN NULL ELSE h.ts END AS done_at,
+           coalesce(h.outcome, 'pending') AS outcome, h.error, r.delivery_count, h.ack, r.seq,
+           CAST(h.started_at - e.published_at AS DOUBLE) / 1e9 AS queue_s,
+           CAST(CASE WHEN h.outcome = 'dropped' THEN NULL ELSE h.ts END - h.started_at
+                AS DOUBLE) / 1e9 AS processing_s
+    FROM observations r
+    LEFT JOIN handled h ON h.ref = r.seq AND h.pick = 1
+    LEFT JOIN events e ON e.event_id = r.event_id
+    WHERE r.kind = 'receive'
+)"""
+
+
+def summary() -> str:
+    """Counts and the time span: one row (``observations, events, deliveries, first_ns,
+    last_ns``, handled outcomes)."""
+    return base() + """
+SELECT (SELECT count(*) FROM observations) AS observations,
+       (SELECT count(*) FROM events) AS events,
+       (SELECT count(*) FROM deliveries) AS deliveries,
+       (SELECT count(CASE WHEN outcome = 'error' THEN 1 END) FROM deliveries) AS errors,
+       (SELECT count(CASE WHEN outcome = 'dropped' THEN 1 END) FROM deliveries) AS dropped,
+       (SELECT count(CASE WHEN outcome = 'pending' THEN 1 END) FROM deliveries) AS pending,
+       (SELECT min(ts) FROM observations) AS first_ns,
+       (SELECT max(ts) FROM observations) AS last_ns
+"""
+
+
+def _percentiles(column: str, qs: tuple[float, ...], prefix: str) -> str:
+    return ", ".join(
+        f"percentile_cont({q}) WITHIN GROUP (ORDER BY {column}) AS {prefix}_p{round(q * 100)}_s"
+        for q in qs)
+
+
+def delivery_stats() -> str:
+    """Per consumer and queue group (as :func:`evtkit.analysis.lag.lag` counts them):
+    deliveries, queue-time and processing percentiles (linear interpolation), errors and
+    drops."""
+    return base() + f"""
+SELECT consumer, coalesce(queue, '') AS queue, count(*) AS deliveries,
+       {_percentiles("queue_s", (0.5, 0.95, 0.99), "queue")},
+       max(queue_s) AS queue_max_s,
+       {_percentiles("processing_s", (0.5, 0.95), "processing")},
+       count(CASE WHEN outcome = 'error' THEN 1 END) AS errors,
+       count(CASE WHEN outcome = 'dropped' THEN 1 END) AS dropped
+FROM deliveries
+WHERE consumer IS NOT NULL
+GROUP BY consumer, coalesce(queue, '')
+ORDER BY consumer, queue
+"""
+
+
+def backlog(start: int, step: int, bins: int) -> str:
+    """Per consumer and bin ``j`` (ending at ``start + (j + 1) * step`` ns, ``bins`` of
+    them): backlog and the oldest waiting message's age at the bin end, and counts of
+    arrivals, receives, handled, errors and missed in the bin — as
+    :func:`evtkit.analysis.lag.backlog` defines them.
+
+    A delivery waits from its publish until its handler finished (or it was dropped); it
+    counts at every bin end in between. Exact integer bin arithmetic on offsets from
+    ``start`` (so doubles hold them without loss)."""
+    first_end = f"CAST(ceil(CAST(t - {start} AS DOUBLE) / {step}) AS BIGINT) - 1"
+    slot = f"CAST(floor(CAST(t - {start} AS DOUBLE) / {step}) AS BIGINT)"
+
+    def end_slot(expr: str) -> str:  # first bin whose end is at or after expr (or `bins`)
+        return (f"CASE WHEN {expr} IS NULL THEN {bins} ELSE least({bins}, greatest(0, "
+                f"{first_end.replace('t -', f'{expr} -')})) END")
+
+    def in_bin(expr: str) -> str:  # the bin an instant falls in, NULL outside the grid
+        s = slot.replace("t -", f"{expr} -")
+        return f"CASE WHEN {expr} >= {start} AND {s} < {bins} THEN {s} END"
+
+    return base() + f"""
+, spans AS (
+    SELECT consumer, event_id, subject,
+           coalesce(published_at, received_at) AS pub, received_at, done_at, outcome,
+           CASE WHEN outcome = 'dropped' THEN received_at ELSE done_at END AS finished
+    FROM deliveries WHERE consumer IS NOT NULL
+), consumers AS (
+    SELECT consumer, min(pub) AS since FROM spans GROUP BY consumer
+), grid AS (
+    SELECT c.consumer, s.j
+    FROM consumers c CROSS JOIN range({bins}) AS s(j)
+), marks AS (
+    SELECT consumer, {end_slot("pub")} AS j, 1 AS began, 0 AS ended, pub AS oldest,
+           CAST(NULL AS BIGINT) AS arrived
+    FROM spans
+    UNION ALL
+    SELECT consumer, {end_slot("finished")} AS j, 0, 1, CAST(NULL AS BIGINT), pub FROM spans
+), ends AS (
+    SELECT consumer, j, sum(began) AS began, sum(ended) AS ended,
+           min(arrived) AS oldest_pub
+    FROM marks GROUP BY consumer, j
+), expected AS (
+    SELECT DISTINCT s.consumer, e.event_id, e.published_at
+    FROM (SELECT DISTINCT consumer, subject FROM spans) s
+    JOIN events e ON e.subject = s.subject
+    JOIN consumers c ON c.consumer = s.consumer AND e.published_at >= c.since
+), counted AS (
+    SELECT consumer, j, sum(arrivals) AS arrivals, sum(received) AS received,
+           sum(handled) AS handled, sum(errors) AS errors, sum(missed) AS missed
+    FROM (
+        SELECT consumer, {in_bin("received_at")} AS j, 0 AS arrivals, 1 AS received,
+               0 AS handled, 0 AS errors, 0 AS missed
+        FROM spans
+        UNION ALL
+        SELECT consumer, {in_bin("done_at")}, 0, 0,
+               CASE WHEN outcome <> 'dropped' THEN 1 ELSE 0 END,
+               CASE WHEN outcome = 'error' THEN 1 ELSE 0 END, 0
+        FROM spans WHERE done_at IS NOT NULL
+        UNION ALL
+        SELECT x.consumer, {in_bin("x.published_at")}, 1, 0, 0, 0,
+               CASE WHEN d.event_id IS NULL THEN 1 ELSE 0 END
+        FROM expected x
+        LEFT JOIN (SELECT DISTINCT consumer, event_id FROM spans) d
+               ON d.consumer = x.consumer AND d.event_id = x.event_id
+    ) parts
+    WHERE j IS NOT NULL
+    GROUP BY consumer, j
+), running AS (
+    SELECT g.consumer, g.j,
+           sum(coalesce(e.began, 0) - coalesce(e.ended, 0)) OVER (
+               PARTITION BY g.consumer ORDER BY g.j
+               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS backlog,
+           min(e.oldest_pub) OVER (
+               PARTITION BY g.consumer ORDER BY g.j
+               ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS oldest_pub
+    FROM (SELECT consumer, j FROM grid
+          UNION ALL SELECT consumer, {bins} FROM consumers) g
+    LEFT JOIN ends e ON e.consumer = g.consumer AND e.j = g.j
+)
+SELECT r.consumer, r.j, r.backlog,
+       CASE WHEN r.oldest_pub <= {start} + (r.j + 1) * {step}
+            THEN CAST({start} + (r.j + 1) * {step} - r.oldest_pub AS DOUBLE) / 1e9
+            ELSE 0.0 END AS oldest_s,
+       coalesce(c.arrivals, 0) AS arrivals, coalesce(c.received, 0) AS received,
+       coalesce(c.handled, 0) AS handled, coalesce(c.errors, 0) AS errors,
+       coalesce(c.missed, 0) AS missed
+FROM running r
+LEFT JOIN counted c ON c.consumer = r.consumer AND c.j = r.j
+WHERE r.j < {bins}
+ORDER BY r.consumer, r.j
+"""
+
+
+def _fanout_views() -> str:
+    return base() + """
+, kinds AS (
+    SELECT event_id, coalesce(subject, '?') AS subject, coalesce(type, '?') AS type
+    FROM events
+), names AS (
+    SELECT DISTINCT k.subject, k.type, d.consumer AS name
+    FROM deliveries d JOIN kinds k ON k.event_id = d.event_id
+), emitted AS (
+    SELECT DISTINCT p.subject, p.type, c.type AS name
+    FROM events e JOIN kinds p ON p.event_id = e.causation_id
+    JOIN kinds c ON c.event_id = e.event_id
+)"""
+
+
+def fanout() -> str:
+    """Per subject and type: events, deliveries and distinct consumers, most events first."""
+    return _fanout_views() + """
+, counts AS (
+    SELECT subject, type, count(*) AS events FROM kinds GROUP BY subject, type
+), reached AS (
+    SELECT k.subject, k.type, count(*) AS deliveries, count(DISTINCT d.consumer) AS consumers
+    FROM deliveries d JOIN kinds k ON k.event_id = d.event_id
+    GROUP BY k.subject, k.type
+)
+SELECT c.subject, c.type, c.events, coalesce(r.deliveries, 0) AS deliveries,
+       coalesce(r.consumers, 0) AS consumers
+FROM counts c LEFT JOIN reached r ON r.subject = c.subject AND r.type = c.type
+ORDER BY c.events DESC, c.subject
+"""
+
+
+def fanout_names(which: str) -> str:
+    """``subject, type, name`` rows: the consumers (``which="consumers"``) of each subject
+    and type, or the types their handlers emitted (``"emitted"``, explicit causes), to be
+    joined into lists (string aggregation is not portable)."""
+    view = {"consumers": "names", "emitted": "emitted"}[which]
+    return _fanout_views() + f"\nSELECT subject, type, name FROM {view}"
+
+
+def flows() -> str:
+    """Per flow (``correlation_id``): events, deliveries, distinct consumers, errors, when
+    it started (first publish) and ended (the last handler finished, or the last publish if
+    later)."""
+    return base() + """
+, ends AS (
+    SELECT correlation_id, max(coalesce(done_at, started_at, received_at)) AS last_done,
+           count(*) AS deliveries, count(DISTINCT consumer) AS consumers,
+           count(CASE WHEN outcome = 'error' THEN 1 END) AS errors
+    FROM deliveries GROUP BY correlation_id
+)
+SELECT e.correlation_id, count(*) AS events, min(e.published_at) AS started_ns,
+       greatest(max(e.published_at), coalesce(max(x.last_done), max(e.published_at)))
+           AS ended_ns,
+       coalesce(max(x.deliveries), 0) AS deliveries, coalesce(max(x.consumers), 0) AS consumers,
+       coalesce(max(x.errors), 0) AS errors
+FROM events e LEFT JOIN ends x ON x.correlation_id = e.correlation_id
+GROUP BY e.correlation_id
+"""
