@@ -29,6 +29,7 @@ from .capture.telemetry import TELEMETRY_SUBJECT, Collector, TelemetrySender
 from .engine import Dataset, open
 from .errors import (
     ConnectError,
+    EngineError,
     EvtkitError,
     JetStreamError,
     PayloadTooLargeError,
@@ -66,6 +67,7 @@ __all__ = [
     "Dataset",
     "EmbeddedCluster",
     "EmbeddedServer",
+    "EngineError",
     "Event",
     "EvtkitError",
     "JetStreamError",

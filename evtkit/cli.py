@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -98,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="print a trace file's summary")
     info.add_argument("path", help="trace file (.parquet file or directory, .jsonl)")
+    _engine_options(info)
 
     demo = sub.add_parser("demo", help="run the demo shop and save its trace")
     length = demo.add_mutually_exclusive_group()
@@ -289,10 +292,49 @@ async def _replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=("auto", "memory", "duckdb", "spark"),
+                        default="auto",
+                        help="memory: load it (full diagnosis); duckdb: analyse it on disk; "
+                             "spark: on Spark (SparkSession.builder, e.g. SPARK_REMOTE); "
+                             "auto (default): memory if it fits --memory-budget, else duckdb")
+    parser.add_argument("--memory-budget", type=_size, default=None, metavar="SIZE",
+                        help="what the in-memory path may use, e.g. 4GB (default: half of "
+                             "this machine's memory); DuckDB spills to disk past it")
+
+
+def _size(text: str) -> int:
+    """``4GB`` / ``512MB`` / ``1.5GiB`` → bytes."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(i?B)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4GB, 512MB)")
+    power = "KMGT".find(match[2].upper()) + 1 if match[2] else 0
+    return int(float(match[1]) * 1024**power)
+
+
+def _machine_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def _info(args: argparse.Namespace) -> int:
+    from .engine import dataset
     from .store import load
 
-    print(load(args.path).describe())
+    budget = args.memory_budget or _machine_memory() // 2
+    engine = dataset.choose_engine(args.path, budget) if args.engine == "auto" else args.engine
+    if engine == "memory":
+        print(load(args.path).describe())
+        return EXIT_OK
+    session = None
+    if engine == "spark":
+        from pyspark.sql import SparkSession
+
+        session = SparkSession.builder.appName("evtkit").getOrCreate()
+    # DuckDB needs some room of its own however small the budget; it spills past it.
+    limit = max(budget, 256 * 1024**2)
+    with dataset.open(args.path, engine, spark=session, memory_limit=f"{limit // 1024**2}MB") \
+            as ds:
+        print(ds.describe())
     return EXIT_OK
 
 

@@ -26,6 +26,7 @@ import os
 
 __all__ = [
     "ConnectError",
+    "EngineError",
     "EvtkitError",
     "JetStreamError",
     "PayloadTooLargeError",
@@ -124,3 +125,8 @@ class TraceFormatError(EvtkitError, ValueError):
         super().__init__(f"{os.fspath(path)}: {problem}")
         self.path = os.fspath(path)
         self.problem = problem
+
+
+class EngineError(EvtkitError, RuntimeError):
+    """An engine (DuckDB, Spark) could not run an analysis: out of its memory budget and
+    spill space, or it failed on the files."""

@@ -46,8 +46,8 @@ from .observation import MESSAGE_KINDS, build_observations
 from .schema import KINDS, OBSERVATIONS, SCHEMA_VERSION, to_frame, to_table, with_missing
 from .trace import Trace
 
-__all__ = ["SegmentWriter", "check_shard", "load", "merge_metadata", "save", "trace_format",
-           "trace_metadata"]
+__all__ = ["SegmentWriter", "check_shard", "load", "merge_metadata", "save", "shard_of",
+           "trace_format", "trace_metadata"]
 
 META_KEY = b"evtkit.trace"
 PART_GLOB = "part-*.parquet"
@@ -66,8 +66,9 @@ def check_shard(name: str) -> str:
     return name
 
 
-def _shard_of(part: Path) -> str | None:
-    match = _PART.match(part.name)
+def shard_of(part: str | os.PathLike[str]) -> str | None:
+    """The shard a part file belongs to (``part-NAME-000000.parquet`` → ``NAME``), or None."""
+    match = _PART.match(os.path.basename(part))
     return match["shard"] if match else None
 _BYTES_COLUMNS = ("payload", "header_block")
 _TIME_COLUMNS = tuple(c.name for c in OBSERVATIONS.columns
@@ -206,7 +207,7 @@ class SegmentWriter:
                 raise FileExistsError(f"{self.path} exists and is a file; choose another name")
             self.path.mkdir(parents=True, exist_ok=True)
             for old in self.path.glob(PART_GLOB):
-                if shard is None or _shard_of(old) == shard:
+                if shard is None or shard_of(old) == shard:
                     old.unlink()
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -284,7 +285,7 @@ def _read_parts(target: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise TraceFormatError(target, "a directory without trace parts (part-*.parquet)")
     shards: dict[str | None, list[Path]] = {}
     for part in parts:
-        shards.setdefault(_shard_of(part), []).append(part)
+        shards.setdefault(shard_of(part), []).append(part)
     frames, metas, offset = [], [], 0
     for _, files in sorted(shards.items(), key=lambda item: item[0] or ""):
         loaded = [_read_parquet(p) for p in files]
@@ -305,7 +306,7 @@ def merge_metadata(parts: Sequence[str], metas: Sequence[dict[str, Any]]) -> dic
     all are, and their drops add up."""
     last: dict[str | None, dict[str, Any]] = {}
     for part, meta in zip(parts, metas, strict=True):
-        last[_shard_of(Path(part))] = meta
+        last[shard_of(Path(part))] = meta
     shards = [last[k] for k in sorted(last, key=lambda k: k or "")]
     meta = {**shards[-1], "parts": len(parts)}
     meta.pop("part", None)

@@ -180,3 +180,37 @@ def test_refusals_are_clear(tmp_path):
         ek.open(ROOT / "data" / "shop-incident.parquet", engine="pandas")
     with pytest.raises(ValueError, match="needs spark="):
         ek.open(ROOT / "data" / "shop-incident.parquet", engine="spark")
+
+
+def test_cli_info_on_disk_states_the_engines_numbers(capsys):
+    from evtkit.cli import main
+
+    path = ROOT / "data" / "shop-incident.parquet"
+    assert main(["info", str(path), "--engine", "duckdb"]) == 0
+    out = capsys.readouterr().out
+    lag = ek.load(path).lag().set_index("consumer")
+    assert "duckdb (the trace stays on disk)" in out
+    billing = next(line for line in out.splitlines() if line.strip().startswith("billing"))
+    assert f"{lag.loc['billing', 'errors']} errors" in billing
+    assert f"{lag.loc['billing', 'deliveries']} deliveries" in billing
+    # the consumer that waited longest comes first
+    first = out.split("consumers (by oldest wait)\n")[1].split()[0]
+    assert first == lag["oldest_max_s"].idxmax()
+
+
+def test_cli_info_chooses_the_engine_by_the_memory_budget(capsys):
+    from evtkit.cli import main
+
+    path = str(ROOT / "data" / "shop-incident.parquet")
+    rows = len(ek.load(path).observations)
+    assert ek.engine.choose_engine(path, rows * ek.engine.BYTES_PER_ROW) == "memory"
+    assert ek.engine.choose_engine(path, rows * ek.engine.BYTES_PER_ROW - 1) == "duckdb"
+    assert main(["info", path, "--memory-budget", "1GB"]) == 0
+    assert capsys.readouterr().out.startswith("verdict")  # loaded: the full diagnosis
+    assert main(["info", path, "--memory-budget", "2MB"]) == 0
+    assert "stays on disk" in capsys.readouterr().out
+    with pytest.raises(ek.EngineError, match="ran out of its memory budget"), \
+            ek.open(path, memory_limit="1MB") as ds:
+        ds.summary()
+    with pytest.raises(SystemExit):
+        main(["info", path, "--memory-budget", "lots"])

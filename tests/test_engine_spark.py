@@ -59,3 +59,17 @@ def test_spark_loads_one_flow_as_a_trace(spark, path):
     with ek.open(path, engine="spark", spark=spark) as sp:
         pd.testing.assert_frame_equal(sp.critical_path(flow), trace.critical_path(flow))
         assert sp.trace(correlation_id="x' OR '1'='1").observations.empty
+
+
+def test_spark_joins_shards_as_duckdb_does(spark, tmp_path):
+    from evtkit.store import SegmentWriter
+    from tests.test_engine import _rows
+
+    path = tmp_path / "sharded.parquet"
+    for shard, consumer in (("a", "alpha"), ("b", "beta")):
+        writer = SegmentWriter(path, {"shard": shard}, shard=shard)
+        writer.write(0, _rows(30, consumer, 1_700_000_000_000_000_000, 0))
+        writer.close()
+    with ek.open(path) as duck, ek.open(path, engine="spark", spark=spark) as sp:
+        assert sp.summary() == duck.summary() and sp.summary()["pending"] == 0
+        pd.testing.assert_frame_equal(sp.lag("10ms"), duck.lag("10ms"))

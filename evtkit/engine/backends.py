@@ -18,8 +18,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from ..errors import TraceFormatError
-from .sql import COLUMNS, RAW
+from ..errors import EngineError, TraceFormatError
+from .sql import COLUMNS, views
 
 __all__ = ["DuckDBEngine", "Engine", "SparkEngine"]
 
@@ -30,6 +30,34 @@ class Engine:
     """What every engine offers (see the module docstring)."""
 
     name = "engine"
+    shifts: dict[str, int]
+    """File name → how far its ``seq`` moves (shards); empty for one shard."""
+    names: dict[str, str]
+    """View name in :mod:`evtkit.engine.sql` → the engine's name for it."""
+
+    def prepare(self) -> None:
+        """Define the views of :func:`evtkit.engine.sql.views` once: ``observations`` over
+        the files, ``events`` and ``deliveries`` kept (computed once, read by every
+        analysis)."""
+        if "deliveries" in self.names:
+            return
+        if self.shifts:
+            self._shifts()
+        for name, select in views(sharded=bool(self.shifts)).items():
+            self._define(name, self.text(select), keep=name != "observations")
+
+    def text(self, sql: str) -> str:
+        """``sql`` with every ``__view__`` replaced by the engine's name for it."""
+        for name, actual in self.names.items():
+            sql = sql.replace(f"__{name}__", actual)
+        return sql
+
+    def _define(self, name: str, select: str, *, keep: bool) -> None:
+        raise NotImplementedError
+
+    def _shifts(self) -> None:
+        """Define ``shifts`` (``file, shift``) from :attr:`shifts`."""
+        raise NotImplementedError
 
     def frame(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Run ``sql`` (with ``:name`` parameters) and return the result as pandas."""
@@ -52,15 +80,19 @@ class DuckDBEngine(Engine):
 
     name = "duckdb"
 
-    def __init__(self, files: list[str], *, memory_limit: str | None = None,
-                 temp_directory: str | None = None, filesystem: Any = None) -> None:
+    def __init__(self, files: list[str], shifts: dict[str, int], *,
+                 memory_limit: str | None = None, temp_directory: str | None = None,
+                 filesystem: Any = None) -> None:
         import duckdb
 
+        self.shifts = shifts
         self._spill = None if temp_directory else tempfile.TemporaryDirectory(prefix="evtkit-")
         config = {"temp_directory": temp_directory or self._spill.name}  # type: ignore[union-attr]
         if memory_limit:
             config["memory_limit"] = memory_limit
+        self.memory_limit = memory_limit or "DuckDB's default, 80% of memory"
         self.con = duckdb.connect(config=config)
+        self.names = {"raw": "raw"}
         if filesystem is not None:
             self.con.register_filesystem(filesystem)
         self.files = files
@@ -76,7 +108,8 @@ class DuckDBEngine(Engine):
                 select.append(f"CAST({name} AS {_duck(sql_type)}) AS {name}")
         # A view cannot take parameters: the file names go in as quoted literals.
         listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-        self.con.execute(f"CREATE VIEW raw AS SELECT {', '.join(select)}, filename AS file "
+        self.con.execute(f"CREATE VIEW raw AS SELECT {', '.join(select)}, "
+                         "parse_filename(filename) AS file "
                          f"FROM read_parquet([{listed}], union_by_name = true, filename = true)")
 
     def _columns(self) -> dict[str, str]:
@@ -87,10 +120,29 @@ class DuckDBEngine(Engine):
             raise TraceFormatError(self.files[0], f"DuckDB cannot read it: {exc}") from exc
         return {str(r[0]): str(r[1]) for r in rows}
 
+    def _define(self, name: str, select: str, *, keep: bool) -> None:
+        what = "TEMP TABLE" if keep else "TEMP VIEW"
+        self.con.execute(f"CREATE {what} {name} AS {select}")
+        self.names[name] = name
+
+    def _shifts(self) -> None:
+        self.con.execute("CREATE TEMP TABLE shifts (file VARCHAR, shift BIGINT)")
+        self.con.executemany("INSERT INTO shifts VALUES (?, ?)", list(self.shifts.items()))
+        self.names["shifts"] = "shifts"
+
     def frame(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Run ``sql`` (with ``:name`` parameters) and return the result as pandas."""
-        query = _PARAM.sub(r"$\1", sql.replace(RAW, "raw"))
-        return _pandas(self.con.sql(query, params=dict(params or {})).to_arrow_table())
+        import duckdb
+
+        try:
+            self.prepare()
+            query = _PARAM.sub(r"$\1", self.text(sql))
+            return _pandas(self.con.sql(query, params=dict(params or {})).to_arrow_table())
+        except duckdb.OutOfMemoryException as exc:
+            raise EngineError(f"DuckDB ran out of its memory budget ({self.memory_limit}) "
+                              "and could not spill enough to disk: give it more "
+                              f"(memory_limit=, --memory-budget): {exc}".splitlines()[0]
+                              ) from exc
 
     def close(self) -> None:
         """Close the connection and remove the spill directory."""
@@ -127,25 +179,40 @@ class SparkEngine(Engine):
     name = "spark"
     _views = 0
 
-    def __init__(self, files: list[str], spark: Any) -> None:
+    def __init__(self, files: list[str], shifts: dict[str, int], spark: Any) -> None:
         from pyspark.sql import functions as F  # noqa: N812 - pyspark's convention
 
         self.spark = spark
+        self.shifts = shifts
         spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
         frame = spark.read.option("mergeSchema", "true").parquet(*files)
         present = set(frame.columns)
         columns = [F.col(n).cast(_spark(t)) if n in present
                    else F.lit(None).cast(_spark(t)).alias(n) for n, t in COLUMNS.items()]
         SparkEngine._views += 1
-        self.view = f"evtkit_raw_{os.getpid()}_{SparkEngine._views}"
-        frame.select(*columns, F.col("_metadata.file_path").alias("file")) \
-            .createOrReplaceTempView(self.view)
+        self.prefix = f"evtkit_{os.getpid()}_{SparkEngine._views}_"
+        self.names = {"raw": f"{self.prefix}raw"}
+        frame.select(*columns, F.col("_metadata.file_name").alias("file")) \
+            .createOrReplaceTempView(self.names["raw"])
+
+    def _define(self, name: str, select: str, *, keep: bool) -> None:
+        self.names[name] = f"{self.prefix}{name}"
+        self.spark.sql(select).createOrReplaceTempView(self.names[name])
+        if keep:
+            self.spark.catalog.cacheTable(self.names[name])
+
+    def _shifts(self) -> None:
+        self.names["shifts"] = f"{self.prefix}shifts"
+        self.spark.createDataFrame(list(self.shifts.items()), "file string, shift bigint") \
+            .createOrReplaceTempView(self.names["shifts"])
 
     def frame(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Run ``sql`` (with ``:name`` parameters) and return the result as pandas."""
-        result = self.spark.sql(sql.replace(RAW, self.view), args=dict(params or {}))
+        self.prepare()
+        result = self.spark.sql(self.text(sql), args=dict(params or {}))
         return _pandas(result.toArrow())
 
     def close(self) -> None:
-        """Drop the view (the session is the caller's)."""
-        self.spark.catalog.dropTempView(self.view)
+        """Drop the views (the session is the caller's)."""
+        for name in self.names.values():
+            self.spark.catalog.dropTempView(name)

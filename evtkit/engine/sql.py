@@ -23,10 +23,10 @@ import pyarrow as pa
 from ..schema import OBSERVATIONS
 
 RAW = "__raw__"
-"""Where the engine's view of the files goes in query text."""
+"""The engine's view of the files, in query text (``__name__`` names a view)."""
 
-__all__ = ["COLUMNS", "RAW", "TIMES", "backlog", "base", "delivery_stats", "fanout",
-           "fanout_names", "flows", "summary"]
+__all__ = ["COLUMNS", "RAW", "TIMES", "backlog", "delivery_stats", "fanout",
+           "fanout_names", "flows", "summary", "views"]
 
 
 def _sql_type(arrow: pa.DataType) -> str:
@@ -46,81 +46,80 @@ them and engines prune the rest (payloads stay on disk)."""
 TIMES = tuple(c.name for c in OBSERVATIONS.columns if pa.types.is_timestamp(c.arrow))
 """The columns that are timestamps in files and BIGINT nanoseconds in the views."""
 
-_SHARD = "part-([A-Za-z0-9_-]+)-[0-9]{6}[.]parquet$"  # no backslash: literals differ
 
 _EVENT_COLUMNS = ("type", "subject", "source", "correlation_id", "causation_id", "trace_id",
                   "size", "content_type", "mode", "id_synthetic", "replay_of", "event_time")
 
 
-def base() -> str:
-    """The views every analysis starts from: ``observations``, ``events``, ``deliveries``
-    (as ``WITH`` clauses, without the final SELECT)."""
+def views(sharded: bool = False) -> dict[str, str]:
+    """The views every analysis starts from, in order: ``observations`` (over the files),
+    ``events`` and ``deliveries`` — name → ``SELECT``. Engines keep the last two (DuckDB as
+    temporary tables, Spark cached), so each analysis reads them instead of the files.
+
+    In the text, ``__name__`` stands for the engine's name of view ``name``."""
     plain = ", ".join(f"r.{c}" for c in COLUMNS if c not in ("seq", "ref"))
-    best = ", ".join(f"b.{c}" for c in _EVENT_COLUMNS)
-    return f"""
-WITH shard_rows AS (
-    SELECT *, regexp_extract(file, '{_SHARD}', 1) AS shard FROM {RAW}
-), shard_sizes AS (
-    SELECT shard, max(seq) + 1 AS n FROM shard_rows GROUP BY shard
-), shard_offsets AS (
-    SELECT shard, coalesce(sum(n) OVER (ORDER BY shard ROWS BETWEEN UNBOUNDED PRECEDING
-                                        AND 1 PRECEDING), 0) AS shift
-    FROM shard_sizes
-), observations AS (
-    SELECT r.seq + o.shift AS seq, r.ref + o.shift AS ref, {plain}
-    FROM shard_rows r JOIN shard_offsets o ON r.shard = o.shard
-), messages AS (
-    SELECT * FROM observations WHERE kind IN ('publish', 'receive', 'tap')
-), best AS (
-    SELECT *, row_number() OVER (
-        PARTITION BY event_id
-        ORDER BY CASE kind WHEN 'publish' THEN 0 WHEN 'tap' THEN 1 ELSE 2 END, seq) AS pick
-    FROM messages
+    best = ", ".join(f"m.{c}" for c in _EVENT_COLUMNS)
+    # The row that describes an event best: its publish, else a tap, else a receive; then
+    # the first of them. As one number, so an aggregate finds it without sorting.
+    rank = ("CASE kind WHEN 'publish' THEN 0 WHEN 'tap' THEN 1 ELSE 2 END "
+            "* 1000000000000000000 + seq")
+    return {
+        # Shards number their rows on their own: each file's rows are shifted past the
+        # shards before it (``__shifts__``: file, shift — a few rows, from the footers).
+        "observations": f"""
+SELECT r.seq + coalesce(s.shift, 0) AS seq, r.ref + coalesce(s.shift, 0) AS ref, {plain}
+FROM {RAW} r LEFT JOIN __shifts__ s ON s.file = r.file""" if sharded else f"""
+SELECT r.seq, r.ref, {plain} FROM {RAW} r""",
+        "events": f"""
+WITH messages AS (
+    SELECT *, {rank} AS rank FROM __observations__
+    WHERE kind IN ('publish', 'receive', 'tap')
 ), sightings AS (
-    SELECT event_id, min(ts) AS first_seen,
+    SELECT event_id, min(rank) AS best, min(ts) AS first_seen,
            min(CASE WHEN kind = 'publish' THEN ts END) AS published,
            count(CASE WHEN kind = 'receive' THEN 1 END) AS deliveries
     FROM messages GROUP BY event_id
-), events AS (
-    SELECT b.event_id, {best},
-           coalesce(s.published, s.first_seen) AS published_at, s.first_seen AS first_seen_at,
-           CASE WHEN b.kind = 'publish' THEN b.observer END AS producer,
-           CASE WHEN b.kind = 'publish' THEN b.consumer END AS emitted_by,
-           CASE WHEN b.kind = 'publish' THEN b.ref END AS emitted_seq,
-           s.deliveries
-    FROM best b JOIN sightings s ON b.event_id = s.event_id
-    WHERE b.pick = 1
+)
+SELECT m.event_id, {best},
+       coalesce(s.published, s.first_seen) AS published_at, s.first_seen AS first_seen_at,
+       CASE WHEN m.kind = 'publish' THEN m.observer END AS producer,
+       CASE WHEN m.kind = 'publish' THEN m.consumer END AS emitted_by,
+       CASE WHEN m.kind = 'publish' THEN m.ref END AS emitted_seq,
+       s.deliveries
+FROM messages m JOIN sightings s ON m.event_id = s.event_id AND m.rank = s.best""",
+        "deliveries": """
+WITH last_handled AS (
+    SELECT ref, max(seq) AS seq FROM __observations__ WHERE kind = 'handled' GROUP BY ref
 ), handled AS (
-    SELECT ref, ts, started_at, outcome, error, ack,
-           row_number() OVER (PARTITION BY ref ORDER BY seq DESC) AS pick
-    FROM observations WHERE kind = 'handled'
-), deliveries AS (
-    SELECT r.event_id, r.consumer, r.queue, r.observer, r.subject, e.type, e.correlation_id,
-           e.published_at, r.ts AS received_at, h.started_at,
-           CASE WHEN h.outcome = 'dropped' THEN NULL ELSE h.ts END AS done_at,
-           coalesce(h.outcome, 'pending') AS outcome, h.error, r.delivery_count, h.ack, r.seq,
-           CAST(h.started_at - e.published_at AS DOUBLE) / 1e9 AS queue_s,
-           CAST(CASE WHEN h.outcome = 'dropped' THEN NULL ELSE h.ts END - h.started_at
-                AS DOUBLE) / 1e9 AS processing_s
-    FROM observations r
-    LEFT JOIN handled h ON h.ref = r.seq AND h.pick = 1
-    LEFT JOIN events e ON e.event_id = r.event_id
-    WHERE r.kind = 'receive'
-)"""
+    SELECT h.ref, h.ts, h.started_at, h.outcome, h.error, h.ack
+    FROM __observations__ h JOIN last_handled l ON h.seq = l.seq
+)
+SELECT r.event_id, r.consumer, r.queue, r.observer, r.subject, e.type, e.correlation_id,
+       e.published_at, r.ts AS received_at, h.started_at,
+       CASE WHEN h.outcome = 'dropped' THEN NULL ELSE h.ts END AS done_at,
+       coalesce(h.outcome, 'pending') AS outcome, h.error, r.delivery_count, h.ack, r.seq,
+       CAST(h.started_at - e.published_at AS DOUBLE) / 1e9 AS queue_s,
+       CAST(CASE WHEN h.outcome = 'dropped' THEN NULL ELSE h.ts END - h.started_at
+            AS DOUBLE) / 1e9 AS processing_s
+FROM __observations__ r
+LEFT JOIN handled h ON h.ref = r.seq
+LEFT JOIN __events__ e ON e.event_id = r.event_id
+WHERE r.kind = 'receive'""",
+    }
 
 
 def summary() -> str:
     """Counts and the time span: one row (``observations, events, deliveries, first_ns,
     last_ns``, handled outcomes)."""
-    return base() + """
-SELECT (SELECT count(*) FROM observations) AS observations,
-       (SELECT count(*) FROM events) AS events,
-       (SELECT count(*) FROM deliveries) AS deliveries,
-       (SELECT count(CASE WHEN outcome = 'error' THEN 1 END) FROM deliveries) AS errors,
-       (SELECT count(CASE WHEN outcome = 'dropped' THEN 1 END) FROM deliveries) AS dropped,
-       (SELECT count(CASE WHEN outcome = 'pending' THEN 1 END) FROM deliveries) AS pending,
-       (SELECT min(ts) FROM observations) AS first_ns,
-       (SELECT max(ts) FROM observations) AS last_ns
+    return """
+SELECT (SELECT count(*) FROM __observations__) AS observations,
+       (SELECT count(*) FROM __events__) AS events,
+       (SELECT count(*) FROM __deliveries__) AS deliveries,
+       (SELECT count(CASE WHEN outcome = 'error' THEN 1 END) FROM __deliveries__) AS errors,
+       (SELECT count(CASE WHEN outcome = 'dropped' THEN 1 END) FROM __deliveries__) AS dropped,
+       (SELECT count(CASE WHEN outcome = 'pending' THEN 1 END) FROM __deliveries__) AS pending,
+       (SELECT min(ts) FROM __observations__) AS first_ns,
+       (SELECT max(ts) FROM __observations__) AS last_ns
 """
 
 
@@ -134,14 +133,14 @@ def delivery_stats() -> str:
     """Per consumer and queue group (as :func:`evtkit.analysis.lag.lag` counts them):
     deliveries, queue-time and processing percentiles (linear interpolation), errors and
     drops."""
-    return base() + f"""
+    return f"""
 SELECT consumer, coalesce(queue, '') AS queue, count(*) AS deliveries,
        {_percentiles("queue_s", (0.5, 0.95, 0.99), "queue")},
        max(queue_s) AS queue_max_s,
        {_percentiles("processing_s", (0.5, 0.95), "processing")},
        count(CASE WHEN outcome = 'error' THEN 1 END) AS errors,
        count(CASE WHEN outcome = 'dropped' THEN 1 END) AS dropped
-FROM deliveries
+FROM __deliveries__
 WHERE consumer IS NOT NULL
 GROUP BY consumer, coalesce(queue, '')
 ORDER BY consumer, queue
@@ -168,12 +167,12 @@ def backlog(start: int, step: int, bins: int) -> str:
         s = slot.replace("t -", f"{expr} -")
         return f"CASE WHEN {expr} >= {start} AND {s} < {bins} THEN {s} END"
 
-    return base() + f"""
-, spans AS (
+    return f"""
+WITH spans AS (
     SELECT consumer, event_id, subject,
            coalesce(published_at, received_at) AS pub, received_at, done_at, outcome,
            CASE WHEN outcome = 'dropped' THEN received_at ELSE done_at END AS finished
-    FROM deliveries WHERE consumer IS NOT NULL
+    FROM __deliveries__ WHERE consumer IS NOT NULL
 ), consumers AS (
     SELECT consumer, min(pub) AS since FROM spans GROUP BY consumer
 ), grid AS (
@@ -192,7 +191,7 @@ def backlog(start: int, step: int, bins: int) -> str:
 ), expected AS (
     SELECT DISTINCT s.consumer, e.event_id, e.published_at
     FROM (SELECT DISTINCT consumer, subject FROM spans) s
-    JOIN events e ON e.subject = s.subject
+    JOIN __events__ e ON e.subject = s.subject
     JOIN consumers c ON c.consumer = s.consumer AND e.published_at >= c.since
 ), counted AS (
     SELECT consumer, j, sum(arrivals) AS arrivals, sum(received) AS received,
@@ -242,16 +241,16 @@ ORDER BY r.consumer, r.j
 
 
 def _fanout_views() -> str:
-    return base() + """
-, kinds AS (
+    return """
+WITH kinds AS (
     SELECT event_id, coalesce(subject, '?') AS subject, coalesce(type, '?') AS type
-    FROM events
+    FROM __events__
 ), names AS (
     SELECT DISTINCT k.subject, k.type, d.consumer AS name
-    FROM deliveries d JOIN kinds k ON k.event_id = d.event_id
+    FROM __deliveries__ d JOIN kinds k ON k.event_id = d.event_id
 ), emitted AS (
     SELECT DISTINCT p.subject, p.type, c.type AS name
-    FROM events e JOIN kinds p ON p.event_id = e.causation_id
+    FROM __events__ e JOIN kinds p ON p.event_id = e.causation_id
     JOIN kinds c ON c.event_id = e.event_id
 )"""
 
@@ -263,7 +262,7 @@ def fanout() -> str:
     SELECT subject, type, count(*) AS events FROM kinds GROUP BY subject, type
 ), reached AS (
     SELECT k.subject, k.type, count(*) AS deliveries, count(DISTINCT d.consumer) AS consumers
-    FROM deliveries d JOIN kinds k ON k.event_id = d.event_id
+    FROM __deliveries__ d JOIN kinds k ON k.event_id = d.event_id
     GROUP BY k.subject, k.type
 )
 SELECT c.subject, c.type, c.events, coalesce(r.deliveries, 0) AS deliveries,
@@ -285,18 +284,18 @@ def flows() -> str:
     """Per flow (``correlation_id``): events, deliveries, distinct consumers, errors, when
     it started (first publish) and ended (the last handler finished, or the last publish if
     later)."""
-    return base() + """
-, ends AS (
+    return """
+WITH ends AS (
     SELECT correlation_id, max(coalesce(done_at, started_at, received_at)) AS last_done,
            count(*) AS deliveries, count(DISTINCT consumer) AS consumers,
            count(CASE WHEN outcome = 'error' THEN 1 END) AS errors
-    FROM deliveries GROUP BY correlation_id
+    FROM __deliveries__ GROUP BY correlation_id
 )
 SELECT e.correlation_id, count(*) AS events, min(e.published_at) AS started_ns,
        greatest(max(e.published_at), coalesce(max(x.last_done), max(e.published_at)))
            AS ended_ns,
        coalesce(max(x.deliveries), 0) AS deliveries, coalesce(max(x.consumers), 0) AS consumers,
        coalesce(max(x.errors), 0) AS errors
-FROM events e LEFT JOIN ends x ON x.correlation_id = e.correlation_id
+FROM __events__ e LEFT JOIN ends x ON x.correlation_id = e.correlation_id
 GROUP BY e.correlation_id
 """
