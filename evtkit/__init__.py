@@ -45,6 +45,7 @@ from .errors import (
 from .event import Event, decode_message, parse_traceparent
 from .recording import record
 from .replay import ReplayResult, replay
+from .schema import as_bytes, as_dicts
 from .share.graphs import plot_dag, plot_dependencies, plot_fanout, plot_waterfall
 from .share.notebook import LiveView, export, live
 from .share.plots import plot_backlog, plot_compare, plot_jetstream, plot_latency
@@ -98,6 +99,8 @@ __all__ = [
     "Trace",
     "TraceFormatError",
     "__version__",
+    "as_bytes",
+    "as_dicts",
     "compare",
     "connect",
     "current_event",

@@ -111,10 +111,11 @@ class ParsedBlocks:
     malformed: np.ndarray
 
 
-def parse_blocks(blocks: Sequence[bytes | None], chunk: int = 20_000) -> ParsedBlocks:
+def parse_blocks(blocks: Sequence[bytes | None], chunk: int = 5_000) -> ParsedBlocks:
     """Split many header blocks at once; the values agree with :func:`parse_block`.
 
-    Work goes in chunks of ``chunk`` blocks so the temporary arrays stay small.
+    Work goes in chunks of ``chunk`` blocks so the temporary arrays stay small (and in the
+    CPU's caches: smaller chunks measured faster).
     """
     parts = [_parse_chunk(blocks[i : i + chunk]) for i in range(0, len(blocks), chunk)]
     if not parts:

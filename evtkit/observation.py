@@ -118,8 +118,9 @@ def build_observations(rows: Sequence[tuple[Any, ...]], first_seq: int = 0) -> p
     """
     if not rows:
         return OBSERVATIONS.empty()
-    kind, ts, observer, consumer, queue, subject, reply, payload, block, extra = zip(
-        *rows, strict=True
+    # One pass per field (zip(*rows) is several times slower on a million rows).
+    kind, ts, observer, consumer, queue, subject, reply, payload, block, extra = (
+        [row[i] for row in rows] for i in range(len(ROW_FIELDS))
     )
     n = len(rows)
     kinds = pa.array(kind, pa.string())
@@ -138,7 +139,7 @@ def build_observations(rows: Sequence[tuple[Any, ...]], first_seq: int = 0) -> p
     cols: dict[str, Any] = {
         "seq": pa.array(np.arange(first_seq, first_seq + n, dtype=np.int64)),
         "kind": kinds,
-        "ts": pa.array(np.array(ts, dtype="datetime64[ns]"), _TS),
+        "ts": pa.array(np.fromiter(ts, np.int64, n)).cast(_TS),
         "observer": pa.array(observer, pa.string()),
         "consumer": pa.array(consumer, pa.string()),
         "queue": pa.array(queue, pa.string()),
@@ -187,7 +188,10 @@ def _other_headers(block: Sequence[bytes | None], extra: np.ndarray) -> pa.Array
 
 def _blank_to_null(arr: pa.Array) -> pa.Array:
     """Empty strings mean 'absent' (a malformed attribute never raises, it is dropped)."""
-    return pc.if_else(pc.equal(arr, ""), pa.scalar(None, arr.type), arr)
+    blank = pc.equal(pc.binary_length(arr), 0)
+    if not pc.any(blank).as_py():  # the usual case: nothing to copy
+        return arr
+    return pc.if_else(blank, pa.scalar(None, arr.type), arr)
 
 
 def _text(values: Sequence[bytes | None]) -> pa.Array:

@@ -27,6 +27,7 @@ from ._headers import REPLAY_OF
 from .capture.bus import Bus
 from .capture.envelope import with_header
 from .errors import PublishError
+from .schema import as_bytes
 from .store import load
 from .subject import Remap, matches
 from .trace import Trace
@@ -87,6 +88,8 @@ def _selection(trace: Trace, subject_filter: str | None, limit: int | None) -> p
         events = events[keep].reset_index(drop=True)
     if limit is not None:
         events = events.head(limit)
+    for column in ("payload", "header_block"):  # Python bytes (None if missing) to send
+        events[column] = pd.Series(as_bytes(events[column]), index=events.index, dtype=object)
     return events
 
 

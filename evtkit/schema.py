@@ -16,19 +16,26 @@ Three frames:
     One row per event × consumer delivery, with queue and processing times and outcome.
 
 Timestamps are ``datetime64[ns, UTC]``; durations are float seconds with ``_s`` in the name.
+Text with few distinct values (kinds, names of connections, consumers, subjects, types,
+outcomes...) is ``category`` (categories sorted); ids are ``str``. Bytes stay in Arrow:
+``payload`` and ``header_block`` are ``binary[pyarrow]`` (an element is ``bytes``, a missing
+one ``<NA>``) and ``headers`` is ``map<string, string>[pyarrow]``, so a large trace holds no
+Python object per row; :func:`as_bytes` and :func:`as_dicts` give plain Python values.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["DELIVERIES", "EVENTS", "KINDS", "OBSERVATIONS", "SCHEMA_VERSION", "Column", "Schema"]
+__all__ = ["DELIVERIES", "EVENTS", "KINDS", "OBSERVATIONS", "SCHEMA_VERSION", "Column", "Schema",
+           "as_bytes", "as_dicts"]
 
 SCHEMA_VERSION = 2
 """Version of the observation columns in trace files; bumped when columns change.
@@ -73,8 +80,20 @@ def _float(name: str, doc: str) -> Column:
     return Column(name, pa.float64(), "float64", doc)
 
 
+def _cat(name: str, doc: str, since: int = 1) -> Column:
+    """Text with few distinct values: a categorical (one small code per row)."""
+    return Column(name, pa.string(), pd.CategoricalDtype(), doc, since)
+
+
 def _bytes(name: str, doc: str) -> Column:
-    return Column(name, pa.binary(), "object", doc)
+    return Column(name, pa.binary(), pd.ArrowDtype(pa.binary()), doc)
+
+
+_HEADERS = pa.map_(pa.string(), pa.string())
+
+
+def _headers(doc: str) -> Column:
+    return Column("headers", _HEADERS, pd.ArrowDtype(_HEADERS), doc)
 
 
 class Schema:
@@ -97,7 +116,7 @@ class Schema:
 
     def empty(self) -> pd.DataFrame:
         """A frame with every column and no rows."""
-        return pd.DataFrame({c.name: pd.Series([], dtype=c.pandas) for c in self.columns})
+        return pd.DataFrame({c.name: pd.Series([], dtype=_empty_dtype(c)) for c in self.columns})
 
     def problems(self, frame: pd.DataFrame) -> list[str]:
         """What is wrong with ``frame`` against this schema (empty list: conforms)."""
@@ -125,48 +144,48 @@ OBSERVATIONS = Schema(
     "observations",
     [
         _int("seq", "capture order, unique within a trace"),
-        _str("kind", ", ".join(KINDS[:-1]) + " or " + KINDS[-1]),
+        _cat("kind", ", ".join(KINDS[:-1]) + " or " + KINDS[-1]),
         _ts("ts", "when it was observed (for handled: when the handler finished)"),
-        _str("observer", "name of the NATS connection that observed it"),
-        _str("consumer", "consumer (receive, handled, drop); for publish: whose handler"),
-        _str("queue", "queue group of the consumer, if any"),
-        _str("subject", "NATS subject"),
+        _cat("observer", "name of the NATS connection that observed it"),
+        _cat("consumer", "consumer (receive, handled, drop); for publish: whose handler"),
+        _cat("queue", "queue group of the consumer, if any"),
+        _cat("subject", "NATS subject"),
         _str("reply", "reply subject, if any"),
         _int("size", "payload size in bytes"),
         _bytes("payload", "payload bytes as on the wire"),
         _bytes("header_block", "raw NATS header block as on the wire"),
-        Column("headers", pa.map_(pa.string(), pa.string()), "object",
-               "headers other than the CloudEvents/traceparent ones (dict), or None"),
+        _headers("headers other than the CloudEvents/traceparent ones (a map; "
+                 "as_dicts() gives dicts), or missing"),
         _str("event_id", "CloudEvents id (syn-… when the message had none)"),
-        _str("type", "CloudEvents type"),
-        _str("source", "CloudEvents source: the producing service"),
+        _cat("type", "CloudEvents type"),
+        _cat("source", "CloudEvents source: the producing service"),
         _str("correlation_id", "the flow the event belongs to"),
         _str("causation_id", "id of the event that caused it; empty for a root"),
         _str("trace_id", "W3C trace id from traceparent"),
         _str("parent_id", "W3C parent span id from traceparent"),
         _bool("sampled", "W3C sampled flag from traceparent"),
         _ts("event_time", "CloudEvents time, as the producer stated it"),
-        _str("content_type", "media type of the payload"),
-        _str("mode", "binary, structured or bare (no CloudEvents attributes)"),
+        _cat("content_type", "media type of the payload"),
+        _cat("mode", "binary, structured or bare (no CloudEvents attributes)"),
         _bool("id_synthetic", "True when event_id was made up because none was sent"),
         _str("replay_of", "for a replayed message: the id of the event it replays"),
         _int("malformed", "header lines that could not be parsed"),
         _int("ref", "handled: seq of its receive; publish: seq of the receive being handled"),
         _ts("started_at", "for handled rows: when the handler started"),
-        _str("outcome", "for handled rows: ok, error or dropped"),
-        _str("error", "for handled/error rows: the exception text"),
+        _cat("outcome", "for handled rows: ok, error or dropped"),
+        _cat("error", "for handled/error rows: the exception text"),
         _int("count", "for drop rows: how many messages were lost"),
-        _str("detail", "drop/disconnect/reconnect/error rows: what happened; advisory: "
+        _cat("detail", "drop/disconnect/reconnect/error rows: what happened; advisory: "
              "which (MAX_DELIVERIES, MSG_NAKED, MSG_TERMINATED...); hop: in, eg (egress to "
              "a client), rt, gw, leaf or js"),
-        _str("stream", "JetStream stream (JetStream publish/receive, consumer_info, advisory)",
+        _cat("stream", "JetStream stream (JetStream publish/receive, consumer_info, advisory)",
              2),
         _int("stream_seq", "JetStream stream sequence (publish ack, delivery, advisory; "
              "consumer_info: last delivered)", 2),
         _int("consumer_seq", "JetStream consumer sequence (delivery; consumer_info: last "
              "delivered)", 2),
         _int("delivery_count", "JetStream deliveries of this message so far (1 = first)", 2),
-        _str("ack", "JetStream handled rows: ack, nak or term", 2),
+        _cat("ack", "JetStream handled rows: ack, nak or term", 2),
         _int("pending", "messages the consumer has not been sent yet (consumer_info; "
              "JetStream receive: as stated in the delivery)", 2),
         _int("ack_pending", "consumer_info: sent but not acknowledged", 2),
@@ -174,7 +193,7 @@ OBSERVATIONS = Schema(
         _int("waiting", "consumer_info: pull requests waiting", 2),
         _int("ack_floor", "consumer_info: stream sequence up to which all is acknowledged", 2),
         _ts("last_active", "consumer_info: when the consumer last delivered", 2),
-        _str("server", "nats-server name (hop, consumer_info)", 2),
+        _cat("server", "nats-server name (hop, consumer_info)", 2),
     ],
 )
 
@@ -182,27 +201,27 @@ EVENTS = Schema(
     "events",
     [
         _str("event_id", "CloudEvents id (syn-… when the message had none)"),
-        _str("type", "CloudEvents type"),
-        _str("subject", "NATS subject it was published on"),
-        _str("source", "CloudEvents source: the producing service"),
+        _cat("type", "CloudEvents type"),
+        _cat("subject", "NATS subject it was published on"),
+        _cat("source", "CloudEvents source: the producing service"),
         _str("correlation_id", "the flow the event belongs to"),
         _str("causation_id", "id of the event that caused it; empty for a root"),
         _str("trace_id", "W3C trace id"),
         _ts("published_at", "when it was published (seen by evtkit), else first seen"),
         _ts("first_seen_at", "earliest observation of the event by anyone"),
         _ts("event_time", "CloudEvents time: when the producer says it happened"),
-        _str("producer", "connection that published it, when evtkit saw the publish"),
-        _str("emitted_by", "consumer whose handler published it (evtkit handlers only)"),
+        _cat("producer", "connection that published it, when evtkit saw the publish"),
+        _cat("emitted_by", "consumer whose handler published it (evtkit handlers only)"),
         _int("emitted_seq", "seq of that handler's receive (joins deliveries.seq)"),
         _int("size", "payload size in bytes"),
-        _str("content_type", "media type of the payload"),
-        _str("mode", "binary, structured or bare"),
+        _cat("content_type", "media type of the payload"),
+        _cat("mode", "binary, structured or bare"),
         _bool("id_synthetic", "True when event_id was made up"),
         _str("replay_of", "for a replayed event: the id of the original event"),
         _int("deliveries", "receives by named consumers"),
         _bytes("payload", "payload bytes"),
-        Column("headers", pa.map_(pa.string(), pa.string()), "object",
-               "headers other than the CloudEvents/traceparent ones (dict), or None"),
+        _headers("headers other than the CloudEvents/traceparent ones (a map; "
+                 "as_dicts() gives dicts), or missing"),
     ],
 )
 
@@ -210,11 +229,11 @@ DELIVERIES = Schema(
     "deliveries",
     [
         _str("event_id", "the delivered event"),
-        _str("consumer", "consumer name"),
-        _str("queue", "queue group, if any"),
-        _str("observer", "connection that received it (tells queue-group members apart)"),
-        _str("subject", "subject it arrived on"),
-        _str("type", "event type"),
+        _cat("consumer", "consumer name"),
+        _cat("queue", "queue group, if any"),
+        _cat("observer", "connection that received it (tells queue-group members apart)"),
+        _cat("subject", "subject it arrived on"),
+        _cat("type", "event type"),
         _str("correlation_id", "flow of the event"),
         _ts("published_at", "when the event was published"),
         _ts("received_at", "when the consumer's connection read it from the socket"),
@@ -222,11 +241,11 @@ DELIVERIES = Schema(
         _ts("done_at", "when the handler finished"),
         _float("queue_s", "published → handler start: time waiting (broker and client)"),
         _float("processing_s", "handler start → finish: time working"),
-        _str("outcome", "ok, error, dropped (lost before the handler) or pending"),
-        _str("error", "exception text when the handler failed"),
+        _cat("outcome", "ok, error, dropped (lost before the handler) or pending"),
+        _cat("error", "exception text when the handler failed"),
         _int("delivery_count", "JetStream: which delivery of the message this was (1 = first)",
              2),
-        _str("ack", "JetStream: how the handler settled it: ack, nak or term", 2),
+        _cat("ack", "JetStream: how the handler settled it: ack, nak or term", 2),
         _int("seq", "seq of the receive observation"),
     ],
 )
@@ -242,8 +261,13 @@ def utc(ns: np.ndarray) -> pd.Series:
 def positions(values: pd.Series | pd.Index, keys: pd.Series | pd.Index) -> np.ndarray:
     """Where each of ``values`` is in ``keys`` (int64, -1 when absent or missing).
 
-    An Arrow hash lookup: several times faster than ``Index.get_indexer`` on strings.
+    An Arrow hash lookup: several times faster than ``Index.get_indexer`` on strings. A
+    categorical ``values`` is looked up once per category.
     """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes = np.asarray(values.cat.codes if isinstance(values, pd.Series) else values.codes)
+        where = np.append(positions(values.dtype.categories, keys), -1)
+        return where[codes]  # code -1 (missing) picks the appended -1
     found = pc.index_in(_arrow(values), value_set=_arrow(keys), skip_nulls=True)
     return np.asarray(pc.fill_null(found, -1)).astype(np.int64)
 
@@ -260,6 +284,9 @@ def _arrow(values: pd.Series | pd.Index) -> pa.Array:
     array = values.array if hasattr(values, "array") else values
     if hasattr(array, "_pa_array"):
         return pa.chunked_array(array._pa_array).combine_chunks()
+    if isinstance(array, pd.Categorical):
+        codes = np.asarray(array.codes)
+        return _arrow(array.categories).take(pa.array(codes, mask=codes < 0))
     # from_pandas: NaN / None / NA in object columns are missing values, not text
     return pa.array(np.asarray(values, dtype=object), pa.large_string(), from_pandas=True)
 
@@ -274,13 +301,147 @@ def _pandas_type(arrow_type: pa.DataType) -> object | None:
     return None
 
 
+def categorical(values: pa.Array | pa.ChunkedArray) -> pd.Categorical:
+    """Arrow text (plain or dictionary-encoded) → a pandas categorical with sorted categories
+    and the smallest codes that fit, without a Python object per row."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    if not pa.types.is_dictionary(values.type):
+        values = pc.dictionary_encode(values)
+    words = values.dictionary.cast(pa.large_string())
+    if pa.types.is_dictionary(values.dictionary.type) or words.null_count:
+        values = pc.dictionary_encode(values.cast(pa.large_string()))  # pragma: no cover
+        words = values.dictionary
+    order = np.asarray(pc.sort_indices(words), dtype=np.int64)
+    rank = np.empty(len(order) + 1, np.int64)
+    rank[order] = np.arange(len(order))
+    rank[-1] = -1  # a missing value's index is filled with -1 below: stays missing
+    codes = rank[np.asarray(pc.fill_null(values.indices, -1).cast(pa.int64()))]
+    small = np.int8 if len(order) < 127 else np.int16 if len(order) < 32_767 else np.int32
+    categories = pd.Index(text(words.take(pa.array(order))), dtype=_TEXT)
+    return pd.Categorical.from_codes(codes.astype(small), dtype=pd.CategoricalDtype(categories))
+
+
+_TEXT = pd.StringDtype(na_value=float("nan"))
+
+
+def _nulls(column: Column, n: int) -> object:
+    """An all-missing column of ``column``'s dtype whose memory is not touched: zero pages
+    from ``np.zeros`` and stride-0 masks (most server and JetStream columns of a trace are
+    empty, and a trace can have millions of rows)."""
+    dtype = column.pandas
+    if isinstance(dtype, pd.CategoricalDtype):
+        return pd.Categorical.from_codes(np.broadcast_to(np.int8(-1), n),
+                                         dtype=pd.CategoricalDtype(pd.Index([], dtype=_TEXT)))
+    if isinstance(dtype, pd.Int64Dtype):
+        return pd.arrays.IntegerArray(np.zeros(n, np.int64), np.broadcast_to(True, n))
+    if isinstance(dtype, pd.BooleanDtype):
+        return pd.arrays.BooleanArray(np.zeros(n, bool), np.broadcast_to(True, n))
+    if dtype == "float64":
+        return np.broadcast_to(np.nan, n)
+    kind = column.arrow
+    if pa.types.is_string(kind) or pa.types.is_binary(kind):
+        large = pa.large_string() if pa.types.is_string(kind) else pa.large_binary()
+        empty = pa.Array.from_buffers(large, n, [_zeros(n // 8 + 1), _zeros(8 * n + 8),
+                                                 pa.py_buffer(b"")], null_count=n)
+        if pa.types.is_binary(kind):
+            return pd.arrays.ArrowExtensionArray(pa.chunked_array([empty.cast(pa.binary())]))
+        return text(empty)
+    return None  # timestamps, maps: built the ordinary way
+
+
+def _zeros(size: int) -> pa.Buffer:
+    return pa.py_buffer(np.zeros(size, np.uint8))  # calloc: pages untouched until written
+
+
+def column(values: pa.Array | pa.ChunkedArray, spec: Column) -> object:
+    """One Arrow column → the pandas array of ``spec``'s dtype (the conversion used by
+    :func:`to_frame`; bytes and maps stay in Arrow, text with few values becomes codes)."""
+    n = len(values)
+    if values.null_count == n and n:
+        empty = _nulls(spec, n)
+        if empty is not None:
+            return empty
+    if isinstance(spec.pandas, pd.CategoricalDtype):
+        return categorical(values)
+    if str(values.type) != str(spec.arrow):  # (str: tells map field names apart too)
+        values = values.cast(spec.arrow)
+    if isinstance(spec.pandas, pd.ArrowDtype):
+        chunked = values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
+        return pd.arrays.ArrowExtensionArray(chunked)
+    return pa.table({"x": values}).to_pandas(types_mapper=_pandas_type)["x"].array
+
+
+def frame_of(columns: dict[str, object], schema: Schema, n: int) -> pd.DataFrame:
+    """A frame of already converted columns, in the schema's order, without copying them."""
+    frame = pd.DataFrame({name: columns[name] for name in schema.names}, copy=False)
+    if frame.empty and n == 0:
+        return schema.empty()
+    return frame
+
+
 def to_frame(table: pa.Table, schema: Schema) -> pd.DataFrame:
     """Arrow table → pandas frame with the schema's dtypes (the one conversion path used by
-    capture and by trace files alike)."""
-    frame = table.select(schema.names).cast(schema.arrow).to_pandas(
-        types_mapper=_pandas_type, maps_as_pydicts="strict"
-    )
-    return frame
+    capture and by trace files alike). Each converted column is released from ``table``'s
+    copy as soon as it is converted."""
+    table = table.select(schema.names)
+    out = {}
+    for spec in schema.columns:
+        out[spec.name] = column(table.column(spec.name), spec)
+        table = table.drop_columns([spec.name])
+    return frame_of(out, schema, table.num_rows)
+
+
+def as_bytes(values: pd.Series) -> list[bytes | None]:
+    """A ``payload`` / ``header_block`` column as Python ``bytes`` (``None`` where missing).
+
+    ``series.iloc[i]`` already gives ``bytes``; this converts a whole column at once."""
+    return cast(list, _arrow_of(values).to_pylist())
+
+
+def as_dicts(values: pd.Series) -> list[dict[str, str] | None]:
+    """A ``headers`` column as Python dicts (``None`` where missing), e.g.
+    ``as_dicts(trace.events["headers"])``."""
+    return cast(list, _arrow_of(values).to_pylist(maps_as_pydicts="strict"))
+
+
+def _arrow_of(values: pd.Series) -> pa.ChunkedArray:
+    array = values.array
+    if hasattr(array, "_pa_array"):
+        return cast(pa.ChunkedArray, array._pa_array)
+    return pa.chunked_array([pa.array(np.asarray(values, dtype=object), from_pandas=True)])
+
+
+def fill(values: pd.Series, value: str | pd.Series) -> pd.Series:
+    """Missing text filled with ``value`` (text, or a Series of it aligned with ``values``);
+    a categorical stays one, the new values joining its categories in sorted order
+    (``fillna`` alone refuses a value that is not a category)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        more = (value.dropna().unique() if isinstance(value, pd.Series) else [value])
+        new = [v for v in more if v not in values.cat.categories]
+        if new:
+            categories = sorted({*values.cat.categories, *map(str, new)})
+            values = values.cat.set_categories(pd.Index(categories, dtype=_TEXT))
+        if isinstance(value, pd.Series) and isinstance(value.dtype, pd.CategoricalDtype):
+            value = value.astype(values.dtype)
+    return values.fillna(value)
+
+
+def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """``pd.concat`` of frames of one schema that keeps categoricals categorical (pandas
+    falls back to Python strings when their categories differ): the categories become the
+    sorted union first."""
+    if len(frames) == 1:
+        return frames[0]
+    frames = list(frames)
+    for name in frames[0].columns:
+        dtypes = [f[name].dtype for f in frames]
+        if all(isinstance(d, pd.CategoricalDtype) for d in dtypes):
+            union = sorted(set().union(*(d.categories for d in dtypes)))
+            dtype = pd.CategoricalDtype(pd.Index(union, dtype=_TEXT))
+            frames = [f.assign(**{name: f[name].cat.set_categories(dtype.categories)})
+                      if f[name].dtype != dtype else f for f in frames]
+    return pd.concat(frames, ignore_index=True)
 
 
 def with_missing(table: pa.Table, schema: Schema) -> pa.Table:
@@ -292,8 +453,15 @@ def with_missing(table: pa.Table, schema: Schema) -> pa.Table:
 
 
 def to_table(frame: pd.DataFrame, schema: Schema) -> pa.Table:
-    """pandas frame → Arrow table with the schema's on-disk types."""
-    return pa.Table.from_pandas(frame[schema.names], schema=schema.arrow, preserve_index=False)
+    """pandas frame → Arrow table with the schema's on-disk types (categoricals decoded by
+    Arrow from their codes: ``from_pandas`` would be many times slower)."""
+    cats = {n for n in schema.names if isinstance(frame[n].dtype, pd.CategoricalDtype)}
+    rest = [f for f in schema.arrow if f.name not in cats]
+    table = pa.Table.from_pandas(frame[[f.name for f in rest]], schema=pa.schema(rest),
+                                 preserve_index=False)
+    columns = {name: table.column(name) for name in table.column_names}
+    columns.update({n: _arrow(frame[n]).cast(schema.by_name[n].arrow) for n in cats})
+    return pa.table([columns[n] for n in schema.names], schema=schema.arrow)
 
 
 def conform(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
@@ -308,9 +476,17 @@ def conform(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         values = frame[column.name]
         if str(values.dtype) != _dtype_name(column):
             values = values.astype(column.pandas)
+        if isinstance(values.dtype, pd.CategoricalDtype):  # as if loaded: the values' own
+            values = values.cat.remove_unused_categories()
         out[column.name] = values
-    return pd.DataFrame(out, index=frame.index)
+    return pd.DataFrame(out, index=frame.index, copy=False)
 
 
 def _dtype_name(column: Column) -> str:
     return str(pd.Series([], dtype=column.pandas).dtype)
+
+
+def _empty_dtype(column: Column) -> object:
+    if isinstance(column.pandas, pd.CategoricalDtype):  # text categories, as when loaded
+        return pd.CategoricalDtype(pd.Index([], dtype=_TEXT))
+    return column.pandas

@@ -41,9 +41,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ._parquet import CATEGORIES, read_columns
 from .errors import TraceFormatError
 from .observation import MESSAGE_KINDS, build_observations
-from .schema import KINDS, OBSERVATIONS, SCHEMA_VERSION, to_frame, to_table, with_missing
+from .schema import (
+    KINDS,
+    OBSERVATIONS,
+    SCHEMA_VERSION,
+    as_bytes,
+    as_dicts,
+    concat,
+    to_frame,
+    to_table,
+)
 from .trace import Trace
 
 __all__ = ["SegmentWriter", "check_shard", "load", "merge_metadata", "save", "shard_of",
@@ -156,7 +166,9 @@ def _jsonl_rows(observations: pd.DataFrame) -> bytes:
             )
             columns[name] = [None if t == "NaT" else t + "Z" for t in text]
         elif name in _BYTES_COLUMNS:
-            columns[name] = list(series)
+            columns[name] = as_bytes(series)
+        elif name == "headers":
+            columns[name] = as_dicts(series)
         else:
             columns[name] = series.astype(object).where(series.notna(), None).tolist()
     lines = []
@@ -274,7 +286,9 @@ def _load(target: Path) -> Trace:
         frame, meta = _read_parquet(target) if fmt == "parquet" else _read_jsonl(target)
     _check_rows(target, frame)
     meta["source_path"] = os.fspath(target)
-    return Trace(frame.sort_values("seq", kind="stable").reset_index(drop=True), meta)
+    if not frame["seq"].is_monotonic_increasing:  # as recorded, it is: no copy then
+        frame = frame.sort_values("seq", kind="stable").reset_index(drop=True)
+    return Trace(frame, meta)
 
 
 def _read_parts(target: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -289,14 +303,14 @@ def _read_parts(target: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     frames, metas, offset = [], [], 0
     for _, files in sorted(shards.items(), key=lambda item: item[0] or ""):
         loaded = [_read_parquet(p) for p in files]
-        frame = pd.concat([f for f, _ in loaded], ignore_index=True)
+        frame = concat([f for f, _ in loaded])
         if len(shards) > 1 and len(frame):
             frame["seq"] = frame["seq"] + offset
             frame["ref"] = frame["ref"] + offset
             offset = int(frame["seq"].max()) + 1
         frames.append(frame)
         metas += [m for _, m in loaded]
-    return pd.concat(frames, ignore_index=True), merge_metadata(
+    return concat(frames), merge_metadata(
         [str(p) for files in shards.values() for p in files], metas)
 
 
@@ -347,22 +361,28 @@ def _check_version(path: str | os.PathLike[str], meta: Any) -> dict[str, Any]:
 
 def _read_parquet(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     try:
-        table = pq.read_table(path)
+        file = pq.ParquetFile(path)
+        # Text with few values is read as Parquet stores it: dictionary-encoded.
+        text = [n for n in CATEGORIES if n in file.schema_arrow.names]
+        file = pq.ParquetFile(path, read_dictionary=text, metadata=file.metadata)
+        schema = file.schema_arrow
     except (pa.ArrowException, OSError) as exc:
         raise TraceFormatError(
             path, f"not a readable Parquet file (corrupt or truncated?): {exc}"
         ) from exc
-    meta = trace_metadata(path, table.schema)
-    missing = [n for n in OBSERVATIONS.names if n not in table.column_names]
+    meta = trace_metadata(path, schema)
+    missing = [n for n in OBSERVATIONS.names if n not in schema.names]
     newer = set(OBSERVATIONS.since(meta["schema_version"]))
     if set(missing) - newer:
         raise TraceFormatError(path, f"missing trace columns {sorted(set(missing) - newer)}")
-    table = with_missing(table, OBSERVATIONS)
     try:
-        frame = to_frame(table, OBSERVATIONS)
-    except (pa.ArrowException, ValueError, TypeError) as exc:
+        return read_columns(file, schema), meta
+    except (pa.ArrowException, OSError) as exc:
+        raise TraceFormatError(
+            path, f"not a readable Parquet file (corrupt or truncated?): {exc}"
+        ) from exc
+    except (ValueError, TypeError) as exc:
         raise TraceFormatError(path, f"columns have the wrong types: {exc}") from exc
-    return frame, meta
 
 
 def trace_metadata(path: str | os.PathLike[str], schema: pa.Schema) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import OBSERVATIONS, SCHEMA_VERSION, to_frame, with_missing
+from .schema import OBSERVATIONS, SCHEMA_VERSION, fill, to_frame, with_missing
 from .trace import Trace
 
 __all__ = ["Score", "make_trace", "score_diagnosis"]
@@ -466,7 +466,7 @@ def score_diagnosis(trace: Trace, findings: Any = None) -> Score:
     if not injected:
         return Score(0, 0.0, alarms, top)
     fault = injected[0]
-    names = roots["service"].fillna("") + "," + roots["worker"].fillna("")
+    names = fill(roots["service"], "") + "," + fill(roots["worker"], "")
     hit = (roots["kind"] == FINDINGS[fault["kind"]]) & names.str.split(",").apply(
         lambda parts: fault["service"] in [p.strip() for p in parts])
     if not hit.any():

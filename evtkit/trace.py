@@ -23,7 +23,16 @@ import numpy as np
 import pandas as pd
 
 from .observation import MESSAGE_KINDS, hop_event_ids
-from .schema import DELIVERIES, EVENTS, SCHEMA_VERSION, conform, positions, utc
+from .schema import (
+    DELIVERIES,
+    EVENTS,
+    SCHEMA_VERSION,
+    as_dicts,
+    conform,
+    fill,
+    positions,
+    utc,
+)
 
 if TYPE_CHECKING:
     from .analysis.causal import Chain
@@ -40,6 +49,13 @@ _DERIVED = ("events", "deliveries", "consumer_info", "advisories", "hops")
 _EVENT_SOURCE = ["event_id", "kind", "type", "subject", "source", "correlation_id",
                  "causation_id", "trace_id", "size", "content_type", "mode", "id_synthetic",
                  "replay_of", "payload", "headers", "event_time", "observer", "consumer", "ref"]
+
+
+def _taken(frame: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
+    """``frame`` in ``order``, with a fresh index; no copy when it is in order already."""
+    if len(order) and (np.diff(order) > 0).all():
+        return frame.reset_index(drop=True)
+    return frame.take(order).reset_index(drop=True)
 
 
 class Trace:
@@ -100,7 +116,7 @@ class Trace:
         })
         order = np.lexsort((first_seen, published))
         self._cache[("event_rows",)] = rows[first][order]
-        return conform(frame.take(order).reset_index(drop=True), EVENTS)
+        return conform(_taken(frame, order), EVENTS)
 
     @property
     def event_rows(self) -> np.ndarray:
@@ -137,7 +153,7 @@ class Trace:
 
         events = self.events
         where = positions(receives["event_id"], events["event_id"])
-        info = events.take(np.maximum(where, 0))
+        info = events[["type", "correlation_id", "published_at"]].take(np.maximum(where, 0))
         known = where >= 0
         frame = pd.DataFrame({
             "event_id": receives["event_id"].array,
@@ -151,7 +167,7 @@ class Trace:
             "received_at": receives["ts"].array,
             "started_at": done["started_at"].where(matched).array,
             "done_at": done["ts"].where(matched).array,
-            "outcome": done["outcome"].where(matched).fillna("pending").array,
+            "outcome": fill(done["outcome"].where(matched), "pending").array,
             "error": done["error"].where(matched).array,
             "delivery_count": receives["delivery_count"].array,
             "ack": done["ack"].where(matched).array,
@@ -162,7 +178,7 @@ class Trace:
         frame["processing_s"] = (frame["done_at"] - frame["started_at"]).dt.total_seconds()
         order = np.argsort(frame["seq"].to_numpy(), kind="stable")
         self._cache[("delivery_events",)] = where[order]
-        return conform(frame.take(order).reset_index(drop=True), DELIVERIES)
+        return conform(_taken(frame, order), DELIVERIES)
 
     @property
     def delivery_events(self) -> np.ndarray:
@@ -226,7 +242,7 @@ class Trace:
         frame["trace_only"] = np.array([
             isinstance(h, dict) and any(k.lower() == "nats-trace-only" and v.lower() == "true"
                                         for k, v in h.items())
-            for h in frame.pop("headers")
+            for h in as_dicts(frame.pop("headers"))
         ], dtype=bool)
         frame["event_id"] = hop_event_ids(self.observations).array
         return frame

@@ -16,7 +16,7 @@ from tests.paths import ROOT
 
 PACKAGE = ROOT / "evtkit"
 TOP = {"trace", "store", "schema", "observation", "event", "errors", "_headers", "env",
-       "subject"}
+       "subject", "_parquet"}
 """Top-level modules that everything may use and that use no layer below them."""
 
 

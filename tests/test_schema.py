@@ -17,7 +17,9 @@ from evtkit.schema import (
     EVENTS,
     OBSERVATIONS,
     SCHEMA_VERSION,
+    as_dicts,
     conform,
+    fill,
     positions,
     text,
     to_frame,
@@ -130,7 +132,10 @@ class TestEmpty:
         assert str(frame["seq"].dtype) == "Int64"
         assert str(frame["ts"].dtype) == "datetime64[ns, UTC]"
         assert str(frame["sampled"].dtype) == "boolean"
-        assert frame["kind"].dtype == pd.StringDtype(na_value=float("nan"))
+        assert str(frame["kind"].dtype) == "category"  # few distinct values: codes
+        assert frame["event_id"].dtype == pd.StringDtype(na_value=float("nan"))
+        assert frame["payload"].dtype == pd.ArrowDtype(pa.binary())  # bytes stay in Arrow
+        assert str(frame["headers"].dtype) == "map<string, string>[pyarrow]"
         assert str(DELIVERIES.empty()["queue_s"].dtype) == "float64"
 
 
@@ -141,7 +146,7 @@ class TestArrowRoundTrip:
         assert table.schema.equals(OBSERVATIONS.arrow)
         back = to_frame(table, OBSERVATIONS)
         pd.testing.assert_frame_equal(back, frame)
-        assert back.loc[0, "headers"] == {"x-tenant": "acme"}
+        assert as_dicts(back["headers"])[0] == {"x-tenant": "acme"}
         assert back.loc[3, "count"] == 4 and back.loc[4, "stream"] == "ORDERS"
 
     def test_events_and_deliveries_survive_table_and_back(self):
@@ -191,7 +196,9 @@ class TestConform:
         out = conform(frame, DELIVERIES)
         assert str(out["seq"].dtype) == "Int64"
         assert str(out["queue_s"].dtype) == "float64" and out.loc[0, "queue_s"] == 1.0
-        assert out["consumer"].dtype == pd.StringDtype(na_value=float("nan"))
+        assert str(out["consumer"].dtype) == "category"
+        assert out["consumer"].cat.categories.tolist() == ["billing"]
+        assert out["event_id"].dtype == pd.StringDtype(na_value=float("nan"))
         assert DELIVERIES.problems(out) == []
 
     def test_a_conforming_frame_is_unchanged(self):
@@ -233,6 +240,26 @@ class TestPositions:
     def test_agrees_with_list_index(self, values, keys):
         found = positions(pd.Series(values, dtype="str"), pd.Series(keys, dtype="str"))
         assert found.tolist() == [keys.index(v) if v in keys else -1 for v in values]
+
+
+class TestCategorical:
+    def test_positions_of_a_categorical_look_each_category_up_once(self):
+        values = pd.Series(["b", None, "a", "zz", "b"], dtype="category")
+        keys = pd.Series(["a", "b"], dtype="str")
+        assert positions(values, keys).tolist() == [1, -1, 0, -1, 1]
+
+    def test_fill_adds_the_value_as_a_category_in_sorted_order(self):
+        values = pd.Series(["b", None], dtype="category")
+        filled = fill(values, "a")
+        assert filled.tolist() == ["b", "a"]
+        assert filled.cat.categories.tolist() == ["a", "b"]
+        assert fill(values, pd.Series(["x", "y"])).tolist() == ["b", "y"]
+
+    def test_text_columns_with_few_values_become_codes_not_strings(self):
+        row = ("tap", 1, "o", None, None, b"s", None, b"", None, "syn-1")
+        frame = build_observations([row, row])
+        assert str(frame["kind"].dtype) == "category" and frame["kind"].tolist() == ["tap"] * 2
+        assert frame["kind"].cat.codes.dtype == np.int8
 
 
 class TestUtc:

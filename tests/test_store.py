@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import evtkit as ek
 from evtkit import TraceFormatError
 from evtkit.observation import build_observations
-from evtkit.schema import DELIVERIES, EVENTS, OBSERVATIONS, SCHEMA_VERSION
+from evtkit.schema import DELIVERIES, EVENTS, OBSERVATIONS, SCHEMA_VERSION, as_bytes, as_dicts
 from evtkit.store import META_KEY, SegmentWriter, load
 
 FORMATS = ["t.parquet", "t.jsonl", "t.jsonl.gz"]
@@ -88,6 +88,49 @@ class TestRoundTrip:
             ek.Trace(OBSERVATIONS.empty()).save(tmp_path / name)
             loaded = load(tmp_path / name)
             assert len(loaded.observations) == 0 and len(loaded.events) == 0
+
+
+class TestLeanColumns:
+    """Bytes stay in Arrow and text with few values is categorical, after a load too."""
+
+    @pytest.mark.parametrize("name", FORMATS)
+    def test_bytes_stay_arrow_backed_and_read_back_as_published(self, tmp_path, name):
+        trace = ek.testing.make_trace(30, seed=3)
+        trace.save(tmp_path / name)
+        loaded = load(tmp_path / name)
+        for frame in (loaded.observations, loaded.events):
+            assert frame["payload"].dtype == pd.ArrowDtype(pa.binary())
+            assert str(frame["headers"].dtype) == "map<string, string>[pyarrow]"
+        published = [b'{"n":%d}' % i for i in range(len(trace.events))]
+        assert sorted(as_bytes(loaded.events["payload"])) == sorted(published)
+        assert isinstance(loaded.events["payload"].iloc[0], bytes)  # one element: bytes
+        assert as_bytes(loaded.observations["header_block"])[0] is None
+
+    def test_headers_read_back_as_dicts(self, tmp_path):
+        trace = sample_trace()
+        trace.save(tmp_path / "t.parquet")
+        headers = as_dicts(load(tmp_path / "t.parquet").observations["headers"])
+        assert headers[0] == {"X-Extra": "é"} and headers[1] is None
+
+    def test_text_with_few_values_is_categorical_with_sorted_categories(self, tmp_path):
+        trace = ek.testing.make_trace(60, seed=3)
+        trace.save(tmp_path / "t.parquet")
+        obs = load(tmp_path / "t.parquet").observations
+        for name in ("kind", "observer", "consumer", "subject", "outcome"):
+            categories = obs[name].cat.categories.tolist()
+            assert categories == sorted(set(obs[name].dropna()))
+        assert obs["event_id"].dtype == pd.StringDtype(na_value=float("nan"))
+
+    def test_parts_with_different_values_stay_categorical(self, tmp_path):
+        path = tmp_path / "fleet.parquet"
+        writer = SegmentWriter(path, {})
+        writer.write(0, _delivery(1_900_000_000_000_000_000, "e1", "c1"))
+        writer.write(3, [(k, t, o, c, q, s, r, p, b, (4, *x[1:]) if k == "handled" else x)
+                         for k, t, o, c, q, s, r, p, b, x in _delivery(2, "e2", "c2")])
+        trace = load(path)
+        assert str(trace.observations["consumer"].dtype) == "category"
+        assert trace.deliveries["consumer"].tolist() == ["c1", "c2"]
+        assert trace.deliveries["outcome"].tolist() == ["ok", "ok"]
 
 
 class TestSegments:

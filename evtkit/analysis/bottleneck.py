@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ..schema import fill
+
 if TYPE_CHECKING:
     from ..trace import Trace
 
@@ -67,7 +69,7 @@ def slowest_flows(trace: Trace, top: int = 10, *, candidates: int = 50) -> pd.Da
     for flow in picked:
         chain = by_id.loc[flow]
         path = paths[flow] if flow in paths else trace.critical_path(flow)
-        where = path.groupby([path["consumer"].fillna(""), "kind"], sort=False)["duration_s"] \
+        where = path.groupby([fill(path["consumer"], ""), "kind"], sort=False)["duration_s"] \
             .sum()
         (consumer, kind), spent = where.idxmax() if len(where) else ("", None), float(
             where.max()) if len(where) else 0.0

@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..schema import positions, text, utc
+from ..schema import fill, positions, text, utc
 
 if TYPE_CHECKING:
     from ..trace import Trace
@@ -166,7 +166,7 @@ def _infer(children: pd.DataFrame, deliveries: pd.DataFrame, ids: pd.Series,
            window_s: float) -> pd.DataFrame:
     """Best delivery by the same service that was running (or had just finished) when each
     event was published; scored 1 inside the handler, decaying after it."""
-    service = children["source"].fillna(children["producer"])
+    service = fill(children["source"], children["producer"])
     left = pd.DataFrame({"row": np.arange(len(children)), "service": service.to_numpy(),
                          "at": children["published_at"],
                          "self": children["event_id"].to_numpy()})
@@ -360,7 +360,7 @@ def chain(trace: Trace, correlation_id: str, *, infer: bool = True) -> Chain:
     """
     lin, ev, dv = _flow(trace, correlation_id, infer)
     crit = critical_path(trace, correlation_id, infer=infer)
-    on_path = set(zip(crit["event_id"], crit["consumer"].fillna(""), crit["kind"],
+    on_path = set(zip(crit["event_id"], fill(crit["consumer"], ""), crit["kind"],
                       strict=True))
     nodes, edges = [], []
     ev_by_id = ev.set_index("event_id")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..schema import positions
+from ..schema import fill, positions
 from .causal import spans
 
 if TYPE_CHECKING:
@@ -66,8 +66,8 @@ def fanout(trace: Trace) -> pd.DataFrame:
     ev = trace.events
     if ev.empty:
         return pd.DataFrame(columns=_FANOUT_COLUMNS)
-    subject = ev["subject"].fillna(UNKNOWN)
-    kind = ev["type"].fillna(UNKNOWN)
+    subject = fill(ev["subject"], UNKNOWN)
+    kind = fill(ev["type"], UNKNOWN)
     subject_code, subjects = pd.factorize(subject)
     type_code, types = pd.factorize(kind)
     group, pairs = pd.factorize(subject_code.astype(np.int64) * len(types) + type_code)
@@ -124,15 +124,15 @@ def flow_graph(trace: Trace) -> pd.DataFrame:
     ev = trace.events
     if ev.empty:
         return pd.DataFrame(columns=_GRAPH_COLUMNS)
-    service = ev["source"].fillna(ev["producer"]).fillna(_senders(trace)).fillna(UNKNOWN)
+    service = fill(fill(fill(ev["source"], ev["producer"]), _senders(trace)), UNKNOWN)
     publishes = pd.DataFrame({"source": service.to_numpy(),
-                              "target": ev["subject"].fillna(UNKNOWN).to_numpy()})
+                              "target": fill(ev["subject"], UNKNOWN).to_numpy()})
     publishes = publishes.groupby(["source", "target"]).size().rename("count").reset_index()
     publishes = publishes.assign(kind="publishes", source_kind="service",
                                  target_kind="subject", p50_s=np.nan, p95_s=np.nan, errors=0)
 
     dv = trace.deliveries
-    delivers = dv.assign(subject=dv["subject"].fillna(UNKNOWN),
+    delivers = dv.assign(subject=fill(dv["subject"], UNKNOWN),
                          failed=(dv["outcome"] == "error").astype(np.int64)).groupby(
         ["subject", "consumer"])
     delivers = pd.concat([
@@ -150,7 +150,7 @@ def flow_graph(trace: Trace) -> pd.DataFrame:
             - started[links["delivery"].to_numpy()]) / 1e9
     emits = pd.DataFrame({
         "source": dv["consumer"].to_numpy()[links["delivery"].to_numpy()],
-        "target": ev["subject"].fillna(UNKNOWN).to_numpy()[links["child"].to_numpy()],
+        "target": fill(ev["subject"], UNKNOWN).to_numpy()[links["child"].to_numpy()],
         "lead_s": lead,
     }).groupby(["source", "target"])
     emits = pd.concat([
@@ -210,8 +210,8 @@ def _server_seen(trace: Trace) -> pd.DataFrame:
     where = positions(hops["event_id"], ev["event_id"])
     published = ev["published_at"].array.asi8[np.maximum(where, 0)]
     lead = np.where(where >= 0, (hops["ts"].array.asi8 - published) / 1e9, np.nan)
-    edges = pd.DataFrame({"source": hops["subject"].fillna(UNKNOWN).to_numpy(),
-                          "target": hops["connection"].fillna(UNKNOWN).to_numpy(),
+    edges = pd.DataFrame({"source": fill(hops["subject"], UNKNOWN).to_numpy(),
+                          "target": fill(hops["connection"], UNKNOWN).to_numpy(),
                           "lead_s": lead}).groupby(["source", "target"])
     edges = pd.concat([
         edges.size().rename("count"),

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from .._units import duration
-from ..schema import utc
+from ..schema import fill, utc
 
 if TYPE_CHECKING:
     from ..trace import Trace
@@ -338,7 +338,7 @@ def _delivery_stats(dv: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Per consumer and queue group: deliveries, queue-time and processing percentiles,
     errors and drops."""
     # Group keys must not be missing; outcomes become counts that groupby sums natively.
-    dv = dv.assign(queue=dv["queue"].fillna(""),
+    dv = dv.assign(queue=fill(dv["queue"], ""),
                    failed=(dv["outcome"] == "error").astype(np.int64),
                    lost=(dv["outcome"] == "dropped").astype(np.int64))
     groups = dv.groupby(keys, sort=True)

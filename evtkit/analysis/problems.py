@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .._units import duration
+from ..schema import fill
 
 if TYPE_CHECKING:
     from ..trace import Trace
@@ -87,7 +88,7 @@ def problems(trace: Trace) -> pd.DataFrame:
 
     if len(dv):
         lonely = ev[ev["deliveries"] == 0]
-        for subject, group in lonely.groupby(lonely["subject"].fillna("?"), sort=True):
+        for subject, group in lonely.groupby(fill(lonely["subject"], "?"), sort=True):
             rows.append(_row("unreceived", len(group), subject=subject,
                              event_id=group["event_id"].iloc[0],
                              detail=f"{len(group)} events on {subject!r} reached no recorded "
@@ -99,7 +100,7 @@ def problems(trace: Trace) -> pd.DataFrame:
                                   "consumer: JetStream will not redeliver them")):
         hits = advisories[advisories["advisory"] == advisory]
         for (stream, consumer), group in hits.groupby(
-                [hits["stream"].fillna("?"), hits["consumer"].fillna("?")], sort=True):
+                [fill(hits["stream"], "?"), fill(hits["consumer"], "?")], sort=True):
             seqs = ", ".join(str(x) for x in group["stream_seq"].dropna().head(5))
             rows.append(_row(kind, len(group), consumer=consumer,
                              detail=f"{len(group)} messages of stream {stream!r} for consumer "

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._units import count, duration
+from ..schema import fill
 from .finding import LAGGING, NAT, SEVERITIES, Finding, runs
 
 if TYPE_CHECKING:
@@ -61,8 +62,8 @@ def bursts(d: Diagnosis) -> list[Finding]:
     ev = d.trace.events
     roots = ev[ev["causation_id"].isna() & ev["emitted_by"].isna()]
     out = []
-    for (source, subject), part in roots.groupby([roots["source"].fillna("?"),
-                                                  roots["subject"].fillna("?")]):
+    for (source, subject), part in roots.groupby([fill(roots["source"], "?"),
+                                                  fill(roots["subject"], "?")]):
         t = np.sort(part["published_at"].array.asi8)
         t = t[t != NAT]
         if len(t) < r.min_burst:
@@ -230,8 +231,8 @@ def gave_up(d: Diagnosis, roots: list[Finding]) -> None:
     adv = d.trace.advisories
     for advisory, kind in (("MAX_DELIVERIES", "gave_up"), ("MSG_TERMINATED", "terminated")):
         hits = adv[adv["advisory"] == advisory]
-        for (stream, consumer), part in hits.groupby([hits["stream"].fillna("?"),
-                                                      hits["consumer"].fillna("?")]):
+        for (stream, consumer), part in hits.groupby([fill(hits["stream"], "?"),
+                                                      fill(hits["consumer"], "?")]):
             at = part["ts"].array.asi8
             f = d.add(Finding(kind, "critical" if kind == "gave_up" else "info",
                                   int(at.min()), int(at.max()), service=str(consumer),
@@ -275,7 +276,7 @@ def subjects(d: Diagnosis, roots: list[Finding]) -> None:
     ev = d.trace.events
     if d.trace.deliveries.empty or ev.empty:
         return
-    subject = ev["subject"].fillna("?").astype(str)
+    subject = fill(ev["subject"], "?").astype(str)
     subject = subject.where(~subject.str.startswith("_INBOX."), "_INBOX.>")
     received = ev["deliveries"].fillna(0).to_numpy() > 0
     pub = ev["published_at"].array.asi8

@@ -25,6 +25,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .._units import duration, number, ratio
+from ..schema import fill
 from .figure import COLORS, esc, missing, palette, titled
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def plot_latency(trace: Trace | pd.DataFrame, *, kind: str = "box", log: bool | 
     fig = go.Figure()
     for measure in ("queue", "processing"):
         values = dv[f"{measure}_s"] * 1e3
-        names = dv["consumer"].map(esc)
+        names = dv["consumer"].map(esc).astype("str")  # (a categorical maps per category)
         hover = ("event " + dv["event_id"].map(esc) + "<br>" + names + ": "
                  + values.round(3).astype(str) + " ms")
         if kind == "box":
@@ -161,7 +162,7 @@ def plot_jetstream(trace: Trace, *, title: str | None = None) -> go.Figure:
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
                         subplot_titles=("pending (not yet sent)", "ack pending (sent, not acked)",
                                         "redelivered"))
-    groups = info.groupby([info["stream"].fillna("?"), info["consumer"].fillna("?")], sort=True)
+    groups = info.groupby([fill(info["stream"], "?"), fill(info["consumer"], "?")], sort=True)
     for i, ((stream, consumer), part) in enumerate(groups):
         name = esc(f"{stream}/{consumer}")
         for row, column in enumerate(("pending", "ack_pending", "redelivered"), start=1):

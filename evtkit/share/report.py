@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from .._units import clock, count, duration
 from ..analysis.finding import headlines
+from ..schema import fill
 from ..store import load
 from ..trace import Trace
 from .graphs import plot_dependencies, plot_fanout, plot_waterfall
@@ -187,8 +188,8 @@ def _jetstream(trace: Trace) -> dict[str, Any] | None:
                        "redelivered", "waiting", "ack_floor", "ts"])
     counts = None
     if len(advisories):
-        grouped = advisories.groupby(["advisory", advisories["stream"].fillna(""),
-                                      advisories["consumer"].fillna("")]).size()
+        grouped = advisories.groupby(["advisory", fill(advisories["stream"], ""),
+                                      fill(advisories["consumer"], "")]).size()
         counts = _table(grouped.rename("count").reset_index(),
                         ["advisory", "stream", "consumer", "count"])
     return {"figure": _figure(plot_jetstream(trace)), "last": last, "advisories": counts}

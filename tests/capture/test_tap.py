@@ -76,7 +76,7 @@ class TestTapOfPlainPublishers:
         row = bus.trace().events.iloc[0]
         assert (row["event_id"], row["source"], row["causation_id"], row["mode"]) == (
             "S1", "java-svc", "P0", "structured")
-        assert row["headers"] == {"Content-Type": "application/cloudevents+json"}
+        assert dict(row["headers"]) == {"Content-Type": "application/cloudevents+json"}
 
     async def test_traceparent_only_traffic_is_grouped_by_trace(self, bus, raw):
         await bus.tap("otel.>")
