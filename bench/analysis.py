@@ -364,8 +364,9 @@ def main() -> None:
         print(line)
     print(f"{'analyses':<10} {sum(times[n] for n in FUNCTIONS):>6.2f} s   (target ≤ 10 s)")
     print(f"{'total':<10} {sum(times.values()):>6.2f} s   (load and every analysis)")
+    met = "met" if got["peak_gb"] <= TARGET_GB else "not met"
     print(f"\npeak RSS of the analysing process {got['peak_gb']:.2f} GB "
-          f"(target ≤ {TARGET_GB} GB; VmHWM {got['vm_hwm_gb']:.2f} GB)")
+          f"(target ≤ {TARGET_GB} GB: {met}; VmHWM {got['vm_hwm_gb']:.2f} GB)")
     print(f"sample of {n_sample:,} events: naive and evtkit answers checked equal "
           "(chains, lag percentiles and errors, worst lag_status window, fanout, backlog)")
 

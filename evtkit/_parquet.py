@@ -8,31 +8,45 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .schema import OBSERVATIONS, column, frame_of
+from .schema import OBSERVATIONS, Column, column, frame_of, ids
 
 __all__ = ["CATEGORIES", "empty_columns", "read_columns"]
 
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
 CATEGORIES = [c.name for c in OBSERVATIONS.columns if isinstance(c.pandas, pd.CategoricalDtype)]
 
 
 def read_columns(file: pq.ParquetFile, schema: pa.Schema) -> pd.DataFrame:
     """The observation columns, read and converted one at a time, so the file's Arrow copy
     of one column is all that exists beside the frame; columns the file's statistics say are
-    empty are not read at all."""
+    empty are not read at all. The id columns come first (while the frame is still small):
+    read as Parquet stores them, dictionary-encoded, so only their dictionaries are hashed
+    into the one set of id categories."""
     n = file.metadata.num_rows
     empty = empty_columns(file)
-    out: dict[str, object] = {}
-    for spec in OBSERVATIONS.columns:
+
+    def read(spec: Column) -> pa.ChunkedArray | pa.Array:
         if spec.name not in schema.names or spec.name in empty:
-            values = pa.nulls(n, spec.arrow)
-        else:
-            values = file.read(columns=[spec.name], use_threads=False).column(0)
+            return pa.nulls(n, spec.arrow)
+        return file.read(columns=[spec.name], use_threads=False).column(0)
+
+    def convert(spec: Column, values: pa.ChunkedArray | pa.Array) -> object:
         try:
-            out[spec.name] = column(values, spec)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            return column(values, spec)
+        except _ARROW_ERRORS as exc:
             raise TypeError(f"column {spec.name!r} is {values.type}, not {spec.arrow}: "
                             f"{exc}") from exc
-        del values
+
+    found = {name: read(OBSERVATIONS.by_name[name]) for name in OBSERVATIONS.ids}
+    try:
+        out: dict[str, object] = dict(ids(found))
+    except _ARROW_ERRORS as exc:
+        types = ", ".join(f"{name} {values.type}" for name, values in found.items())
+        raise TypeError(f"id columns are not text ({types}): {exc}") from exc
+    del found
+    for spec in OBSERVATIONS.columns:
+        if not spec.is_id:
+            out[spec.name] = convert(spec, read(spec))
     return frame_of(out, OBSERVATIONS, n)
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._headers import CLOUDEVENTS, header_name, parse_block, parse_blocks
+from ._headers import CLOUDEVENTS, header_name, joined, parse_block, parse_joined
 from .event import RFC3339, STRUCTURED, decode_message, js_position, parse_time, synthetic_id
 from .schema import OBSERVATIONS, to_frame
 
@@ -125,11 +125,14 @@ def build_observations(rows: Sequence[tuple[Any, ...]], first_seq: int = 0) -> p
     n = len(rows)
     kinds = pa.array(kind, pa.string())
     is_message = pc.is_in(kinds, value_set=pa.array(MESSAGE_KINDS))
-    parsed = parse_blocks(block)
+    blocks, raw, offsets = joined(block)
+    parsed = parse_joined(raw, offsets)
+    del raw, offsets
     known = {name: _blank_to_null(arr) for name, arr in parsed.known.items()}
 
-    stored = pa.array([x if type(x) is str else None for x in extra], pa.large_string())
-    payloads = pa.array(payload, pa.binary())
+    stored = pa.array([x if type(x) is str else None for x in extra], pa.large_string()) \
+        if extra.count(None) < n else pa.nulls(n, pa.large_string())
+    payloads, _, sizes = joined(payload)
     given_id = known["ce-id"]
     trace, parent, sampled = _traceparent(known["traceparent"])
     event_id = _fill_missing_ids(
@@ -145,9 +148,9 @@ def build_observations(rows: Sequence[tuple[Any, ...]], first_seq: int = 0) -> p
         "queue": pa.array(queue, pa.string()),
         "subject": _text(subject),
         "reply": _text(reply),
-        "size": pc.binary_length(payloads).cast(pa.int64()),
+        "size": pa.array(np.diff(sizes), mask=np.asarray(payloads.is_null())),
         "payload": payloads,
-        "header_block": pa.array(block, pa.binary()),
+        "header_block": blocks,
         "headers": _other_headers(block, parsed.extra),
         "event_id": event_id,
         "type": known["ce-type"],
@@ -225,9 +228,13 @@ def _fill_missing_ids(
 def _traceparent(values: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
     """Trace id, parent id and sampled flag; null where the header is absent or malformed.
 
-    The same rules as :func:`evtkit.event.parse_traceparent`, on whole columns: a regex
-    match (no captures, which are slow) and then fixed-position slices.
+    The same rules as :func:`evtkit.event.parse_traceparent`, on whole columns: when
+    every value has the usual 55 characters, fixed-position checks of the bytes with numpy;
+    otherwise a regex match (no captures, which are slow) and fixed-position slices.
     """
+    fast = _traceparent55(values)
+    if fast is not None:
+        return fast
     text = pc.fill_null(values, "")
     shaped = pc.match_substring_regex(text, pattern=_TRACEPARENT)
     version = pc.utf8_slice_codeunits(text, 0, 2)
@@ -249,6 +256,53 @@ def _traceparent(values: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
         pc.if_else(valid, parent, null_text),
         pc.if_else(valid, sampled, pa.scalar(None, pa.bool_())),
     )
+
+
+_ODD = np.zeros(256, bool)
+_ODD[np.frombuffer(b"13579bdf", np.uint8)] = True
+
+
+def _traceparent55(values: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array] | None:
+    """:func:`_traceparent` when every value present is 55 bytes long (version, ids and
+    flags, nothing more): the values as rows of a byte matrix, checked column by column.
+    None when some value is shorter or longer."""
+    values = values.cast(pa.large_string())
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    n = len(values)
+    offsets = np.frombuffer(values.buffers()[1], np.int64, n + 1, values.offset * 8)
+    length = np.diff(offsets)
+    present = np.asarray(values.is_valid())
+    if not (length[present] == 55).all() or (length[~present] != 0).any():
+        return None
+    rows = int(present.sum())
+    data = values.buffers()[2]
+    mat = np.frombuffer(data, np.uint8, rows * 55, int(offsets[0])).reshape(rows, 55)
+    ok = ((mat - 48) < 10) | ((mat - 97) < 6)  # 0-9, a-f (uint8: the rest wraps above)
+    ok[:, [2, 35, 52]] = mat[:, [2, 35, 52]] == 45  # the dashes
+    good = (ok.all(axis=1) & ~((mat[:, 0] == 102) & (mat[:, 1] == 102))  # version ff
+            & (mat[:, 3:35] != 48).any(axis=1) & (mat[:, 36:52] != 48).any(axis=1))
+    valid = np.zeros(n, bool)
+    valid[present] = good
+    return (_fixed(mat[good, 3:35], valid), _fixed(mat[good, 36:52], valid),
+            pa.array(_sampled(mat, good, valid), mask=~valid))
+
+
+def _sampled(mat: np.ndarray, good: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(valid), bool)
+    out[valid] = _ODD[mat[good, 54]]
+    return out
+
+
+def _fixed(chars: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """Rows of a byte matrix as a string array, one per ``valid`` place (null elsewhere)."""
+    width = chars.shape[1]
+    offsets = np.zeros(len(valid) + 1, np.int64)
+    np.cumsum(valid * width, out=offsets[1:])
+    mask = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(pa.large_string(), len(valid), [
+        mask, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(chars))],
+        null_count=int(len(valid) - valid.sum()))
 
 
 def hop_event_ids(obs: pd.DataFrame) -> pd.Series:
@@ -303,9 +357,10 @@ def _kind_details(kind: Sequence[str], extra: Sequence[Any], reply: pa.Array
         if value is not None:
             col.setdefault(name, [None] * n)[i] = value
 
-    col["ref"] = [x if type(x) is int else None for x in extra]
-    for i in [i for i, x in enumerate(extra) if type(x) is tuple or
-              (x is not None and kind[i] not in _MESSAGE_SET)]:
+    given = [i for i, x in enumerate(extra) if x is not None]  # (a tap's usually are not)
+    if given:
+        col["ref"] = [x if type(x) is int else None for x in extra]
+    for i in [i for i in given if type(extra[i]) is tuple or kind[i] not in _MESSAGE_SET]:
         k, x = kind[i], extra[i]
         if k == "handled":
             col["ref"][i] = x[0]

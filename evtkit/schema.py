@@ -17,7 +17,12 @@ Three frames:
 
 Timestamps are ``datetime64[ns, UTC]``; durations are float seconds with ``_s`` in the name.
 Text with few distinct values (kinds, names of connections, consumers, subjects, types,
-outcomes...) is ``category`` (categories sorted); ids are ``str``. Bytes stay in Arrow:
+outcomes...) is ``category`` (categories sorted). Ids (``event_id``, ``correlation_id``,
+``causation_id``, ``trace_id``, ``parent_id``, ``replay_of``) are ``category`` too, all id
+columns of a frame sharing one set of categories (in order of first appearance), and the
+frames derived from the observations sharing the observations' set: each id is held once,
+a row holds a code, and ids compare and join across columns and frames by their codes
+(``frame["event_id"] == "…"`` and the ``.str`` methods work as on text). Bytes stay in Arrow:
 ``payload`` and ``header_block`` are ``binary[pyarrow]`` (an element is ``bytes``, a missing
 one ``<NA>``) and ``headers`` is ``map<string, string>[pyarrow]``, so a large trace holds no
 Python object per row; :func:`as_bytes` and :func:`as_dicts` give plain Python values.
@@ -32,7 +37,13 @@ from typing import cast
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from ._arrow import TEXT as _TEXT
+from ._arrow import arrow as _arrow
+from ._arrow import categorical, dictionary, ids, masked, same_categories, share, text
+from ._arrow import pandas_type as _pandas_type
+from ._arrow import positions as positions  # (re-exported: the analyses use them)
+from ._arrow import same as same
 
 __all__ = ["DELIVERIES", "EVENTS", "KINDS", "OBSERVATIONS", "SCHEMA_VERSION", "Column", "Schema",
            "as_bytes", "as_dicts"]
@@ -58,6 +69,8 @@ class Column:
     pandas: object
     doc: str
     since: int = 1
+    is_id: bool = False
+    """An id: a categorical sharing the one set of id categories of its frame."""
 
 
 def _str(name: str, doc: str, since: int = 1) -> Column:
@@ -85,6 +98,11 @@ def _cat(name: str, doc: str, since: int = 1) -> Column:
     return Column(name, pa.string(), pd.CategoricalDtype(), doc, since)
 
 
+def _id(name: str, doc: str) -> Column:
+    """An id: one code per row into the categories every id column of the frame shares."""
+    return Column(name, pa.string(), pd.CategoricalDtype(), doc, is_id=True)
+
+
 def _bytes(name: str, doc: str) -> Column:
     return Column(name, pa.binary(), pd.ArrowDtype(pa.binary()), doc)
 
@@ -108,6 +126,11 @@ class Schema:
     def names(self) -> list[str]:
         """Column names in order."""
         return [c.name for c in self.columns]
+
+    @property
+    def ids(self) -> list[str]:
+        """Names of the id columns (categoricals sharing one set of categories)."""
+        return [c.name for c in self.columns if c.is_id]
 
     @property
     def arrow(self) -> pa.Schema:
@@ -156,19 +179,19 @@ OBSERVATIONS = Schema(
         _bytes("header_block", "raw NATS header block as on the wire"),
         _headers("headers other than the CloudEvents/traceparent ones (a map; "
                  "as_dicts() gives dicts), or missing"),
-        _str("event_id", "CloudEvents id (syn-… when the message had none)"),
+        _id("event_id", "CloudEvents id (syn-… when the message had none)"),
         _cat("type", "CloudEvents type"),
         _cat("source", "CloudEvents source: the producing service"),
-        _str("correlation_id", "the flow the event belongs to"),
-        _str("causation_id", "id of the event that caused it; empty for a root"),
-        _str("trace_id", "W3C trace id from traceparent"),
-        _str("parent_id", "W3C parent span id from traceparent"),
+        _id("correlation_id", "the flow the event belongs to"),
+        _id("causation_id", "id of the event that caused it; empty for a root"),
+        _id("trace_id", "W3C trace id from traceparent"),
+        _id("parent_id", "W3C parent span id from traceparent"),
         _bool("sampled", "W3C sampled flag from traceparent"),
         _ts("event_time", "CloudEvents time, as the producer stated it"),
         _cat("content_type", "media type of the payload"),
         _cat("mode", "binary, structured or bare (no CloudEvents attributes)"),
         _bool("id_synthetic", "True when event_id was made up because none was sent"),
-        _str("replay_of", "for a replayed message: the id of the event it replays"),
+        _id("replay_of", "for a replayed message: the id of the event it replays"),
         _int("malformed", "header lines that could not be parsed"),
         _int("ref", "handled: seq of its receive; publish: seq of the receive being handled"),
         _ts("started_at", "for handled rows: when the handler started"),
@@ -200,13 +223,13 @@ OBSERVATIONS = Schema(
 EVENTS = Schema(
     "events",
     [
-        _str("event_id", "CloudEvents id (syn-… when the message had none)"),
+        _id("event_id", "CloudEvents id (syn-… when the message had none)"),
         _cat("type", "CloudEvents type"),
         _cat("subject", "NATS subject it was published on"),
         _cat("source", "CloudEvents source: the producing service"),
-        _str("correlation_id", "the flow the event belongs to"),
-        _str("causation_id", "id of the event that caused it; empty for a root"),
-        _str("trace_id", "W3C trace id"),
+        _id("correlation_id", "the flow the event belongs to"),
+        _id("causation_id", "id of the event that caused it; empty for a root"),
+        _id("trace_id", "W3C trace id"),
         _ts("published_at", "when it was published (seen by evtkit), else first seen"),
         _ts("first_seen_at", "earliest observation of the event by anyone"),
         _ts("event_time", "CloudEvents time: when the producer says it happened"),
@@ -217,7 +240,7 @@ EVENTS = Schema(
         _cat("content_type", "media type of the payload"),
         _cat("mode", "binary, structured or bare"),
         _bool("id_synthetic", "True when event_id was made up"),
-        _str("replay_of", "for a replayed event: the id of the original event"),
+        _id("replay_of", "for a replayed event: the id of the original event"),
         _int("deliveries", "receives by named consumers"),
         _bytes("payload", "payload bytes"),
         _headers("headers other than the CloudEvents/traceparent ones (a map; "
@@ -228,13 +251,13 @@ EVENTS = Schema(
 DELIVERIES = Schema(
     "deliveries",
     [
-        _str("event_id", "the delivered event"),
+        _id("event_id", "the delivered event"),
         _cat("consumer", "consumer name"),
         _cat("queue", "queue group, if any"),
         _cat("observer", "connection that received it (tells queue-group members apart)"),
         _cat("subject", "subject it arrived on"),
         _cat("type", "event type"),
-        _str("correlation_id", "flow of the event"),
+        _id("correlation_id", "flow of the event"),
         _ts("published_at", "when the event was published"),
         _ts("received_at", "when the consumer's connection read it from the socket"),
         _ts("started_at", "when the handler started"),
@@ -251,78 +274,14 @@ DELIVERIES = Schema(
 )
 
 
+_ID_NAMES = frozenset(OBSERVATIONS.ids + EVENTS.ids + DELIVERIES.ids)
+
+
 def utc(ns: np.ndarray) -> pd.Series:
     """int64 nanoseconds since the epoch → a ``datetime64[ns, UTC]`` Series (no parsing).
 
     The minimum int64 is NaT, as in pandas."""
     return pd.Series(np.asarray(ns, dtype=np.int64).view("M8[ns]")).dt.tz_localize("UTC")
-
-
-def positions(values: pd.Series | pd.Index, keys: pd.Series | pd.Index) -> np.ndarray:
-    """Where each of ``values`` is in ``keys`` (int64, -1 when absent or missing).
-
-    An Arrow hash lookup: several times faster than ``Index.get_indexer`` on strings. A
-    categorical ``values`` is looked up once per category.
-    """
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        codes = np.asarray(values.cat.codes if isinstance(values, pd.Series) else values.codes)
-        where = np.append(positions(values.dtype.categories, keys), -1)
-        return where[codes]  # code -1 (missing) picks the appended -1
-    found = pc.index_in(_arrow(values), value_set=_arrow(keys), skip_nulls=True)
-    return np.asarray(pc.fill_null(found, -1)).astype(np.int64)
-
-
-def text(values: pa.Array | pa.ChunkedArray) -> pd.api.extensions.ExtensionArray:
-    """An Arrow string (or dictionary-of-string) array as a pandas ``str`` array, without
-    Python objects in between."""
-    if pa.types.is_dictionary(values.type):
-        values = values.cast(pa.large_string())
-    return pa.table({"x": values}).to_pandas(types_mapper=_pandas_type)["x"].array
-
-
-def _arrow(values: pd.Series | pd.Index) -> pa.Array:
-    array = values.array if hasattr(values, "array") else values
-    if hasattr(array, "_pa_array"):
-        return pa.chunked_array(array._pa_array).combine_chunks()
-    if isinstance(array, pd.Categorical):
-        codes = np.asarray(array.codes)
-        return _arrow(array.categories).take(pa.array(codes, mask=codes < 0))
-    # from_pandas: NaN / None / NA in object columns are missing values, not text
-    return pa.array(np.asarray(values, dtype=object), pa.large_string(), from_pandas=True)
-
-
-def _pandas_type(arrow_type: pa.DataType) -> object | None:
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        return pd.StringDtype(na_value=float("nan"))
-    if pa.types.is_int64(arrow_type):
-        return pd.Int64Dtype()
-    if pa.types.is_boolean(arrow_type):
-        return pd.BooleanDtype()
-    return None
-
-
-def categorical(values: pa.Array | pa.ChunkedArray) -> pd.Categorical:
-    """Arrow text (plain or dictionary-encoded) → a pandas categorical with sorted categories
-    and the smallest codes that fit, without a Python object per row."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
-    if not pa.types.is_dictionary(values.type):
-        values = pc.dictionary_encode(values)
-    words = values.dictionary.cast(pa.large_string())
-    if pa.types.is_dictionary(values.dictionary.type) or words.null_count:
-        values = pc.dictionary_encode(values.cast(pa.large_string()))  # pragma: no cover
-        words = values.dictionary
-    order = np.asarray(pc.sort_indices(words), dtype=np.int64)
-    rank = np.empty(len(order) + 1, np.int64)
-    rank[order] = np.arange(len(order))
-    rank[-1] = -1  # a missing value's index is filled with -1 below: stays missing
-    codes = rank[np.asarray(pc.fill_null(values.indices, -1).cast(pa.int64()))]
-    small = np.int8 if len(order) < 127 else np.int16 if len(order) < 32_767 else np.int32
-    categories = pd.Index(text(words.take(pa.array(order))), dtype=_TEXT)
-    return pd.Categorical.from_codes(codes.astype(small), dtype=pd.CategoricalDtype(categories))
-
-
-_TEXT = pd.StringDtype(na_value=float("nan"))
 
 
 def _nulls(column: Column, n: int) -> object:
@@ -362,6 +321,8 @@ def column(values: pa.Array | pa.ChunkedArray, spec: Column) -> object:
         empty = _nulls(spec, n)
         if empty is not None:
             return empty
+    if spec.is_id:
+        return ids({spec.name: values})[spec.name]
     if isinstance(spec.pandas, pd.CategoricalDtype):
         return categorical(values)
     if str(values.type) != str(spec.arrow):  # (str: tells map field names apart too)
@@ -369,6 +330,8 @@ def column(values: pa.Array | pa.ChunkedArray, spec: Column) -> object:
     if isinstance(spec.pandas, pd.ArrowDtype):
         chunked = values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
         return pd.arrays.ArrowExtensionArray(chunked)
+    if isinstance(spec.pandas, pd.Int64Dtype | pd.BooleanDtype):
+        return masked(values, ints=isinstance(spec.pandas, pd.Int64Dtype))
     return pa.table({"x": values}).to_pandas(types_mapper=_pandas_type)["x"].array
 
 
@@ -385,10 +348,12 @@ def to_frame(table: pa.Table, schema: Schema) -> pd.DataFrame:
     capture and by trace files alike). Each converted column is released from ``table``'s
     copy as soon as it is converted."""
     table = table.select(schema.names)
-    out = {}
+    out: dict[str, object] = dict(ids({name: table.column(name) for name in schema.ids}))
+    table = table.drop_columns(schema.ids)
     for spec in schema.columns:
-        out[spec.name] = column(table.column(spec.name), spec)
-        table = table.drop_columns([spec.name])
+        if not spec.is_id:
+            out[spec.name] = column(table.column(spec.name), spec)
+            table = table.drop_columns([spec.name])
     return frame_of(out, schema, table.num_rows)
 
 
@@ -430,18 +395,27 @@ def fill(values: pd.Series, value: str | pd.Series) -> pd.Series:
 def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """``pd.concat`` of frames of one schema that keeps categoricals categorical (pandas
     falls back to Python strings when their categories differ): the categories become the
-    sorted union first."""
+    sorted union first; the id columns, which share one set of categories in each frame,
+    share the union of those sets."""
     if len(frames) == 1:
         return frames[0]
     frames = list(frames)
+    columns = list(frames[0].columns)
+    names = [n for n in columns if n in _ID_NAMES]
+    joined: dict[str, pd.Categorical] = {}
+    if names and not all(same_categories(f[n].dtype, frames[0][names[0]].dtype)
+                         for f in frames for n in names):
+        joined = ids({n: pa.chunked_array([dictionary(f[n]) for f in frames]) for n in names})
+        frames = [f.drop(columns=names) for f in frames]
     for name in frames[0].columns:
         dtypes = [f[name].dtype for f in frames]
-        if all(isinstance(d, pd.CategoricalDtype) for d in dtypes):
+        if all(isinstance(d, pd.CategoricalDtype) for d in dtypes) and name not in names:
             union = sorted(set().union(*(d.categories for d in dtypes)))
             dtype = pd.CategoricalDtype(pd.Index(union, dtype=_TEXT))
             frames = [f.assign(**{name: f[name].cat.set_categories(dtype.categories)})
                       if f[name].dtype != dtype else f for f in frames]
-    return pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames, ignore_index=True)
+    return out.assign(**joined)[columns] if joined else out
 
 
 def with_missing(table: pa.Table, schema: Schema) -> pa.Table:
@@ -466,9 +440,14 @@ def to_table(frame: pd.DataFrame, schema: Schema) -> pa.Table:
 
 def conform(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     """Return ``frame`` with exactly the schema's columns, in order, cast to its dtypes
-    (missing columns are added empty)."""
-    out = {}
+    (missing columns are added empty; the id columns made to share one set of categories,
+    which they keep if they already do)."""
+    out: dict[str, object] = dict(share({
+        name: frame[name] if name in frame.columns else np.full(len(frame), None, object)
+        for name in schema.ids}))
     for column in schema.columns:
+        if column.is_id:
+            continue
         if column.name not in frame.columns:
             out[column.name] = pd.Series([None] * len(frame), dtype=column.pandas,
                                          index=frame.index)
@@ -479,7 +458,16 @@ def conform(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         if isinstance(values.dtype, pd.CategoricalDtype):  # as if loaded: the values' own
             values = values.cat.remove_unused_categories()
         out[column.name] = values
-    return pd.DataFrame(out, index=frame.index, copy=False)
+    return pd.DataFrame({c.name: out[c.name] for c in schema.columns}, index=frame.index,
+                        copy=False)
+
+
+def distinct(values: pd.Series) -> bool:
+    """Whether an integer column without missing values holds no value twice; no hash table
+    when the values increase (as a trace's ``seq`` does), which millions of rows would need."""
+    ints = values.array.to_numpy(dtype=np.int64, copy=False) \
+        if isinstance(values.dtype, pd.Int64Dtype) else np.asarray(values, dtype=np.int64)
+    return bool((ints[1:] > ints[:-1]).all()) or not values.duplicated().any()
 
 
 def _dtype_name(column: Column) -> str:

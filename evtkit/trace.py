@@ -22,17 +22,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import numpy as np
 import pandas as pd
 
-from .observation import MESSAGE_KINDS, hop_event_ids
-from .schema import (
-    DELIVERIES,
-    EVENTS,
-    SCHEMA_VERSION,
-    as_dicts,
-    conform,
-    fill,
-    positions,
-    utc,
-)
+from ._views import deliveries_of, events_of
+from .observation import hop_event_ids
+from .schema import SCHEMA_VERSION, as_dicts, positions
 
 if TYPE_CHECKING:
     from .analysis.causal import Chain
@@ -43,19 +35,6 @@ __all__ = ["Trace"]
 T = TypeVar("T")
 _DERIVED = ("events", "deliveries", "consumer_info", "advisories", "hops")
 """The frames derived from the observations once and kept (cached properties)."""
-
-
-# Observation columns an event's row in ``events`` is taken from.
-_EVENT_SOURCE = ["event_id", "kind", "type", "subject", "source", "correlation_id",
-                 "causation_id", "trace_id", "size", "content_type", "mode", "id_synthetic",
-                 "replay_of", "payload", "headers", "event_time", "observer", "consumer", "ref"]
-
-
-def _taken(frame: pd.DataFrame, order: np.ndarray) -> pd.DataFrame:
-    """``frame`` in ``order``, with a fresh index; no copy when it is in order already."""
-    if len(order) and (np.diff(order) > 0).all():
-        return frame.reset_index(drop=True)
-    return frame.take(order).reset_index(drop=True)
 
 
 class Trace:
@@ -76,47 +55,9 @@ class Trace:
     @cached_property
     def events(self) -> pd.DataFrame:
         """One row per event; columns in :data:`evtkit.schema.EVENTS`."""
-        obs = self.observations
-        rows = np.flatnonzero(obs["kind"].isin(MESSAGE_KINDS).to_numpy())
-        if not len(rows):
-            return EVENTS.empty()
-        msgs = obs[["event_id", "kind", "ts", "seq"]].iloc[rows]
-        codes, ids = msgs["event_id"].factorize()
-        n = len(ids)
-        kind = msgs["kind"]
-        is_pub = (kind == "publish").to_numpy()
-        ts = msgs["ts"].array.asi8
-        rank = np.where(is_pub, 0, np.where((kind == "tap").to_numpy(), 1, 2))
-        # The row that describes each event best: its publish, else a tap, else a receive.
-        order = np.lexsort((msgs["seq"].to_numpy(), rank, codes))
-        first = order[np.r_[True, codes[order][1:] != codes[order][:-1]]]
-        best = obs[_EVENT_SOURCE].iloc[rows[first]]
-        never = np.iinfo(np.int64).max
-        first_seen = np.full(n, never)
-        np.minimum.at(first_seen, codes, ts)
-        published = np.full(n, never)
-        np.minimum.at(published, codes[is_pub], ts[is_pub])
-        # Without a recorded publish, the first sighting is the best publish time we have:
-        # ce-time states when the occurrence happened (and a replay keeps the original's).
-        published = np.where(published == never, first_seen, published)
-        was_published = (best["kind"] == "publish").to_numpy()
-        frame = pd.DataFrame({
-            "event_id": best["event_id"].array,
-            **{c: best[c].array for c in ("type", "subject", "source", "correlation_id",
-                                          "causation_id", "trace_id", "size", "content_type",
-                                          "mode", "id_synthetic", "replay_of", "payload",
-                                          "headers")},
-            "published_at": utc(published),
-            "first_seen_at": utc(first_seen),
-            "event_time": best["event_time"].array,
-            "producer": best["observer"].where(was_published).array,
-            "emitted_by": best["consumer"].where(was_published).array,
-            "emitted_seq": best["ref"].where(was_published).array,
-            "deliveries": np.bincount(codes[(kind == "receive").to_numpy()], minlength=n),
-        })
-        order = np.lexsort((first_seen, published))
-        self._cache[("event_rows",)] = rows[first][order]
-        return conform(_taken(frame, order), EVENTS)
+        frame, rows = events_of(self.observations)
+        self._cache[("event_rows",)] = rows
+        return frame
 
     @property
     def event_rows(self) -> np.ndarray:
@@ -128,57 +69,9 @@ class Trace:
     @cached_property
     def deliveries(self) -> pd.DataFrame:
         """One row per event × consumer; columns in :data:`evtkit.schema.DELIVERIES`."""
-        obs = self.observations
-        kind = obs["kind"]
-        receives = obs[["seq", "event_id", "consumer", "queue", "observer", "subject", "ts",
-                        "delivery_count"]][
-            (kind == "receive").to_numpy()
-        ]
-        if receives.empty:
-            return DELIVERIES.empty()
-        handled = obs[["ref", "ts", "started_at", "outcome", "error", "ack"]][
-            (kind == "handled").to_numpy()
-        ]
-        # Match each handled row to its receive by seq (the last one wins if repeated).
-        recv_seq = receives["seq"].to_numpy()
-        by_seq = np.argsort(recv_seq, kind="stable")
-        ref = handled["ref"].to_numpy(dtype="float64", na_value=np.nan)
-        pos = np.minimum(np.searchsorted(recv_seq[by_seq], ref), len(recv_seq) - 1)
-        hit = recv_seq[by_seq][pos] == ref
-        slot = np.full(len(receives), -1, np.int64)
-        slot[by_seq[pos[hit]]] = np.flatnonzero(hit)
-        matched = slot >= 0
-        # Unmatched receives (still pending, or no handled rows at all) get empty values.
-        done = handled.reset_index(drop=True).reindex(slot)
-
-        events = self.events
-        where = positions(receives["event_id"], events["event_id"])
-        info = events[["type", "correlation_id", "published_at"]].take(np.maximum(where, 0))
-        known = where >= 0
-        frame = pd.DataFrame({
-            "event_id": receives["event_id"].array,
-            "consumer": receives["consumer"].array,
-            "queue": receives["queue"].array,
-            "observer": receives["observer"].array,
-            "subject": receives["subject"].array,
-            "type": info["type"].where(known).array,
-            "correlation_id": info["correlation_id"].where(known).array,
-            "published_at": info["published_at"].where(known).array,
-            "received_at": receives["ts"].array,
-            "started_at": done["started_at"].where(matched).array,
-            "done_at": done["ts"].where(matched).array,
-            "outcome": fill(done["outcome"].where(matched), "pending").array,
-            "error": done["error"].where(matched).array,
-            "delivery_count": receives["delivery_count"].array,
-            "ack": done["ack"].where(matched).array,
-            "seq": receives["seq"].array,
-        })
-        frame["done_at"] = frame["done_at"].where(frame["outcome"] != "dropped")
-        frame["queue_s"] = (frame["started_at"] - frame["published_at"]).dt.total_seconds()
-        frame["processing_s"] = (frame["done_at"] - frame["started_at"]).dt.total_seconds()
-        order = np.argsort(frame["seq"].to_numpy(), kind="stable")
-        self._cache[("delivery_events",)] = where[order]
-        return conform(_taken(frame, order), DELIVERIES)
+        frame, where = deliveries_of(self.observations, self.events)
+        self._cache[("delivery_events",)] = where
+        return frame
 
     @property
     def delivery_events(self) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evtkit._headers import CLOUDEVENTS, KNOWN, header_name, parse_block, parse_blocks
+from evtkit._headers import CLOUDEVENTS, KNOWN, header_name, joined, parse_block, parse_blocks
 
 
 class TestParseBlock:
@@ -69,3 +69,30 @@ class TestBulkAgreesWithOneByOne:
     def test_empty_input(self):
         bulk = parse_blocks([])
         assert all(len(a) == 0 for a in bulk.known.values())
+
+    def test_blocks_are_split_where_they_meet(self):
+        """Blocks lie back to back in one buffer: a CR ending one and an LF starting the
+        next are no line break, and a block without a final CRLF ends its last line."""
+        blocks = [b"NATS/1.0\r\nce-id: a\r", b"\nce-id: b\r\n", b"NATS/1.0\r\nce-type: t",
+                  b"", None, b"\r\nce-id: c\r\n\r\n", b"NATS/1.0\r\nbroken\r\nce-id:  d "]
+        bulk = parse_blocks(blocks, chunk=2)
+        for i, block in enumerate(blocks):
+            one = parse_block(block)
+            for name in KNOWN:
+                assert bulk.known[name][i].as_py() == one.get(name), (i, name)
+            assert bulk.malformed[i] == one.malformed, i
+
+
+class TestJoined:
+    def test_the_arrow_array_holds_the_values_and_the_missing_ones(self):
+        values = [b"ab", None, b"", b"\x00\xff"]
+        array, raw, offsets = joined(values)
+        assert array.to_pylist() == values
+        assert bytes(raw[offsets[0]:offsets[-1]]) == b"ab\x00\xff"
+        assert raw[:offsets[0]].tolist() == [0] * 8 and raw[offsets[-1]:].tolist() == [0] * 8
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.lists(st.one_of(st.none(), st.binary(max_size=20))))
+    def test_round_trips(self, values):
+        array, _, _ = joined(values)
+        assert array.to_pylist() == values

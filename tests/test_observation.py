@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evtkit.capture.recorder import Recorder
-from evtkit.event import decode_message, synthetic_id
+from evtkit.event import decode_message, parse_traceparent, synthetic_id
 from evtkit.observation import (
     CONSUMER_INFO_FIELDS,
     MESSAGE_KINDS,
@@ -304,3 +304,53 @@ class TestBuildObservations:
         row = ("tap", T, "tap", None, None, b"bad.\xff", None, b"", None, None)
         frame = build_observations([row])
         assert frame.loc[0, "subject"] == "bad.\ufffd"
+
+
+_HEXES = st.text("0123456789abcdefABCDEF-xz", min_size=1, max_size=3)
+
+
+def _traceparents() -> st.SearchStrategy[str]:
+    """W3C traceparent values, valid and nearly valid: 55 characters mostly."""
+    piece = st.sampled_from(["0", "f", "a", "F", "-", "x"])
+    valid = st.tuples(st.sampled_from(["00", "01", "ff", "0g"]),
+                      st.text("0123456789abcdef", min_size=32, max_size=32),
+                      st.text("0123456789abcdef", min_size=16, max_size=16),
+                      st.sampled_from(["00", "01", "03", "0f", "10", "zz"]))
+    shaped = valid.map(lambda v: "-".join(v))
+    zeros = st.just("00-" + "0" * 32 + "-" + "1" * 16 + "-01")
+    mutated = st.tuples(shaped, st.integers(0, 54), piece).map(
+        lambda t: t[0][:t[1]] + t[2] + t[0][t[1] + 1:])
+    return st.one_of(shaped, zeros, mutated)
+
+
+class TestTraceparentColumns:
+    """The bulk traceparent reading (fixed positions when every value has 55 characters,
+    else a regex) agrees with parse_traceparent, value by value."""
+
+    def build(self, values: list[str | None]) -> pd.DataFrame:
+        rows = [("tap", T + i, "tap", None, None, b"s", None, b"",
+                 None if v is None else b"NATS/1.0\r\ntraceparent: " + v.encode() + b"\r\n",
+                 "syn-" + str(i)) for i, v in enumerate(values)]
+        return build_observations(rows)
+
+    def check(self, values: list[str | None]) -> None:
+        frame = self.build(values)
+        for i, value in enumerate(values):
+            want = parse_traceparent(value)
+            got = frame.loc[i, ["trace_id", "parent_id", "sampled"]]
+            if want is None:
+                assert got.isna().all(), value
+            else:
+                assert (got["trace_id"], got["parent_id"], bool(got["sampled"])) == want, value
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.one_of(st.none(), _traceparents()), min_size=1, max_size=8))
+    def test_values_of_55_characters(self, values):
+        self.check(values)
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.lists(st.one_of(st.none(), _traceparents(),
+                              st.tuples(_traceparents(), _HEXES).map("".join)),
+                    min_size=1, max_size=8))
+    def test_values_of_other_lengths_too(self, values):
+        self.check(values)

@@ -51,3 +51,14 @@ def test_summary_and_html_escape_what_they_show():
     assert "<script>x" not in html and "&lt;script&gt;x" in html
     assert "evtkit Trace" in html and "1 on 1 subjects" in html
     assert "<script>x (1)" in trace.describe()
+
+
+def test_views_keep_the_observations_ids():
+    """events and deliveries take the observations' id codes: one set of ids, no copies of
+    the text, and ids still compare as text."""
+    trace = ek.Trace(build_observations(rows()))
+    categories = trace.observations["event_id"].cat.categories
+    assert trace.events["event_id"].cat.categories is categories
+    assert trace.deliveries["correlation_id"].cat.categories is categories
+    assert (trace.deliveries["event_id"] == "e1").all()
+    assert trace.events["event_id"].tolist() == ["e1"]

@@ -29,9 +29,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from ..schema import fill, positions, text, utc
+from ..schema import fill, positions, same, text, utc
 
 if TYPE_CHECKING:
     from ..trace import Trace
@@ -51,7 +50,7 @@ def lineage(trace: Trace, *, infer: bool = True, window_s: float = DEFAULT_WINDO
     inferred), ``parent_seq`` (seq of the delivery that published it), ``flow_id``,
     ``root_id``, ``depth`` (1 for a root; missing in and below cycles), ``cause_row`` and
     ``root_row`` (positions of the cause and the root in ``trace.events``, -1 for none:
-    for ``trace.events.take(...)`` without a join).
+    for ``trace.events.take(...)`` without a join). Ids are categoricals, as in ``events``.
 
     Args:
         trace: the trace.
@@ -72,39 +71,39 @@ def lineage(trace: Trace, *, infer: bool = True, window_s: float = DEFAULT_WINDO
     parent = np.where(explicit, cause_pos, -1)
     parent_seq = ev["emitted_seq"].to_numpy(dtype="float64", na_value=np.nan)
 
-    deliveries = _delivery_spans(trace)
     need = explicit & np.isnan(parent_seq)
-    if need.any() and len(deliveries):
+    candidates = (link == _ROOT) & same(ev["correlation_id"], ev["event_id"]) if infer \
+        else np.zeros(n, bool)
+    deliveries = _delivery_spans(trace) if need.any() or candidates.any() else None  # (big)
+    if need.any() and deliveries is not None and len(deliveries):
         parent_seq[need] = _attribute(
             ev.loc[need, ["causation_id", "source", "published_at"]], deliveries)
-    if infer and len(deliveries):
-        candidates = (link == _ROOT) & (ev["correlation_id"] == ev["event_id"]).to_numpy()
-        if candidates.any():
-            found = _infer(ev.loc[candidates, ["event_id", "source", "producer",
-                                               "published_at"]],
-                           deliveries, ev["event_id"], window_s)
-            rows = np.flatnonzero(candidates)[found.index.to_numpy()]
-            parent[rows] = found["parent"].to_numpy()
-            parent_seq[rows] = found["seq"].to_numpy()
-            score[rows] = found["score"].to_numpy()
-            link[rows] = _INFERRED
+    if deliveries is not None and len(deliveries) and candidates.any():
+        found = _infer(ev.loc[candidates, ["event_id", "source", "producer", "published_at"]],
+                       deliveries, ev["event_id"], window_s)
+        rows = np.flatnonzero(candidates)[found.index.to_numpy()]
+        parent[rows] = found["parent"].to_numpy()
+        parent_seq[rows] = found["seq"].to_numpy()
+        score[rows] = found["score"].to_numpy()
+        link[rows] = _INFERRED
 
     flow_code, flows = pd.factorize(ev["correlation_id"])
-    depth, root, flow_code = _propagate(parent, link == _INFERRED, flow_code)
+    depth, root, flow_code = propagate(parent, link == _INFERRED, flow_code)
     unreached = np.flatnonzero(depth == 0)
     if len(unreached):
-        link[_on_cycles(parent, unreached)] = _CYCLE
-    ids = pa.array(ev["event_id"].array)
-    cause_id = pc.if_else(pa.array(parent >= 0), ids.take(pa.array(np.maximum(parent, 0))),
-                          pa.array(cause.array))
+        link[on_cycles(parent, unreached)] = _CYCLE
+    ids = ev["event_id"].array  # (codes into the one set of ids of the trace)
+    cause_id = ids.take(parent, allow_fill=True)
+    orphan = parent < 0
+    cause_id[orphan] = cause.array[orphan]  # (a cause not in the trace keeps its id)
     return pd.DataFrame({
-        "event_id": ev["event_id"].array,
-        "cause_id": text(cause_id),
+        "event_id": ids,
+        "cause_id": cause_id,
         "link": text(pa.DictionaryArray.from_arrays(pa.array(link), pa.array(_LINKS))),
         "score": score,
         "parent_seq": _ints(parent_seq, ~np.isnan(parent_seq)),
-        "flow_id": text(pa.array(flows.array).take(pa.array(flow_code))),
-        "root_id": text(ids.take(pa.array(np.maximum(root, 0), mask=root < 0))),
+        "flow_id": flows.take(flow_code, allow_fill=True),
+        "root_id": ids.take(root, allow_fill=True),
         "depth": _ints(depth, depth > 0),
         "cause_row": parent,
         "root_row": root,
@@ -191,7 +190,7 @@ def _infer(children: pd.DataFrame, deliveries: pd.DataFrame, ids: pd.Series,
     }, index=pd.Index(matched["row"].to_numpy()))
 
 
-def _propagate(parent: np.ndarray, inferred: np.ndarray, flow: np.ndarray
+def propagate(parent: np.ndarray, inferred: np.ndarray, flow: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Depth, root and flow (as codes) of every event, one causal level per vectorised
     step. Events never reached from a root (cycles and what hangs below) keep depth 0."""
@@ -217,7 +216,7 @@ def _propagate(parent: np.ndarray, inferred: np.ndarray, flow: np.ndarray
     return depth, root, flow
 
 
-def _on_cycles(parent: np.ndarray, unreached: np.ndarray) -> np.ndarray:
+def on_cycles(parent: np.ndarray, unreached: np.ndarray) -> np.ndarray:
     """Which of the unreached events sit on a causation cycle (each visited once)."""
     state: dict[int, int] = {}  # 1: being walked, 2: done
     members: list[int] = []
@@ -255,10 +254,11 @@ def chains(trace: Trace, *, infer: bool = True) -> pd.DataFrame:
     pub = ev["published_at"].array.asi8
     dv = trace.deliveries
     where = trace.delivery_events
-    dv_flow = flow_codes[where]
-    dv_end = spans(dv)[1].array.asi8
-
+    dv_flow = flow_codes[where].astype(np.int32 if n_flows < 2**31 else np.int64)
     never, nat = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+    done, start = dv["done_at"].array.asi8, dv["started_at"].array.asi8  # spans()' ends, in ns
+    dv_end = np.where(done != nat, done, np.where(start != nat, start,
+                                                  dv["received_at"].array.asi8))
     started = np.full(n_flows, never)
     np.minimum.at(started, flow_codes, pub)
     last_event = np.full(n_flows, nat)
@@ -288,14 +288,21 @@ def chains(trace: Trace, *, infer: bool = True) -> pd.DataFrame:
     max_depth = np.zeros(n_flows, np.int64)
     np.maximum.at(max_depth, flow_codes, depth)
     consumer_codes, names = pd.factorize(dv["consumer"])
-    pairs = pd.unique(dv_flow.astype(np.int64) * (len(names) + 1) + consumer_codes)
-    consumers = np.bincount(pairs // (len(names) + 1), minlength=n_flows)
+    width = len(names) + 1
+    keys = dv_flow.astype(np.int64) * width + consumer_codes
+    if n_flows * width < 1 << 27:  # distinct (flow, consumer) pairs: a table of bits
+        seen = np.zeros(n_flows * width, bool)
+        seen[keys] = True
+        pairs = np.flatnonzero(seen)
+    else:
+        pairs = pd.unique(keys)
+    consumers = np.bincount(pairs // width, minlength=n_flows)
     errors = np.bincount(dv_flow[(dv["outcome"] == "error").to_numpy()], minlength=n_flows)
 
     frame = pd.DataFrame({
-        "correlation_id": flows.astype(object),
-        "root_event_id": text(pa.array(ev["event_id"].array).take(
-            pa.array(np.maximum(root_pos, 0), mask=root_pos < 0))),
+        # (ids are categoricals over all the trace's ids: "str" decodes only these)
+        "correlation_id": flows.astype("str"),
+        "root_event_id": ev["event_id"].array.take(root_pos, allow_fill=True).astype("str"),
         "events": np.bincount(flow_codes, minlength=n_flows),
         "deliveries": np.bincount(dv_flow, minlength=n_flows),
         "consumers": consumers,
@@ -308,7 +315,6 @@ def chains(trace: Trace, *, infer: bool = True) -> pd.DataFrame:
     })
     frame["duration_s"] = (frame["ended_at"] - frame["started_at"]).dt.total_seconds()
     frame["critical_path_s"] = np.where(root_pub != nat, (ended - root_pub) / 1e9, np.nan)
-    frame["correlation_id"] = frame["correlation_id"].astype("str")
     # Longest first; ties keep the order flows started in.
     frame = frame.take(np.argsort(-frame["duration_s"].to_numpy(), kind="stable"))
     return frame[_CHAIN_COLUMNS].reset_index(drop=True)

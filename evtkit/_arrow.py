@@ -1,0 +1,283 @@
+"""Arrow ↔ pandas conversions that make no Python object per row.
+
+- :func:`text`: Arrow strings → pandas ``str`` (Arrow-backed, zero copy where possible).
+- :func:`categorical`: text with few distinct values → a categorical, categories sorted.
+- :func:`ids`: the id columns of a frame → categoricals that share **one** set of categories
+  (ids repeat across rows and across columns: a receive repeats its event's id, a child's
+  ``causation_id`` is its parent's ``event_id``, a root's ``correlation_id`` its own id), so a
+  large trace keeps each id once plus a 4-byte code per row, and comparing or joining id
+  columns — within a frame or across the frames derived from it — compares codes.
+- :func:`masked`: Arrow ints / booleans → pandas' nullable arrays, leaving zero pages
+  untouched where a column has no missing values or only zeros.
+- :func:`positions`: where each value is among keys (the join every analysis needs).
+
+Id categories are in order of first appearance: sorting millions of ids would cost more
+than building the frame. This module imports nothing from evtkit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["POOL", "TEXT", "arrow", "categorical", "codes_dtype", "dictionary", "id_dtype", "ids",
+           "masked", "positions", "same", "same_categories", "share", "text"]
+
+TEXT = pd.StringDtype(na_value=float("nan"))
+"""The pandas ``str`` dtype of text columns and of categories (Arrow-backed)."""
+
+POOL = pa.system_memory_pool()
+"""Where evtkit's large Arrow temporaries (hash tables, joined values) are allocated: the C
+allocator hands out fresh pages several times faster than Arrow's default pool (mimalloc)
+on Linux with transparent huge pages, where a first build of a million rows otherwise
+spends seconds in the kernel."""
+
+
+def text(values: pa.Array | pa.ChunkedArray) -> pd.api.extensions.ExtensionArray:
+    """An Arrow string (or dictionary-of-string) array as a pandas ``str`` array, without
+    Python objects in between."""
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(pa.large_string())
+    return pa.table({"x": values}).to_pandas(types_mapper=pandas_type)["x"].array
+
+
+def pandas_type(arrow_type: pa.DataType) -> object | None:
+    """The pandas dtype evtkit uses for an Arrow type (None: pandas' default)."""
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return TEXT
+    if pa.types.is_int64(arrow_type):
+        return pd.Int64Dtype()
+    if pa.types.is_boolean(arrow_type):
+        return pd.BooleanDtype()
+    return None
+
+
+def arrow(values: Any) -> pa.Array:
+    """A pandas Series / Index / array of text as one Arrow array (a categorical decoded)."""
+    array = values.array if hasattr(values, "array") else values
+    if hasattr(array, "_pa_array"):
+        return pa.chunked_array(array._pa_array).combine_chunks()
+    if isinstance(array, pd.Categorical):
+        codes = np.asarray(array.codes)
+        return arrow(array.categories).take(pa.array(codes, mask=codes < 0))
+    # from_pandas: NaN / None / NA in object columns are missing values, not text
+    return pa.array(np.asarray(values, dtype=object), pa.large_string(), from_pandas=True)
+
+
+def codes_dtype(n: int) -> type[np.signedinteger[Any]]:
+    """The integer type pandas keeps the codes of ``n`` categories in (smaller copies)."""
+    for kind in (np.int8, np.int16, np.int32):
+        if n < np.iinfo(kind).max:
+            return kind
+    return np.int64
+
+
+def id_dtype(categories: pd.Index) -> pd.CategoricalDtype:
+    """A categorical dtype over ``categories``, which the caller knows are unique and not
+    missing (pandas would hash millions of ids once more to check)."""
+    fast = getattr(pd.CategoricalDtype, "_from_fastpath", None)
+    if fast is None:  # pragma: no cover - a pandas without the private fast path
+        return pd.CategoricalDtype(categories)
+    return fast(categories, False)
+
+
+def categorical(values: pa.Array | pa.ChunkedArray) -> pd.Categorical:
+    """Arrow text (plain or dictionary-encoded) → a pandas categorical with sorted categories
+    and the smallest codes that fit, without a Python object per row. Chunk by chunk (as
+    Parquet row groups come), so no temporary is larger than a chunk."""
+    chunks = [c if pa.types.is_dictionary(c.type) else pc.dictionary_encode(c, memory_pool=POOL)
+              for c in (values.chunks if isinstance(values, pa.ChunkedArray) else [values])]
+    chunks = [c if _plain_text(c.dictionary.type) else
+              pc.dictionary_encode(c.cast(pa.large_string())) for c in chunks]
+    dictionaries = [c.dictionary.cast(pa.large_string()) for c in chunks]
+    words = pc.drop_null(pc.unique(pa.chunked_array(dictionaries, pa.large_string())))
+    words = words.take(pc.sort_indices(words))
+    small = codes_dtype(len(words))
+    codes = np.empty(len(values), small)
+    at = 0
+    for chunk, dictionary in zip(chunks, dictionaries, strict=True):
+        where = pc.fill_null(pc.index_in(dictionary, value_set=words), -1).cast(pa.int64())
+        mapping = np.append(np.asarray(where), -1).astype(small)  # -1 (missing) stays
+        codes[at:at + len(chunk)] = mapping[np.asarray(pc.fill_null(chunk.indices, -1))]
+        at += len(chunk)
+    categories = pd.Index(text(words), dtype=TEXT)
+    return pd.Categorical.from_codes(codes, dtype=id_dtype(categories), validate=False)
+
+
+def _plain_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def masked(values: pa.Array | pa.ChunkedArray, *, ints: bool
+           ) -> pd.arrays.IntegerArray | pd.arrays.BooleanArray:
+    """Arrow int64 (``ints``) or booleans → pandas' nullable array, chunk by chunk into one
+    numpy array (pandas would join the chunks and copy once more); a mask without missing
+    values, or values that are all 0 / False, stay zero pages that are never touched."""
+    low, high = pc.min_max(values).values()
+    zero = low.as_py() in (0, False) and high.as_py() in (0, False)
+    data = np.zeros(len(values), np.int64 if ints else bool)
+    mask = np.zeros(len(values), bool)
+    at = 0
+    for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
+        end = at + len(chunk)
+        if not zero:
+            data[at:end] = chunk.fill_null(0 if ints else False).to_numpy(zero_copy_only=False)
+        if chunk.null_count:
+            mask[at:end] = chunk.is_null().to_numpy(zero_copy_only=False)
+        at = end
+    return pd.arrays.IntegerArray(data, mask) if ints else pd.arrays.BooleanArray(data, mask)
+
+
+def ids(columns: Mapping[str, pa.Array | pa.ChunkedArray]) -> dict[str, pd.Categorical]:
+    """Arrow id columns of one frame (plain or dictionary-encoded text, equally long) →
+    categoricals sharing one set of categories, in order of first appearance.
+
+    Every distinct id is hashed once: a dictionary-encoded column (as Parquet stores ids)
+    only through its dictionary, and a plain row whose value equals the same row of an
+    earlier plain column (a publish's ``parent_id`` is its ``event_id``; ``trace_id`` often
+    its ``correlation_id``) not at all: it takes that column's code.
+    """
+    n = len(next(iter(columns.values()))) if columns else 0
+    todo: list[pa.Array] = []  # what is hashed, in one pass
+    plans: dict[str, list[tuple[Any, ...]]] = {}
+    plain: list[tuple[str, pa.Array]] = []
+    for name, values in columns.items():
+        chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+        if values.null_count == len(values):
+            plans[name] = []
+        elif all(pa.types.is_dictionary(c.type) for c in chunks):
+            plans[name] = [("dict", len(todo) + i, c.indices) for i, c in enumerate(chunks)]
+            todo += [c.dictionary.cast(pa.large_string()) for c in chunks]
+        else:
+            flat = pa.chunked_array(chunks).combine_chunks() if len(chunks) != 1 else chunks[0]
+            if pa.types.is_dictionary(flat.type):
+                flat = flat.cast(flat.type.value_type)
+            flat = flat.cast(pa.large_string())
+            plans[name] = _plan_plain(flat, plain, todo)
+            plain.append((name, flat))
+    if todo:
+        encoded = pc.dictionary_encode(pa.chunked_array(todo, pa.large_string()),
+                                       memory_pool=POOL)
+        categories = encoded.chunk(0).dictionary
+        found = [np.asarray(pc.fill_null(c.indices, -1)) for c in encoded.chunks]
+    else:
+        categories, found = pa.array([], pa.large_string()), []
+    dtype = id_dtype(pd.Index(text(categories), dtype=TEXT))
+    small = codes_dtype(len(categories))
+    out: dict[str, pd.Categorical] = {}
+    for name, plan in plans.items():
+        codes = _codes(plan, found, out, n, small)
+        out[name] = pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
+    return out
+
+
+def _plan_plain(values: pa.Array, earlier: list[tuple[str, pa.Array]], todo: list[pa.Array]
+                ) -> list[tuple[Any, ...]]:
+    """How a plain column gets its codes: rows equal to an earlier column's take its codes,
+    the rest are hashed (appended to ``todo``)."""
+    plan: list[tuple[Any, ...]] = []
+    left = pc.is_valid(values)
+    for name, other in earlier:
+        same = pc.fill_null(pc.and_(left, pc.equal(values, other)), False)
+        if pc.any(same).as_py():
+            plan.append(("same", name, np.asarray(same)))
+            left = pc.and_not(left, same)
+    if not plan:
+        plan.append(("rows", len(todo), None))
+        todo.append(values)
+    elif pc.any(left).as_py():
+        plan.append(("rows", len(todo), np.asarray(left)))
+        todo.append(values.filter(left))
+    return plan
+
+
+def _codes(plan: list[tuple[Any, ...]], found: list[np.ndarray],
+           done: Mapping[str, pd.Categorical], n: int, small: type) -> np.ndarray:
+    if not plan:  # every value missing: no memory touched (pages of np.full are)
+        return np.broadcast_to(small(-1), n)
+    if plan[0][0] == "rows" and plan[0][2] is None:  # hashed whole
+        return found[plan[0][1]].astype(small, copy=False)
+    codes: np.ndarray = np.full(n, -1, small)
+    start = 0
+    for step, where, rows in plan:
+        if step == "dict":
+            local = np.asarray(pc.fill_null(rows, -1))
+            mapping: np.ndarray = np.append(found[where], -1).astype(small)
+            codes[start:start + len(local)] = mapping[local]
+            start += len(local)
+        elif step == "same":
+            codes[rows] = np.asarray(done[where].codes)[rows]
+        else:
+            codes[rows] = found[where]
+    return codes
+
+
+def same_categories(a: Any, b: Any) -> bool:
+    """Whether two categorical dtypes have the same categories in the same order (cheap when
+    they are the same object, as for frames derived from one another)."""
+    if not (isinstance(a, pd.CategoricalDtype) and isinstance(b, pd.CategoricalDtype)):
+        return False
+    return a.categories is b.categories or a.categories.equals(b.categories)
+
+
+def same(a: pd.Series, b: pd.Series) -> np.ndarray:
+    """``a == b`` as a numpy bool array (missing: False); two id columns sharing their
+    categories compare codes (pandas would first hash every category of both)."""
+    if same_categories(a.dtype, b.dtype):
+        codes = np.asarray(a.array.codes)
+        return (codes == np.asarray(b.array.codes)) & (codes >= 0)
+    return np.asarray((a == b).to_numpy(dtype=bool, na_value=False))
+
+
+def share(columns: Mapping[str, Any]) -> dict[str, pd.Categorical]:
+    """pandas id columns (text or categoricals, equally long) → categoricals sharing one set
+    of categories; columns that already share one are returned as they are."""
+    arrays = {name: pd.Series(values).array for name, values in columns.items()}
+    dtypes = [a.dtype for a in arrays.values()]
+    if dtypes and all(same_categories(dtypes[0], d) for d in dtypes):
+        return {name: a for name, a in arrays.items()}
+    return ids({name: dictionary(a) for name, a in arrays.items()})
+
+
+def dictionary(values: Any) -> pa.Array:
+    """pandas text as Arrow: a categorical as a dictionary array over its categories (its
+    codes are not decoded), anything else as plain text."""
+    if isinstance(values, pd.Categorical):
+        codes = np.asarray(values.codes)
+        return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0),
+                                              arrow(values.categories))
+    return arrow(values)
+
+
+def positions(values: pd.Series | pd.Index, keys: pd.Series | pd.Index) -> np.ndarray:
+    """Where each of ``values`` is in ``keys`` (int64, -1 when absent or missing; the first
+    position when a key repeats).
+
+    Ids sharing categories (a frame and the frames derived from it) are matched by their
+    codes; other text by an Arrow hash lookup, several times faster than
+    ``Index.get_indexer`` on strings; a categorical ``values`` is looked up once per category.
+    """
+    if isinstance(keys.dtype, pd.CategoricalDtype):
+        key_codes = np.asarray(_cat(keys).codes, dtype=np.int64)
+        first = np.full(len(keys.dtype.categories) + 1, -1, np.int64)  # last slot: missing
+        valid = np.flatnonzero(key_codes >= 0)[::-1]  # reversed: the first position wins
+        first[key_codes[valid]] = valid
+        if same_categories(values.dtype, keys.dtype):
+            return first[np.asarray(_cat(values).codes)]
+        category = positions(values, keys.dtype.categories)
+        return np.where(category >= 0, first[category], -1)
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes = np.asarray(_cat(values).codes)
+        where = np.append(positions(values.dtype.categories, keys), -1)
+        return where[codes]  # code -1 (missing) picks the appended -1
+    found = pc.index_in(arrow(values), value_set=arrow(keys), skip_nulls=True)
+    return np.asarray(pc.fill_null(found, -1)).astype(np.int64)
+
+
+def _cat(values: pd.Series | pd.Index) -> pd.Categorical:
+    return values.array if isinstance(values, pd.Series) else values.values
