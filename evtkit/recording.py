@@ -8,8 +8,9 @@ This is what ``evtkit record`` runs; in a notebook::
 Several recorders can share one capture: with ``shard="a"``, ``"b"``, … each joins the queue
 group ``group`` for its tap, so the server hands every message to one of them, and each
 writes its own parts of the same directory (``part-a-000000.parquet``, …); loading the
-directory gives the union as one trace. Run them on one host or many (a shared or network
-file system for ``out``).
+directory gives the union as one trace. Run them on one host or many: ``out`` on a shared
+or network file system, or a URL of an object store (``s3://bucket/run.parquet``,
+``gs://...``; anything :mod:`pyarrow.fs` or fsspec opens), where each part is one object.
 
 Rows are flushed to disk every ``flush_interval`` seconds (default 1), so a recorder killed
 with SIGKILL loses at most the last interval; a stop request (SIGINT/SIGTERM in the CLI, or
@@ -29,7 +30,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .capture.bus import Bus
-from .store import SegmentWriter, check_shard, trace_format
+from .store import SegmentWriter, check_shard, destination, trace_format
 
 __all__ = ["record"]
 
@@ -56,7 +57,8 @@ async def record(
     """Tap ``subjects`` and write every message to ``out`` until a limit or ``stop``.
 
     Args:
-        out: trace path (``.parquet`` → a directory of parts, ``.jsonl`` → appended lines).
+        out: trace path (``.parquet`` → a directory of parts, ``.jsonl`` → appended lines),
+            or the URL of a ``.parquet`` directory (``s3://bucket/run.parquet``).
         url: NATS server; default ``$NATS_URL``, else an embedded server.
         subjects: subjects or wildcards to capture (may be empty when collecting).
         collect: also merge telemetry rows sent by evtkit services (see
@@ -100,6 +102,7 @@ async def record(
                              "JetStream and message traces with one recorder without --shard")
         if name == "evtkit-record":
             name = f"evtkit-record-{shard}"
+    destination(out)  # an unknown scheme, an unreachable store: before connecting
     stop = stop or asyncio.Event()
     # The recorder writes its own rows; it must not also ship them as telemetry.
     nats_options.setdefault("telemetry", 0)

@@ -13,7 +13,10 @@ Formats, chosen by suffix:
     sharing one capture (``evtkit record --shard NAME``) write ``part-NAME-000000.parquet``
     ...; loading the directory joins the shards into one trace (each shard numbers its rows
     on its own, so their ``seq`` numbers are shifted to follow one another).
-``*.jsonl`` / ``*.jsonl.gz``
+    The directory may also be a URL (``s3://bucket/run.parquet``, ``gs://...``,
+    ``file:///...``, ``memory://...``: see :mod:`evtkit._location`); on object stores a part
+    is written under its final name (a PUT is atomic there).
+``*.jsonl`` / ``*.jsonl.gz`` (local files only)
     A first line ``{"evtkit_trace": {...metadata...}}``, then one JSON object per
     observation (empty fields left out; ``payload`` as text when it is UTF-8, else
     ``payload_b64``; the same for ``header_block``), then optionally
@@ -26,21 +29,20 @@ schema version this evtkit does not read, wrong column types, unknown row kinds.
 
 from __future__ import annotations
 
-import base64
-import gzip
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any
 
-import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import _jsonl
+from ._location import Location, is_url, local, public_url, resolve
 from ._parquet import CATEGORIES, read_columns
 from .errors import TraceFormatError
 from .observation import MESSAGE_KINDS, build_observations
@@ -48,16 +50,14 @@ from .schema import (
     KINDS,
     OBSERVATIONS,
     SCHEMA_VERSION,
-    as_bytes,
-    as_dicts,
     concat,
-    to_frame,
+    distinct,
     to_table,
 )
 from .trace import Trace
 
-__all__ = ["SegmentWriter", "check_shard", "load", "merge_metadata", "save", "shard_of",
-           "trace_format", "trace_metadata"]
+__all__ = ["SegmentWriter", "check_shard", "destination", "load", "merge_metadata", "save",
+           "shard_of", "trace_format", "trace_metadata"]
 
 META_KEY = b"evtkit.trace"
 PART_GLOB = "part-*.parquet"
@@ -80,25 +80,20 @@ def shard_of(part: str | os.PathLike[str]) -> str | None:
     """The shard a part file belongs to (``part-NAME-000000.parquet`` → ``NAME``), or None."""
     match = _PART.match(os.path.basename(part))
     return match["shard"] if match else None
-_BYTES_COLUMNS = ("payload", "header_block")
-_TIME_COLUMNS = tuple(c.name for c in OBSERVATIONS.columns
-                      if c.pandas == OBSERVATIONS.by_name["ts"].pandas)
 
 
 def trace_format(path: str | os.PathLike[str]) -> str:
-    """``parquet`` or ``jsonl`` for a path, by its suffix.
+    """``parquet`` or ``jsonl`` for a path or URL, by its suffix.
 
     Raises:
         ValueError: the suffix is neither.
     """
-    name = os.fspath(path).lower()
-    if name.endswith(".parquet"):
+    name = public_url(os.fspath(path)) if is_url(path) else os.fspath(path)  # no query
+    if name.lower().endswith(".parquet"):
         return "parquet"
-    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+    if name.lower().endswith((".jsonl", ".jsonl.gz", ".ndjson")):
         return "jsonl"
-    raise ValueError(
-        f"{os.fspath(path)}: unknown trace format; use a .parquet or .jsonl (.jsonl.gz) name"
-    )
+    raise ValueError(f"{name}: unknown trace format; use a .parquet or .jsonl (.jsonl.gz) name")
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -115,78 +110,39 @@ def save(trace: Trace, path: str | os.PathLike[str]) -> str:
     if fmt == "parquet":
         _write_parquet(trace.observations, meta, tmp)
     else:
-        with _open_write(tmp, gz=_gz(target)) as fh:
-            fh.write(_jsonl_header(meta))
-            fh.write(_jsonl_rows(trace.observations))
+        with _jsonl.open_write(tmp, gz=_jsonl.gzipped(target)) as fh:
+            fh.write(_jsonl.header(meta))
+            fh.write(_jsonl.rows(trace.observations))
             fh.write(orjson.dumps({"evtkit_end": meta}) + b"\n")
     os.replace(tmp, target)
     return os.fspath(target)
 
 
-def _write_parquet(observations: pd.DataFrame, meta: dict[str, Any], path: Path) -> None:
+def _write_parquet(observations: pd.DataFrame, meta: dict[str, Any], path: Any) -> None:
     table = to_table(observations, OBSERVATIONS)
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta, default=str).encode()})
     pq.write_table(table, path, compression="zstd")
 
 
-def _gz(path: Path) -> bool:
-    return path.name.lower().endswith(".gz")
+def destination(path: str | os.PathLike[str]) -> Location | None:
+    """Where :class:`SegmentWriter` writes a Parquet trace (a local path or a URL), checked:
+    known, reachable, not a file; None for JSON Lines (local files only).
 
-
-def _open_write(path: Path, *, gz: bool, append: bool = False) -> BinaryIO:
-    mode = "ab" if append else "wb"
-    if gz:
-        return cast(BinaryIO, gzip.open(path, mode))
-    return cast(BinaryIO, open(path, mode))  # noqa: SIM115 - returned to a with-block
-
-
-def _append(path: Path, data: bytes) -> None:
-    """Append whole lines in one write and push them to disk."""
-    with _open_write(path, gz=_gz(path), append=True) as fh:
-        fh.write(data)
-    if not _gz(path):
-        with open(path, "rb") as fh:
-            os.fsync(fh.fileno())
-
-
-def _jsonl_header(meta: dict[str, Any]) -> bytes:
-    return orjson.dumps({"evtkit_trace": meta}, default=str) + b"\n"
-
-
-def _jsonl_rows(observations: pd.DataFrame) -> bytes:
-    """Observation rows as JSON lines, leaving empty fields out."""
-    if observations.empty:
-        return b""
-    columns: dict[str, list[Any]] = {}
-    for name in OBSERVATIONS.names:
-        series = observations[name]
-        if name in _TIME_COLUMNS:
-            text = np.datetime_as_string(
-                series.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]"), unit="ns"
-            )
-            columns[name] = [None if t == "NaT" else t + "Z" for t in text]
-        elif name in _BYTES_COLUMNS:
-            columns[name] = as_bytes(series)
-        elif name == "headers":
-            columns[name] = as_dicts(series)
-        else:
-            columns[name] = series.astype(object).where(series.notna(), None).tolist()
-    lines = []
-    names = list(columns)
-    for values in zip(*columns.values(), strict=True):
-        row: dict[str, Any] = {}
-        for name, value in zip(names, values, strict=True):
-            if value is None:
-                continue
-            if name in _BYTES_COLUMNS:
-                try:
-                    row[name] = value.decode("utf-8")
-                except UnicodeDecodeError:
-                    row[name + "_b64"] = base64.b64encode(value).decode("ascii")
-            else:
-                row[name] = value
-        lines.append(orjson.dumps(row))
-    return b"\n".join(lines) + b"\n"
+    Raises:
+        ValueError: an unknown format or URL scheme, or a JSON Lines URL.
+        OSError: the store cannot be reached; FileExistsError: a file is in the way.
+    """
+    if trace_format(path) == "jsonl":
+        if is_url(path):
+            raise ValueError(f"{public_url(os.fspath(path))}: JSON Lines traces are written "
+                             "to local files only; give a local path or a .parquet URL")
+        return None
+    where = resolve(os.fspath(path)) if is_url(path) else local(os.fspath(path))
+    with where.io("cannot write there"):
+        kind = where.kind()
+    if kind == "file":
+        raise FileExistsError(f"{where.url} exists and is a file; choose another name")
+    return where
 
 
 class SegmentWriter:
@@ -195,7 +151,8 @@ class SegmentWriter:
     Parquet paths become a directory of parts; JSON Lines paths get whole lines appended.
 
     Args:
-        path: where the trace goes (format by suffix).
+        path: where the trace goes (format by suffix): a local path, or for Parquet a URL
+            (see :func:`destination`).
         metadata: capture metadata, updated by :meth:`write` and :meth:`close`.
         shard: write this shard's parts of a directory other recorders write too: only
             its own earlier parts are cleared (Parquet directories only).
@@ -203,7 +160,7 @@ class SegmentWriter:
 
     def __init__(self, path: str | os.PathLike[str], metadata: dict[str, Any],
                  shard: str | None = None) -> None:
-        self.path = Path(path)
+        self.path = Path(path)  # a local path; a URL's location (credentials in it) is `where`
         self.format = trace_format(path)
         self.metadata = {**metadata, "schema_version": SCHEMA_VERSION, "complete": False}
         self.shard = None if shard is None else check_shard(shard)
@@ -214,17 +171,17 @@ class SegmentWriter:
             if self.format != "parquet":
                 raise ValueError(f"shards write a Parquet directory, not {self.path.name!r}")
             self.metadata["shard"] = shard
-        if self.format == "parquet":
-            if self.path.is_file():
-                raise FileExistsError(f"{self.path} exists and is a file; choose another name")
-            self.path.mkdir(parents=True, exist_ok=True)
-            for old in self.path.glob(PART_GLOB):
-                if shard is None or shard_of(old) == shard:
-                    old.unlink()
+        where = destination(path)
+        if where is not None:
+            self.where = where
+            with where.io("cannot write there"):
+                where.make_directory()
+                where.remove([old for old in where.parts(PART_GLOB)
+                              if shard is None or shard_of(old) == shard])
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with _open_write(self.path, gz=_gz(self.path)) as fh:
-                fh.write(_jsonl_header(self.metadata))
+            with _jsonl.open_write(self.path, gz=_jsonl.gzipped(self.path)) as fh:
+                fh.write(_jsonl.header(self.metadata))
                 fh.flush()
 
     def write(self, first_seq: int, rows: Sequence[tuple[Any, ...]],
@@ -236,12 +193,12 @@ class SegmentWriter:
         frame = build_observations(rows, first_seq)
         self.rows += len(frame)
         if self.format == "parquet":
-            target = self.path / f"{self.prefix}{self.parts:06d}.parquet"
-            tmp = self.path / f".{target.name}.tmp"
-            _write_parquet(frame, {**self.metadata, "part": self.parts}, tmp)
-            os.replace(tmp, target)
+            meta = {**self.metadata, "part": self.parts}
+            with self.where.io("cannot write a part there"):
+                self.where.put(f"{self.prefix}{self.parts:06d}.parquet",
+                               lambda out: _write_parquet(frame, meta, out))
         else:
-            _append(self.path, _jsonl_rows(frame))
+            _jsonl.append_lines(self.path, _jsonl.rows(frame))
         self.parts += 1
 
     def close(self, metadata: dict[str, Any] | None = None) -> None:
@@ -251,31 +208,54 @@ class SegmentWriter:
         if self.format == "parquet":
             self.write(0, [], None)
         else:
-            _append(self.path, orjson.dumps({"evtkit_end": self.metadata}, default=str) + b"\n")
+            end = orjson.dumps({"evtkit_end": self.metadata}, default=str) + b"\n"
+            _jsonl.append_lines(self.path, end)
 
 
 # -- reading -----------------------------------------------------------------------------------
 
 
 def load(path: str | os.PathLike[str]) -> Trace:
-    """Read a trace file (``.parquet`` file or directory, ``.jsonl``, ``.jsonl.gz``).
+    """Read a trace file (``.parquet`` file or directory, ``.jsonl``, ``.jsonl.gz``), or a
+    Parquet trace at a URL (``s3://bucket/run.parquet``, ``file:///...``; see
+    :func:`destination`).
 
     Raises:
         TraceFormatError: the path is missing, empty, corrupt, truncated, not a trace, or
-            of a schema version this evtkit cannot read.
+            of a schema version this evtkit cannot read; the URL cannot be used or reached.
     """
+    shown = None
+    if is_url(path):
+        where = resolve(os.fspath(path), fail=TraceFormatError)
+        if not where.local:
+            with where.io("cannot read it"):
+                frame, meta = _read_url(where)
+            return _trace(where.url, frame, meta)
+        shown, path = where.url, where.path  # file://: a local path, JSON Lines included
     target = Path(path)
     try:
-        return _load(target)
+        return _load(target, shown)
     except OSError as exc:  # unreadable: permissions, a directory where a file was meant...
         raise TraceFormatError(target, f"cannot read it: {exc.strerror or exc}") from exc
 
 
-def _load(target: Path) -> Trace:
+def _read_url(where: Location) -> tuple[pd.DataFrame, dict[str, Any]]:
+    kind = where.kind()
+    if kind is None:
+        raise TraceFormatError(where.url, "no such file or directory")
+    if kind == "directory":
+        return _read_parts(where.url, where.parts(PART_GLOB), where.fs)
+    if trace_format(where.path) != "parquet":
+        raise TraceFormatError(where.url, "a URL holds Parquet traces; JSON Lines traces are "
+                                          "read from local files only")
+    return _read_parquet(where.path, where.fs)
+
+
+def _load(target: Path, shown: str | None) -> Trace:
     if not target.exists():
         raise TraceFormatError(target, "no such file or directory")
     if target.is_dir():
-        frame, meta = _read_parts(target)
+        frame, meta = _read_parts(target, sorted(str(p) for p in target.glob(PART_GLOB)))
     else:
         if target.stat().st_size == 0:
             raise TraceFormatError(target, "the file is empty")
@@ -283,26 +263,32 @@ def _load(target: Path) -> Trace:
             fmt = trace_format(target)
         except ValueError:
             fmt = _sniff(target)
-        frame, meta = _read_parquet(target) if fmt == "parquet" else _read_jsonl(target)
-    _check_rows(target, frame)
-    meta["source_path"] = os.fspath(target)
+        frame, meta = _read_parquet(target) if fmt == "parquet" \
+            else _jsonl.read(target, _check_version)
+    return _trace(shown or os.fspath(target), frame, meta)
+
+
+def _trace(name: str, frame: pd.DataFrame, meta: dict[str, Any]) -> Trace:
+    _check_rows(name, frame)
+    meta["source_path"] = name
     if not frame["seq"].is_monotonic_increasing:  # as recorded, it is: no copy then
         frame = frame.sort_values("seq", kind="stable").reset_index(drop=True)
     return Trace(frame, meta)
 
 
-def _read_parts(target: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """A directory of parts, one trace: shards (``part-NAME-*``) follow one another, each
-    shard's ``seq`` (and the ``ref`` pointing at it) shifted past the previous shard's."""
-    parts = sorted(target.glob(PART_GLOB))
+def _read_parts(target: str | Path, parts: list[str], fs: Any = None
+                ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A directory's ``parts`` (on ``fs``, else local), one trace: shards (``part-NAME-*``)
+    follow one another, each shard's ``seq`` (and the ``ref`` pointing at it) shifted past
+    the previous shard's."""
     if not parts:
         raise TraceFormatError(target, "a directory without trace parts (part-*.parquet)")
-    shards: dict[str | None, list[Path]] = {}
+    shards: dict[str | None, list[str]] = {}
     for part in parts:
         shards.setdefault(shard_of(part), []).append(part)
     frames, metas, offset = [], [], 0
     for _, files in sorted(shards.items(), key=lambda item: item[0] or ""):
-        loaded = [_read_parquet(p) for p in files]
+        loaded = [_read_parquet(p, fs) for p in files]
         frame = concat([f for f, _ in loaded])
         if len(shards) > 1 and len(frame):
             frame["seq"] = frame["seq"] + offset
@@ -359,12 +345,13 @@ def _check_version(path: str | os.PathLike[str], meta: Any) -> dict[str, Any]:
     )
 
 
-def _read_parquet(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _read_parquet(path: str | Path, fs: Any = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     try:
-        file = pq.ParquetFile(path)
+        file = pq.ParquetFile(path, filesystem=fs)
         # Text with few values is read as Parquet stores it: dictionary-encoded.
         text = [n for n in CATEGORIES if n in file.schema_arrow.names]
-        file = pq.ParquetFile(path, read_dictionary=text, metadata=file.metadata)
+        file = pq.ParquetFile(path, read_dictionary=text, metadata=file.metadata,
+                              filesystem=fs)
         schema = file.schema_arrow
     except (pa.ArrowException, OSError) as exc:
         raise TraceFormatError(
@@ -404,76 +391,7 @@ def trace_metadata(path: str | os.PathLike[str], schema: pa.Schema) -> dict[str,
     return _check_version(path, meta)
 
 
-def _read_jsonl(path: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    opener = gzip.open if _is_gzip(path) else open
-    try:
-        with opener(path, "rb") as fh:
-            lines = fh.read().split(b"\n")
-    except (OSError, EOFError) as exc:
-        raise TraceFormatError(path, f"cannot read (corrupt or truncated?): {exc}") from exc
-    records = _parse_lines(path, lines)
-    if not records or not isinstance(records[0], dict) or "evtkit_trace" not in records[0]:
-        raise TraceFormatError(
-            path, "not an evtkit trace: the first line must be {\"evtkit_trace\": ...}"
-        )
-    meta = _check_version(path, records[0]["evtkit_trace"])
-    rows = records[1:]
-    if rows and isinstance(rows[-1], dict) and "evtkit_end" in rows[-1]:
-        meta = {**meta, **_check_version(path, rows.pop()["evtkit_end"])}
-    return _rows_to_frame(path, rows), meta
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == b"\x1f\x8b"
-
-
-def _parse_lines(path: Path, lines: Iterable[bytes]) -> list[Any]:
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(orjson.loads(line))
-        except orjson.JSONDecodeError as exc:
-            raise TraceFormatError(
-                path, f"line {number} is not valid JSON (corrupt or truncated?): {exc}"
-            ) from exc
-    return records
-
-
-def _rows_to_frame(path: Path, rows: list[Any]) -> pd.DataFrame:
-    if not rows:
-        return OBSERVATIONS.empty()
-    if not all(isinstance(r, dict) for r in rows):
-        raise TraceFormatError(path, "every row must be a JSON object")
-    frame = pd.DataFrame.from_records(rows)
-    for name in _BYTES_COLUMNS:
-        text = frame[name] if name in frame else pd.Series([None] * len(frame))
-        b64 = frame[name + "_b64"] if name + "_b64" in frame else pd.Series([None] * len(frame))
-        try:
-            frame[name] = [
-                base64.b64decode(b, validate=True) if isinstance(b, str)
-                else t.encode("utf-8") if isinstance(t, str) else None
-                for t, b in zip(text, b64, strict=True)
-            ]
-        except (ValueError, TypeError) as exc:
-            raise TraceFormatError(path, f"column {name!r} holds bad base64: {exc}") from exc
-    try:
-        for name in _TIME_COLUMNS:
-            if name in frame:
-                frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601")
-        frame = frame.reindex(columns=OBSERVATIONS.names)
-        for name in frame.columns:
-            if frame[name].dtype == object or frame[name].isna().all():
-                frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
-        table = pa.Table.from_pandas(frame, schema=OBSERVATIONS.arrow, preserve_index=False)
-        return to_frame(table, OBSERVATIONS)
-    except (pa.ArrowException, ValueError, TypeError) as exc:
-        raise TraceFormatError(path, f"rows do not fit the trace columns: {exc}") from exc
-
-
-def _check_rows(path: Path, frame: pd.DataFrame) -> None:
+def _check_rows(path: str | Path, frame: pd.DataFrame) -> None:
     if frame["seq"].isna().any() or frame["ts"].isna().any() or frame["kind"].isna().any():
         raise TraceFormatError(path, "rows without seq, ts or kind")
     unknown = set(frame["kind"].unique()) - set(KINDS)
@@ -483,5 +401,5 @@ def _check_rows(path: Path, frame: pd.DataFrame) -> None:
     if nameless.any():
         raise TraceFormatError(path, f"{int(nameless.sum())} message rows without event_id "
                                      f"(the first has seq {frame['seq'][nameless].iloc[0]})")
-    if frame["seq"].duplicated().any():
+    if not distinct(frame["seq"]):
         raise TraceFormatError(path, "duplicate seq numbers (parts from different traces?)")

@@ -119,7 +119,32 @@ class TestLeanColumns:
         for name in ("kind", "observer", "consumer", "subject", "outcome"):
             categories = obs[name].cat.categories.tolist()
             assert categories == sorted(set(obs[name].dropna()))
-        assert obs["event_id"].dtype == pd.StringDtype(na_value=float("nan"))
+        assert str(obs["event_id"].dtype) == "category"
+
+    @pytest.mark.parametrize("name", FORMATS)
+    def test_ids_are_codes_into_one_set_and_compare_as_text(self, tmp_path, name):
+        """Every id column of every frame shares one set of categories: each id is held
+        once, a row holds a small code, and ids still compare, filter and join as text."""
+        ek.testing.make_trace(60, seed=3, orphans=2).save(tmp_path / name)
+        loaded = load(tmp_path / name)
+        obs, ev, dv = loaded.observations, loaded.events, loaded.deliveries
+        categories = obs["event_id"].cat.categories
+        for frame, names in ((obs, OBSERVATIONS.ids), (ev, EVENTS.ids), (dv, DELIVERIES.ids)):
+            for column in names:
+                assert frame[column].cat.categories is categories, column
+                assert frame[column].cat.codes.dtype.itemsize <= 4
+        first = ev["event_id"].iloc[0]
+        assert isinstance(first, str)
+        as_text = obs["event_id"].astype(str)
+        assert ((obs["event_id"] == first) == (as_text == first)).all()
+        assert (obs["event_id"] == first).sum() > 1  # its publish, receives and more
+        assert ev["event_id"].str.len().eq(16).sum() == 60  # .str works on ids
+        assert dv["event_id"].isin(ev["event_id"]).all()
+        roots = ev["causation_id"].isna()
+        assert not (ev["correlation_id"] == ev["event_id"])[~roots].any()  # id vs id
+        lineage = loaded.lineage()
+        assert lineage["cause_id"].astype(str).where(~roots, None).dropna().tolist() == \
+            ev["causation_id"].dropna().astype(str).tolist()
 
     def test_parts_with_different_values_stay_categorical(self, tmp_path):
         path = tmp_path / "fleet.parquet"
@@ -131,6 +156,9 @@ class TestLeanColumns:
         assert str(trace.observations["consumer"].dtype) == "category"
         assert trace.deliveries["consumer"].tolist() == ["c1", "c2"]
         assert trace.deliveries["outcome"].tolist() == ["ok", "ok"]
+        ids = trace.observations["event_id"]  # each part had its own ids: now one set
+        assert ids.cat.categories is trace.observations["correlation_id"].cat.categories
+        assert trace.deliveries["event_id"].tolist() == ["e1", "e2"]
 
 
 class TestSegments:
