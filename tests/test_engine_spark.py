@@ -73,3 +73,19 @@ def test_spark_joins_shards_as_duckdb_does(spark, tmp_path):
     with ek.open(path) as duck, ek.open(path, engine="spark", spark=spark) as sp:
         assert sp.summary() == duck.summary() and sp.summary()["pending"] == 0
         pd.testing.assert_frame_equal(sp.lag("10ms"), duck.lag("10ms"))
+
+
+def test_spark_diagnoses_as_duckdb_does(spark, path):
+    with ek.open(path) as duck, ek.open(path, engine="spark", spark=spark) as sp:
+        found = duck.diagnose()
+        assert len(found) and {"stalled_consumer", "stopped_consumer"} <= set(found["kind"])
+        pd.testing.assert_frame_equal(sp.diagnose(), found)
+        pd.testing.assert_frame_equal(sp.problems(), duck.problems())
+
+
+def test_spark_follows_flows_as_duckdb_does(spark, path):
+    with ek.open(path) as duck, ek.open(path, engine="spark", spark=spark) as sp:
+        pd.testing.assert_frame_equal(sp.chains(), duck.chains())
+        pd.testing.assert_frame_equal(sp.flow_graph(), duck.flow_graph())
+        pd.testing.assert_frame_equal(sp.deliveries(sample=200), duck.deliveries(sample=200),
+                                      check_categorical=False)

@@ -81,7 +81,7 @@ causes first, then by the number of messages affected (lost, failed or delayed).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -90,6 +90,7 @@ import pandas as pd
 
 from .._units import duration
 from . import symptoms, workers
+from .evidence import Evidence
 from .finding import COLUMNS, HANDLER_KINDS, KINDS, NAT, SEVERITIES, Finding, frame, runs
 
 if TYPE_CHECKING:
@@ -122,20 +123,36 @@ class Rules:
     link_s: float = 1.0
 
 
-@dataclass(slots=True)
 class Consumer:
-    """One consumer's deliveries, in handler start order, and its typical pace."""
+    """One consumer's deliveries, in handler start order, and its typical pace.
 
-    name: str
-    rows: pd.DataFrame
-    typical: float
-    baseline: float | None
-    workers: list[str]
-    subjects: list[str]
+    ``rows`` are loaded from the evidence when first read and may be let go between rules
+    (a diagnosis on disk holds one consumer's rows at a time)."""
+
+    __slots__ = ("_load", "_rows", "baseline", "name", "subjects", "typical", "workers")
+
+    def __init__(self, name: str, load: Callable[[Consumer], pd.DataFrame]) -> None:
+        self.name, self._load = name, load
+        self.typical = 0.0
+        self.baseline: float | None = None
+        self.workers: list[str] = []
+        self.subjects: list[str] = []
+        self._rows: pd.DataFrame | None = None
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        """Its deliveries (the columns of :data:`evtkit.analysis.evidence.ROWS`)."""
+        if self._rows is None:
+            self._rows = self._load(self)
+        return self._rows
+
+    def release(self) -> None:
+        """Let go of the rows (read again when next needed)."""
+        self._rows = None
 
 
-def diagnose(trace: Trace, baseline: Trace | None = None, *, rules: Rules | None = None
-             ) -> pd.DataFrame:
+def diagnose(trace: Trace | Evidence, baseline: Trace | Evidence | None = None, *,
+             rules: Rules | None = None) -> pd.DataFrame:
     """Findings about ``trace``, worst first; see the module docstring for the rules.
 
     Args:
@@ -144,8 +161,20 @@ def diagnose(trace: Trace, baseline: Trace | None = None, *, rules: Rules | None
         rules: thresholds other than the defaults of :class:`Rules`.
     """
     rules = rules or Rules()
-    found = Diagnosis(trace, baseline, rules).run()
+    found = Diagnosis(_evidence(trace), None if baseline is None else _evidence(baseline),
+                      rules).run()
     return frame(found)
+
+
+def _evidence(source: Trace | Evidence) -> Evidence:
+    return source if isinstance(source, Evidence) else Evidence(source)
+
+
+def _unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` by sorting (numpy 2.4 hashes instead: ~100× slower on many distinct
+    nanosecond times)."""
+    values = np.sort(values)
+    return values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
 
 
 def _calm(took: np.ndarray) -> float:
@@ -165,15 +194,13 @@ class Diagnosis:
     """The state of one diagnosis: the trace, the rules, each consumer's profile and the
     findings so far (the rules that follow a flow live in :mod:`.symptoms`)."""
 
-    def __init__(self, trace: Trace, baseline: Trace | None, rules: Rules) -> None:
-        self.trace = trace
+    def __init__(self, evidence: Evidence, baseline: Evidence | None, rules: Rules) -> None:
+        self.evidence = evidence
         self.rules = rules
-        obs = trace.observations
-        ts = obs["ts"].array.asi8
-        self.t0 = int(ts.min()) if len(ts) else 0
-        self.t_end = int(ts.max()) if len(ts) else 0
+        self.t0, self.t_end = evidence.span()
         self.found: list[Finding] = []
         self.ahead = symptoms.clocks_ahead(self)
+        self._held: list[Consumer] = []
         self.consumers = list(self._consumers(baseline))
         self.upstream: dict[str, set[str]] = {}
         self._emitters: dict[str, set[str]] | None = None
@@ -181,36 +208,43 @@ class Diagnosis:
     def emitters(self) -> dict[str, set[str]]:
         """Subject → the consumers whose handlers published events on it."""
         if self._emitters is None:
-            ev = self.trace.events
-            pairs = ev[["subject", "emitted_by"]].dropna().drop_duplicates()
-            emitted: dict[str, set[str]] = {}
-            for subject, who in pairs.itertuples(index=False):
-                emitted.setdefault(str(subject), set()).add(str(who))
-            self._emitters = emitted
+            self._emitters = self.evidence.emitters()
         return self._emitters
 
     # -- inputs -------------------------------------------------------------------------
 
-    def _consumers(self, baseline: Trace | None) -> Iterator[Consumer]:
-        dv = self.trace.deliveries
-        if dv.empty:
-            return
-        if self.ahead:  # an observer's clock ahead: take its times back (not its durations)
-            shift = dv["observer"].map(self.ahead).fillna(0).astype("int64").to_numpy()
-            dv = dv.assign(**{c: pd.to_datetime(dv[c].array.asi8 - shift, utc=True).where(
-                dv[c].notna()) for c in ("received_at", "started_at", "done_at")})
-        base: dict[str, float] = {}
-        if baseline is not None and len(baseline.deliveries):
-            bdv = baseline.deliveries
-            base = bdv[bdv["outcome"] == "ok"].groupby("consumer")["processing_s"] \
-                .median().dropna().to_dict()
-        for name, rows in dv.groupby("consumer", sort=True):
-            rows = rows.sort_values(["started_at", "received_at"], kind="stable")
+    def _rows(self, name: str) -> pd.DataFrame:
+        """One consumer's deliveries in handler start order, an observer's clock running
+        ahead taken back (its times, not its durations)."""
+        rows = self.evidence.deliveries_of(name)
+        if self.ahead:
+            shift = rows["observer"].map(self.ahead).fillna(0).astype("int64").to_numpy()
+            rows = rows.assign(**{c: pd.to_datetime(rows[c].array.asi8 - shift, utc=True)
+                                  .where(rows[c].notna()) for c in ("received_at",
+                                                                     "started_at", "done_at")})
+        return rows.sort_values(["started_at", "received_at"], kind="stable")
+
+    def load(self, c: Consumer) -> pd.DataFrame:
+        """``c``'s rows for :attr:`Consumer.rows`, letting go of the rows of consumers read
+        longest ago beyond what the evidence lets a diagnosis hold."""
+        rows = self._rows(c.name)
+        self._held = [x for x in self._held if x is not c] + [c]
+        while len(self._held) > self.evidence.keep:
+            self._held.pop(0).release()
+        return rows
+
+    def _consumers(self, baseline: Evidence | None) -> Iterator[Consumer]:
+        base = baseline.handler_medians() if baseline is not None else {}
+        for name in self.evidence.consumers():
+            c = Consumer(name, self.load)
+            rows = c.rows
             done = rows.loc[rows["outcome"].isin(["ok", "error"]), "processing_s"].dropna()
-            own = _calm(done.to_numpy(dtype=float))
-            yield Consumer(str(name), rows, max(own, 1e-5), base.get(str(name)),
-                            sorted(rows["observer"].dropna().astype(str).unique()),
-                            sorted(rows["subject"].dropna().astype(str).unique()))
+            c.typical = max(_calm(done.to_numpy(dtype=float)), 1e-5)
+            c.baseline = base.get(name)
+            # (the distinct names first: a categorical's rows as text are Python strings)
+            c.workers = sorted(map(str, rows["observer"].dropna().unique()))
+            c.subjects = sorted(map(str, rows["subject"].dropna().unique()))
+            yield c
 
     def at(self, ns: int) -> str:
         """``+12.3 s`` from the trace start."""
@@ -268,11 +302,11 @@ class Diagnosis:
             avail = rows["published_at"].array.asi8
             avail = np.where(avail == NAT, rows["received_at"].array.asi8, avail)
             begun = np.where(start == NAT, self.t_end, start)
-            progress = np.unique(np.concatenate([start[start != NAT], done[done != NAT]]))
+            progress = _unique(np.concatenate([start[start != NAT], done[done != NAT]]))
             if (done == NAT).any():
                 progress = np.append(progress, self.t_end)
             if len(progress) and (avail != NAT).any():  # hung from before the first call
-                progress = np.unique(np.append(progress, avail[avail != NAT].min()))
+                progress = _unique(np.append(progress, avail[avail != NAT].min()))
             gap = np.diff(progress)
             for k in np.flatnonzero(gap >= limit):
                 lo, hi = int(progress[k]), int(progress[k + 1])
@@ -364,24 +398,17 @@ class Diagnosis:
 
     def _stopped(self, c: Consumer) -> None:
         r = self.rules
-        ev = self.trace.events
         got = c.rows["received_at"].array.asi8
         got = got[got != NAT]
         if not len(got):
             return
         if len(c.workers) > 1:
             workers.stopped(self, c)
-        pub = ev["published_at"].array.asi8
-        mine = ev["subject"].isin(c.subjects).to_numpy() & (pub >= got.min())
-        delivered = np.zeros(len(ev), bool)
-        idx = self.trace.delivery_events[(self.trace.deliveries["consumer"] == c.name)
-                                         .to_numpy()]
-        delivered[idx[idx >= 0]] = True
-        missed = np.sort(pub[mine & ~delivered])
+        mine, missed = self.evidence.expected(c.name, c.subjects, int(got.min()))
         if len(missed) < r.min_missed:
             return
         gaps = np.diff(missed)
-        usual = np.median(np.diff(np.sort(pub[mine]))) if mine.sum() > 1 else 1e9
+        usual = np.median(np.diff(mine)) if len(mine) > 1 else 1e9
         split = np.flatnonzero(gaps > max(20 * usual, r.min_duration_s * 1e9)) + 1
         for part in np.split(missed, split):
             if len(part) < r.min_missed or (part[-1] - part[0]) / 1e9 < r.min_duration_s:

@@ -44,7 +44,8 @@ from ..schema import fill, utc
 if TYPE_CHECKING:
     from ..trace import Trace
 
-__all__ = ["STATUSES", "backlog", "lag", "lag_status"]
+__all__ = ["LAG_COLUMNS", "STATUSES", "add_server_samples", "backlog", "backlog_frame", "grid",
+           "judged", "lag", "lag_status", "nice_width"]
 
 STATUSES = ("OK", "WARN", "ERR", "STALL", "STOP")
 """Lag statuses from least to most severe."""
@@ -139,7 +140,7 @@ def _per_consumer(trace: Trace, ends: np.ndarray, step: int) -> dict[str, dict[s
             "missed": count(ev_pub[missed]),
             "from_server": np.zeros(len(ends), bool),
         }
-    _add_server_samples(trace, ends, out)
+    add_server_samples(trace, ends, out)
     return out
 
 
@@ -153,7 +154,7 @@ def _sampler(part: pd.DataFrame, pick: np.ndarray, have: np.ndarray):  # noqa: A
     return sampled
 
 
-def _add_server_samples(trace: Trace, ends: np.ndarray,
+def add_server_samples(trace: Trace, ends: np.ndarray,
                         out: dict[str, dict[str, np.ndarray]]) -> None:
     """Where JetStream ConsumerInfo samples exist, the server's count is the backlog: it
     also knows messages stored before the capture began and consumers that do not run
@@ -202,7 +203,11 @@ def backlog(trace: Trace, freq: str | pd.Timedelta | None = None) -> pd.DataFram
         freq: bin width (``"100ms"``, ``"1s"``, a Timedelta); default: about 200 bins.
     """
     ends, step = _grid(trace, freq)
-    series = _per_consumer(trace, ends, step)
+    return backlog_frame(_per_consumer(trace, ends, step), ends)
+
+
+def backlog_frame(series: dict[str, dict[str, np.ndarray]], ends: np.ndarray) -> pd.DataFrame:
+    """``backlog()``'s frame from each consumer's per-bin arrays (bins ending at ``ends``)."""
     frames = [pd.DataFrame({"time": utc(ends), "consumer": name, **cols})
               for name, cols in series.items()]
     if not frames:
@@ -295,32 +300,40 @@ def lag(trace: Trace, freq: str | pd.Timedelta | None = None) -> pd.DataFrame:
     dv = trace.deliveries
     keys = ["consumer", "queue"]
     if dv.empty and trace.consumer_info.empty:
-        return pd.DataFrame(columns=_LAG_COLUMNS)
-    frame = _delivery_stats(dv, keys) if len(dv) else pd.DataFrame(columns=_LAG_COLUMNS[:11])
+        return pd.DataFrame(columns=LAG_COLUMNS)
+    frame = _delivery_stats(dv, keys) if len(dv) else pd.DataFrame(columns=LAG_COLUMNS[:11])
 
     ends, step = _grid(trace, freq)
-    series = _per_consumer(trace, ends, step)
+    return judged(frame, trace.diagnose(), _per_consumer(trace, ends, step))
+
+
+def judged(frame: pd.DataFrame, findings: pd.DataFrame,
+           series: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
+    """``lag()``'s rows: the per-consumer statistics in ``frame`` with each consumer's
+    status, status now and reason from ``findings``, and its backlog peaks from ``series``
+    (each consumer's per-bin arrays; JetStream consumers known only from samples get a row
+    of their own)."""
+    from .finding import statuses
+
     only_server = sorted(set(series) - set(frame["consumer"].astype(str)))
     if only_server:  # JetStream consumers known from ConsumerInfo samples alone
         frame = pd.concat([frame, pd.DataFrame({"consumer": only_server, "queue": "",
                                                 "deliveries": 0, "errors": 0, "dropped": 0})],
                           ignore_index=True)
-    from .finding import statuses
-
-    findings = trace.diagnose()
+    peaks = {consumer: (int(s["backlog"].max()), float(s["oldest_s"].max()),
+                        "server" if s["from_server"].any() else "evtkit")
+             for consumer, s in series.items()}
     verdict = statuses(findings)
     queue_max = frame.groupby("consumer")["queue_max_s"].max().to_dict()
     verdicts = {}
-    for consumer, s in series.items():
+    for consumer, (backlog_max, oldest_max, source) in peaks.items():
         status, now, reason = verdict.get(consumer, ("OK", "OK", ""))
         if not reason:
             waited = queue_max.get(consumer)
             reason = (f"kept up: messages waited at most {duration(waited)} for its handler"
                       if waited is not None and not pd.isna(waited) else
                       "kept up: no findings")
-        verdicts[consumer] = (status, now, reason, int(s["backlog"].max()),
-                              float(s["oldest_s"].max()),
-                              "server" if s["from_server"].any() else "evtkit")
+        verdicts[consumer] = (status, now, reason, backlog_max, oldest_max, source)
     extra = pd.DataFrame.from_dict(
         verdicts, orient="index",
         columns=["status", "status_now", "reason", "backlog_max", "oldest_max_s",
@@ -331,7 +344,7 @@ def lag(trace: Trace, freq: str | pd.Timedelta | None = None) -> pd.DataFrame:
         frame[column] = frame[column].astype("str")
     for column in ("deliveries", "errors", "dropped"):
         frame[column] = frame[column].astype(np.int64)
-    return frame[_LAG_COLUMNS]
+    return frame[LAG_COLUMNS]
 
 
 def _delivery_stats(dv: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -354,7 +367,7 @@ def _delivery_stats(dv: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     ], axis=1).reset_index()
 
 
-_LAG_COLUMNS = ["consumer", "queue", "deliveries", "queue_p50_s", "queue_p95_s",
+LAG_COLUMNS = ["consumer", "queue", "deliveries", "queue_p50_s", "queue_p95_s",
                 "queue_p99_s", "queue_max_s", "processing_p50_s", "processing_p95_s",
                 "errors", "dropped", "backlog_max", "oldest_max_s", "status", "status_now",
                 "reason", "backlog_source"]

@@ -26,7 +26,8 @@ from ..schema import fill
 if TYPE_CHECKING:
     from ..trace import Trace
 
-__all__ = ["problems"]
+__all__ = ["advisory_rows", "clock_row", "cycle_rows", "duplicate_rows", "orphan_row",
+           "outcome_row", "problems", "to_frame", "unreceived_row"]
 
 COLUMNS = ["problem", "count", "subject", "consumer", "observer", "event_id", "detail"]
 
@@ -42,69 +43,116 @@ def problems(trace: Trace) -> pd.DataFrame:
     cycle = lin[lin["link"] == "cycle"]
     if len(cycle):
         cause_of = dict(zip(lin["event_id"], lin["cause_id"], strict=True))
-        for loop in _loops(cycle["event_id"].tolist(), cause_of):
-            rows.append(_row("cycle", len(loop), event_id=loop[0], detail=(
-                f"causation ids form a cycle: {' → '.join([*loop, loop[0]])} (each causes "
-                "the next)")))
+        rows += cycle_rows(_loops(cycle["event_id"].tolist(), cause_of))
 
-    published = trace.observations.query("kind == 'publish'")["event_id"]
-    twice = published[published.duplicated()].unique()
-    if len(twice):
-        rows.append(_row("duplicate_id", len(twice), event_id=twice[0], detail=(
-            f"{len(twice)} event ids were published more than once (e.g. {twice[0]}): their "
-            "rows merged into one event each, so their deliveries and times are unreliable")))
+    obs = trace.observations  # (a mask, not query(): that copies every column)
+    published = obs["event_id"][(obs["kind"] == "publish").to_numpy()]
+    rows += duplicate_rows(list(published[published.duplicated()].unique()))
 
     early = dv[(dv["received_at"] < dv["published_at"]) | (dv["queue_s"] < 0)]
-    for observer, group in early.groupby("observer", sort=True):
+    for observer, group in early.groupby("observer", sort=True, observed=True):
         worst = (group["published_at"] - group[["received_at", "started_at"]].min(axis=1))
-        early_s = worst.dt.total_seconds().max()
-        rows.append(_row(
-            "clock_skew", len(group), observer=observer, event_id=group["event_id"].iloc[0],
-            consumer=", ".join(sorted(set(group["consumer"]))),
-            detail=(f"observer {observer!r} saw {len(group)} events before they were "
-                    f"published (up to {duration(early_s)} early): its clock and the publishers' "
-                    "disagree, so their latencies are not trustworthy"),
-        ))
+        rows.append(clock_row(str(observer), len(group), group["event_id"].iloc[0],
+                              sorted(set(group["consumer"])),
+                              worst.dt.total_seconds().max()))
 
     for kind, outcome in (("failed", "error"), ("dropped", "dropped")):
         bad = dv[dv["outcome"] == outcome]
-        for consumer, group in bad.groupby("consumer", sort=True):
-            total = int((dv["consumer"] == consumer).sum())
+        for consumer, group in bad.groupby("consumer", sort=True, observed=True):
             common = group["error"].value_counts()
-            example = f"; most common: {common.index[0]}" if len(common) else ""
-            rows.append(_row(kind, len(group), consumer=consumer,
-                             subject=", ".join(sorted(set(group["subject"].dropna()))),
-                             event_id=group["event_id"].iloc[0],
-                             detail=f"{len(group)} of {total} deliveries to {consumer!r} "
-                                    f"{'failed' if kind == 'failed' else 'were dropped'}"
-                                    f"{example}"))
+            rows.append(outcome_row(kind, str(consumer), len(group),
+                                    int((dv["consumer"] == consumer).sum()),
+                                    sorted(set(group["subject"].dropna())),
+                                    group["event_id"].iloc[0],
+                                    common.index[0] if len(common) else None))
 
     orphans = lin[lin["link"] == "orphan"]
     if len(orphans):
-        rows.append(_row("orphan", len(orphans), event_id=orphans["event_id"].iloc[0],
-                         detail=f"{len(orphans)} events name a cause that is not in the trace "
-                                f"(e.g. {orphans['cause_id'].iloc[0]}): it happened before "
-                                "the capture, or elsewhere"))
+        rows.append(orphan_row(len(orphans), orphans["event_id"].iloc[0],
+                               orphans["cause_id"].iloc[0]))
 
     if len(dv):
         lonely = ev[ev["deliveries"] == 0]
-        for subject, group in lonely.groupby(fill(lonely["subject"], "?"), sort=True):
-            rows.append(_row("unreceived", len(group), subject=subject,
-                             event_id=group["event_id"].iloc[0],
-                             detail=f"{len(group)} events on {subject!r} reached no recorded "
-                                    "consumer"))
-    advisories = trace.advisories
+        for subject, group in lonely.groupby(fill(lonely["subject"], "?"), sort=True,
+                                             observed=True):
+            rows.append(unreceived_row(str(subject), len(group), group["event_id"].iloc[0]))
+    rows += advisory_rows(trace.advisories)
+    return to_frame(rows)
+
+
+# -- the rows, in words: shared by every way of finding them (in memory, on an engine) --------
+
+
+def cycle_rows(loops: list[list[str]]) -> list[dict[str, Any]]:
+    """One row per causation loop (each in effect order)."""
+    return [_row("cycle", len(loop), event_id=loop[0], detail=(
+        f"causation ids form a cycle: {' → '.join([*loop, loop[0]])} (each causes "
+        "the next)")) for loop in loops]
+
+
+def duplicate_rows(twice: list[str]) -> list[dict[str, Any]]:
+    """A row for event ids published more than once (``twice``, in capture order)."""
+    if not twice:
+        return []
+    return [_row("duplicate_id", len(twice), event_id=twice[0], detail=(
+        f"{len(twice)} event ids were published more than once (e.g. {twice[0]}): their "
+        "rows merged into one event each, so their deliveries and times are unreliable"))]
+
+
+def clock_row(observer: str, n: int, event_id: Any, consumers: list[str],
+              early_s: float) -> dict[str, Any]:
+    """``observer`` saw ``n`` events before they were published, up to ``early_s``."""
+    return _row(
+        "clock_skew", n, observer=observer, event_id=event_id,
+        consumer=", ".join(consumers),
+        detail=(f"observer {observer!r} saw {n} events before they were "
+                f"published (up to {duration(early_s)} early): its clock and the publishers' "
+                "disagree, so their latencies are not trustworthy"))
+
+
+def outcome_row(kind: str, consumer: str, n: int, total: int, subjects: list[str],
+                event_id: Any, common: Any) -> dict[str, Any]:
+    """``n`` of ``total`` deliveries to ``consumer`` failed (``kind="failed"``, with the
+    most ``common`` error) or were dropped."""
+    example = f"; most common: {common}" if common is not None else ""
+    return _row(kind, n, consumer=consumer, subject=", ".join(subjects), event_id=event_id,
+                detail=f"{n} of {total} deliveries to {consumer!r} "
+                       f"{'failed' if kind == 'failed' else 'were dropped'}{example}")
+
+
+def orphan_row(n: int, event_id: Any, cause_id: Any) -> dict[str, Any]:
+    """``n`` events name a cause not in the trace (``event_id`` names ``cause_id``)."""
+    return _row("orphan", n, event_id=event_id,
+                detail=f"{n} events name a cause that is not in the trace "
+                       f"(e.g. {cause_id}): it happened before the capture, or elsewhere")
+
+
+def unreceived_row(subject: str, n: int, event_id: Any) -> dict[str, Any]:
+    """``n`` events on ``subject`` reached no recorded consumer."""
+    return _row("unreceived", n, subject=subject, event_id=event_id,
+                detail=f"{n} events on {subject!r} reached no recorded consumer")
+
+
+def advisory_rows(advisories: pd.DataFrame) -> list[dict[str, Any]]:
+    """Messages JetStream gave up on or that were terminated, per stream and consumer."""
+    rows = []
     for kind, advisory, what in (("gave_up", "MAX_DELIVERIES", "reached max deliveries: "
                                   "JetStream will not redeliver them"),
                                  ("terminated", "MSG_TERMINATED", "were terminated by the "
                                   "consumer: JetStream will not redeliver them")):
         hits = advisories[advisories["advisory"] == advisory]
         for (stream, consumer), group in hits.groupby(
-                [fill(hits["stream"], "?"), fill(hits["consumer"], "?")], sort=True):
+                [fill(hits["stream"], "?"), fill(hits["consumer"], "?")], sort=True,
+                observed=True):
             seqs = ", ".join(str(x) for x in group["stream_seq"].dropna().head(5))
             rows.append(_row(kind, len(group), consumer=consumer,
                              detail=f"{len(group)} messages of stream {stream!r} for consumer "
                                     f"{consumer!r} {what} (stream sequences {seqs}...)"))
+    return rows
+
+
+def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The problems frame of ``rows``."""
     frame = pd.DataFrame(rows, columns=COLUMNS)
     for column in ("problem", "subject", "consumer", "observer", "event_id", "detail"):
         frame[column] = frame[column].astype("str")

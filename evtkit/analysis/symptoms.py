@@ -26,7 +26,7 @@ def server_stalls(d: Diagnosis) -> None:
     """JetStream consumers that evtkit saw only in the server's samples: a stall is a
     stretch of ``min_duration_s`` or more with messages pending in which the ack floor
     did not move."""
-    info = d.trace.consumer_info
+    info = d.evidence.consumer_info
     known = {c.name for c in d.consumers}
     if info.empty:
         return
@@ -59,12 +59,9 @@ def server_stalls(d: Diagnosis) -> None:
 
 def bursts(d: Diagnosis) -> list[Finding]:
     r = d.rules
-    ev = d.trace.events
-    roots = ev[ev["causation_id"].isna() & ev["emitted_by"].isna()]
     out = []
-    for (source, subject), part in roots.groupby([fill(roots["source"], "?"),
-                                                  fill(roots["subject"], "?")]):
-        t = np.sort(part["published_at"].array.asi8)
+    for (source, subject), times in d.evidence.root_publishes():
+        t = np.sort(times)
         t = t[t != NAT]
         if len(t) < r.min_burst:
             continue
@@ -228,7 +225,7 @@ def redeliveries(d: Diagnosis, c: Consumer, roots: list[Finding]) -> None:
 
 
 def gave_up(d: Diagnosis, roots: list[Finding]) -> None:
-    adv = d.trace.advisories
+    adv = d.evidence.advisories
     for advisory, kind in (("MAX_DELIVERIES", "gave_up"), ("MSG_TERMINATED", "terminated")):
         hits = adv[adv["advisory"] == advisory]
         for (stream, consumer), part in hits.groupby([fill(hits["stream"], "?"),
@@ -273,29 +270,20 @@ def direct_upstream(d: Diagnosis, c: Consumer) -> set[str]:
 
 
 def subjects(d: Diagnosis, roots: list[Finding]) -> None:
-    ev = d.trace.events
-    if d.trace.deliveries.empty or ev.empty:
-        return
-    subject = fill(ev["subject"], "?").astype(str)
-    subject = subject.where(~subject.str.startswith("_INBOX."), "_INBOX.>")
-    received = ev["deliveries"].fillna(0).to_numpy() > 0
-    pub = ev["published_at"].array.asi8
-    for name, idx in pd.Series(np.arange(len(ev))).groupby(subject.to_numpy()).groups \
-            .items():
-        idx = np.asarray(idx)
-        lonely = idx[~received[idx]]
-        if not len(lonely):
+    for row in d.evidence.coverage().itertuples(index=False):
+        name, lonely, total = row.subject, int(row.lonely), int(row.events)
+        if not lonely:
             continue
-        begin, end = int(pub[lonely].min()), int(pub[lonely].max())
-        if not received[idx].any():
+        begin, end = int(row.begin), int(row.end)
+        if lonely == total:
             f = d.add(Finding("no_subscriber", "info", begin, end, subject=str(name),
-                                  affected=len(lonely)))
-            f.evidence = (f"no recorded consumer received {name} ({len(lonely)} events): "
+                                  affected=lonely))
+            f.evidence = (f"no recorded consumer received {name} ({lonely} events): "
                           "normal at the end of a chain, or its consumer is not recorded")
             continue
         f = d.add(Finding("unreceived", "warning", begin, end, subject=str(name),
-                              lost=len(lonely), affected=len(lonely)))
-        f.evidence = (f"{len(lonely)} of {len(idx)} events on {name} reached no consumer, "
+                              lost=lonely, affected=lonely))
+        f.evidence = (f"{lonely} of {total} events on {name} reached no consumer, "
                       f"from {d.at(begin)}")
         slack = int(d.rules.link_s * 1e9)
         stops = [g for g in roots if g.kind == "stopped_consumer"
@@ -315,20 +303,15 @@ def clocks_ahead(d: Diagnosis) -> dict[str, int]:
     """Observers that saw every event at least ``AHEAD_S`` (and 20 times the usual
     floor) after its publish: their clocks run ahead (or the network to them is that
     slow). Their times are taken back by that much for the rules, and it is a finding."""
-    dv = d.trace.deliveries
-    if dv.empty:
-        return {}
-    latency = (dv["received_at"].array.asi8 - dv["published_at"].array.asi8)
-    known = (dv["received_at"].array.asi8 != NAT) & (dv["published_at"].array.asi8 != NAT)
-    floor = pd.Series(latency[known]).groupby(dv["observer"].to_numpy()[known]).min()
+    floor = d.evidence.floors()
     if floor.empty:
         return {}
     usual = float(floor.median())
     ahead = floor[(floor >= AHEAD_S * 1e9) & (floor >= 20 * max(usual, 0))]
     for observer, by in ahead.items():
         f = d.add(Finding("clock_skew", "warning", d.t0, d.t_end,
-                             service=str(observer), affected=int((dv["observer"] ==
-                                                                  observer).sum())))
+                             service=str(observer),
+                             affected=d.evidence.received_by(str(observer))))
         f.evidence = (f"{observer} saw every event at least {duration(by / 1e9)} after "
                       f"it was published, where the others see them within "
                       f"{duration(usual / 1e9)}: its clock likely runs ahead by about "
@@ -342,19 +325,10 @@ CLOCK_TOLERANCE_S = 0.001
 synchronised by NTP on one network usually agree to within a millisecond."""
 
 
-def _early_s(d: Diagnosis, observer: str) -> float:
-    """How much earlier than its publish ``observer`` saw an event, at most (seconds)."""
-    dv = d.trace.deliveries
-    mine = dv[dv["observer"] == observer]
-    seen = mine[["received_at", "started_at"]].min(axis=1)
-    early = (mine["published_at"] - seen).dt.total_seconds()
-    return float(early.max()) if early.notna().any() else 0.0
-
-
 def from_problems(d: Diagnosis) -> None:
     kinds = {"clock_skew": "warning", "cycle": "warning", "duplicate_id": "warning",
              "orphan": "info"}
-    problems = d.trace.problems()
+    problems = d.evidence.problems()
     for row in problems.itertuples(index=False):
         if row.problem not in kinds:
             continue
@@ -364,9 +338,10 @@ def from_problems(d: Diagnosis) -> None:
             else str(row.consumer)
         f.service = f.consumer or (None if row.observer in ("nan", "None") or
                                    pd.isna(row.observer) else str(row.observer))
-        if f.kind == "clock_skew" and _early_s(d, str(row.observer)) < CLOCK_TOLERANCE_S:
+        if f.kind == "clock_skew" and d.evidence.early_s(str(row.observer)) < \
+                CLOCK_TOLERANCE_S:
             f.severity = "info"  # within what clocks on one network agree to
-    gaps = d.trace.gaps
+    gaps = d.evidence.gaps
     for row in gaps.itertuples(index=False):
         begin = int(pd.Timestamp(row.start).value)
         end = d.t_end if pd.isna(row.end) else int(pd.Timestamp(row.end).value)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +54,13 @@ class Engine:
             sql = sql.replace(f"__{name}__", actual)
         return sql
 
+    def define(self, name: str, select: str, *, keep: bool = True) -> None:
+        """Define view ``name`` (``__name__`` in later queries) as ``select`` over the
+        views: kept, i.e. computed once (DuckDB: a temporary table; Spark: a cached view),
+        or with ``keep=False`` computed wherever it is read."""
+        self.prepare()
+        self._define(name, self.text(select), keep=keep)
+
     def _define(self, name: str, select: str, *, keep: bool) -> None:
         raise NotImplementedError
 
@@ -86,8 +95,12 @@ class DuckDBEngine(Engine):
         import duckdb
 
         self.shifts = shifts
-        self._spill = None if temp_directory else tempfile.TemporaryDirectory(prefix="evtkit-")
-        config = {"temp_directory": temp_directory or self._spill.name}  # type: ignore[union-attr]
+        # A private spill directory, removed on close or when the engine is collected
+        # (a dataset nobody closed must not leave files behind, nor warn).
+        spill = temp_directory or tempfile.mkdtemp(prefix="evtkit-duckdb-")
+        self._spill = None if temp_directory else weakref.finalize(
+            self, shutil.rmtree, spill, ignore_errors=True)
+        config: dict[str, str | bool | int | float | list[str]] = {"temp_directory": spill}
         if memory_limit:
             config["memory_limit"] = memory_limit
         self.memory_limit = memory_limit or "DuckDB's default, 80% of memory"
@@ -148,7 +161,7 @@ class DuckDBEngine(Engine):
         """Close the connection and remove the spill directory."""
         self.con.close()
         if self._spill is not None:
-            self._spill.cleanup()
+            self._spill()
 
 
 def _pandas(table: pa.Table) -> pd.DataFrame:

@@ -6,36 +6,46 @@
     ds.summary()                                   # counts and time span
     ds.lag(); ds.backlog("1s"); ds.fanout(); ds.flows()
     ds.chain(flow); ds.critical_path(flow)         # one flow, loaded into memory
+    ds.chains(); ds.slowest_flows(); ds.flow_graph()
+    ds.deliveries(sample=20_000)                   # a random sample, in memory
     ds.trace(correlation_id=flow)                  # any selection as an in-memory Trace
 
     ek.open(path, engine="spark", spark=session)   # the same analyses on a Spark cluster
 
 Every whole-trace analysis is one query of :mod:`evtkit.engine.sql`, run by the engine (DuckDB
 in this process by default: all cores, spilling to disk; or Spark) and returning a small
-pandas frame. Results equal :class:`~evtkit.trace.Trace`'s on the same file (the tests hold
-them against each other) except where a column says otherwise:
+pandas frame; ``diagnose()`` runs the rules of :mod:`evtkit.analysis.diagnose` on the
+engine's answers (:mod:`evtkit.engine.evidence`), holding one consumer's deliveries at a
+time. Results equal :class:`~evtkit.trace.Trace`'s on the same file (the tests hold them
+against each other) except where a column says otherwise:
 
-- ``lag()`` has no ``status``/``reason`` (those come from ``diagnose()``, which needs the
-  trace in memory) and ``backlog()``/``lag()`` count evtkit's own view of the backlog, not
-  JetStream ConsumerInfo samples (``from_server`` is always False).
-- ``fanout()``'s ``emitted_types`` follow explicit ``causation_id`` links only (the in-memory
-  path also infers links for events that carry none) and it has no ``server_seen``.
-- ``flows()`` is ``chains()`` without the causal columns (root, depth, critical path): those
-  are per flow, from ``chain(flow)`` / ``critical_path(flow)``.
+- ``fanout()``'s ``emitted_types`` and ``problems()``' cycles follow explicit
+  ``causation_id`` links only (the in-memory path also infers links for events that carry
+  none), and ``fanout()`` has no ``server_seen`` (server message traces are not read).
+- ``flows()`` is ``chains()`` without the causal columns (root, depth, critical path).
+- ``chains()``, ``slowest_flows()`` and ``flow_graph()``'s ``emits`` edges follow explicit
+  links as well: ``chains()`` is ``Trace.chains(infer=False)`` (``links_inferred`` always
+  0), computed by :mod:`evtkit.engine.flows`; ``slowest_flows()``' critical paths come from
+  the candidate flows' own rows.
+- ``flow_graph()`` has evtkit's own edges only (``seen_by == "evtkit"``): the server's
+  message traces, which in memory add ``delivers`` edges to connections that do not run
+  evtkit and name the sender of an event that carries no source, are not read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from .. import store
+from .._location import is_url, resolve
 from ..errors import TraceFormatError
 from ..schema import OBSERVATIONS, utc
 from . import sql
@@ -43,6 +53,7 @@ from .backends import DuckDBEngine, Engine, SparkEngine
 
 if TYPE_CHECKING:
     from ..analysis.causal import Chain
+    from ..analysis.diagnose import Rules
     from ..trace import Trace
 
 __all__ = ["BYTES_PER_ROW", "ENGINES", "Dataset", "choose_engine", "open", "rows_on_disk"]
@@ -59,7 +70,9 @@ def open(path: str | os.PathLike[str], engine: str = "duckdb", *, spark: Any = N
     ``evtkit record``, shards included) without loading it.
 
     Args:
-        path: the trace; with ``filesystem`` (an fsspec filesystem) a path or URL on it.
+        path: the trace: a local path, a URL (``s3://bucket/run.parquet``, ``file://``,
+            ``memory://``...: its filesystem is found from the URL), or with ``filesystem``
+            a path or URL on that filesystem.
         engine: ``"duckdb"`` (in this process) or ``"spark"`` (needs ``spark``).
         spark: a ``pyspark.sql.SparkSession`` for ``engine="spark"``.
         memory_limit: DuckDB's memory budget, e.g. ``"2GB"``; beyond it, it spills to disk.
@@ -74,7 +87,7 @@ def open(path: str | os.PathLike[str], engine: str = "duckdb", *, spark: Any = N
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "spark" and spark is None:
         raise ValueError("engine='spark' needs spark=SparkSession (local or a cluster)")
-    files, meta, shifts = _files(path, filesystem)
+    files, meta, shifts, filesystem = _files(path, filesystem)
     if engine == "spark":
         runner: Engine = SparkEngine(files, shifts, spark)
     else:
@@ -90,9 +103,18 @@ bytes per row at 1 M events through load and the analyses), with a margin."""
 
 def rows_on_disk(path: str | os.PathLike[str]) -> int | None:
     """Observation rows of a Parquet trace (a file or a directory of parts), from the
-    footers without reading the data; None for other formats."""
+    footers without reading the data; None for other formats.
+
+    Raises:
+        TraceFormatError: a Parquet trace at a URL cannot be reached or read (said here
+            once, rather than met again when loading it).
+    """
     import pyarrow.parquet as pq
 
+    if is_url(path) and os.fspath(path).split("?")[0].lower().endswith(".parquet"):
+        names, _, _, fs = _files(path, None)
+        return sum(pq.ParquetFile(fs.open(f, "rb") if fs else f).metadata.num_rows
+                   for f in names)
     target = Path(path)
     files = sorted(target.glob(store.PART_GLOB)) if target.is_dir() else [target]
     try:
@@ -109,46 +131,60 @@ def choose_engine(path: str | os.PathLike[str], budget_bytes: int) -> str:
 
 
 def _files(path: str | os.PathLike[str], filesystem: Any
-           ) -> tuple[list[str], dict[str, Any], dict[str, int]]:
-    """The Parquet files of a trace, its metadata (merged as loading merges it) and, for a
-    directory of several shards, how far each file's ``seq`` must shift (by file name) so
-    the shards follow one another as :func:`evtkit.load` joins them."""
+           ) -> tuple[list[str], dict[str, Any], dict[str, int], Any]:
+    """The Parquet files of a trace, its metadata (merged as loading merges it), for a
+    directory of several shards how far each file's ``seq`` must shift (by file name) so
+    the shards follow one another as :func:`evtkit.load` joins them, and the fsspec
+    filesystem the files are on (None: local). A URL without ``filesystem`` names its own:
+    ``file://`` is read as local files, other stores through their filesystem."""
     import pyarrow.parquet as pq
 
-    fs = filesystem
-    name = os.fspath(path)
-    if fs is None:
-        target = Path(name)
-        if not target.exists():
-            raise TraceFormatError(target, "no such file or directory")
-        files = sorted(str(p) for p in target.glob(store.PART_GLOB)) if target.is_dir() \
-            else [name]
-    else:
-        files = sorted(fs.glob(f"{name.rstrip('/')}/{store.PART_GLOB}")) if fs.isdir(name) \
-            else [name]
-    if not files:
-        raise TraceFormatError(name, "a directory without trace parts (part-*.parquet)")
-    metas, sizes = [], {}
-    for file in files:
-        try:
-            footer = pq.ParquetFile(fs.open(file, "rb") if fs else file)
-            metas.append(store.trace_metadata(file, footer.schema_arrow))
-            sizes[file] = _seq_end(footer)
-        except (pa.ArrowException, OSError) as exc:
-            raise TraceFormatError(file, f"not a readable Parquet file: {exc}") from exc
+    fs, name = filesystem, os.fspath(path)
+    shown = name
+    guard: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if fs is None and is_url(name):
+        where = resolve(name, fail=TraceFormatError)
+        shown, guard = where.url, where.io("cannot read it")
+        if where.local:
+            name = where.path
+        else:
+            fs = where.fsspec()
+            name = fs.unstrip_protocol(where.path)
+    with guard:
+        if fs is None:
+            target = Path(name)
+            if not target.exists():
+                raise TraceFormatError(shown, "no such file or directory")
+            files = sorted(str(p) for p in target.glob(store.PART_GLOB)) if target.is_dir() \
+                else [name]
+        elif not fs.exists(name):
+            raise TraceFormatError(shown, "no such file or directory")
+        else:  # names with their protocol: what DuckDB routes to the registered filesystem
+            files = [fs.unstrip_protocol(f) for f in sorted(
+                fs.glob(f"{name.rstrip('/')}/{store.PART_GLOB}"))] if fs.isdir(name) else [name]
+        if not files:
+            raise TraceFormatError(shown, "a directory without trace parts (part-*.parquet)")
+        metas, sizes = [], {}
+        for file in files:
+            try:
+                footer = pq.ParquetFile(fs.open(file, "rb") if fs else file)
+                metas.append(store.trace_metadata(file, footer.schema_arrow))
+                sizes[file] = _seq_end(footer)
+            except (pa.ArrowException, OSError) as exc:
+                raise TraceFormatError(file, f"not a readable Parquet file: {exc}") from exc
     meta = store.merge_metadata(files, metas)
-    meta["source_path"] = name
+    meta["source_path"] = shown
     shards: dict[str, int] = {}
     for file in files:
         shard = store.shard_of(file) or ""
         shards[shard] = max(shards.get(shard, 0), sizes[file])
     if len(shards) < 2:
-        return files, meta, {}
+        return files, meta, {}, fs
     shift, before = {}, 0
     for shard in sorted(shards):
         shift[shard] = before
         before += shards[shard]
-    return files, meta, {os.path.basename(f): shift[store.shard_of(f) or ""] for f in files}
+    return files, meta, {os.path.basename(f): shift[store.shard_of(f) or ""] for f in files}, fs
 
 
 def _seq_end(footer: Any) -> int:
@@ -179,7 +215,7 @@ class Dataset:
         self._engine = engine
         self.metadata = metadata
         self.engine = engine.name
-        self._cache: dict[str, Any] = {}
+        self._cache: dict[Any, Any] = {}
 
     def __repr__(self) -> str:
         s = self.summary()
@@ -241,37 +277,84 @@ class Dataset:
         return grid(first, last, freq if freq is not None else
                     nice_width((last - first) / 1e9 if s["observations"] else 1.0))
 
-    def backlog(self, freq: str | pd.Timedelta | None = None) -> pd.DataFrame:
-        """Lag over time per consumer and bin, as :meth:`Trace.backlog` (``from_server``
-        is always False here: ConsumerInfo samples are not read)."""
+    def _series(self, freq: str | pd.Timedelta | None
+                ) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray]:
+        """Each consumer's per-bin arrays, as the in-memory path holds them, and the bin
+        ends; JetStream ConsumerInfo samples (few rows, read into memory) counted alike."""
+        from ..analysis.lag import add_server_samples
+
         ends, step = self._grid(freq)
-        start = int(ends[0]) - step
-        frame = self._engine.frame(sql.backlog(start, step, len(ends)))
-        out = pd.DataFrame({
-            "time": utc(ends[frame["j"].to_numpy(dtype=np.int64)]),
-            "consumer": frame["consumer"].astype("str"),
-            **{c: frame[c].to_numpy(dtype=np.int64) for c in ("backlog", "arrivals", "received",
-                                                              "handled", "errors", "missed")},
-            "oldest_s": frame["oldest_s"].to_numpy(dtype=float),
-            "from_server": np.zeros(len(frame), bool),
-        })
-        return out[["time", "consumer", "backlog", "oldest_s", "arrivals", "received",
-                    "handled", "errors", "missed", "from_server"]]
+        frame = self._engine.frame(sql.backlog(int(ends[0]) - step, step, len(ends)))
+        series: dict[str, dict[str, np.ndarray]] = {}
+        for consumer, part in frame.groupby("consumer", sort=True):
+            ints = {c: part[c].to_numpy(dtype=np.int64) for c in (
+                "backlog", "arrivals", "received", "handled", "errors", "missed")}
+            series[str(consumer)] = {  # in the in-memory path's column order
+                "backlog": ints.pop("backlog"), "oldest_s": part["oldest_s"].to_numpy(float),
+                **ints, "from_server": np.zeros(len(ends), bool)}
+        add_server_samples(self._rare, ends, series)
+        return series, ends
+
+    @property
+    def _rare(self) -> Trace:
+        """The rare rows (disconnects, JetStream samples and advisories), in memory."""
+        if "rare" not in self._cache:
+            self._cache["rare"] = self.trace(kinds=("disconnect", "reconnect",
+                                                    "consumer_info", "advisory"))
+        return cast("Trace", self._cache["rare"])
+
+    def backlog(self, freq: str | pd.Timedelta | None = None) -> pd.DataFrame:
+        """Lag over time per consumer and bin, as :meth:`Trace.backlog`."""
+        from ..analysis.lag import backlog_frame
+
+        series, ends = self._series(freq)
+        return backlog_frame(series, ends)
 
     def lag(self, freq: str | pd.Timedelta | None = None) -> pd.DataFrame:
-        """One row per consumer and queue group: deliveries, queue-time and processing
-        percentiles, errors, drops, and the backlog's peak in messages and seconds — the
-        columns of :meth:`Trace.lag` before ``status``."""
+        """One row per consumer and queue group, as :meth:`Trace.lag`: deliveries,
+        queue-time and processing percentiles, errors, drops, the backlog's peaks, and the
+        status, status now and reason from :meth:`diagnose`."""
+        from ..analysis.lag import LAG_COLUMNS, judged
+
         stats = self._engine.frame(sql.delivery_stats())
-        peaks = self.backlog(freq).groupby("consumer").agg(
-            backlog_max=("backlog", "max"), oldest_max_s=("oldest_s", "max"))
-        frame = stats.join(peaks, on="consumer")
-        frame["queue"] = frame["queue"].replace("", None)
-        for column in ("consumer", "queue"):
-            frame[column] = frame[column].astype("str")
-        for column in ("deliveries", "errors", "dropped", "backlog_max"):
-            frame[column] = frame[column].astype(np.int64)
-        return frame.reset_index(drop=True)
+        series = self._series(freq)[0]
+        if stats.empty:  # as the in-memory path: JetStream consumers known from samples only
+            if not series:
+                return pd.DataFrame(columns=LAG_COLUMNS)
+            stats = pd.DataFrame(columns=LAG_COLUMNS[:11])
+        for column in ("deliveries", "errors", "dropped"):
+            stats[column] = stats[column].astype(np.int64)
+        for column in stats.columns[3:-2]:
+            stats[column] = stats[column].astype(float)
+        return judged(stats, self.diagnose(), series).reset_index(drop=True)
+
+    def diagnose(self, baseline: Trace | Dataset | None = None, *,
+                 rules: Rules | None = None) -> pd.DataFrame:
+        """What went wrong, worst first: the rules of :meth:`Trace.diagnose` run on the
+        engine's answers, one consumer's deliveries in memory at a time (see
+        :mod:`evtkit.engine.evidence`)."""
+        from ..analysis.diagnose import diagnose
+        from .evidence import EngineEvidence
+
+        key = ("diagnose", id(baseline), rules)
+        if key not in self._cache:
+            base = EngineEvidence(baseline) if isinstance(baseline, Dataset) else baseline
+            self._cache[key] = diagnose(EngineEvidence(self), base, rules=rules)
+        return cast(pd.DataFrame, self._cache[key])
+
+    def problems(self) -> pd.DataFrame:
+        """Everything that looks wrong, as :meth:`Trace.problems` (explicit causation only:
+        see :func:`evtkit.engine.evidence.problems`)."""
+        from .evidence import problems
+
+        return problems(self)
+
+    def verdict(self) -> list[str]:
+        """One sentence per critical finding of :meth:`diagnose`, or that nothing went
+        wrong (as :meth:`Trace.verdict`)."""
+        from ..analysis.finding import headlines
+
+        return headlines(self.diagnose())
 
     def fanout(self) -> pd.DataFrame:
         """One row per subject and type: ``subject, type, events, deliveries, consumers,
@@ -307,13 +390,18 @@ class Dataset:
         return out.sort_values(["duration_s", "correlation_id"],
                                ascending=[False, True]).reset_index(drop=True)
 
-    def trace(self, *, correlation_id: str | None = None) -> Trace:
+    def trace(self, *, correlation_id: str | None = None,
+              kinds: tuple[str, ...] | None = None) -> Trace:
         """Load a selection into memory as a :class:`~evtkit.trace.Trace` (every column,
-        payloads included): the observations of one flow, or (no argument) everything."""
+        payloads included): the observations of one flow, or of some kinds (e.g.
+        ``("disconnect", "reconnect")``), or (no argument) everything."""
         from ..trace import Trace
 
         where = "TRUE"
         params: dict[str, Any] = {}
+        if kinds is not None:
+            where = "r.kind IN (" + ", ".join(f":k{i}" for i in range(len(kinds))) + ")"
+            params.update({f"k{i}": kind for i, kind in enumerate(kinds)})
         if correlation_id is not None:
             where = ("r.event_id IN (SELECT event_id FROM __events__ WHERE correlation_id = :flow)"
                      " OR r.ref IN (SELECT seq FROM __deliveries__ WHERE correlation_id = :flow)")
@@ -329,6 +417,38 @@ class Dataset:
     def critical_path(self, flow: str) -> pd.DataFrame:
         """The critical path of one flow (see :meth:`Trace.critical_path`)."""
         return self.trace(correlation_id=flow).critical_path(flow)
+
+    def deliveries(self, sample: int | None = None, seed: int = 0) -> pd.DataFrame:
+        """The columns of :attr:`Trace.deliveries` for ``sample`` deliveries drawn at random
+        (the same ones on every engine for the same ``seed``), or for every one (``None``:
+        mind your memory), in ``seq`` order; see :func:`evtkit.engine.flows.deliveries`."""
+        from .flows import deliveries
+
+        return deliveries(self, sample, seed)
+
+    def chains(self) -> pd.DataFrame:
+        """One row per flow with its root, depth and critical path, longest first, as
+        ``Trace.chains(infer=False)``; see :func:`evtkit.engine.flows.chains`."""
+        from .flows import chains
+
+        return chains(self)
+
+    def slowest_flows(self, top: int = 10) -> pd.DataFrame:
+        """The slowest flows and their bottlenecks, as :meth:`Trace.slowest_flows`; see
+        :func:`evtkit.engine.flows.slowest_flows`."""
+        from .flows import slowest_flows
+
+        key = ("slowest_flows", top)
+        if key not in self._cache:
+            self._cache[key] = slowest_flows(self, top)
+        return cast(pd.DataFrame, self._cache[key])
+
+    def flow_graph(self) -> pd.DataFrame:
+        """The observed service graph as edges, as :meth:`Trace.flow_graph` (evtkit's own
+        edges; see the module docstring); see :func:`evtkit.engine.flows.flow_graph`."""
+        from .flows import flow_graph
+
+        return flow_graph(self)
 
 
 def _observations(frame: pd.DataFrame) -> pd.DataFrame:

@@ -26,7 +26,7 @@ RAW = "__raw__"
 """The engine's view of the files, in query text (``__name__`` names a view)."""
 
 __all__ = ["COLUMNS", "RAW", "TIMES", "backlog", "delivery_stats", "fanout",
-           "fanout_names", "flows", "summary", "views"]
+           "fanout_names", "flows", "summary", "views", "EVENT_ORDER"]
 
 
 def _sql_type(arrow: pa.DataType) -> str:
@@ -77,7 +77,8 @@ WITH messages AS (
 ), sightings AS (
     SELECT event_id, min(rank) AS best, min(ts) AS first_seen,
            min(CASE WHEN kind = 'publish' THEN ts END) AS published,
-           count(CASE WHEN kind = 'receive' THEN 1 END) AS deliveries
+           count(CASE WHEN kind = 'receive' THEN 1 END) AS deliveries,
+           min(seq) AS first_seq
     FROM messages GROUP BY event_id
 )
 SELECT m.event_id, {best},
@@ -85,7 +86,7 @@ SELECT m.event_id, {best},
        CASE WHEN m.kind = 'publish' THEN m.observer END AS producer,
        CASE WHEN m.kind = 'publish' THEN m.consumer END AS emitted_by,
        CASE WHEN m.kind = 'publish' THEN m.ref END AS emitted_seq,
-       s.deliveries
+       s.deliveries, s.first_seq
 FROM messages m JOIN sightings s ON m.event_id = s.event_id AND m.rank = s.best""",
         "deliveries": """
 WITH last_handled AS (
@@ -106,6 +107,10 @@ LEFT JOIN handled h ON h.ref = r.seq
 LEFT JOIN __events__ e ON e.event_id = r.event_id
 WHERE r.kind = 'receive'""",
     }
+
+
+EVENT_ORDER = "published_at, first_seen_at, first_seq"
+"""The order of ``Trace.events`` (by publish, then first sighting, then capture order)."""
 
 
 def summary() -> str:

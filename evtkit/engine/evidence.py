@@ -1,0 +1,269 @@
+"""The diagnosis's questions (:class:`evtkit.analysis.evidence.Evidence`) answered by an
+engine's queries, so ``Dataset.diagnose()`` runs the very rules of
+:mod:`evtkit.analysis.diagnose` on a trace left on disk, holding one consumer's deliveries
+at a time; and ``Dataset.problems()`` finds the facts of
+:func:`evtkit.analysis.problems.problems` the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ..analysis import problems as words
+from ..analysis.causal import on_cycles, propagate
+from ..analysis.evidence import ROWS, Evidence
+from ..schema import utc
+from .sql import EVENT_ORDER
+
+if TYPE_CHECKING:
+    from ..trace import Trace
+    from .dataset import Dataset
+
+__all__ = ["EngineEvidence", "problems"]
+
+_TIMES = ("published_at", "received_at", "started_at", "done_at")
+
+
+def _in(name: str, values: list[str]) -> tuple[str, dict[str, Any]]:
+    """``name IN (:name0, ...)`` and its parameters (FALSE for none)."""
+    if not values:
+        return "FALSE", {}
+    params = {f"{name}{i}": v for i, v in enumerate(values)}
+    return f"{name} IN ({', '.join(':' + k for k in params)})", params
+
+
+class EngineEvidence(Evidence):
+    """The answers from a :class:`~evtkit.engine.dataset.Dataset`'s engine."""
+
+    keep = 1  # one consumer's deliveries in memory at a time
+
+    def __init__(self, dataset: Dataset) -> None:  # noqa: D107 - see the class
+        self.ds = dataset
+
+    def _frame(self, sql: str, **params: Any) -> pd.DataFrame:
+        return self.ds._engine.frame(sql, params)
+
+    def span(self) -> tuple[int, int]:
+        s = self.ds.summary()
+        return (s["first_ns"], s["last_ns"]) if s["observations"] else (0, 0)
+
+    def consumers(self) -> list[str]:
+        names = self._frame("SELECT DISTINCT consumer FROM __deliveries__ "
+                            "WHERE consumer IS NOT NULL")["consumer"]
+        return sorted(str(c) for c in names)
+
+    def deliveries_of(self, consumer: str) -> pd.DataFrame:
+        rows = self._frame(f"SELECT {', '.join(ROWS)} FROM __deliveries__ "
+                           "WHERE consumer = :c ORDER BY seq", c=consumer)
+        for column in _TIMES:
+            rows[column] = utc(rows[column].to_numpy(dtype=np.int64, na_value=np.iinfo(
+                np.int64).min))
+        rows["processing_s"] = rows["processing_s"].astype(float)
+        return rows.reset_index(drop=True)
+
+    def handler_medians(self) -> dict[str, float]:
+        frame = self._frame(
+            "SELECT consumer, percentile_cont(0.5) WITHIN GROUP (ORDER BY processing_s) AS m "
+            "FROM __deliveries__ WHERE outcome = 'ok' AND processing_s IS NOT NULL "
+            "AND consumer IS NOT NULL GROUP BY consumer")
+        return {str(c): float(m) for c, m in zip(frame["consumer"], frame["m"], strict=True)}
+
+    def floors(self) -> pd.Series:
+        frame = self._frame(
+            "SELECT observer, min(received_at - published_at) AS floor FROM __deliveries__ "
+            "WHERE received_at IS NOT NULL AND published_at IS NOT NULL "
+            "AND observer IS NOT NULL GROUP BY observer ORDER BY observer")
+        return pd.Series(frame["floor"].to_numpy(dtype=np.int64),
+                         index=frame["observer"].astype(str).to_numpy())
+
+    def received_by(self, observer: str) -> int:
+        return int(self._frame("SELECT count(*) AS n FROM __deliveries__ "
+                               "WHERE observer = :o", o=observer)["n"].iloc[0])
+
+    def early_s(self, observer: str) -> float:
+        got = self._frame(
+            "SELECT max(published_at - CASE WHEN started_at IS NULL OR received_at <= "
+            "started_at THEN coalesce(received_at, started_at) ELSE started_at END) AS ns "
+            "FROM __deliveries__ WHERE observer = :o", o=observer)["ns"].iloc[0]
+        return float(got) / 1e9 if pd.notna(got) else 0.0
+
+    def expected(self, consumer: str, subjects: list[str], since: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        where, params = _in("subject", subjects)
+        frame = self._frame(
+            f"SELECT e.published_at AS pub, d.event_id IS NULL AS missed "
+            f"FROM __events__ e LEFT JOIN (SELECT DISTINCT event_id FROM __deliveries__ "
+            f"WHERE consumer = :c) d ON d.event_id = e.event_id "
+            f"WHERE e.published_at >= :since AND e.{where}", c=consumer, since=since, **params)
+        pub = frame["pub"].to_numpy(dtype=np.int64)
+        return np.sort(pub), np.sort(pub[frame["missed"].to_numpy(dtype=bool)])
+
+    def root_publishes(self) -> Iterator[tuple[tuple[str, str], np.ndarray]]:
+        roots = "causation_id IS NULL AND emitted_by IS NULL"
+        keys = self._frame(f"SELECT DISTINCT coalesce(source, '?') AS source, "
+                           f"coalesce(subject, '?') AS subject FROM __events__ WHERE {roots}")
+        for source, subject in sorted(zip(keys["source"].astype(str),
+                                          keys["subject"].astype(str), strict=True)):
+            times = self._frame(
+                f"SELECT published_at FROM __events__ WHERE {roots} AND "
+                "coalesce(source, '?') = :source AND coalesce(subject, '?') = :subject",
+                source=source, subject=subject)["published_at"]
+            yield (source, subject), times.to_numpy(dtype=np.int64)
+
+    def coverage(self) -> pd.DataFrame:
+        s = self.ds.summary()
+        if not s["deliveries"] or not s["events"]:
+            return pd.DataFrame(columns=["subject", "events", "lonely", "begin", "end"])
+        frame = self._frame("""
+            WITH e AS (
+                SELECT CASE WHEN substr(coalesce(subject, '?'), 1, 7) = '_INBOX.'
+                            THEN '_INBOX.>' ELSE coalesce(subject, '?') END AS subject,
+                       coalesce(deliveries, 0) = 0 AS lonely, published_at
+                FROM __events__)
+            SELECT subject, count(*) AS events,
+                   count(CASE WHEN lonely THEN 1 END) AS lonely,
+                   min(CASE WHEN lonely THEN published_at END) AS first_at,
+                   max(CASE WHEN lonely THEN published_at END) AS last_at
+            FROM e GROUP BY subject""").rename(columns={"first_at": "begin", "last_at": "end"})
+        frame["subject"] = frame["subject"].astype(str)
+        return frame.sort_values("subject").reset_index(drop=True)
+
+    def emitters(self) -> dict[str, set[str]]:
+        pairs = self._frame("SELECT DISTINCT subject, emitted_by FROM __events__ "
+                            "WHERE subject IS NOT NULL AND emitted_by IS NOT NULL")
+        emitted: dict[str, set[str]] = {}
+        for subject, who in zip(pairs["subject"], pairs["emitted_by"], strict=True):
+            emitted.setdefault(str(subject), set()).add(str(who))
+        return emitted
+
+    def problems(self) -> pd.DataFrame:
+        return problems(self.ds)
+
+    @property
+    def _small(self) -> Trace:
+        return self.ds._rare
+
+    @property
+    def gaps(self) -> pd.DataFrame:
+        return self._small.gaps
+
+    @property
+    def consumer_info(self) -> pd.DataFrame:
+        return self._small.consumer_info
+
+    @property
+    def advisories(self) -> pd.DataFrame:
+        return self._small.advisories
+
+
+def problems(ds: Dataset) -> pd.DataFrame:
+    """:func:`evtkit.analysis.problems.problems` of a dataset, its facts found by queries
+    (causation followed explicitly: links the in-memory path infers for events without
+    causality are not made here)."""
+    q = ds._engine.frame
+    rows: list[dict[str, Any]] = []
+    rows += words.cycle_rows(_loops(ds))
+
+    twice = q("""
+        WITH p AS (SELECT event_id, seq, row_number() OVER (PARTITION BY event_id ORDER BY seq)
+                          AS k FROM __observations__ WHERE kind = 'publish')
+        SELECT event_id FROM p WHERE k = 2 ORDER BY seq""")["event_id"]
+    rows += words.duplicate_rows([str(x) for x in twice])
+
+    early = q("""
+        WITH d AS (
+            SELECT *, row_number() OVER (PARTITION BY observer ORDER BY seq) AS k,
+                   published_at - CASE WHEN started_at IS NULL OR received_at <= started_at
+                       THEN coalesce(received_at, started_at) ELSE started_at END AS ahead
+            FROM __deliveries__
+            WHERE observer IS NOT NULL AND (received_at < published_at OR queue_s < 0))
+        SELECT observer, count(*) AS n, max(ahead) AS ahead,
+               min(CASE WHEN k = 1 THEN event_id END) AS event_id
+        FROM d GROUP BY observer ORDER BY observer""")
+    for row in early.itertuples(index=False):
+        consumers = q("SELECT DISTINCT consumer FROM __deliveries__ WHERE observer = :o AND "
+                      "(received_at < published_at OR queue_s < 0)", {"o": row.observer})
+        rows.append(words.clock_row(str(row.observer), int(row.n), row.event_id,
+                                    sorted(consumers["consumer"].astype(str)),
+                                    float(row.ahead) / 1e9))
+
+    for kind, outcome in (("failed", "error"), ("dropped", "dropped")):
+        bad = q("""
+            WITH d AS (SELECT *, row_number() OVER (PARTITION BY consumer ORDER BY seq) AS k
+                       FROM __deliveries__ WHERE outcome = :outcome AND consumer IS NOT NULL),
+                 t AS (SELECT consumer, count(*) AS total FROM __deliveries__
+                       GROUP BY consumer)
+            SELECT d.consumer, count(*) AS n, max(t.total) AS total,
+                   min(CASE WHEN d.k = 1 THEN d.event_id END) AS event_id
+            FROM d JOIN t ON t.consumer = d.consumer GROUP BY d.consumer ORDER BY d.consumer""",
+                {"outcome": outcome})
+        for row in bad.itertuples(index=False):
+            detail = q("""
+                SELECT subject, error, count(*) AS n, min(seq) AS first FROM __deliveries__
+                WHERE outcome = :outcome AND consumer = :c GROUP BY subject, error""",
+                       {"outcome": outcome, "c": row.consumer})
+            errors = detail.dropna(subset=["error"]).groupby("error")[["n", "first"]] \
+                .agg({"n": "sum", "first": "min"}).sort_values(["n", "first"],
+                                                               ascending=[False, True])
+            rows.append(words.outcome_row(
+                kind, str(row.consumer), int(row.n), int(row.total),
+                sorted({str(x) for x in detail["subject"].dropna()}), row.event_id,
+                errors.index[0] if len(errors) else None))
+
+    orphan = q(f"""
+        WITH o AS (SELECT e.event_id, e.causation_id, e.published_at, e.first_seen_at,
+                          e.first_seq FROM __events__ e
+                   LEFT JOIN __events__ c ON c.event_id = e.causation_id
+                   WHERE e.causation_id IS NOT NULL AND c.event_id IS NULL),
+             n AS (SELECT count(*) AS n FROM o)
+        SELECT n.n, o.event_id, o.causation_id FROM n
+        LEFT JOIN (SELECT * FROM o ORDER BY {EVENT_ORDER} LIMIT 1) o ON TRUE""")
+    if int(orphan["n"].iloc[0]):
+        rows.append(words.orphan_row(int(orphan["n"].iloc[0]), orphan["event_id"].iloc[0],
+                                     orphan["causation_id"].iloc[0]))
+
+    if ds.summary()["deliveries"]:
+        lonely = q(f"""
+            WITH l AS (SELECT coalesce(subject, '?') AS subject, event_id, row_number() OVER (
+                           PARTITION BY coalesce(subject, '?') ORDER BY {EVENT_ORDER}) AS k
+                       FROM __events__ WHERE deliveries = 0)
+            SELECT subject, count(*) AS n, min(CASE WHEN k = 1 THEN event_id END) AS event_id
+            FROM l GROUP BY subject""")
+        for row in lonely.sort_values("subject").itertuples(index=False):
+            rows.append(words.unreceived_row(str(row.subject), int(row.n), row.event_id))
+    rows += words.advisory_rows(ds._rare.advisories)
+    return words.to_frame(rows)
+
+
+def _loops(ds: Dataset) -> list[list[str]]:
+    """Causation loops: the explicit links as positions (the whole trace's, as integers),
+    followed by the in-memory path's own code; only the events on loops come back by id."""
+    q = ds._engine.frame
+    links = q(f"""
+        WITH e AS (SELECT event_id, causation_id,
+                          row_number() OVER (ORDER BY {EVENT_ORDER}) - 1 AS pos
+                   FROM __events__)
+        SELECT e.pos, c.pos AS parent FROM e LEFT JOIN e c ON c.event_id = e.causation_id
+        ORDER BY e.pos""")
+    parent = links["parent"].to_numpy(dtype=np.int64, na_value=-1)
+    depth, _, _ = propagate(parent, np.zeros(len(parent), bool), np.zeros(len(parent),
+                                                                          np.int64))
+    unreached = np.flatnonzero(depth == 0)
+    if not len(unreached):
+        return []
+    members = on_cycles(parent, unreached)
+    ids = q(f"""
+        WITH e AS (SELECT event_id, causation_id,
+                          row_number() OVER (ORDER BY {EVENT_ORDER}) - 1 AS pos
+                   FROM __events__)
+        SELECT pos, event_id, causation_id FROM e WHERE pos IN ({
+            ', '.join(str(int(p)) for p in np.unique(np.concatenate([members,
+                                                                      parent[members]])))})
+        ORDER BY pos""")
+    cause_of = dict(zip(ids["event_id"].astype(str), ids["causation_id"].astype(str),
+                        strict=True))
+    order = ids.set_index("pos")["event_id"].astype(str)
+    return words._loops([order[int(p)] for p in np.sort(members)], cause_of)
