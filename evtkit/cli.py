@@ -8,6 +8,7 @@
     evtkit demo --duration 20 --fault slow:billing:8@5+5 --out reports
     evtkit replay run.parquet --server nats://host:4222 --speed 10
     evtkit report run.parquet --out report.html
+    evtkit report big.parquet --out big.html --memory-budget 4GB   # larger: DuckDB on disk
     evtkit export notebooks/03-consumer-latency.ipynb --out latency.html
 
 Expected failures (bad arguments, unreachable server, unreadable file) print one line
@@ -22,11 +23,16 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .capture.credentials import redact
 from .errors import EvtkitError
+
+if TYPE_CHECKING:
+    from .engine import Dataset
+    from .trace import Trace
 
 __all__ = ["main"]
 
@@ -85,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     limit.add_argument("--count", type=_positive(int), metavar="N",
                        help="stop after N messages")
     rec.add_argument("--out", required=True, metavar="PATH",
-                     help="trace to write: .parquet (a directory of parts) or .jsonl")
+                     help="trace to write: .parquet (a directory of parts) or .jsonl; a "
+                          ".parquet may be a URL (s3://bucket/run.parquet, gs://, file://, "
+                          "anything pyarrow or fsspec opens)")
     rec.add_argument("--flush", type=_positive(float), default=0.5, metavar="SECONDS",
                      help="write to disk this often (default 0.5, at most 60); kill -9 "
                           "loses at most this plus one write")
@@ -93,13 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--shard", metavar="NAME",
                      help="share the capture with other recorders: each joins the queue "
                           "group --group, records its share of the messages and writes "
-                          "part-NAME-*.parquet into the same --out directory")
+                          "part-NAME-*.parquet into the same --out directory or URL")
     rec.add_argument("--group", default="evtkit-record", metavar="NAME",
                      help="queue group of the shards (default evtkit-record)")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
 
     info = sub.add_parser("info", help="print a trace file's summary")
-    info.add_argument("path", help="trace file (.parquet file or directory, .jsonl)")
+    info.add_argument("path", help="trace file (.parquet file or directory, .jsonl), or a "
+                                   "Parquet trace's URL (s3://bucket/run.parquet, ...)")
     _engine_options(info)
 
     demo = sub.add_parser("demo", help="run the demo shop and save its trace")
@@ -133,12 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
 
     page = sub.add_parser("report", help="write a standalone HTML report of a trace")
-    page.add_argument("path", help="trace file")
+    page.add_argument("path", help="trace file or a Parquet trace's URL")
     page.add_argument("--out", required=True, metavar="FILE.html", help="page to write")
     page.add_argument("--title", help="page title (default: the trace file name)")
     page.add_argument("--sample", type=_positive(int), default=20_000, metavar="N",
                       help="most deliveries drawn in the latency plot (default 20000)")
     page.add_argument("--quiet", action="store_true", help="no progress bar")
+    _engine_options(page)
 
     export = sub.add_parser("export", help="run a notebook and save it as one offline HTML file")
     export.add_argument("notebook", help=".ipynb file")
@@ -175,8 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             from .share.report import report
 
-            print(report(args.path, args.out, title=args.title, sample=args.sample,
-                         progress=not args.quiet))
+            with _analysed(args) as trace:
+                print(report(trace, args.out, title=args.title, sample=args.sample,
+                             progress=not args.quiet))
             return EXIT_OK
         if args.command == "export":
             from .share.notebook import export
@@ -212,10 +223,12 @@ async def _server(args: argparse.Namespace) -> int:
 
 
 async def _record(args: argparse.Namespace) -> int:
+    from ._location import is_url, public_url
     from .recording import record
     from .store import load, trace_format
 
     trace_format(args.out)  # a bad suffix fails before connecting
+    out = public_url(args.out) if is_url(args.out) else args.out  # credentials not shown
     if args.flush > 60:
         raise ValueError(f"--flush must be at most 60 seconds, not {args.flush:g}")
     stop = asyncio.Event()
@@ -224,7 +237,7 @@ async def _record(args: argparse.Namespace) -> int:
     def ready(bus: Any) -> None:
         where = "embedded server " if bus.server is not None else ""
         shard = f" as shard {args.shard}" if args.shard else ""
-        print(f"evtkit: recording from {where}{bus.url} into {args.out}{shard}",
+        print(f"evtkit: recording from {where}{bus.url} into {out}{shard}",
               file=sys.stderr, flush=True)
 
     totals = await record(
@@ -246,7 +259,7 @@ async def _record(args: argparse.Namespace) -> int:
     )
     if args.shard:  # the other shards may still be writing: report this one's share
         print(f"shard {args.shard}: {totals['messages']:,} messages, {totals['drops']:,} "
-              f"drops, {totals['parts']:,} parts in {args.out}")
+              f"drops, {totals['parts']:,} parts in {out}")
     else:
         print(load(args.out).describe())
     return EXIT_OK
@@ -317,14 +330,24 @@ def _machine_memory() -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    with _analysed(args) as trace:
+        print(trace.describe())
+    return EXIT_OK
+
+
+@contextmanager
+def _analysed(args: argparse.Namespace) -> Iterator[Trace | Dataset]:
+    """The trace at ``args.path`` on the engine ``--engine`` names (``auto``: in memory if
+    it fits ``--memory-budget``, else DuckDB): loaded, or opened on disk until the block
+    ends."""
     from .engine import dataset
     from .store import load
 
     budget = args.memory_budget or _machine_memory() // 2
     engine = dataset.choose_engine(args.path, budget) if args.engine == "auto" else args.engine
     if engine == "memory":
-        print(load(args.path).describe())
-        return EXIT_OK
+        yield load(args.path)
+        return
     session = None
     if engine == "spark":
         from pyspark.sql import SparkSession
@@ -334,8 +357,7 @@ def _info(args: argparse.Namespace) -> int:
     limit = max(budget, 256 * 1024**2)
     with dataset.open(args.path, engine, spark=session, memory_limit=f"{limit // 1024**2}MB") \
             as ds:
-        print(ds.describe())
-    return EXIT_OK
+        yield ds
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -173,6 +173,17 @@ class TestRecord:
                      "--out", str(tmp_path / "x.txt"))
         assert result.returncode == 1 and "unknown trace format" in result.stderr
 
+    @pytest.mark.parametrize(("out", "message"), [
+        ("nope://alice:s3cret@b/run.parquet", "nope://b/run.parquet: unknown URL scheme 'nope'"),
+        ("memory://b/run.jsonl?sig=s3cret", "JSON Lines traces are written to local files only"),
+    ])
+    def test_bad_urls_fail_before_connecting(self, out, message):
+        result = run("record", "--server", "nats://127.0.0.1:1", "--duration", "1",
+                     "--out", out)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and message in lines[0]
+        assert "s3cret" not in result.stderr
+
 
 class TestInfo:
     def test_prints_the_summary(self, tmp_path):
@@ -194,9 +205,38 @@ class TestInfo:
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"evtkit: error: {path}")
 
+    def test_an_unreachable_store_is_one_line_without_credentials(self):
+        """Reading (info) and writing (record, before it connects) alike; the store here
+        refuses connections, as one whose network is down does."""
+        url = ("s3://AKID:s3cret@bucket/run.parquet?region=us-east-1&scheme=http"
+               "&endpoint_override=127.0.0.1:1")
+        for args in (["info", url],
+                     ["record", "--server", "nats://127.0.0.1:1", "--duration", "1", "--out",
+                      url]):
+            result = run(*args, timeout=120)
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode == 1 and len(lines) == 1, result.stderr
+            assert lines[0].startswith("evtkit: error: s3://bucket/run.parquet: cannot")
+            assert "s3cret" not in result.stderr + result.stdout
+            assert "AKID" not in result.stderr + result.stdout
+
     def test_no_command(self):
         result = run()
         assert result.returncode == 2 and "required" in result.stderr
+
+
+async def _stop_shards(procs: list[asyncio.subprocess.Process]
+                       ) -> tuple[list[tuple[bytes, bytes]], list[int]]:
+    """Stop recorder shards as Ctrl-C does; their outputs and how many messages each
+    recorded (each must exit cleanly)."""
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+    outputs = [await asyncio.wait_for(proc.communicate(), 120) for proc in procs]
+    for proc, (_, stderr) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, stderr
+    shares = [int(stdout.split(b":")[1].split(b" messages")[0].replace(b",", b""))
+              for stdout, _ in outputs]
+    return outputs, shares
 
 
 class TestShards:
@@ -214,13 +254,7 @@ class TestShards:
         # After this round trip the server has routed every message to one of the shards;
         # each reads all that was routed to it before writing its last part (see SIGINT).
         await bus.flush()
-        for proc in procs:
-            proc.send_signal(signal.SIGINT)
-        outputs = [await asyncio.wait_for(proc.communicate(), 120) for proc in procs]
-        for proc, (_, stderr) in zip(procs, outputs, strict=True):
-            assert proc.returncode == 0, stderr
-        shares = [int(stdout.split(b":")[1].split(b" messages")[0].replace(b",", b""))
-                  for stdout, _ in outputs]
+        outputs, shares = await _stop_shards(procs)
         assert sum(shares) == n and all(share > 0 for share in shares)
         trace = ek.load(out)
         assert trace.metadata["shards"] == shards and trace.metadata["complete"] is True
@@ -229,6 +263,37 @@ class TestShards:
         assert len(trace.events) == n
         info = run("info", str(out), timeout=120)
         assert info.returncode == 0 and "300,000 on 1 subjects" in info.stdout
+
+    async def test_three_shards_write_one_trace_to_a_url(self, bus, tmp_path):
+        """The same through a URL (pyarrow's filesystem for it: parts written aside, then
+        moved); a token in the URL is shown nowhere."""
+        url = f"file://{tmp_path}/fleet.parquet?token=s3cret"
+        shards = ["s1", "s2", "s3"]
+        procs = []
+        for name in shards:
+            proc = await asyncio.create_subprocess_exec(
+                *EVTKIT, "record", "--quiet", "--server", bus.url, "--subject", "url.>",
+                "--duration", "300", "--shard", name, "--out", url,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            assert proc.stderr is not None
+            line = await asyncio.wait_for(proc.stderr.readline(), 30)
+            assert f"into file://{tmp_path}/fleet.parquet as shard {name}".encode() in line
+            procs.append(proc)
+        n = 30_000
+        for i in range(n):
+            await bus.nc.publish("url.orders", b"%d" % i)
+        await bus.flush()
+        outputs, shares = await _stop_shards(procs)
+        assert all(b"s3cret" not in stdout + stderr for stdout, stderr in outputs)
+        assert sum(shares) == n and all(share > 0 for share in shares)
+        trace = ek.load(url)
+        assert trace.metadata["shards"] == shards and trace.metadata["complete"] is True
+        assert trace.metadata["source_path"] == f"file://{tmp_path}/fleet.parquet"
+        payloads = trace.observations.loc[trace.observations["kind"] == "tap", "payload"]
+        assert len(payloads) == n and payloads.nunique() == n  # every message, once
+        info = run("info", url, timeout=120)
+        assert info.returncode == 0 and "30,000 on 1 subjects" in info.stdout
+        assert "s3cret" not in info.stdout + info.stderr
 
     @pytest.mark.parametrize(("shard", "out", "message"), [
         ("../up", "x.parquet", "shard name '../up' must be"),

@@ -1,6 +1,7 @@
 """Flows and graphs, one function per chart: a flow's waterfall and causal DAG, the fan-out
 Sankey and the observed dependency graph. Like :mod:`evtkit.share.plots`, each returns a
-plotly figure, and every text from the traffic is escaped.
+plotly figure, and every text from the traffic is escaped. Each takes a trace or a dataset
+(``ek.open``: a flow's figures from that flow's rows, loaded; the graphs from the engine).
 
 ::
 
@@ -22,12 +23,13 @@ from .._units import duration
 from .figure import COLORS, esc, titled
 
 if TYPE_CHECKING:
+    from ..engine import Dataset
     from ..trace import Trace
 
 __all__ = ["plot_dag", "plot_dependencies", "plot_fanout", "plot_waterfall"]
 
 
-def plot_waterfall(trace: Trace, correlation_id: str, *, title: str | None = None
+def plot_waterfall(trace: Trace | Dataset, correlation_id: str, *, title: str | None = None
                    ) -> go.Figure:
     """One flow as a waterfall: a row per delivery with its queue and processing segments,
     the critical path outlined in red."""
@@ -79,7 +81,8 @@ def plot_waterfall(trace: Trace, correlation_id: str, *, title: str | None = Non
     return titled(fig, title, default)
 
 
-def plot_dag(trace: Trace, correlation_id: str, *, title: str | None = None) -> go.Figure:
+def plot_dag(trace: Trace | Dataset, correlation_id: str, *, title: str | None = None
+             ) -> go.Figure:
     """One flow's causal DAG: events, deliveries and handler ends placed by time (x) and by
     subject/consumer lane (y); edges on the critical path in red, inferred ones dashed."""
     chain = trace.chain(correlation_id)
@@ -139,7 +142,7 @@ _NODE_KINDS = {  # Sankey node kind → (legend entry, colour)
 }
 
 
-def plot_fanout(trace: Trace, *, title: str | None = None) -> go.Figure:
+def plot_fanout(trace: Trace | Dataset, *, title: str | None = None) -> go.Figure:
     """Sankey of where events go: subject → consumer → subject it emits (widths: counts).
 
     Each node's label carries its count, ``orders.placed (559)``: events for a subject,
@@ -204,7 +207,7 @@ _STATUS_ORDER = {status: i for i, status in enumerate(("OK", "WARN", "ERR", "STA
 _NEUTRAL = ("producer only (no lag)", "#9a9a9a")
 
 
-def plot_dependencies(trace: Trace, *, title: str | None = None) -> go.Figure:
+def plot_dependencies(trace: Trace | Dataset, *, title: str | None = None) -> go.Figure:
     """The observed service dependency graph: an arrow from service A to service B when B
     consumed events A published, labelled with the subject, the messages delivered and
     their p95 queue time; nodes in layers from the first producers, coloured by the
@@ -284,7 +287,7 @@ def plot_dependencies(trace: Trace, *, title: str | None = None) -> go.Figure:
     return fig
 
 
-def _worst_status(trace: Trace) -> dict[str, str]:
+def _worst_status(trace: Trace | Dataset) -> dict[str, str]:
     """Each consumer's worst lag status over its rows of ``trace.lag()`` (queue groups)."""
     lag = trace.lag()
     if lag.empty:

@@ -1,7 +1,9 @@
 """Plots, one function per chart, in the style of plotly express.
 
 Every function takes a :class:`~evtkit.trace.Trace` (or the result it draws) and returns a
-``plotly.graph_objects.Figure``; none calls ``.show()``. Text shown in hovers and labels
+``plotly.graph_objects.Figure``; none calls ``.show()``. Those of one trace also take a
+:class:`~evtkit.engine.Dataset` (``ek.open(path)``): the same figure, from the engine's
+answers (the latency plot from a sample of the deliveries). Text shown in hovers and labels
 (subjects, consumer names, ids, error messages) is HTML-escaped, since it comes from the
 traffic.
 
@@ -30,21 +32,35 @@ from .figure import COLORS, esc, missing, palette, titled
 
 if TYPE_CHECKING:
     from ..analysis.compare import Comparison
+    from ..engine import Dataset
     from ..trace import Trace
 
 __all__ = ["plot_backlog", "plot_compare", "plot_jetstream", "plot_latency"]
 
-def plot_latency(trace: Trace | pd.DataFrame, *, kind: str = "box", log: bool | None = None,
-                 title: str | None = None) -> go.Figure:
+SAMPLE = 20_000
+"""Deliveries :func:`plot_latency` draws of a :class:`~evtkit.engine.Dataset`."""
+
+
+def plot_latency(trace: Trace | Dataset | pd.DataFrame, *, kind: str = "box",
+                 log: bool | None = None, sample: int = SAMPLE, title: str | None = None
+                 ) -> go.Figure:
     """Queue time (publish → handler start) and processing time per consumer.
 
     Args:
-        trace: a trace, or a deliveries frame (e.g. a sample of ``trace.deliveries``).
+        trace: a trace, or a deliveries frame (e.g. a sample of ``trace.deliveries``), or a
+            dataset (``ek.open``).
         kind: ``box`` (one box per consumer and measure) or ``ecdf`` (cumulative curves).
         log: logarithmic time axis; by default when all times are positive and they span
             more than two orders of magnitude (one slow consumer hides the rest otherwise).
+        sample: of a dataset, how many deliveries to draw (at random, see
+            :meth:`Dataset.deliveries <evtkit.engine.Dataset.deliveries>`); a trace or a
+            frame is drawn whole.
     """
-    dv = trace if isinstance(trace, pd.DataFrame) else trace.deliveries
+    if isinstance(trace, pd.DataFrame):
+        dv = trace
+    else:
+        rows = trace.deliveries  # a Dataset's is a method: its deliveries stay on disk
+        dv = rows(sample=sample) if callable(rows) else rows
     times = pd.concat([dv["queue_s"], dv["processing_s"]]).dropna()
     if log is None:
         log = bool(len(times)) and times.min() > 0 and times.max() / times.min() > 100
@@ -52,7 +68,7 @@ def plot_latency(trace: Trace | pd.DataFrame, *, kind: str = "box", log: bool | 
     for measure in ("queue", "processing"):
         values = dv[f"{measure}_s"] * 1e3
         names = dv["consumer"].map(esc).astype("str")  # (a categorical maps per category)
-        hover = ("event " + dv["event_id"].map(esc) + "<br>" + names + ": "
+        hover = ("event " + dv["event_id"].map(esc).astype("str") + "<br>" + names + ": "
                  + values.round(3).astype(str) + " ms")
         if kind == "box":
             fig.add_trace(go.Box(x=names, y=values, name=measure, hovertext=hover,
@@ -82,7 +98,7 @@ _SEVERITY_FILL = {"critical": "rgba(214, 39, 40, 0.15)", "warning": "rgba(242, 1
 _SEVERITY_TEXT = {"critical": "#a31d1d", "warning": "#9a5a00"}
 
 
-def plot_backlog(trace: Trace, freq: str | pd.Timedelta | None = None, *,
+def plot_backlog(trace: Trace | Dataset, freq: str | pd.Timedelta | None = None, *,
                  findings: pd.DataFrame | None = None, title: str | None = None
                  ) -> go.Figure:
     """Lag over time per consumer: messages waiting (top) and the oldest one's age (bottom),
@@ -90,7 +106,7 @@ def plot_backlog(trace: Trace, freq: str | pd.Timedelta | None = None, *,
     orange: warning) and labelled ``kind consumer``.
 
     Args:
-        trace: the trace.
+        trace: the trace, or a dataset (``ek.open``).
         freq: the time step (see :meth:`~evtkit.trace.Trace.backlog`).
         findings: a frame with at least ``consumer``, ``start``, ``end``, ``severity``
             (``critical``/``warning``/``info``; info is not marked) and ``kind``. By default

@@ -13,6 +13,10 @@ flows with different bottlenecks, and the fan-out (Sankey and dependency graph).
 is inlined once; nothing is loaded from the network; every text from the traffic is
 escaped. Large traces are downsampled for the plots (the page says so), which keeps a
 million-event report to a few megabytes.
+
+A trace left on disk (``ek.open(path)``, a :class:`~evtkit.engine.Dataset`) gets the same
+page from its engine's answers: the latency plot draws a random sample of its deliveries,
+the waterfalls load their flows' rows, and the JetStream section its few server rows.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import pandas as pd
@@ -37,6 +41,9 @@ from ..trace import Trace
 from .graphs import plot_dependencies, plot_fanout, plot_waterfall
 from .plots import plot_backlog, plot_jetstream, plot_latency
 from .table import texts
+
+if TYPE_CHECKING:
+    from ..engine import Dataset
 
 __all__ = ["build_report", "report"]
 
@@ -76,11 +83,12 @@ def _figure(fig: Any) -> Markup:
                               full_html=False, config={"displaylogo": False}))
 
 
-def build_report(trace: Trace, *, title: str | None = None, sample: int = DEFAULT_SAMPLE,
-                 flows: int = 3, progress: bool = True) -> str:
+def build_report(trace: Trace | Dataset, *, title: str | None = None,
+                 sample: int = DEFAULT_SAMPLE, flows: int = 3, progress: bool = True) -> str:
     """The report page for ``trace`` as an HTML string (see the module docstring).
 
     Args:
+        trace: a trace, or a dataset (``ek.open(path)``).
         title: page title (default: the trace file name, or "evtkit report").
         sample: most deliveries drawn in the latency plots.
         flows: how many of the slowest flows get a waterfall.
@@ -97,11 +105,14 @@ def build_report(trace: Trace, *, title: str | None = None, sample: int = DEFAUL
     page: dict[str, Any] = {
         "title": title or Path(str(trace.metadata.get("source_path", "evtkit report"))).name,
     }
+    side = trace if isinstance(trace, Trace) else trace.trace(kinds=_SIDE)
+    numbers = _numbers(trace, side)
     findings = trace.diagnose()
     page["headlines"] = headlines(findings)
     shown = findings[findings["severity"] != "info"] if (findings["severity"] != "info").any() \
         else findings
-    page["findings"] = _table(shown.assign(start_s=_since(shown["start"], trace)), [
+    since = (shown["start"] - numbers["start"]).dt.total_seconds()
+    page["findings"] = _table(shown.assign(start_s=since), [
         "finding_id", "severity", "kind", "service", "worker", "start_s", "duration_s",
         "evidence", "caused_by"], status="severity", names=_FINDING_NAMES) if len(shown) \
         else None
@@ -109,7 +120,7 @@ def build_report(trace: Trace, *, title: str | None = None, sample: int = DEFAUL
     page["backlog"] = _figure(plot_backlog(trace, findings=findings))
     step("diagnosis")
 
-    page["summary"] = _table(_summary(trace), ["", "value"])
+    page["summary"] = _table(_summary(numbers), ["", "value"])
     step("summary")
 
     lag = trace.lag()
@@ -119,12 +130,16 @@ def build_report(trace: Trace, *, title: str | None = None, sample: int = DEFAUL
     page["reasons"] = list(zip(lag["consumer"], lag["status"], lag["reason"], strict=True))
     step("lag")
 
-    drawn = trace.deliveries
-    page["sampled"] = (sample, len(drawn)) if len(drawn) > sample else None
-    if page["sampled"]:
-        drawn = drawn.sample(sample, random_state=0)
+    total = numbers["deliveries"]
+    page["sampled"] = (sample, total) if total > sample else None
+    if not isinstance(trace, Trace):
+        drawn = trace.deliveries(sample=sample)
+    elif page["sampled"]:
+        drawn = trace.deliveries.sample(sample, random_state=0)
+    else:
+        drawn = trace.deliveries
     page["latency"] = _figure(plot_latency(drawn))
-    page["jetstream"] = _jetstream(trace)
+    page["jetstream"] = _jetstream(side)
     step("latency")
 
     slowest = trace.slowest_flows()
@@ -140,7 +155,7 @@ def build_report(trace: Trace, *, title: str | None = None, sample: int = DEFAUL
         for row in shown_flows.itertuples(index=False)]
     step("flows")
     page["fanout"] = [_figure(plot_fanout(trace)), _figure(plot_dependencies(trace))] \
-        if len(trace.deliveries) else []
+        if total else []
     step("fan-out")
     html = _PAGE.render(plotlyjs=Markup(get_plotlyjs()), **page)
     step("page")
@@ -152,14 +167,45 @@ _FINDING_NAMES = {"finding_id": "id", "start_s": "after start", "duration_s": "l
                   "caused_by": "symptom of"}
 
 
-def _since(times: pd.Series, trace: Trace) -> pd.Series:
-    """Seconds from the trace's start (the ``+12.3 s`` the evidence uses)."""
-    return (times - trace.observations["ts"].min()).dt.total_seconds()
+_SIDE = ("disconnect", "reconnect", "consumer_info", "advisory")
+"""The kinds of row a dataset's report loads: few, and read by the summary (connection
+gaps) and the JetStream section."""
 
 
-def _summary(trace: Trace) -> pd.DataFrame:
-    """The summary as label / text rows in human units."""
+def _numbers(trace: Trace | Dataset, side: Trace) -> dict[str, Any]:
+    """:meth:`Trace.summary`'s numbers; of a dataset, counted by its engine, with the gaps
+    and advisories from ``side`` (its rows of the kinds in :data:`_SIDE`)."""
+    if isinstance(trace, Trace):
+        return trace.summary()
     s = trace.summary()
+    counts = trace.query("""
+        SELECT (SELECT count(DISTINCT subject) FROM events) AS subjects,
+               (SELECT count(DISTINCT consumer) FROM deliveries) AS consumers,
+               (SELECT coalesce(sum(coalesce(r.count, 1)), 0) FROM observations r
+                WHERE r.kind = 'drop') AS reported,
+               (SELECT count(*) FROM observations WHERE kind = 'handled'
+                AND outcome = 'dropped') AS dropped,
+               (SELECT count(*) FROM observations WHERE kind = 'handled'
+                AND outcome = 'error') AS errors,
+               (SELECT count(*) FROM observations WHERE kind = 'hop') AS hops""").iloc[0]
+    start, end = (pd.Timestamp(s["first_ns"], tz="UTC"), pd.Timestamp(s["last_ns"], tz="UTC")) \
+        if s["observations"] else (pd.NaT, pd.NaT)
+    gaps = side.gaps
+    return {
+        "start": start, "end": end,
+        "duration_s": float((end - start).total_seconds()) if s["observations"] else 0.0,
+        "observations": s["observations"], "events": s["events"],
+        "deliveries": s["deliveries"], "subjects": int(counts["subjects"]),
+        "consumers": int(counts["consumers"]),
+        "drops": int(counts["reported"]) + int(counts["dropped"]),
+        "handler_errors": int(counts["errors"]), "gaps": len(gaps),
+        "gap_s": float(gaps["gap_s"].fillna(0).sum()), "pending": s["pending"],
+        "advisories": len(side.advisories), "hops": int(counts["hops"]),
+    }
+
+
+def _summary(s: dict[str, Any]) -> pd.DataFrame:
+    """The summary (:func:`_numbers`) as label / text rows in human units."""
     rows = [
         ("captured", f"{clock(s['start'], date=True)} → {clock(s['end'])} "
                      f"({duration(s['duration_s'])})" if s["observations"] else "nothing"),
@@ -195,14 +241,15 @@ def _jetstream(trace: Trace) -> dict[str, Any] | None:
     return {"figure": _figure(plot_jetstream(trace)), "last": last, "advisories": counts}
 
 
-def report(trace: Trace | str | os.PathLike[str], out: str | os.PathLike[str], **options: Any
-           ) -> Path:
-    """Build the report for ``trace`` (a Trace or a trace file) and write it to ``out``.
+def report(trace: Trace | Dataset | str | os.PathLike[str], out: str | os.PathLike[str],
+           **options: Any) -> Path:
+    """Build the report for ``trace`` (a Trace, a dataset from ``ek.open``, or a trace file,
+    loaded into memory) and write it to ``out``.
 
     Raises:
         TraceFormatError: the trace file cannot be read.
     """
-    if not isinstance(trace, Trace):
+    if isinstance(trace, str | os.PathLike):
         trace = load(trace)
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
