@@ -198,6 +198,8 @@ def analyse(path: str, engine: str, memory_limit: str) -> dict[str, Any]:
                                            memory_limit=memory_limit))
         timed("prepare", ds._engine.prepare)
         timed("summary", ds.summary)
+        timed("diagnose", ds.diagnose)
+        timed("problems", ds.problems)
         lag = timed("lag", ds.lag)
         timed("backlog", ds.backlog)
         timed("fanout", ds.fanout)

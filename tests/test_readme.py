@@ -72,6 +72,16 @@ async def test_answering_the_questions_runs_verbatim_on_the_sample_traces():
 
 
 
+async def test_the_engine_block_runs_verbatim_and_agrees_with_loading():
+    namespace: dict[str, Any] = {"ek": ek}
+    await run_cell(block("Traces larger than memory: `ek.open`"), namespace, "ek.open")
+    incident = ek.datasets.load("shop-incident")
+    assert namespace["findings"].equals(incident.diagnose())
+    assert namespace["flow"] == incident.chains()["correlation_id"].iloc[0]
+    counts = namespace["per_consumer"].set_index("consumer")["n"]
+    assert counts.to_dict() == incident.deliveries["consumer"].value_counts().to_dict()
+
+
 def test_the_quoted_lag_reason_is_what_the_sample_trace_says():
     """The README quotes a reason from shop-incident; it must be the one lag() gives."""
     text = " ".join(README.read_text(encoding="utf-8").split())
