@@ -163,8 +163,14 @@ def ids(columns: Mapping[str, pa.Array | pa.ChunkedArray]) -> dict[str, pd.Categ
     if todo:
         encoded = pc.dictionary_encode(pa.chunked_array(todo, pa.large_string()),
                                        memory_pool=POOL)
-        categories = encoded.chunk(0).dictionary
-        found = [np.asarray(pc.fill_null(c.indices, -1)) for c in encoded.chunks]
+        # One dictionary for all chunks; but empty inputs have no output chunk, so the
+        # codes of each input are cut out of the whole by its length.
+        categories = encoded.chunk(0).dictionary if encoded.num_chunks else \
+            pa.array([], pa.large_string())
+        whole = np.concatenate([np.asarray(pc.fill_null(c.indices, -1))
+                                for c in encoded.chunks] or [np.zeros(0, np.int32)])
+        ends = np.cumsum([0, *(len(t) for t in todo)])
+        found = [whole[ends[i]:ends[i + 1]] for i in range(len(todo))]
     else:
         categories, found = pa.array([], pa.large_string()), []
     dtype = id_dtype(pd.Index(text(categories), dtype=TEXT))

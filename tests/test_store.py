@@ -402,3 +402,22 @@ class TestUntrustedFiles:
         with pytest.raises(TraceFormatError, match="message rows without event_id") as caught:
             load(path)
         assert caught.value.path == str(path)
+
+
+def test_a_row_group_without_any_id_loads(tmp_path):
+    """Parquet row groups whose id columns are all missing (here: the handled rows first)
+    have empty dictionaries; the ids of the other row groups must still be read right."""
+    from evtkit.schema import to_table
+
+    trace = ek.testing.make_trace(300, seed=4)
+    obs = trace.observations
+    handled_first = pd.concat([obs[obs["kind"] == "handled"], obs[obs["kind"] != "handled"]])
+    table = to_table(handled_first, OBSERVATIONS).replace_schema_metadata(
+        {META_KEY: json.dumps({"schema_version": 2}).encode()})
+    path = tmp_path / "grouped.parquet"
+    pq.write_table(table, path, row_group_size=int((obs["kind"] == "handled").sum()))
+    assert pq.ParquetFile(path).metadata.num_row_groups > 1
+    loaded = ek.load(path)
+    assert loaded.events["event_id"].astype(str).tolist() == \
+        trace.events["event_id"].astype(str).tolist()
+    assert (loaded.deliveries["outcome"] != "pending").all()
