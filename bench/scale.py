@@ -260,6 +260,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--huge", action="store_true", help="also 100 M events")
     parser.add_argument("--spark", action="store_true", help="also Spark local[2] at 10 M")
+    parser.add_argument("--no-duckdb", action="store_true",
+                        help="skip DuckDB (e.g. to time Spark alone)")
     parser.add_argument("--pandas-max", type=int, default=1_000_000,
                         help="largest trace also analysed in memory")
     parser.add_argument("--memory-limit", default="3GB", help="DuckDB's memory budget")
@@ -275,7 +277,8 @@ def main() -> None:
         took = write(path, n)
         size = sum(p.stat().st_size for p in path.glob("*.parquet"))
         print(f"{n:,} events: written in {took:.1f} s ({gb(size)} of Parquet)")
-        engines = ["duckdb", *(["pandas"] if n <= args.pandas_max else []),
+        engines = [*(["duckdb"] if not args.no_duckdb else []),
+                   *(["pandas"] if n <= args.pandas_max else []),
                    *(["spark"] if args.spark and n == 10_000_000 else [])]
         for engine in engines:
             result = run_child(path, engine, args.memory_limit)
