@@ -192,7 +192,10 @@ def analyse(path: str, engine: str, memory_limit: str) -> dict[str, Any]:
 
             session = (SparkSession.builder.master("local[2]").appName("evtkit-bench")
                        .config("spark.ui.enabled", "false")
-                       .config("spark.driver.memory", "3g").getOrCreate())
+                       .config("spark.driver.memory", "3g")
+                       # Cached tables look small to the planner: broadcasting them
+                       # ran the 3 GB driver out of memory at 10 M events.
+                       .config("spark.sql.autoBroadcastJoinThreshold", "-1").getOrCreate())
             session.sparkContext.setLogLevel("ERROR")
         ds = timed("open", lambda: ek.open(path, engine, spark=session,
                                            memory_limit=memory_limit))
