@@ -135,16 +135,22 @@ class Evidence:
         return self.trace.problems()
 
     @property
+    def rare(self) -> Trace:
+        """The trace the rare rows (disconnects, JetStream samples and advisories) are read
+        from: here the whole one; an engine loads just those rows."""
+        return self.trace
+
+    @property
     def gaps(self) -> pd.DataFrame:
         """Disconnections (``trace.gaps``)."""
-        return self.trace.gaps
+        return self.rare.gaps
 
     @property
     def consumer_info(self) -> pd.DataFrame:
         """JetStream consumer samples (``trace.consumer_info``)."""
-        return self.trace.consumer_info
+        return self.rare.consumer_info
 
     @property
     def advisories(self) -> pd.DataFrame:
         """JetStream advisories (``trace.advisories``)."""
-        return self.trace.advisories
+        return self.rare.advisories

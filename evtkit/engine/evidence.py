@@ -143,20 +143,8 @@ class EngineEvidence(Evidence):
         return problems(self.ds)
 
     @property
-    def _small(self) -> Trace:
+    def rare(self) -> Trace:
         return self.ds._rare
-
-    @property
-    def gaps(self) -> pd.DataFrame:
-        return self._small.gaps
-
-    @property
-    def consumer_info(self) -> pd.DataFrame:
-        return self._small.consumer_info
-
-    @property
-    def advisories(self) -> pd.DataFrame:
-        return self._small.advisories
 
 
 def problems(ds: Dataset) -> pd.DataFrame:
