@@ -81,7 +81,7 @@ causes first, then by the number of messages affected (lost, failed or delayed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -129,7 +129,8 @@ class Consumer:
     ``rows`` are loaded from the evidence when first read and may be let go between rules
     (a diagnosis on disk holds one consumer's rows at a time)."""
 
-    __slots__ = ("_load", "_rows", "baseline", "name", "subjects", "typical", "workers")
+    __slots__ = ("_load", "_rows", "baseline", "name", "revisit", "subjects", "typical",
+                 "workers")
 
     def __init__(self, name: str, load: Callable[[Consumer], pd.DataFrame]) -> None:
         self.name, self._load = name, load
@@ -138,6 +139,8 @@ class Consumer:
         self.workers: list[str] = []
         self.subjects: list[str] = []
         self._rows: pd.DataFrame | None = None
+        self.revisit = True
+        """Whether the rules that follow flows can find anything in its rows."""
 
     @property
     def rows(self) -> pd.DataFrame:
@@ -177,6 +180,21 @@ def _unique(values: np.ndarray) -> np.ndarray:
     return values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
 
 
+def _start_order(rows: pd.DataFrame) -> slice | np.ndarray:
+    """Positions of ``rows`` in handler start order, then receive order, then as given
+    (missing times last); a slice when they are in that order already (an engine returns
+    them so). ``np.lexsort`` on the raw nanoseconds: pandas' multi-column sort factorizes
+    every column first, seconds per million rows."""
+    keys = []
+    for column in ("received_at", "started_at"):  # lexsort: the last key sorts first
+        ns = rows[column].array.asi8
+        keys.append(np.where(ns == NAT, np.iinfo(np.int64).max, ns))
+    start, received = keys[1], keys[0]
+    ordered = (start[1:] > start[:-1]) | ((start[1:] == start[:-1])
+                                          & (received[1:] >= received[:-1]))
+    return slice(None) if ordered.all() else np.lexsort(keys)
+
+
 def _calm(took: np.ndarray) -> float:
     """A consumer's typical handler time: the median of its calmer stretches (the 20th
     percentile of a running median over 25 calls), so a slowdown that lasts most of the
@@ -201,7 +219,8 @@ class Diagnosis:
         self.found: list[Finding] = []
         self.ahead = symptoms.clocks_ahead(self)
         self._held: list[Consumer] = []
-        self.consumers = list(self._consumers(baseline))
+        self._base = baseline.handler_medians() if baseline is not None else {}
+        self.consumers = [Consumer(name, self.load) for name in evidence.consumers()]
         self.upstream: dict[str, set[str]] = {}
         self._emitters: dict[str, set[str]] | None = None
 
@@ -222,7 +241,7 @@ class Diagnosis:
             rows = rows.assign(**{c: pd.to_datetime(rows[c].array.asi8 - shift, utc=True)
                                   .where(rows[c].notna()) for c in ("received_at",
                                                                      "started_at", "done_at")})
-        return rows.sort_values(["started_at", "received_at"], kind="stable")
+        return rows.iloc[_start_order(rows)] if len(rows) > 1 else rows
 
     def load(self, c: Consumer) -> pd.DataFrame:
         """``c``'s rows for :attr:`Consumer.rows`, letting go of the rows of consumers read
@@ -233,18 +252,17 @@ class Diagnosis:
             self._held.pop(0).release()
         return rows
 
-    def _consumers(self, baseline: Evidence | None) -> Iterator[Consumer]:
-        base = baseline.handler_medians() if baseline is not None else {}
-        for name in self.evidence.consumers():
-            c = Consumer(name, self.load)
-            rows = c.rows
-            done = rows.loc[rows["outcome"].isin(["ok", "error"]), "processing_s"].dropna()
-            c.typical = max(_calm(done.to_numpy(dtype=float)), 1e-5)
-            c.baseline = base.get(name)
-            # (the distinct names first: a categorical's rows as text are Python strings)
-            c.workers = sorted(map(str, rows["observer"].dropna().unique()))
-            c.subjects = sorted(map(str, rows["subject"].dropna().unique()))
-            yield c
+    def profile(self, c: Consumer) -> None:
+        """``c``'s typical handler time, baseline, workers and subjects (each consumer's
+        rules need its own profile only, so it is taken with the rows they read)."""
+        rows = c.rows
+        done = rows.loc[rows["outcome"].isin(["ok", "error"]), "processing_s"].dropna()
+        c.typical = max(_calm(done.to_numpy(dtype=float)), 1e-5)
+        c.baseline = self._base.get(c.name)
+        # (the distinct names first: a categorical's rows as text are Python strings)
+        c.workers = sorted(map(str, rows["observer"].dropna().unique()))
+        c.subjects = sorted(map(str, rows["subject"].dropna().unique()))
+        c.revisit = symptoms.has_symptoms(self, c)
 
     def at(self, ns: int) -> str:
         """``+12.3 s`` from the trace start."""
@@ -257,7 +275,8 @@ class Diagnosis:
     # -- the rules ----------------------------------------------------------------------
 
     def run(self) -> list[Finding]:
-        for c in self.consumers:
+        for c in self.consumers:  # one read of each consumer's rows for all of these
+            self.profile(c)
             self._slow(c)
             self._stalls(c)
             self._stopped(c)
@@ -267,7 +286,7 @@ class Diagnosis:
         bursts = symptoms.bursts(self)
         upstream_first = sorted(self.consumers,
                                 key=lambda c: len(symptoms.upstream_of(self, c)))
-        for c in upstream_first:
+        for c in (c for c in upstream_first if c.revisit):
             symptoms.lagged(self, c, roots, bursts)
             symptoms.drops(self, c, roots)
             symptoms.redeliveries(self, c, roots)

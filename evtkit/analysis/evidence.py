@@ -50,7 +50,8 @@ class Evidence:
         return sorted(str(c) for c in dv["consumer"].dropna().unique())
 
     def deliveries_of(self, consumer: str) -> pd.DataFrame:
-        """The :data:`ROWS` of one consumer's deliveries, in capture order."""
+        """The :data:`ROWS` of one consumer's deliveries, in capture order (or already in
+        handler start order, as the diagnosis reads them)."""
         dv = self.trace.deliveries
         return dv.loc[(dv["consumer"] == consumer).to_numpy(), ROWS]
 

@@ -104,17 +104,30 @@ def bursts(d: Diagnosis) -> list[Finding]:
     return out
 
 
+def _late(d: Diagnosis, c: Consumer) -> np.ndarray:
+    """Positions of ``c``'s rows whose message waited ``lag_limit`` or more for its handler."""
+    pub = c.rows["published_at"].array.asi8
+    start = c.rows["started_at"].array.asi8
+    ok = (pub != NAT) & (start != NAT)
+    return np.flatnonzero(np.where(ok, (start - pub) / 1e9, 0.0) >= d.lag_limit(c))
+
+
+def has_symptoms(d: Diagnosis, c: Consumer) -> bool:
+    """Whether :func:`lagged`, :func:`drops` or :func:`redeliveries` can find anything in
+    ``c``'s rows (a diagnosis on disk reads them a second time only then)."""
+    rows = c.rows
+    return (len(_late(d, c)) >= d.rules.min_lagged or bool((rows["outcome"] == "dropped").any())
+            or bool((rows["delivery_count"].fillna(1) > 1).any()))
+
+
 def lagged(d: Diagnosis, c: Consumer, roots: list[Finding], bursts: list[Finding]) -> None:
     """Stretches where messages waited long for a handler that kept its pace."""
     r = d.rules
-    rows = c.rows
-    pub = rows["published_at"].array.asi8
-    start = rows["started_at"].array.asi8
-    ok = (pub != NAT) & (start != NAT)
-    wait = np.where(ok, (start - pub) / 1e9, 0.0)
-    late = np.flatnonzero(wait >= d.lag_limit(c))
+    late = _late(d, c)
     if len(late) < r.min_lagged:
         return
+    pub = c.rows["published_at"].array.asi8
+    start = c.rows["started_at"].array.asi8
     order = late[np.argsort(pub[late], kind="stable")]
     split = np.flatnonzero(np.diff(pub[order]) > r.link_s * 1e9) + 1
     slack = int(r.link_s * 1e9)

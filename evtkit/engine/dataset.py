@@ -283,6 +283,9 @@ class Dataset:
         ends; JetStream ConsumerInfo samples (few rows, read into memory) counted alike."""
         from ..analysis.lag import add_server_samples
 
+        key = ("series", freq)  # lag() and backlog() both read it
+        if key in self._cache:
+            return cast("tuple[dict[str, dict[str, np.ndarray]], np.ndarray]", self._cache[key])
         ends, step = self._grid(freq)
         frame = self._engine.frame(sql.backlog(int(ends[0]) - step, step, len(ends)))
         series: dict[str, dict[str, np.ndarray]] = {}
@@ -293,6 +296,7 @@ class Dataset:
                 "backlog": ints.pop("backlog"), "oldest_s": part["oldest_s"].to_numpy(float),
                 **ints, "from_server": np.zeros(len(ends), bool)}
         add_server_samples(self._rare, ends, series)
+        self._cache[key] = series, ends
         return series, ends
 
     @property
@@ -347,7 +351,9 @@ class Dataset:
         see :func:`evtkit.engine.evidence.problems`)."""
         from .evidence import problems
 
-        return problems(self)
+        if "problems" not in self._cache:  # diagnose() reads them too
+            self._cache["problems"] = problems(self)
+        return cast(pd.DataFrame, self._cache["problems"]).copy()
 
     def verdict(self) -> list[str]:
         """One sentence per critical finding of :meth:`diagnose`, or that nothing went

@@ -57,7 +57,8 @@ class EngineEvidence(Evidence):
 
     def deliveries_of(self, consumer: str) -> pd.DataFrame:
         rows = self._frame(f"SELECT {', '.join(ROWS)} FROM __deliveries__ "
-                           "WHERE consumer = :c ORDER BY seq", c=consumer)
+                           "WHERE consumer = :c ORDER BY started_at NULLS LAST, "
+                           "received_at NULLS LAST, seq", c=consumer)
         for column in _TIMES:
             rows[column] = utc(rows[column].to_numpy(dtype=np.int64, na_value=np.iinfo(
                 np.int64).min))
@@ -140,7 +141,7 @@ class EngineEvidence(Evidence):
         return emitted
 
     def problems(self) -> pd.DataFrame:
-        return problems(self.ds)
+        return self.ds.problems()
 
     @property
     def rare(self) -> Trace:
