@@ -195,6 +195,24 @@ def _start_order(rows: pd.DataFrame) -> slice | np.ndarray:
     return slice(None) if ordered.all() else np.lexsort(keys)
 
 
+def _running_median_reaches(values: np.ndarray, window: int, min_periods: int,
+                            level: float) -> np.ndarray:
+    """Where the centred running median of ``values`` (NaN skipped) is ``level`` or more.
+
+    A median reaches ``level`` only where at least half the window's values do: those
+    counts are cheap running sums, and the median itself (seconds on millions of calls)
+    is computed only when some window passes that test."""
+    known = pd.Series(~np.isnan(values))
+    high = pd.Series(np.nan_to_num(values, nan=-np.inf) >= level)
+    counts = [x.rolling(window, center=True, min_periods=1).sum().to_numpy() for x in
+              (known, high)]
+    if not ((counts[0] >= min_periods) & (2 * counts[1] >= counts[0])).any():
+        return np.zeros(len(values), bool)
+    running = pd.Series(values).rolling(window, center=True, min_periods=min_periods) \
+        .median().to_numpy()
+    return np.nan_to_num(running, nan=0.0) >= level
+
+
 def _calm(took: np.ndarray) -> float:
     """A consumer's typical handler time: the median of its calmer stretches (the 20th
     percentile of a running median over 25 calls), so a slowdown that lasts most of the
@@ -383,9 +401,8 @@ class Diagnosis:
             ratio = part["processing_s"].to_numpy(dtype=float) / c.typical
             if len(ratio) < r.min_calls:
                 continue
-            running = pd.Series(ratio).rolling(r.window, center=True, min_periods=
-                                               max(3, r.window // 2)).median().to_numpy()
-            slow = np.nan_to_num(running, nan=0.0) >= r.slow_factor
+            slow = _running_median_reaches(ratio, r.window, max(3, r.window // 2),
+                                           r.slow_factor)
             start = part["started_at"].array.asi8
             done = part["done_at"].array.asi8
             for lo, hi in runs(slow):

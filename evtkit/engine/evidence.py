@@ -228,31 +228,26 @@ def problems(ds: Dataset) -> pd.DataFrame:
 
 
 def _loops(ds: Dataset) -> list[list[str]]:
-    """Causation loops: the explicit links as positions (the whole trace's, as integers),
-    followed by the in-memory path's own code; only the events on loops come back by id."""
+    """Causation loops: the explicit links as integers (each event's ``first_seq``, unique),
+    followed by the in-memory path's own code; only the events on loops come back by id,
+    in the trace's event order."""
     q = ds._engine.frame
-    links = q(f"""
-        WITH e AS (SELECT event_id, causation_id,
-                          row_number() OVER (ORDER BY {EVENT_ORDER}) - 1 AS pos
-                   FROM __events__)
-        SELECT e.pos, c.pos AS parent FROM e LEFT JOIN e c ON c.event_id = e.causation_id
-        ORDER BY e.pos""")
-    parent = links["parent"].to_numpy(dtype=np.int64, na_value=-1)
+    links = q("SELECT e.first_seq AS id, c.first_seq AS parent FROM __events__ e "
+              "LEFT JOIN __events__ c ON c.event_id = e.causation_id")
+    ids = links["id"].to_numpy(dtype=np.int64)
+    order = np.argsort(ids)
+    ids = ids[order]
+    parent_id = links["parent"].to_numpy(dtype=np.int64, na_value=-1)[order]
+    parent = np.where(parent_id >= 0, np.searchsorted(ids, parent_id), -1)
     depth, _, _ = propagate(parent, np.zeros(len(parent), bool), np.zeros(len(parent),
                                                                           np.int64))
     unreached = np.flatnonzero(depth == 0)
     if not len(unreached):
         return []
-    members = on_cycles(parent, unreached)
-    ids = q(f"""
-        WITH e AS (SELECT event_id, causation_id,
-                          row_number() OVER (ORDER BY {EVENT_ORDER}) - 1 AS pos
-                   FROM __events__)
-        SELECT pos, event_id, causation_id FROM e WHERE pos IN ({
-            ', '.join(str(int(p)) for p in np.unique(np.concatenate([members,
-                                                                      parent[members]])))})
-        ORDER BY pos""")
-    cause_of = dict(zip(ids["event_id"].astype(str), ids["causation_id"].astype(str),
+    members = ids[np.unique(on_cycles(parent, unreached))]
+    rows = q(f"""SELECT event_id, causation_id FROM __events__
+                 WHERE first_seq IN ({', '.join(str(int(i)) for i in members)})
+                 ORDER BY {EVENT_ORDER}""")
+    cause_of = dict(zip(rows["event_id"].astype(str), rows["causation_id"].astype(str),
                         strict=True))
-    order = ids.set_index("pos")["event_id"].astype(str)
-    return words._loops([order[int(p)] for p in np.sort(members)], cause_of)
+    return words._loops(list(cause_of), cause_of)

@@ -51,6 +51,9 @@ _EVENT_COLUMNS = ("type", "subject", "source", "correlation_id", "causation_id",
                   "size", "content_type", "mode", "id_synthetic", "replay_of", "event_time")
 
 
+_RANK = 1_000_000_000_000_000_000  # kind's weight in an event's rank (seq stays below it)
+
+
 def views(sharded: bool = False) -> dict[str, str]:
     """The views every analysis starts from, in order: ``observations`` (over the files),
     ``events`` and ``deliveries`` — name → ``SELECT``. Engines keep the last two (DuckDB as
@@ -61,8 +64,9 @@ def views(sharded: bool = False) -> dict[str, str]:
     best = ", ".join(f"m.{c}" for c in _EVENT_COLUMNS)
     # The row that describes an event best: its publish, else a tap, else a receive; then
     # the first of them. As one number, so an aggregate finds it without sorting.
-    rank = ("CASE kind WHEN 'publish' THEN 0 WHEN 'tap' THEN 1 ELSE 2 END "
-            "* 1000000000000000000 + seq")
+    # (seq numbers every row once: the best row is found again by its seq alone, an
+    # integer join, not by event_id and rank)
+    rank = f"CASE kind WHEN 'publish' THEN 0 WHEN 'tap' THEN 1 ELSE 2 END * {_RANK} + seq"
     return {
         # Shards number their rows on their own: each file's rows are shifted past the
         # shards before it (``__shifts__``: file, shift — a few rows, from the footers).
@@ -71,15 +75,12 @@ SELECT r.seq + coalesce(s.shift, 0) AS seq, r.ref + coalesce(s.shift, 0) AS ref,
 FROM {RAW} r LEFT JOIN __shifts__ s ON s.file = r.file""" if sharded else f"""
 SELECT r.seq, r.ref, {plain} FROM {RAW} r""",
         "events": f"""
-WITH messages AS (
-    SELECT *, {rank} AS rank FROM __observations__
-    WHERE kind IN ('publish', 'receive', 'tap')
-), sightings AS (
-    SELECT event_id, min(rank) AS best, min(ts) AS first_seen,
+WITH sightings AS (
+    SELECT event_id, min({rank}) % {_RANK} AS best, min(ts) AS first_seen,
            min(CASE WHEN kind = 'publish' THEN ts END) AS published,
            count(CASE WHEN kind = 'receive' THEN 1 END) AS deliveries,
            min(seq) AS first_seq
-    FROM messages GROUP BY event_id
+    FROM __observations__ WHERE kind IN ('publish', 'receive', 'tap') GROUP BY event_id
 )
 SELECT m.event_id, {best},
        coalesce(s.published, s.first_seen) AS published_at, s.first_seen AS first_seen_at,
@@ -87,7 +88,7 @@ SELECT m.event_id, {best},
        CASE WHEN m.kind = 'publish' THEN m.consumer END AS emitted_by,
        CASE WHEN m.kind = 'publish' THEN m.ref END AS emitted_seq,
        s.deliveries, s.first_seq
-FROM messages m JOIN sightings s ON m.event_id = s.event_id AND m.rank = s.best""",
+FROM __observations__ m JOIN sightings s ON m.seq = s.best""",
         "deliveries": """
 WITH last_handled AS (
     SELECT ref, max(seq) AS seq FROM __observations__ WHERE kind = 'handled' GROUP BY ref
@@ -193,8 +194,8 @@ WITH spans AS (
     SELECT consumer, j, sum(began) AS began, sum(ended) AS ended,
            min(arrived) AS oldest_pub
     FROM marks GROUP BY consumer, j
-), expected AS (
-    SELECT DISTINCT s.consumer, e.event_id, e.published_at
+), expected AS (  -- (one row per consumer and event: events has one row per event_id)
+    SELECT s.consumer, e.event_id, e.published_at
     FROM (SELECT DISTINCT consumer, subject FROM spans) s
     JOIN __events__ e ON e.subject = s.subject
     JOIN consumers c ON c.consumer = s.consumer AND e.published_at >= c.since
@@ -211,11 +212,12 @@ WITH spans AS (
                CASE WHEN outcome = 'error' THEN 1 ELSE 0 END, 0
         FROM spans WHERE done_at IS NOT NULL
         UNION ALL
-        SELECT x.consumer, {in_bin("x.published_at")}, 1, 0, 0, 0,
-               CASE WHEN d.event_id IS NULL THEN 1 ELSE 0 END
+        SELECT consumer, {in_bin("published_at")}, 1, 0, 0, 0, 0 FROM expected
+        UNION ALL
+        SELECT x.consumer, {in_bin("x.published_at")}, 0, 0, 0, 0, 1
         FROM expected x
-        LEFT JOIN (SELECT DISTINCT consumer, event_id FROM spans) d
-               ON d.consumer = x.consumer AND d.event_id = x.event_id
+        WHERE NOT EXISTS (SELECT 1 FROM spans d
+                          WHERE d.consumer = x.consumer AND d.event_id = x.event_id)
     ) parts
     WHERE j IS NOT NULL
     GROUP BY consumer, j

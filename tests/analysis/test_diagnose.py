@@ -497,3 +497,19 @@ class TestProbed:
         mine = flows[flows["finding_id"] == stall["finding_id"]]
         assert len(mine) == 1 and mine["bottleneck"].iloc[0] == "audit"
         assert set(flows["finding_id"].dropna()) <= set(found.index)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.sampled_from([0.5, 1.0, 2.9, 3.0, 3.1, 10.0, float("nan")]),
+                       max_size=60),
+       window=st.integers(1, 12), data=st.data())
+def test_running_median_shortcut_equals_the_running_median(values: list[float], window: int,
+                                                           data: st.DataObject) -> None:
+    """The slow rule skips the running median where no window can reach the level: the
+    answer is pandas' centred running median compared with the level, everywhere."""
+    min_periods = data.draw(st.integers(1, window))
+    x = np.array(values, float)
+    expected = np.nan_to_num(pd.Series(x).rolling(window, center=True, min_periods=min_periods)
+                             .median().to_numpy(), nan=0.0) >= 3.0
+    got = diagnose_module._running_median_reaches(x, window, min_periods, 3.0)
+    assert got.tolist() == expected.tolist()
