@@ -49,34 +49,40 @@ WITH ev AS (
     SELECT e.correlation_id, e.event_id, e.subject, e.published_at, e.first_seen_at,
            e.first_seq, l.root_id, l.depth
     FROM __events__ e LEFT JOIN __lineage__ l ON l.event_id = e.event_id
-), ranked AS (
+), ranked AS (  -- one sort: the last event is number `total`, the root the first at depth 1
     SELECT ev.*,
            row_number() OVER (PARTITION BY correlation_id ORDER BY {EVENT_ORDER}) AS first_n,
-           row_number() OVER (PARTITION BY correlation_id ORDER BY {
-               ", ".join(f"{c.strip()} DESC" for c in EVENT_ORDER.split(","))}) AS last_n,
-           row_number() OVER (PARTITION BY correlation_id ORDER BY
-               CASE WHEN depth = 1 THEN 0 ELSE 1 END, {EVENT_ORDER}) AS root_n
+           count(*) OVER (PARTITION BY correlation_id) AS total
     FROM ev
+), rooted AS (
+    SELECT ranked.*, min(CASE WHEN depth = 1 THEN first_n END)
+               OVER (PARTITION BY correlation_id) AS root_n
+    FROM ranked
 ), flows AS (
     SELECT correlation_id, count(*) AS events, min(published_at) AS started_ns,
            max(depth) AS depth,
            max(CASE WHEN first_n = 1 THEN first_seen_at END) AS first_seen_ns,
            max(CASE WHEN first_n = 1 THEN first_seq END) AS first_seq,
-           max(CASE WHEN last_n = 1 THEN published_at END) AS last_pub,
-           max(CASE WHEN last_n = 1 THEN root_id END) AS last_root,
-           max(CASE WHEN root_n = 1 AND depth = 1 THEN event_id END) AS root_event_id,
-           max(CASE WHEN root_n = 1 AND depth = 1 THEN subject END) AS root_subject
-    FROM ranked GROUP BY correlation_id
+           max(CASE WHEN first_n = total THEN published_at END) AS last_pub,
+           max(CASE WHEN first_n = total THEN root_id END) AS last_root,
+           max(CASE WHEN first_n = root_n THEN event_id END) AS root_event_id,
+           max(CASE WHEN first_n = root_n THEN subject END) AS root_subject
+    FROM rooted GROUP BY correlation_id
 ), reached AS (
     SELECT correlation_id, max(coalesce(done_at, started_at, received_at)) AS last_done,
            count(*) AS deliveries, count(DISTINCT consumer) AS consumers,
            count(CASE WHEN outcome = 'error' THEN 1 END) AS errors
     FROM __deliveries__ GROUP BY correlation_id
+), last_seq AS (  -- the delivery that ended last (the latest of those, if several)
+    SELECT d.correlation_id, max(d.seq) AS seq
+    FROM __deliveries__ d JOIN reached x ON x.correlation_id = d.correlation_id
+         AND coalesce(d.done_at, d.started_at, d.received_at) = x.last_done
+    GROUP BY d.correlation_id
 ), last_delivery AS (
-    SELECT d.correlation_id, l.root_id, coalesce(d.done_at, d.started_at, d.received_at) AS done,
-           row_number() OVER (PARTITION BY d.correlation_id ORDER BY
-               coalesce(d.done_at, d.started_at, d.received_at) DESC, d.seq DESC) AS n
-    FROM __deliveries__ d LEFT JOIN __lineage__ l ON l.event_id = d.event_id
+    SELECT s.correlation_id, coalesce(d.done_at, d.started_at, d.received_at) AS done,
+           l.root_id
+    FROM last_seq s JOIN __deliveries__ d ON d.seq = s.seq
+    LEFT JOIN __lineage__ l ON l.event_id = d.event_id
 ), ends AS (
     -- The root of whatever ended last (a handler, else an event) starts the critical path.
     SELECT f.*, coalesce(x.deliveries, 0) AS deliveries, coalesce(x.consumers, 0) AS consumers,
@@ -85,7 +91,7 @@ WITH ev AS (
            CASE WHEN ld.done >= f.last_pub THEN ld.root_id ELSE f.last_root END AS end_root
     FROM flows f
     LEFT JOIN reached x ON x.correlation_id = f.correlation_id
-    LEFT JOIN last_delivery ld ON ld.correlation_id = f.correlation_id AND ld.n = 1
+    LEFT JOIN last_delivery ld ON ld.correlation_id = f.correlation_id
 )
 SELECT c.correlation_id, c.root_event_id, c.root_subject, c.events, c.deliveries, c.consumers,
        c.depth, c.started_ns, c.ended_ns, c.errors, p.published_at AS root_pub,
