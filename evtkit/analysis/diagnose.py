@@ -92,6 +92,7 @@ from .._units import duration
 from . import symptoms, workers
 from .evidence import Evidence
 from .finding import COLUMNS, HANDLER_KINDS, KINDS, NAT, SEVERITIES, Finding, frame, runs
+from .pace import running_median_reaches, start_order, typical_time, unique_sorted
 
 if TYPE_CHECKING:
     from ..trace import Trace
@@ -173,59 +174,6 @@ def _evidence(source: Trace | Evidence) -> Evidence:
     return source if isinstance(source, Evidence) else Evidence(source)
 
 
-def _unique(values: np.ndarray) -> np.ndarray:
-    """``np.unique`` by sorting (numpy 2.4 hashes instead: ~100× slower on many distinct
-    nanosecond times)."""
-    values = np.sort(values)
-    return values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
-
-
-def _start_order(rows: pd.DataFrame) -> slice | np.ndarray:
-    """Positions of ``rows`` in handler start order, then receive order, then as given
-    (missing times last); a slice when they are in that order already (an engine returns
-    them so). ``np.lexsort`` on the raw nanoseconds: pandas' multi-column sort factorizes
-    every column first, seconds per million rows."""
-    keys = []
-    for column in ("received_at", "started_at"):  # lexsort: the last key sorts first
-        ns = rows[column].array.asi8
-        keys.append(np.where(ns == NAT, np.iinfo(np.int64).max, ns))
-    start, received = keys[1], keys[0]
-    ordered = (start[1:] > start[:-1]) | ((start[1:] == start[:-1])
-                                          & (received[1:] >= received[:-1]))
-    return slice(None) if ordered.all() else np.lexsort(keys)
-
-
-def _running_median_reaches(values: np.ndarray, window: int, min_periods: int,
-                            level: float) -> np.ndarray:
-    """Where the centred running median of ``values`` (NaN skipped) is ``level`` or more.
-
-    A median reaches ``level`` only where at least half the window's values do: those
-    counts are cheap running sums, and the median itself (seconds on millions of calls)
-    is computed only when some window passes that test."""
-    known = pd.Series(~np.isnan(values))
-    high = pd.Series(np.nan_to_num(values, nan=-np.inf) >= level)
-    counts = [x.rolling(window, center=True, min_periods=1).sum().to_numpy() for x in
-              (known, high)]
-    if not ((counts[0] >= min_periods) & (2 * counts[1] >= counts[0])).any():
-        return np.zeros(len(values), bool)
-    running = pd.Series(values).rolling(window, center=True, min_periods=min_periods) \
-        .median().to_numpy()
-    return np.nan_to_num(running, nan=0.0) >= level
-
-
-def _calm(took: np.ndarray) -> float:
-    """A consumer's typical handler time: the median of its calmer stretches (the 20th
-    percentile of a running median over 25 calls), so a slowdown that lasts most of the
-    trace does not become the norm; the plain median for few calls."""
-    if len(took) == 0:
-        return 1e-3
-    typical = float(np.median(took))
-    if len(took) >= 50:
-        running = pd.Series(took).rolling(25, center=True, min_periods=13).median()
-        typical = min(typical, float(running.quantile(0.2)))
-    return max(typical, 1e-5) if typical > 0 else 1e-3
-
-
 class Diagnosis:
     """The state of one diagnosis: the trace, the rules, each consumer's profile and the
     findings so far (the rules that follow a flow live in :mod:`.symptoms`)."""
@@ -259,7 +207,7 @@ class Diagnosis:
             rows = rows.assign(**{c: pd.to_datetime(rows[c].array.asi8 - shift, utc=True)
                                   .where(rows[c].notna()) for c in ("received_at",
                                                                      "started_at", "done_at")})
-        return rows.iloc[_start_order(rows)] if len(rows) > 1 else rows
+        return rows.iloc[start_order(rows)] if len(rows) > 1 else rows
 
     def load(self, c: Consumer) -> pd.DataFrame:
         """``c``'s rows for :attr:`Consumer.rows`, letting go of the rows of consumers read
@@ -275,7 +223,7 @@ class Diagnosis:
         rules need its own profile only, so it is taken with the rows they read)."""
         rows = c.rows
         done = rows.loc[rows["outcome"].isin(["ok", "error"]), "processing_s"].dropna()
-        c.typical = max(_calm(done.to_numpy(dtype=float)), 1e-5)
+        c.typical = max(typical_time(done.to_numpy(dtype=float)), 1e-5)
         c.baseline = self._base.get(c.name)
         # (the distinct names first: a categorical's rows as text are Python strings)
         c.workers = sorted(map(str, rows["observer"].dropna().unique()))
@@ -339,11 +287,11 @@ class Diagnosis:
             avail = rows["published_at"].array.asi8
             avail = np.where(avail == NAT, rows["received_at"].array.asi8, avail)
             begun = np.where(start == NAT, self.t_end, start)
-            progress = _unique(np.concatenate([start[start != NAT], done[done != NAT]]))
+            progress = unique_sorted(np.concatenate([start[start != NAT], done[done != NAT]]))
             if (done == NAT).any():
                 progress = np.append(progress, self.t_end)
             if len(progress) and (avail != NAT).any():  # hung from before the first call
-                progress = _unique(np.append(progress, avail[avail != NAT].min()))
+                progress = unique_sorted(np.append(progress, avail[avail != NAT].min()))
             gap = np.diff(progress)
             for k in np.flatnonzero(gap >= limit):
                 lo, hi = int(progress[k]), int(progress[k + 1])
@@ -401,8 +349,8 @@ class Diagnosis:
             ratio = part["processing_s"].to_numpy(dtype=float) / c.typical
             if len(ratio) < r.min_calls:
                 continue
-            slow = _running_median_reaches(ratio, r.window, max(3, r.window // 2),
-                                           r.slow_factor)
+            slow = running_median_reaches(ratio, r.window, max(3, r.window // 2),
+                                          r.slow_factor)
             start = part["started_at"].array.asi8
             done = part["done_at"].array.asi8
             for lo, hi in runs(slow):

@@ -15,6 +15,7 @@ import evtkit as ek
 from evtkit._units import duration
 from evtkit.analysis import diagnose as diagnose_module
 from evtkit.analysis.finding import COLUMNS, KINDS, SEVERITIES
+from evtkit.analysis.pace import running_median_reaches
 from evtkit.observation import build_observations
 
 SEC = 1_000_000_000
@@ -511,5 +512,5 @@ def test_running_median_shortcut_equals_the_running_median(values: list[float], 
     x = np.array(values, float)
     expected = np.nan_to_num(pd.Series(x).rolling(window, center=True, min_periods=min_periods)
                              .median().to_numpy(), nan=0.0) >= 3.0
-    got = diagnose_module._running_median_reaches(x, window, min_periods, 3.0)
+    got = running_median_reaches(x, window, min_periods, 3.0)
     assert got.tolist() == expected.tolist()
