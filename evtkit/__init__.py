@@ -8,6 +8,7 @@
     await bus.settle()                        # every handler done
     trace = bus.trace()                       # pandas frames inside
     trace.diagnose()                          # what went wrong, worst first
+    trace.conformance("api.yaml").summary()   # traffic against its AsyncAPI document
     trace.save("run.parquet"); ek.load("run.parquet")
 """
 
@@ -15,9 +16,10 @@ from __future__ import annotations
 
 import importlib.metadata as _metadata
 
-from . import datasets, demo, testing
+from . import asyncapi, datasets, demo, testing
 from .analysis.causal import Chain
 from .analysis.compare import Comparison, compare
+from .analysis.conformance import Conformance
 from .analysis.diagnose import KINDS, Rules, diagnose
 from .capture.bus import Bus, Subscription, Tap, connect, current_event
 from .capture.jetstream import JetStreamSubscription, JetStreamWatch, Nak, Term
@@ -39,6 +41,7 @@ from .errors import (
     ServerStartError,
     ServerTimeoutError,
     SettleTimeoutError,
+    SpecError,
     SystemAccountError,
     TraceFormatError,
 )
@@ -64,6 +67,7 @@ __all__ = [
     "Chain",
     "Collector",
     "Comparison",
+    "Conformance",
     "ConnectError",
     "Dataset",
     "EmbeddedCluster",
@@ -89,6 +93,7 @@ __all__ = [
     "ServerStartError",
     "ServerTimeoutError",
     "SettleTimeoutError",
+    "SpecError",
     "Subscription",
     "SubscriptionMap",
     "SystemAccountError",
@@ -101,6 +106,7 @@ __all__ = [
     "__version__",
     "as_bytes",
     "as_dicts",
+    "asyncapi",
     "compare",
     "connect",
     "current_event",

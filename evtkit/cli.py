@@ -10,6 +10,7 @@
     evtkit report run.parquet --out report.html
     evtkit report big.parquet --out big.html --memory-budget 4GB   # larger: DuckDB on disk
     evtkit export notebooks/03-consumer-latency.ipynb --out latency.html
+    evtkit check run.parquet --spec api.yaml       # exit 0 conforms, 1 not, 2 cannot check
 
 Expected failures (bad arguments, unreachable server, unreadable file) print one line
 ``evtkit: error: ...`` and exit non-zero, without a traceback.
@@ -150,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     page.add_argument("--quiet", action="store_true", help="no progress bar")
     _engine_options(page)
 
+    check = sub.add_parser("check", help="check a trace against an AsyncAPI document: exit "
+                           "0 when it conforms, 1 when not, 2 when it cannot be checked")
+    check.add_argument("path", help="trace file")
+    check.add_argument("--spec", required=True, metavar="FILE",
+                       help="AsyncAPI 3.0 or 2.x document (YAML or JSON)")
+    check.add_argument("--examples", type=int, default=10, metavar="N",
+                       help="violations to list (default 10)")
+    check.add_argument("--strict", action="store_true",
+                       help="also fail when a declared channel or operation was not seen")
+
     export = sub.add_parser("export", help="run a notebook and save it as one offline HTML file")
     export.add_argument("notebook", help=".ipynb file")
     export.add_argument("--out", required=True, metavar="FILE.html", help="page to write")
@@ -189,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(report(trace, args.out, title=args.title, sample=args.sample,
                              progress=not args.quiet))
             return EXIT_OK
+        if args.command == "check":
+            return _check(args)
         if args.command == "export":
             from .share.notebook import export
 
@@ -202,6 +215,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     raise AssertionError(args.command)  # pragma: no cover - argparse requires a command
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``evtkit check``: the conformance report; a spec or trace that cannot be read
+    exits 2, so that 1 always means "read fine, does not conform"."""
+    from .asyncapi import load as load_spec
+    from .store import load
+
+    try:
+        spec = load_spec(args.spec)
+        trace = load(args.path)
+    except (EvtkitError, OSError, ValueError) as exc:
+        print(f"evtkit: error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    result = trace.conformance(spec)
+    print(result.describe(examples=args.examples))
+    failing = not result.ok or (args.strict and len(result.summary()) > 0)
+    return EXIT_ERROR if failing else EXIT_OK
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

@@ -14,10 +14,13 @@ built-in exception a caller would naturally catch, so ``except ValueError`` keep
     │   └── PayloadTooLargeError                              larger than the server allows
     ├── JetStreamError                   (RuntimeError)       a stream / consumer request failed
     ├── SystemAccountError               (PermissionError)    no system-account access
-    └── TraceFormatError                 (ValueError)         unreadable / wrong trace file
+    ├── TraceFormatError                 (ValueError)         unreadable / wrong trace file
+    ├── SpecError                        (ValueError)         unusable AsyncAPI document
+    └── EngineError                      (RuntimeError)       DuckDB / Spark could not run it
 
 Errors carry their data as attributes (``TraceFormatError.path``,
-``PayloadTooLargeError.size``), and messages say what was wrong and what to do.
+``PayloadTooLargeError.size``, ``SpecError.pointer``), and messages say what was wrong and
+what to do.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "ServerStartError",
     "ServerTimeoutError",
     "SettleTimeoutError",
+    "SpecError",
     "SystemAccountError",
     "TraceFormatError",
 ]
@@ -124,6 +128,23 @@ class TraceFormatError(EvtkitError, ValueError):
     def __init__(self, path: str | os.PathLike[str], problem: str):
         super().__init__(f"{os.fspath(path)}: {problem}")
         self.path = os.fspath(path)
+        self.problem = problem
+
+
+class SpecError(EvtkitError, ValueError):
+    """An AsyncAPI document evtkit cannot use: unreadable, not AsyncAPI, of an unsupported
+    version, missing a required field, a ``$ref`` that does not resolve or leaves the
+    document's directory, a payload schema that is not valid JSON Schema...
+
+    ``source`` names the file (or ``<dict>``), ``pointer`` the place in it as a JSON pointer
+    (``""``: the document as a whole), ``problem`` what is wrong there.
+    """
+
+    def __init__(self, source: str, pointer: str, problem: str):
+        where = f"{source}: {pointer}" if pointer else source
+        super().__init__(f"{where}: {problem}")
+        self.source = source
+        self.pointer = pointer
         self.problem = problem
 
 

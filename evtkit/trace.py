@@ -28,7 +28,9 @@ from .schema import SCHEMA_VERSION, as_dicts, positions
 
 if TYPE_CHECKING:
     from .analysis.causal import Chain
+    from .analysis.conformance import Conformance
     from .analysis.diagnose import Rules
+    from .asyncapi import Spec
 
 __all__ = ["Trace"]
 
@@ -225,6 +227,19 @@ class Trace:
         from .analysis.problems import problems
 
         return problems(self)
+
+    def conformance(self, spec: Spec | str | os.PathLike[str] | dict[str, Any]
+                    ) -> Conformance:
+        """Every event checked against event definitions — a :class:`~evtkit.asyncapi.Spec`
+        or an AsyncAPI document to read (path, URL or dict): ``.events`` (one row per
+        event: channel, message, valid, violations), ``.summary()`` (undeclared subjects,
+        producers and consumers, unused channels and operations, violations per message);
+        see :func:`evtkit.analysis.conformance.conformance`."""
+        from .analysis.conformance import conformance
+        from .asyncapi import load
+
+        spec = load(spec)
+        return self._memo(("conformance", spec), lambda: conformance(self, spec))
 
     # -- the cache ---------------------------------------------------------------------------
 

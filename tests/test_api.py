@@ -10,8 +10,9 @@ import evtkit as ek
 def test_all_lists_exactly_the_public_names():
     public = {n for n in vars(ek) if not n.startswith("_") and not inspect.ismodule(getattr(ek, n))}
     public.discard("annotations")
-    # Modules re-exported on purpose: ek.testing.make_trace, ek.datasets.load, ek.demo.run_shop
-    public |= {"testing", "datasets", "demo"}
+    # Modules re-exported on purpose: ek.testing.make_trace, ek.datasets.load, ek.demo.run_shop,
+    # ek.asyncapi.load
+    public |= {"testing", "datasets", "demo", "asyncapi"}
     assert set(ek.__all__) - {"__version__"} == public
     assert list(ek.__all__) == sorted(ek.__all__)
 
@@ -29,6 +30,7 @@ def test_every_public_name_has_a_docstring():
 
 def test_errors_inherit_the_matching_builtins():
     assert issubclass(ek.TraceFormatError, ValueError)
+    assert issubclass(ek.SpecError, ValueError)
     assert issubclass(ek.PublishError, ValueError)
     assert issubclass(ek.ConnectError, ConnectionError)
     assert issubclass(ek.ServerNotFoundError, FileNotFoundError)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # conda-forge names that differ from PyPI's.
-CONDA_NAMES = {"msgpack": "msgpack-python", "duckdb": "python-duckdb"}
+CONDA_NAMES = {"msgpack": "msgpack-python", "duckdb": "python-duckdb",
+               "fastjsonschema": "python-fastjsonschema"}
 
 
 def _names(requirements: list[str]) -> set[str]:
