@@ -72,6 +72,12 @@ class Engine:
         """Run ``sql`` (with ``:name`` parameters) and return the result as pandas."""
         raise NotImplementedError
 
+    @staticmethod
+    def percentiles(column: str, qs: tuple[float, ...]) -> str:
+        """An aggregate giving the percentiles ``qs`` of ``column`` (linear interpolation,
+        NULLs ignored) as one array: the one function the dialects spell differently."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release what the engine holds (connections, views)."""
 
@@ -157,6 +163,10 @@ class DuckDBEngine(Engine):
                               f"(memory_limit=, --memory-budget): {exc}".splitlines()[0]
                               ) from exc
 
+    @staticmethod
+    def percentiles(column: str, qs: tuple[float, ...]) -> str:  # noqa: D102 - see Engine
+        return f"quantile_cont({column}, [{', '.join(map(str, qs))}])"
+
     def close(self) -> None:
         """Close the connection and remove the spill directory."""
         self.con.close()
@@ -224,6 +234,10 @@ class SparkEngine(Engine):
         self.prepare()
         result = self.spark.sql(self.text(sql), args=dict(params or {}))
         return _pandas(result.toArrow())
+
+    @staticmethod
+    def percentiles(column: str, qs: tuple[float, ...]) -> str:  # noqa: D102 - see Engine
+        return f"percentile({column}, array({', '.join(map(str, qs))}))"
 
     def close(self) -> None:
         """Drop the views (the session is the caller's)."""

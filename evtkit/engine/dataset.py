@@ -320,7 +320,8 @@ class Dataset:
         status, status now and reason from :meth:`diagnose`."""
         from ..analysis.lag import LAG_COLUMNS, judged
 
-        stats = self._engine.frame(sql.delivery_stats())
+        stats = sql.expand_percentiles(self._engine.frame(sql.delivery_stats(
+            self._engine.percentiles)))
         series = self._series(freq)[0]
         if stats.empty:  # as the in-memory path: JetStream consumers known from samples only
             if not series:
