@@ -198,30 +198,32 @@ def backlog(start: int, step: int, bins: int) -> str:
         s = slot.replace("t -", f"{expr} -")
         return f"CASE WHEN {expr} >= {start} AND {s} < {bins} THEN {s} END"
 
-    return f"""
-WITH spans AS (
-    SELECT consumer, event_id, subject,
+    # Each delivery's span, written out where it is read: as a WITH clause read seven
+    # times, DuckDB would first copy all 30 M deliveries (a fifth of the query's time).
+    spans = """(SELECT consumer, event_id, subject,
            coalesce(published_at, received_at) AS pub, received_at, done_at, outcome,
            CASE WHEN outcome = 'dropped' THEN received_at ELSE done_at END AS finished
-    FROM __deliveries__ WHERE consumer IS NOT NULL
-), consumers AS (
-    SELECT consumer, min(pub) AS since FROM spans GROUP BY consumer
+    FROM __deliveries__ WHERE consumer IS NOT NULL)"""
+    return f"""
+WITH consumers AS (
+    SELECT consumer, min(pub) AS since FROM {spans} s GROUP BY consumer
 ), grid AS (
     SELECT c.consumer, s.j
     FROM consumers c CROSS JOIN range({bins}) AS s(j)
 ), marks AS (
     SELECT consumer, {end_slot("pub")} AS j, 1 AS began, 0 AS ended, pub AS oldest,
            CAST(NULL AS BIGINT) AS arrived
-    FROM spans
+    FROM {spans} s
     UNION ALL
-    SELECT consumer, {end_slot("finished")} AS j, 0, 1, CAST(NULL AS BIGINT), pub FROM spans
+    SELECT consumer, {end_slot("finished")} AS j, 0, 1, CAST(NULL AS BIGINT), pub
+    FROM {spans} s
 ), ends AS (
     SELECT consumer, j, sum(began) AS began, sum(ended) AS ended,
            min(arrived) AS oldest_pub
     FROM marks GROUP BY consumer, j
 ), expected AS (  -- (one row per consumer and event: events has one row per event_id)
     SELECT s.consumer, e.event_id, e.published_at
-    FROM (SELECT DISTINCT consumer, subject FROM spans) s
+    FROM (SELECT DISTINCT consumer, subject FROM {spans} s) s
     JOIN __events__ e ON e.subject = s.subject
     JOIN consumers c ON c.consumer = s.consumer AND e.published_at >= c.since
 ), counted AS (
@@ -230,18 +232,18 @@ WITH spans AS (
     FROM (
         SELECT consumer, {in_bin("received_at")} AS j, 0 AS arrivals, 1 AS received,
                0 AS handled, 0 AS errors, 0 AS missed
-        FROM spans
+        FROM {spans} s
         UNION ALL
         SELECT consumer, {in_bin("done_at")}, 0, 0,
                CASE WHEN outcome <> 'dropped' THEN 1 ELSE 0 END,
                CASE WHEN outcome = 'error' THEN 1 ELSE 0 END, 0
-        FROM spans WHERE done_at IS NOT NULL
+        FROM {spans} s WHERE done_at IS NOT NULL
         UNION ALL
         SELECT consumer, {in_bin("published_at")}, 1, 0, 0, 0, 0 FROM expected
         UNION ALL
         SELECT x.consumer, {in_bin("x.published_at")}, 0, 0, 0, 0, 1
         FROM expected x
-        WHERE NOT EXISTS (SELECT 1 FROM spans d
+        WHERE NOT EXISTS (SELECT 1 FROM {spans} d
                           WHERE d.consumer = x.consumer AND d.event_id = x.event_id)
     ) parts
     WHERE j IS NOT NULL
