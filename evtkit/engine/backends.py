@@ -14,11 +14,12 @@ import re
 import shutil
 import tempfile
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import EngineError, TraceFormatError
 from .sql import COLUMNS, views
@@ -68,8 +69,11 @@ class Engine:
         """Define ``shifts`` (``file, shift``) from :attr:`shifts`."""
         raise NotImplementedError
 
-    def frame(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
-        """Run ``sql`` (with ``:name`` parameters) and return the result as pandas."""
+    def frame(self, sql: str, params: Mapping[str, Any] | None = None, *,
+              categories: Sequence[str] = ()) -> pd.DataFrame:
+        """Run ``sql`` (with ``:name`` parameters) and return the result as pandas, the
+        text columns named in ``categories`` as categoricals (few distinct values, many
+        rows: a consumer's deliveries)."""
         raise NotImplementedError
 
     @staticmethod
@@ -149,14 +153,16 @@ class DuckDBEngine(Engine):
         self.con.executemany("INSERT INTO shifts VALUES (?, ?)", list(self.shifts.items()))
         self.names["shifts"] = "shifts"
 
-    def frame(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    def frame(self, sql: str, params: Mapping[str, Any] | None = None, *,
+              categories: Sequence[str] = ()) -> pd.DataFrame:
         """Run ``sql`` (with ``:name`` parameters) and return the result as pandas."""
         import duckdb
 
         try:
             self.prepare()
             query = _PARAM.sub(r"$\1", self.text(sql))
-            return _pandas(self.con.sql(query, params=dict(params or {})).to_arrow_table())
+            return _pandas(self.con.sql(query, params=dict(params or {})).to_arrow_table(),
+                           categories)
         except duckdb.OutOfMemoryException as exc:
             raise EngineError(f"DuckDB ran out of its memory budget ({self.memory_limit}) "
                               "and could not spill enough to disk: give it more "
@@ -174,9 +180,12 @@ class DuckDBEngine(Engine):
             self._spill()
 
 
-def _pandas(table: pa.Table) -> pd.DataFrame:
+def _pandas(table: pa.Table, categories: Sequence[str] = ()) -> pd.DataFrame:
     """An engine's Arrow result as pandas, integers kept exact where values are missing
-    (nanosecond times do not fit a float)."""
+    (nanosecond times do not fit a float), ``categories`` dictionary-encoded by Arrow."""
+    for name in categories:
+        at = table.schema.get_field_index(name)
+        table = table.set_column(at, name, pc.dictionary_encode(table[name]))
     return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
 
@@ -229,11 +238,12 @@ class SparkEngine(Engine):
         self.spark.createDataFrame(list(self.shifts.items()), "file string, shift bigint") \
             .createOrReplaceTempView(self.names["shifts"])
 
-    def frame(self, sql: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    def frame(self, sql: str, params: Mapping[str, Any] | None = None, *,
+              categories: Sequence[str] = ()) -> pd.DataFrame:
         """Run ``sql`` (with ``:name`` parameters) and return the result as pandas."""
         self.prepare()
         result = self.spark.sql(self.text(sql), args=dict(params or {}))
-        return _pandas(result.toArrow())
+        return _pandas(result.toArrow(), categories)
 
     @staticmethod
     def percentiles(column: str, qs: tuple[float, ...]) -> str:  # noqa: D102 - see Engine
