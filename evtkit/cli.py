@@ -11,6 +11,7 @@
     evtkit report big.parquet --out big.html --memory-budget 4GB   # larger: DuckDB on disk
     evtkit export notebooks/03-consumer-latency.ipynb --out latency.html
     evtkit check run.parquet --spec api.yaml       # exit 0 conforms, 1 not, 2 cannot check
+    evtkit infer run.parquet --out api.yaml        # AsyncAPI 3.0 document the traffic shows
 
 Expected failures (bad arguments, unreachable server, unreadable file) print one line
 ``evtkit: error: ...`` and exit non-zero, without a traceback.
@@ -161,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--strict", action="store_true",
                        help="also fail when a declared channel or operation was not seen")
 
+    infer = sub.add_parser("infer", help="write the AsyncAPI 3.0 document a trace shows "
+                           "(channels, message schemas, who sends and receives)")
+    infer.add_argument("path", help="trace file")
+    infer.add_argument("--out", required=True, metavar="FILE.yaml",
+                       help="document to write ('-' for standard output)")
+    infer.add_argument("--title", help="info.title (default: Observed events)")
+    infer.add_argument("--examples", type=int, default=3, metavar="N",
+                       help="examples per message (default 3)")
+
     export = sub.add_parser("export", help="run a notebook and save it as one offline HTML file")
     export.add_argument("notebook", help=".ipynb file")
     export.add_argument("--out", required=True, metavar="FILE.html", help="page to write")
@@ -202,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "check":
             return _check(args)
+        if args.command == "infer":
+            return _infer(args)
         if args.command == "export":
             from .share.notebook import export
 
@@ -233,6 +245,31 @@ def _check(args: argparse.Namespace) -> int:
     print(result.describe(examples=args.examples))
     failing = not result.ok or (args.strict and len(result.summary()) > 0)
     return EXIT_ERROR if failing else EXIT_OK
+
+
+def _infer(args: argparse.Namespace) -> int:
+    """``evtkit infer``: a trace that cannot be read or a file that cannot be written
+    exits 2."""
+    from pathlib import Path
+
+    from .asyncapi.infer import infer_document, to_yaml
+    from .store import load
+
+    try:
+        doc = infer_document(load(args.path), title=args.title, examples=args.examples)
+        text = to_yaml(doc)
+        if args.out == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.out).write_text(text, encoding="utf-8")
+    except (EvtkitError, OSError, ValueError) as exc:
+        print(f"evtkit: error: {redact(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.out != "-":
+        messages = sum(len(c.get("messages", ())) for c in doc["channels"].values())
+        print(f"{args.out}: {len(doc['channels']):,} channels, {messages:,} messages, "
+              f"{len(doc['operations']):,} operations (AsyncAPI {doc['asyncapi']})")
+    return EXIT_OK
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

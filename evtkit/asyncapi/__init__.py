@@ -16,6 +16,15 @@ a trace shows::
 
 From a shell, ``evtkit check run.parquet --spec api.yaml`` prints the same and exits 1
 when the traffic does not conform (for CI pipelines).
+
+The other way round, a document is inferred from traffic (channels with ``{parameters}``,
+JSON Schemas of payloads and headers, who sends and who receives, observed rates and
+latencies under ``x-evtkit``)::
+
+    text = ek.asyncapi.infer(trace)              # AsyncAPI 3.0, YAML text
+    doc = ek.asyncapi.infer_document(trace)      # the same as a dict; load(doc) reads it
+
+and from a shell with ``evtkit infer run.parquet --out api.yaml``.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import SpecError
 from .document import load
+from .infer import infer, infer_document
 from .spec import Channel, Message, Operation, Server, Spec, subject_pattern
 
 if TYPE_CHECKING:
@@ -33,7 +43,7 @@ if TYPE_CHECKING:
     from ..trace import Trace
 
 __all__ = ["Channel", "Message", "Operation", "Server", "Spec", "SpecError", "conformance",
-           "load", "subject_pattern"]
+           "infer", "infer_document", "load", "subject_pattern"]
 
 
 def conformance(trace: Trace, spec: Spec | str | os.PathLike[str] | dict[str, Any]
