@@ -41,9 +41,11 @@ lab: $(STAMP)  ## open JupyterLab on the notebooks
 	$(BIN)/python -m pip install --quiet -e '.[dev,lab]'
 	$(BIN)/python -m jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-bench: $(STAMP)  ## benchmarks: capture vs raw nats-py, analysis vs a naive reference, replay timing, telemetry, diagnosis by fault injection, scale (1 M and 10 M events on disk)
+bench: $(STAMP)  ## benchmarks: capture vs raw nats-py, publish with vs without a spec, analysis vs a naive reference, conformance vs a jsonschema loop, replay timing, telemetry, diagnosis by fault injection, scale (1 M and 10 M events on disk)
 	$(BIN)/python bench/capture.py
+	$(BIN)/python bench/guard.py
 	$(BIN)/python bench/analysis.py
+	$(BIN)/python bench/conformance.py
 	$(BIN)/python bench/replay.py
 	$(BIN)/python bench/telemetry.py
 	$(BIN)/python bench/diagnose.py

@@ -34,7 +34,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pandas as pd
@@ -55,6 +55,9 @@ from .schema import (
     to_table,
 )
 from .trace import Trace
+
+if TYPE_CHECKING:
+    from .asyncapi import Spec
 
 __all__ = ["SegmentWriter", "check_shard", "destination", "load", "merge_metadata", "save",
            "shard_of", "trace_format", "trace_metadata"]
@@ -215,15 +218,33 @@ class SegmentWriter:
 # -- reading -----------------------------------------------------------------------------------
 
 
-def load(path: str | os.PathLike[str]) -> Trace:
+def load(path: str | os.PathLike[str], *,
+         spec: Spec | str | os.PathLike[str] | dict[str, Any] | None = None) -> Trace:
     """Read a trace file (``.parquet`` file or directory, ``.jsonl``, ``.jsonl.gz``), or a
     Parquet trace at a URL (``s3://bucket/run.parquet``, ``file:///...``; see
     :func:`destination`).
 
+    Args:
+        path: the file, directory or URL.
+        spec: event definitions to attach (:attr:`Trace.spec <evtkit.trace.Trace.spec>`):
+            a :class:`~evtkit.asyncapi.Spec` or an AsyncAPI document to read (path, URL or
+            dict); then ``problems()`` and ``diagnose()`` include what the traffic does
+            against them.
+
     Raises:
         TraceFormatError: the path is missing, empty, corrupt, truncated, not a trace, or
             of a schema version this evtkit cannot read; the URL cannot be used or reached.
+        SpecError: ``spec`` is a document that cannot be read (checked before the trace is).
     """
+    if spec is not None:
+        from .asyncapi import load as read_spec
+
+        definitions = read_spec(spec)
+        return _load_path(path).with_spec(definitions)
+    return _load_path(path)
+
+
+def _load_path(path: str | os.PathLike[str]) -> Trace:
     shown = None
     if is_url(path):
         where = resolve(os.fspath(path), fail=TraceFormatError)

@@ -9,6 +9,8 @@
     trace.drops, trace.gaps        # what was lost, and when the connection was down
     trace.consumer_info            # JetStream consumer samples (bus.watch_jetstream)
     trace.advisories, trace.hops   # JetStream advisories; server message-trace hops
+    trace.with_spec("api.yaml")    # the same trace held against its event definitions:
+                                   #   problems() and diagnose() name what breaks them
     trace.save("run.parquet")
 """
 
@@ -37,6 +39,16 @@ __all__ = ["Trace"]
 T = TypeVar("T")
 _DERIVED = ("events", "deliveries", "consumer_info", "advisories", "hops")
 """The frames derived from the observations once and kept (cached properties)."""
+_SHARED = ("event_rows", "delivery_events", "lineage", "conformance")
+"""Cached results a trace shares with :meth:`Trace.with_spec` copies (no spec in them)."""
+
+
+def _read_spec(spec: Spec | str | os.PathLike[str] | dict[str, Any] | None) -> Spec | None:
+    if spec is None:
+        return None
+    from .asyncapi import load
+
+    return load(spec)
 
 
 class Trace:
@@ -45,12 +57,45 @@ class Trace:
     Args:
         observations: a frame with the columns of :data:`evtkit.schema.OBSERVATIONS`.
         metadata: capture metadata (server, client, times, ...); JSON-serialisable.
+        spec: event definitions to hold the traffic against (see :attr:`spec`): a
+            :class:`~evtkit.asyncapi.Spec`, or an AsyncAPI document to read (path, URL or
+            dict).
+
+    Raises:
+        SpecError: ``spec`` is a document that cannot be read.
     """
 
-    def __init__(self, observations: pd.DataFrame, metadata: dict[str, Any] | None = None):
+    def __init__(self, observations: pd.DataFrame, metadata: dict[str, Any] | None = None,
+                 *, spec: Spec | str | os.PathLike[str] | dict[str, Any] | None = None):
         self.observations = observations
         self.metadata: dict[str, Any] = {"schema_version": SCHEMA_VERSION, **(metadata or {})}
         self._cache: dict[tuple[Any, ...], Any] = {}
+        self._spec = _read_spec(spec)
+
+    # -- event definitions -------------------------------------------------------------------
+
+    @property
+    def spec(self) -> Spec | None:
+        """The event definitions attached to this trace (``ek.load(..., spec=)``,
+        :meth:`with_spec`), or None. With one, :meth:`problems` and :meth:`diagnose`
+        include what :meth:`conformance` finds: events that break their schema and
+        undeclared subjects, producers and consumers."""
+        return self._spec
+
+    def with_spec(self, spec: Spec | str | os.PathLike[str] | dict[str, Any] | None
+                  ) -> Trace:
+        """This trace with ``spec`` attached (None: without one): a new :class:`Trace`
+        sharing this one's frames and the results that do not depend on the spec.
+
+        Raises:
+            SpecError: ``spec`` is a document that cannot be read.
+        """
+        other = Trace(self.observations, self.metadata, spec=spec)
+        for name in _DERIVED:  # frames derived already: shared, not derived again
+            if name in self.__dict__:
+                other.__dict__[name] = self.__dict__[name]
+        other._cache.update({k: v for k, v in self._cache.items() if k[0] in _SHARED})
+        return other
 
     # -- derived views ---------------------------------------------------------------------
 
@@ -222,7 +267,8 @@ class Trace:
                           lambda: diagnose(self, baseline, rules=rules))
 
     def problems(self) -> pd.DataFrame:
-        """Everything that looks wrong, one row per finding; see
+        """Everything that looks wrong, one row per finding — with a :attr:`spec`, events
+        that break their schema and undeclared subjects, producers and consumers too; see
         :func:`evtkit.analysis.problems.problems`."""
         from .analysis.problems import problems
 

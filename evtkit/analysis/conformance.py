@@ -21,18 +21,29 @@ violations, the first declared on a tie.
 
 from __future__ import annotations
 
-import json
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from .._headers import parse_block
-from ..asyncapi.validator import coerce_headers
-from ..event import STRUCTURED, decode_message
-from ..schema import as_bytes, as_dicts
+from .._headers import CLOUDEVENTS, header_name, parse_block
+from ..asyncapi.validator import (
+    UNCHECKED,
+    Unreadable,
+    accepts_payloads,
+    coerce_headers,
+    content_type_mismatch,
+    payload_violations,
+    read_payload,
+    relevant_names,
+)
+from ..event import decode_message
 from .conformance_findings import FAILING, KINDS, SUMMARY, describe, findings
 
 if TYPE_CHECKING:
@@ -46,9 +57,6 @@ COLUMNS = ["event_id", "subject", "published_at", "channel", "message", "valid",
 VIOLATION_COLUMNS = ["event_id", "subject", "published_at", "channel", "message", "part",
                      "path", "detail"]
 """Columns of :attr:`Conformance.violations`."""
-
-_SKIP = object()  # a payload of a format JSON Schema cannot describe (Avro, Protobuf...)
-
 
 def conformance(trace: Trace, spec: Spec) -> Conformance:
     """Check every event of ``trace`` against ``spec``.
@@ -126,57 +134,240 @@ class Conformance:
 
 
 # -- per event -------------------------------------------------------------------------------
+#
+# Work is done per distinct value, not per event: each distinct subject is matched to a
+# channel once (all at once, see Spec.match_all); on a channel, each distinct payload is
+# decoded and given the fast check once per message, and each distinct set of the headers
+# a headers schema can see is checked once. An event costs only numpy indexing unless no
+# message accepts it; then its violations are listed exactly (jsonschema), once per
+# distinct payload and headers.
 
 
 def _check_events(trace: Trace, spec: Spec) -> pd.DataFrame:
+    with _paused_gc():  # a million new lists would trigger a full collection again and again
+        return _check(trace, spec)
+
+
+@contextmanager
+def _paused_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _check(trace: Trace, spec: Spec) -> pd.DataFrame:
     ev = trace.events
     n = len(ev)
+    channels = list(spec.channels.values())
+    names = list(dict.fromkeys(m.name for c in channels for m in c.messages.values()))
+    out = _Verdicts(n, {name: k for k, name in enumerate(names)})
     subjects = ev["subject"]
     codes = subjects.cat.codes.to_numpy()
-    channel_of = [spec.match(str(s)) for s in subjects.cat.categories]
-    payloads = as_bytes(ev["payload"])
-    types = ev["content_type"].astype(object).where(ev["content_type"].notna(), None).tolist()
-    structured = (ev["mode"] == "structured").fillna(False).to_numpy()
-    blocks = _Blocks(trace)
-    channels: list[str | None] = [None] * n
-    messages: list[str | None] = [None] * n
-    valid: list[bool | None] = [None] * n
-    found: list[list[dict[str, str]]] = [[] for _ in range(n)]
-    for i in range(n):
-        channel = channel_of[codes[i]] if codes[i] >= 0 else None
-        if channel is None:
+    of_subject = spec.match_all(subjects.cat.categories.tolist())
+    channel_at = of_subject[np.maximum(codes, 0)] if len(of_subject) else np.full(n, -1)
+    channel_at = np.where(codes >= 0, channel_at, -1)
+    events = _Events(trace)
+    structured = (ev["mode"] == "structured").fillna(False).to_numpy(dtype=bool)
+    types = ev["content_type"]
+    type_codes = types.cat.codes.to_numpy()
+    order = np.argsort(channel_at, kind="stable")
+    bounds = np.searchsorted(channel_at[order], np.arange(-1, len(channels) + 1))
+    for k, channel in enumerate(channels):
+        rows = order[bounds[k + 1]:bounds[k + 2]]
+        if not len(rows):
             continue
-        channels[i] = channel.id
         if not channel.messages:
-            valid[i] = True  # the channel declares no messages: nothing to check
+            out.valid[rows] = 1  # the channel declares no messages: nothing to check
             continue
-        raw, content_type = payloads[i] or b"", types[i]
-        if structured[i]:
-            event = decode_message(str(subjects.iat[i]), raw, blocks.block(i))
-            raw, content_type = event.raw, event.content_type
-        message, violations = _closest(spec, channel, raw, content_type, blocks, i)
-        messages[i] = message.name
-        valid[i] = not violations
-        found[i] = violations
+        for i in rows[structured[rows]].tolist():  # a CloudEvent in its JSON envelope
+            event = decode_message(str(subjects.iat[i]), events.payload(i), events.block(i))
+            out.set(i, *_closest(spec, channel, _Event(event.raw, event.content_type,
+                                                       events, i)))
+        rows = rows[~structured[rows]]
+        for code in np.unique(type_codes[rows]).tolist():
+            group = rows[type_codes[rows] == code]
+            content_type = None if code < 0 else str(types.cat.categories[code])
+            _check_group(spec, channel, group, content_type, events, out)
+    valid = pd.arrays.BooleanArray(out.valid == 1, out.valid == 0)  # 0: no channel, no verdict
     return pd.DataFrame({
         "event_id": ev["event_id"].array,
         "subject": subjects.array,
         "published_at": ev["published_at"].array,
-        "channel": pd.Categorical(channels),
-        "message": pd.Categorical(messages),
-        "valid": pd.array(valid, dtype="boolean"),
-        "violations": pd.Series(found, dtype=object).array,
+        "channel": _categorical(channel_at, [c.id for c in channels]),
+        "message": _categorical(out.message, names),
+        "valid": valid,
+        "violations": out.column(),
     }, columns=COLUMNS)
 
 
-def _closest(spec: Spec, channel: Channel, raw: bytes, content_type: str | None,
-             blocks: _Blocks, i: int) -> tuple[Message, list[dict[str, str]]]:
+class _Verdicts:
+    """What the check found, per event: the message (a position in the names), the
+    verdict (0 none, 1 valid, 2 invalid), and the violations of invalid events."""
+
+    def __init__(self, n: int, names: dict[str, int]) -> None:
+        self.names = names
+        self.message = np.full(n, -1, np.int64)
+        self.valid = np.zeros(n, np.int8)
+        self.found: dict[int, list[dict[str, str]]] = {}
+
+    def accept(self, rows: np.ndarray, message: Message) -> None:
+        self.message[rows] = self.names[message.name]
+        self.valid[rows] = 1
+
+    def set(self, i: int, message: Message, violations: list[dict[str, str]]) -> None:
+        self.message[i] = self.names[message.name]
+        self.valid[i] = 2 if violations else 1
+        if violations:
+            self.found[i] = [dict(v) for v in violations]  # each event its own
+
+    def column(self) -> Any:
+        column: list[list[dict[str, str]]] = [[] for _ in range(len(self.valid))]
+        for i, found in self.found.items():
+            column[i] = found
+        return pd.Series(column, dtype=object).array
+
+
+def _categorical(codes: np.ndarray, labels: list[str]) -> pd.Categorical:
+    """Labels by position (-1: missing) as a categorical of the labels used, sorted."""
+    used = np.unique(codes[codes >= 0])
+    names = sorted({labels[k] for k in used.tolist()})
+    rank = {name: r for r, name in enumerate(names)}
+    recode = np.array([rank.get(label, -1) for label in labels] + [-1], np.int64)
+    return pd.Categorical.from_codes(recode[codes], categories=pd.Index(names, dtype="str"))
+
+
+def _check_group(spec: Spec, channel: Channel, rows: np.ndarray, content_type: str | None,
+                 events: _Events, out: _Verdicts) -> None:
+    """The events at ``rows`` (positions in ``trace.events``): on ``channel``, stating
+    ``content_type``, not structured."""
+    payloads = events.payloads.take(pa.array(rows)).dictionary_encode()
+    p_codes = payloads.indices.to_numpy(zero_copy_only=False)
+    h_codes, h_first = events.header_codes(channel, rows)
+    parts = _Parts(spec, content_type, payloads.dictionary, rows[h_first], events)
+    left = np.arange(len(rows))
+    for message in channel.messages.values():
+        ok = parts.payload_ok(message, np.unique(p_codes[left]))[p_codes[left]]
+        ok &= parts.headers_ok(message, np.unique(h_codes[left]))[h_codes[left]]
+        out.accept(rows[left[ok]], message)
+        left = left[~ok]
+        if not len(left):
+            return
+    # No message accepts them: the closest, once per distinct payload and headers.
+    key = p_codes[left].astype(np.int64) * (int(h_codes.max()) + 1) + h_codes[left]
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    closest = [parts.closest(channel, int(p_codes[left[f]]), int(h_codes[left[f]]))
+               for f in first.tolist()]
+    for i, which in zip(rows[left].tolist(), inverse.tolist(), strict=True):
+        out.set(i, *closest[which])
+
+
+class _Parts:
+    """Per message of one group of events: verdicts on its distinct payloads and header
+    sets, computed when first needed, and their violations when they have some."""
+
+    def __init__(self, spec: Spec, content_type: str | None, payloads: pa.Array,
+                 header_rows: np.ndarray, events: _Events) -> None:
+        self.spec, self.content_type, self.payloads = spec, content_type, payloads
+        self.header_rows, self.events = header_rows, events
+        self._ok: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._found: dict[tuple[int, str, int], list[dict[str, str]]] = {}
+
+    def payload_ok(self, message: Message, needed: np.ndarray) -> np.ndarray:
+        """Per distinct payload: whether ``message``'s payload schema accepts it (exact
+        for those in ``needed``)."""
+        ok, done = self._state(message, "payload", len(self.payloads))
+        needed = needed[~done[needed]]
+        if not len(needed):
+            return ok
+        done[needed] = True
+        check = self.spec.check(message, "payload")
+        expected = message.content_type or self.content_type
+        if check is None:
+            ok[needed] = True
+            return ok
+        if content_type_mismatch(message.content_type, self.content_type) is None:
+            raws = self.payloads.take(pa.array(needed)).to_pylist()
+            ok[needed] = accepts_payloads(check, expected, raws)
+            for p in needed[~ok[needed]].tolist():  # refused by the fast check: jsonschema
+                instance = read_payload(self.payloads[p].as_py(), expected)
+                ok[p] = instance is UNCHECKED or (not isinstance(instance, Unreadable)
+                                                  and check.is_valid(instance))
+        return ok
+
+    def headers_ok(self, message: Message, needed: np.ndarray) -> np.ndarray:
+        """Per distinct set of headers: whether ``message``'s headers schema accepts it."""
+        ok, done = self._state(message, "headers", len(self.header_rows))
+        needed = needed[~done[needed]]
+        if not len(needed):
+            return ok
+        done[needed] = True
+        if self.spec.check(message, "headers") is None:
+            ok[needed] = True
+        else:
+            for h in needed.tolist():
+                ok[h] = not self.headers_violations(message, h)
+        return ok
+
+    def payload_violations(self, message: Message, p: int) -> list[dict[str, str]]:
+        key = (id(message), "payload", p)
+        if key not in self._found:
+            raw = self.payloads[p].as_py()
+            self._found[key] = payload_violations(self.spec.check(message, "payload"),
+                                                  message.content_type, self.content_type,
+                                                  raw, {})
+        return self._found[key]
+
+    def headers_violations(self, message: Message, h: int) -> list[dict[str, str]]:
+        key = (id(message), "headers", h)
+        if key not in self._found:
+            i = int(self.header_rows[h])
+            self._found[key] = _headers_violations(self.spec, message, self.events, i)
+        return self._found[key]
+
+    def closest(self, channel: Channel, p: int, h: int
+                ) -> tuple[Message, list[dict[str, str]]]:
+        """As :func:`_closest`, from the cached parts."""
+        best: tuple[Message, list[dict[str, str]]] | None = None
+        for message in channel.messages.values():
+            found = self.payload_violations(message, p) + self.headers_violations(message, h)
+            if not found:
+                return message, []
+            if best is None or len(found) < len(best[1]):
+                best = (message, found)
+        assert best is not None  # the channel has messages
+        return best
+
+    def _state(self, message: Message, part: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (id(message), part)
+        if key not in self._ok:
+            self._ok[key] = (np.zeros(size, bool), np.zeros(size, bool))
+        return self._ok[key]
+
+
+class _Event:
+    """One event as :func:`_closest` reads it: its payload, content type and headers."""
+
+    __slots__ = ("content_type", "events", "i", "raw")
+
+    def __init__(self, raw: bytes, content_type: str | None, events: _Events, i: int):
+        self.raw, self.content_type, self.events, self.i = raw, content_type, events, i
+
+
+def _closest(spec: Spec, channel: Channel, event: _Event
+             ) -> tuple[Message, list[dict[str, str]]]:
     """The first message of ``channel`` that accepts the event, else the one with the
     fewest violations (the first on a tie), with its violations."""
     best: tuple[Message, list[dict[str, str]]] | None = None
     decoded: dict[str | None, Any] = {}
     for message in channel.messages.values():
-        violations = _violations(spec, message, raw, content_type, blocks, i, decoded)
+        violations = (payload_violations(spec.check(message, "payload"),
+                                         message.content_type, event.content_type,
+                                         event.raw, decoded)
+                      + _headers_violations(spec, message, event.events, event.i))
         if not violations:
             return message, []
         if best is None or len(violations) < len(best[1]):
@@ -185,102 +376,115 @@ def _closest(spec: Spec, channel: Channel, raw: bytes, content_type: str | None,
     return best
 
 
-def _violations(spec: Spec, message: Message, raw: bytes, content_type: str | None,
-                blocks: _Blocks, i: int, decoded: dict[str | None, Any]
-                ) -> list[dict[str, str]]:
-    out = []
-    check = spec.check(message, "payload")
-    if check is not None:
-        expected = message.content_type or content_type
-        problem = _mismatch(message.content_type, content_type)
-        if problem is None:
-            if expected not in decoded:
-                decoded[expected] = _decode(raw, expected)
-            instance = decoded[expected]
-            if isinstance(instance, _Problem):
-                problem = instance.text
-            elif instance is not _SKIP:
-                out += [{**v, "part": "payload"} for v in check.violations(instance)]
-        if problem is not None:
-            out.append({"path": "", "message": problem, "part": "payload"})
+def _headers_violations(spec: Spec, message: Message, events: _Events, i: int
+                        ) -> list[dict[str, str]]:
     check = spec.check(message, "headers")
-    if check is not None:
-        headers = coerce_headers(blocks.headers(i), message.headers)
-        out += [{**v, "part": "headers"} for v in check.violations(headers)]
-    return out
+    if check is None:
+        return []
+    headers = coerce_headers(events.headers(i), message.headers)
+    return [{**v, "part": "headers"} for v in check.violations(headers)]
 
 
-class _Problem:
-    """Why a payload could not be read as its content type says."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-def _media(content_type: str | None) -> str:
-    return (content_type or "").split(";")[0].strip(" \t").lower()
-
-
-def _is_json(content_type: str | None) -> bool:
-    media = _media(content_type)
-    return media == "application/json" or media.endswith("+json")
-
-
-def _mismatch(declared: str | None, actual: str | None) -> str | None:
-    """A violation when the event states a content type of another kind (JSON or not)
-    than the message declares."""
-    if declared is None or actual is None or _media(actual) == STRUCTURED:
-        return None
-    if _is_json(declared) != _is_json(actual):
-        return f"content type {actual!r} where {declared!r} is declared"
-    return None
-
-
-def _decode(raw: bytes, content_type: str | None) -> Any:
-    """The payload as the instance to check: JSON (the default), text for ``text/*``,
-    :data:`_SKIP` for binary formats; a :class:`_Problem` when it is not what it should
-    be."""
-    if content_type is None or _is_json(content_type):
-        if not raw:
-            return _Problem("payload is empty, not JSON")
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            try:  # numbers beyond 64 bits, NaN: valid for Python's reader
-                return json.loads(raw)
-            except (ValueError, RecursionError):
-                return _Problem(f"payload is not JSON ({exc})")
-    if _media(content_type).startswith("text/"):
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return _Problem("payload is not UTF-8 text")
-    return _SKIP
-
-
-class _Blocks:
-    """The events' NATS headers, read only when a check needs them."""
+class _Events:
+    """The events' payloads and NATS headers as Arrow arrays, and the header sets a
+    channel's headers schemas can tell apart."""
 
     def __init__(self, trace: Trace) -> None:
-        self.trace = trace
-        self._blocks: list[bytes | None] | None = None
-        self._dicts: list[dict[str, str] | None] | None = None
+        ev = trace.events
+        payloads = _combined(ev["payload"])
+        self.payloads = payloads.fill_null(b"") if payloads.null_count else payloads
+        self.maps = _combined(ev["headers"])
+        self._rows = trace.event_rows
+        self._column = trace.observations["header_block"]
+
+    @cached_property
+    def blocks(self) -> pa.Array:
+        """Every event's raw header block (null where it had none)."""
+        if not len(self._rows):
+            return pa.nulls(len(self.payloads), pa.binary())
+        return _combined(self._column).take(pa.array(self._rows))
+
+    def payload(self, i: int) -> bytes:
+        return cast(bytes, self.payloads[i].as_py())
 
     def block(self, i: int) -> bytes | None:
         """The raw header block of event ``i``."""
-        if self._blocks is None:
-            rows = self.trace.event_rows
-            column = self.trace.observations["header_block"]
-            self._blocks = as_bytes(column.take(rows)) if len(rows) else []
-        return self._blocks[i] if i < len(self._blocks) else None
+        if i >= len(self._rows):
+            return None
+        block = self._column.iat[int(self._rows[i])]
+        return block if isinstance(block, bytes) else None
 
     def headers(self, i: int) -> dict[str, str]:
         """Every NATS header of event ``i`` (CloudEvents ones included), as on the wire."""
         block = self.block(i)
         if block:
             return parse_block(block).headers
-        if self._dicts is None:
-            self._dicts = as_dicts(self.trace.events["headers"])
-        return self._dicts[i] or {}
+        return dict(self.maps[i].as_py() or [])
+
+    def header_codes(self, channel: Channel, rows: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """For each event at ``rows``, a code for the headers ``channel``'s headers schemas
+        can see (equal codes: equal verdicts), and for each code the position in ``rows``
+        of its first event."""
+        schemas = [m.headers for m in channel.messages.values() if m.headers is not None]
+        if not schemas:
+            return np.zeros(len(rows), np.int64), np.zeros(1, np.int64)
+        names: set[str] | None = set()
+        for schema in schemas:
+            seen = relevant_names(schema)
+            names = None if seen is None or names is None else names | seen
+        take = pa.array(rows)
+        maps = self.maps.take(take)
+        if names is not None and not any(header_name(n) in CLOUDEVENTS for n in names):
+            # What such a schema sees is in the headers beyond the CloudEvents ones.
+            codes = _entry_codes(maps, {header_name(n) for n in names})
+        else:  # it may see any header: each distinct header block
+            blocks = self.blocks.take(take).dictionary_encode()
+            codes = blocks.indices.to_numpy(zero_copy_only=False)
+            missing = np.isnan(codes)
+            if missing.any():
+                codes[missing] = len(blocks.dictionary) + _entry_codes(
+                    maps.filter(pa.array(missing)), None)
+        _, first, dense = np.unique(codes, return_index=True, return_inverse=True)
+        return dense.astype(np.int64), first.astype(np.int64)
+
+
+def _combined(column: pd.Series) -> pa.Array:
+    """A column as one Arrow array (bytes and text past 32-bit offsets: their large kind)."""
+    array = column.array
+    chunked = array._pa_array if hasattr(array, "_pa_array") else pa.chunked_array(
+        [pa.array(np.asarray(column, dtype=object), from_pandas=True)])
+    if not isinstance(chunked, pa.ChunkedArray):
+        return chunked
+    if chunked.nbytes >= 2**31 - 2**24:
+        if pa.types.is_binary(chunked.type):
+            chunked = chunked.cast(pa.large_binary())
+        elif pa.types.is_string(chunked.type):
+            chunked = chunked.cast(pa.large_string())
+    return chunked.combine_chunks()
+
+
+def _entry_codes(maps: pa.Array, names: set[str] | None) -> np.ndarray:
+    """A code per map (equal codes: equal entries, in order) over the entries whose name,
+    lower-cased, is in ``names`` (all when None; names that are not ASCII always count)."""
+    kind = maps.type  # (list kernels refuse maps: read it as a list of entries)
+    maps = maps.cast(pa.list_(pa.struct([kind.key_field, kind.item_field])))
+    parents = pc.list_parent_indices(maps).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(maps)
+    keys, values = flat.field(0), flat.field(1)
+    if names is not None:
+        keep = pc.or_(pc.is_in(pc.ascii_lower(keys), value_set=pa.array(sorted(names),
+                                                                         pa.string())),
+                      pc.invert(pc.string_is_ascii(keys)))
+        keys, values = keys.filter(keep), values.filter(keep)
+        parents = parents[keep.to_numpy(zero_copy_only=False)]
+    # Each entry as "len:key" "len:value" (null: "N"): joined, unambiguous.
+    entry = pc.binary_join_element_wise(
+        pc.cast(pc.utf8_length(keys), pa.string()), ":", keys,
+        pc.coalesce(pc.binary_join_element_wise(pc.cast(pc.utf8_length(values), pa.string()),
+                                                ":", values, ""), "N"), "")
+    counts = np.bincount(parents, minlength=len(maps)) if len(parents) else np.zeros(
+        len(maps), np.int64)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, entry), "")
+    return joined.dictionary_encode().indices.to_numpy(zero_copy_only=False).astype(np.int64)

@@ -30,6 +30,7 @@ import pandas as pd
 from .._units import clock, count, duration, percent
 
 if TYPE_CHECKING:
+    from ..asyncapi.spec import Spec
     from .conformance import Conformance
 
 __all__ = ["FAILING", "KINDS", "SUMMARY", "describe", "findings"]
@@ -46,15 +47,17 @@ SUMMARY = ["kind", "channel", "subject", "message", "application", "count", "fir
 
 def findings(result: Conformance) -> pd.DataFrame:
     """The findings of ``result``, one row each (columns :data:`SUMMARY`)."""
-    spec, res, ev = result.spec, result.events, result.trace.events
+    spec, res = result.spec, result.events
     rows: list[dict[str, Any]] = []
     matched = res["channel"].notna().to_numpy()
     at = res["published_at"]
 
     invalid = res[res["valid"].eq(False).fillna(False).to_numpy()]
+    if len(invalid):
+        totals = res.groupby(["channel", "message"], observed=True).size()
     for (channel, message), group in invalid.groupby(["channel", "message"], observed=True,
                                                      sort=True):
-        total = int(((res["channel"] == channel) & (res["message"] == message)).sum())
+        total = int(totals[(channel, message)])
         where = Counter((v["part"], v["path"]) for found in group["violations"]
                         for v in found)
         (part, path), times = where.most_common(1)[0]
@@ -65,26 +68,24 @@ def findings(result: Conformance) -> pd.DataFrame:
             f"({percent(len(group) / total)}) break its schema, {_span(group)}; most often "
             f"at {part} {path or 'as a whole'} ({_events(times)}), e.g. {example}")))
 
+    senders = _Senders(result.trace.events)
     stray = res[~matched]
-    subjects = stray["subject"]  # (a categorical: each distinct subject generalised once)
+    subjects = stray["subject"].cat.remove_unused_categories()  # each generalised once
     shapes = np.array([_generalised(s) for s in subjects.cat.categories] + ["?"], dtype=object)
     for subject, group in stray.groupby(shapes[subjects.cat.codes.to_numpy()], sort=True):
-        senders = _names(ev.iloc[group.index])
         example = str(group["subject"].iloc[0])
         rows.append(_row("undeclared_subject", group, subject=subject, evidence=(
             f"{_events(len(group))} on {subject!r}"
             f"{f' (e.g. {example})' if example != subject else ''} {_span(group)} matched "
-            f"no channel of {spec.title!r}{_by(senders)}")))
+            f"no channel of {spec.title!r}{_by(senders.names(group.index.to_numpy()))}")))
 
-    names = _senders(ev)
     for channel_id, group in res[matched].groupby("channel", observed=True, sort=True):
         declared = {a.casefold() for a in spec.producers(str(channel_id))}
         if not declared:
             continue
-        who = names.iloc[group.index]
-        alien = who.map(lambda n, d=declared: n is not None and not _declared(n, d))
-        alien = alien.astype(bool).to_numpy()
-        shown = who[alien].map(lambda n: n[0]).to_numpy()
+        at_rows = group.index.to_numpy()
+        alien = senders.known[at_rows] & ~senders.among(at_rows, declared)
+        shown = senders.shown[at_rows[alien]]
         for name, bad in group[alien].groupby(shown, sort=True):
             rows.append(_row("undeclared_producer", bad, channel=channel_id,
                              application=name, evidence=(
@@ -101,17 +102,28 @@ def findings(result: Conformance) -> pd.DataFrame:
                              subject=channel.subject, evidence=(
                 f"channel {channel.id!r} ({channel.subject}) is declared, but none of the "
                 f"{_events(len(res))} in {span} of traffic was on it")))
-    rows += _operations(result, seen, names)
+    rows += _operations(result, seen, senders)
     return _frame(rows)
+
+
+def _channels(spec: Spec, subjects: pd.Series) -> pd.Series:
+    """The id of the channel of each subject (missing: none), each distinct subject
+    matched once."""
+    subjects = subjects.astype("category")
+    ids = np.array([c.id for c in spec.channels.values()] + [None], dtype=object)
+    of_subject = spec.match_all(subjects.cat.categories.tolist())
+    codes = subjects.cat.codes.to_numpy()
+    found = np.where(codes >= 0, of_subject[np.maximum(codes, 0)] if len(of_subject) else -1,
+                     -1)
+    return pd.Series(ids[found], index=subjects.index, dtype=object)
 
 
 def _consumers(result: Conformance) -> list[dict[str, Any]]:
     spec, dv = result.spec, result.trace.deliveries
     if not len(dv):
         return []
-    channel = dv["subject"].map(lambda s: getattr(spec.match(str(s)), "id", None)
-                                if isinstance(s, str) else None).astype(object)
-    frame = pd.DataFrame({"channel": channel, "consumer": dv["consumer"].astype(object),
+    frame = pd.DataFrame({"channel": _channels(spec, dv["subject"]),
+                          "consumer": dv["consumer"].astype(object),
                           "subject": dv["subject"].astype(object),
                           "published_at": dv["received_at"].fillna(dv["published_at"]),
                           "event_id": dv["event_id"].astype(object)})
@@ -128,25 +140,25 @@ def _consumers(result: Conformance) -> list[dict[str, Any]]:
     return rows
 
 
-def _operations(result: Conformance, seen: set[str], names: pd.Series
+def _operations(result: Conformance, seen: set[str], senders: _Senders
                 ) -> list[dict[str, Any]]:
     spec, res, dv = result.spec, result.events, result.trace.deliveries
     receivers: dict[str, set[str]] = {}
     if len(dv):
-        pairs = dv[["subject", "consumer"]].drop_duplicates()
-        for subject, consumer in zip(pairs["subject"].astype(object),
-                                     pairs["consumer"].astype(object), strict=True):
-            found = spec.match(str(subject)) if isinstance(subject, str) else None
-            if found is not None and isinstance(consumer, str):
-                receivers.setdefault(found.id, set()).add(consumer.casefold())
+        pairs = pd.DataFrame({"channel": _channels(spec, dv["subject"]),
+                              "consumer": dv["consumer"].astype(object)}).dropna()
+        for channel_id, consumer in pairs.drop_duplicates().itertuples(index=False):
+            receivers.setdefault(channel_id, set()).add(str(consumer).casefold())
+    channel_of = res["channel"]
     rows = []
     for op in spec.operations.values():
         if op.channel not in seen:
             continue  # reported as an unused channel
         app = op.application.casefold()
         if op.action == "send":
-            who = names[(res["channel"] == op.channel).to_numpy()].dropna()
-            if not len(who) or any(app in {n.casefold() for n in pair} for pair in who):
+            on = np.flatnonzero((channel_of == op.channel).to_numpy(dtype=bool,
+                                                                     na_value=False))
+            if not senders.known[on].any() or senders.among(on, {app}).any():
                 continue  # seen, or no event on the channel says who sent it
             what = f"no event on {op.channel!r} came from {op.application!r}"
         else:
@@ -249,21 +261,39 @@ def _span(group: pd.DataFrame) -> str:
     return f"from {clock(first)} to {clock(last)} ({duration((last - first).total_seconds())})"
 
 
-def _senders(ev: pd.DataFrame) -> pd.Series:
-    """Per event, the names its sender goes by — ``(source, producer)`` without missing
-    ones, the first shown — or None when neither is known."""
-    pairs = [tuple(dict.fromkeys(n for n in (s, p) if isinstance(n, str))) or None
-             for s, p in zip(ev["source"].astype(object), ev["producer"].astype(object),
-                             strict=True)]
-    return pd.Series(pairs, dtype=object)  # by position, as the conformance rows
+class _Senders:
+    """Who sent each event: the names it goes by (its ``ce-source`` and its producer's
+    connection name), read per distinct name.
 
+    Attributes:
+        known: per event, whether either name is known.
+        shown: per event, the name to show (the source, else the producer), or None.
+    """
 
-def _names(ev: pd.DataFrame) -> list[str]:
-    return sorted({pair[0] for pair in _senders(ev).dropna()})
+    def __init__(self, ev: pd.DataFrame) -> None:
+        self._codes: list[np.ndarray] = []
+        self._folded: list[list[str]] = []
+        shown = []
+        for column in (ev["source"], ev["producer"]):
+            names = column.astype("category")
+            self._codes.append(names.cat.codes.to_numpy())
+            self._folded.append([str(n).casefold() for n in names.cat.categories])
+            shown.append(np.array([*map(str, names.cat.categories), None], dtype=object))
+        (source, producer), (by_source, by_producer) = self._codes, shown
+        self.shown = np.where(source >= 0, by_source[source], by_producer[producer])
+        self.known = (source >= 0) | (producer >= 0)
 
+    def among(self, rows: np.ndarray, declared: set[str]) -> np.ndarray:
+        """Per event at ``rows``: whether one of its names is in ``declared`` (casefolded)."""
+        out = np.zeros(len(rows), bool)
+        for codes, folded in zip(self._codes, self._folded, strict=True):
+            hit = np.array([n in declared for n in folded] + [False], bool)
+            out |= hit[codes[rows]]  # (code -1, a missing name: the False at the end)
+        return out
 
-def _declared(names: tuple[str, ...], declared: set[str]) -> bool:
-    return any(n.casefold() in declared for n in names)
+    def names(self, rows: np.ndarray) -> list[str]:
+        """The names shown for the events at ``rows``, sorted, once each."""
+        return sorted({n for n in self.shown[rows] if isinstance(n, str)})
 
 
 def _by(senders: list[str]) -> str:

@@ -61,6 +61,11 @@ The defaults are the fields of :class:`Rules`.
                       receives everything ``AHEAD_S`` or more late (and 20 × the usual
                       floor) has a clock ahead: a ``clock_skew`` warning, and its times
                       taken back by that much before the other rules run.
+``contract_violation``, ``undeclared_subject``, ``undeclared_producer``,
+``undeclared_consumer``: with event definitions attached (``ek.load(path, spec=)``,
+                      ``trace.with_spec``), what ``trace.conformance`` finds, from
+                      :func:`evtkit.analysis.problems.problems` (severities in
+                      :data:`evtkit.analysis.problems.CONFORMANCE`).
 
 Cause or symptom
 ----------------

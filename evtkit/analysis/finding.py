@@ -35,6 +35,10 @@ KINDS = {
     "duplicate_id": "one event id published more than once",
     "orphan": "events whose cause is not in the trace",
     "terminated": "a JetStream consumer terminated messages",
+    "contract_violation": "events that break the schema their event definitions declare",
+    "undeclared_subject": "events on a subject the event definitions do not declare",
+    "undeclared_producer": "a service published where the event definitions do not say so",
+    "undeclared_consumer": "a service received where the event definitions do not say so",
 }
 """The closed vocabulary of finding kinds."""
 

@@ -12,6 +12,16 @@
 ``gave_up``     JetStream stopped redelivering messages to a consumer: max deliveries
                 reached (MAX_DELIVERIES advisories), per stream and consumer
 ``terminated``  messages a JetStream consumer terminated (MSG_TERMINATED advisories)
+
+With event definitions attached to the trace (``ek.load(path, spec=...)``,
+``trace.with_spec(spec)``), what :meth:`Trace.conformance <evtkit.trace.Trace.conformance>`
+finds too (see :data:`CONFORMANCE`):
+
+``contract_violation``   events that break their message's schema, per message type (the
+                         first one's first violation: where and what)
+``undeclared_subject``   events on subjects no channel declares, per subject shape
+``undeclared_producer``  a sender the definitions do not declare on a channel, per channel
+``undeclared_consumer``  a receiver the definitions do not declare on a channel
 """
 
 from __future__ import annotations
@@ -20,16 +30,23 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .._units import duration
+from .._units import clock, count, duration, percent
 from ..schema import fill
 
 if TYPE_CHECKING:
     from ..trace import Trace
+    from .conformance import Conformance
 
-__all__ = ["advisory_rows", "clock_row", "cycle_rows", "duplicate_rows", "orphan_row",
-           "outcome_row", "problems", "to_frame", "unreceived_row"]
+__all__ = ["CONFORMANCE", "advisory_rows", "clock_row", "conformance_rows", "cycle_rows",
+           "duplicate_rows", "orphan_row", "outcome_row", "problems", "to_frame",
+           "unreceived_row"]
 
 COLUMNS = ["problem", "count", "subject", "consumer", "observer", "event_id", "detail"]
+
+CONFORMANCE = {"contract_violation": "warning", "undeclared_subject": "warning",
+               "undeclared_producer": "warning", "undeclared_consumer": "warning"}
+"""The problems found against the trace's event definitions, and the severity of the
+finding each becomes in ``diagnose()``."""
 
 
 def problems(trace: Trace) -> pd.DataFrame:
@@ -77,6 +94,8 @@ def problems(trace: Trace) -> pd.DataFrame:
                                              observed=True):
             rows.append(unreceived_row(str(subject), len(group), group["event_id"].iloc[0]))
     rows += advisory_rows(trace.advisories)
+    if trace.spec is not None:
+        rows += conformance_rows(trace.conformance(trace.spec))
     return to_frame(rows)
 
 
@@ -149,6 +168,66 @@ def advisory_rows(advisories: pd.DataFrame) -> list[dict[str, Any]]:
                              detail=f"{len(group)} messages of stream {stream!r} for consumer "
                                     f"{consumer!r} {what} (stream sequences {seqs}...)"))
     return rows
+
+
+def conformance_rows(result: Conformance) -> list[dict[str, Any]]:
+    """The failing findings of a conformance check (:data:`CONFORMANCE`), in words: per
+    message type, how many of its events break its schema and the first one's first
+    violation; per undeclared subject, producer and consumer, how many events, when."""
+    spec, res = result.spec, result.events
+    title = f"{spec.title!r} {spec.version}"
+    rows = []
+    for row in result.summary().itertuples(index=False):
+        n, when = int(row.count), _when(row.first_seen, row.last_seen)
+        if row.kind == "violations":
+            on = (res["channel"] == row.channel) & (res["message"] == row.message)
+            first = res.loc[(res["event_id"] == row.event_id) & on, "violations"]
+            found = first.iloc[0][0] if len(first) and first.iloc[0] else None
+            where = ("" if found is None else
+                     f"; the first, {row.event_id}, at {found['part']} "
+                     f"{found['path'] or '(as a whole)'}: {found['message']}")
+            total = int(on.sum())
+            rows.append(_row("contract_violation", n, subject=row.subject,
+                             event_id=row.event_id, detail=(
+                f"{count(n)} of {count(total)} {row.message} events on channel "
+                f"{row.channel!r} ({percent(n / total)}) {'breaks' if n == 1 else 'break'} "
+                f"the schema {title} "
+                f"declares for it, {when}{where}")))
+        elif row.kind == "undeclared_subject":
+            example = str(res.loc[res["event_id"] == row.event_id, "subject"].iloc[0])
+            also = f" (e.g. {example})" if example != row.subject else ""
+            rows.append(_row("undeclared_subject", n, subject=row.subject,
+                             event_id=row.event_id, detail=(
+                f"{_events(n)} on {row.subject!r}{also}, {when}, "
+                f"{'matches' if n == 1 else 'match'} no channel that {title} declares")))
+        elif row.kind == "undeclared_producer":
+            senders = ", ".join(repr(a) for a in spec.producers(str(row.channel)))
+            rows.append(_row("undeclared_producer", n, subject=row.subject,
+                             observer=row.application, event_id=row.event_id, detail=(
+                f"{row.application!r} published {_events(n)} on channel {row.channel!r} "
+                f"({row.subject}), {when}, where {title} declares only {senders} to "
+                "send")))
+        elif row.kind == "undeclared_consumer":
+            receivers = ", ".join(repr(a) for a in spec.consumers(str(row.channel)))
+            rows.append(_row("undeclared_consumer", n, subject=row.subject,
+                             consumer=row.application, event_id=row.event_id, detail=(
+                f"{row.application!r} received {_events(n)} on channel {row.channel!r} "
+                f"({row.subject}), {when}, where {title} declares only {receivers} to "
+                "receive")))
+    return rows
+
+
+def _events(n: int) -> str:
+    return f"{count(n)} event{'' if n == 1 else 's'}"
+
+
+def _when(first: Any, last: Any) -> str:
+    """``at 17:46:42.000`` or ``from 17:46:42.000 to 17:46:43.000 (1 s)``."""
+    if pd.isna(first):
+        return "at a time not recorded"
+    if first == last:
+        return f"at {clock(first)}"
+    return f"from {clock(first)} to {clock(last)} ({duration((last - first).total_seconds())})"
 
 
 def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

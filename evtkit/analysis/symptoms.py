@@ -13,6 +13,7 @@ import pandas as pd
 from .._units import count, duration
 from ..schema import fill
 from .finding import LAGGING, NAT, SEVERITIES, Finding, runs
+from .problems import CONFORMANCE
 
 if TYPE_CHECKING:
     from .diagnose import Consumer, Diagnosis
@@ -340,7 +341,7 @@ synchronised by NTP on one network usually agree to within a millisecond."""
 
 def from_problems(d: Diagnosis) -> None:
     kinds = {"clock_skew": "warning", "cycle": "warning", "duplicate_id": "warning",
-             "orphan": "info"}
+             "orphan": "info", **CONFORMANCE}
     problems = d.evidence.problems()
     for row in problems.itertuples(index=False):
         if row.problem not in kinds:

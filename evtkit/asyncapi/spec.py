@@ -6,6 +6,7 @@ patterns), messages, operations (who sends and who receives) and servers.
     spec = ek.asyncapi.load("api.yaml")
     spec.channels["orderPlaced"].subject        # 'orders.*.placed'
     spec.match("orders.42.placed")              # that channel (the most specific match)
+    spec.match_all(subjects)                    # the same for many, vectorised
     spec.producers("orderPlaced")               # ('shop',)
 
 Schemas are plain JSON data (``dict``/``bool``), ``$ref``s already resolved.
@@ -14,9 +15,13 @@ Schemas are plain JSON data (``dict``/``bool``), ``$ref``s already resolved.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .validator import SchemaCheck
 
@@ -33,6 +38,12 @@ def subject_pattern(address: str) -> str:
     'orders.*.placed'
     """
     return ".".join("*" if _PARAM.search(t) else t for t in address.split("."))
+
+
+def _re2(text: str) -> str:
+    """``text`` as a literal in an RE2 pattern (every character but ASCII letters and
+    digits written as ``\\x{hex}``)."""
+    return "".join(c if c.isascii() and c.isalnum() else f"\\x{{{ord(c):x}}}" for c in text)
 
 
 def _token_matcher(token: str) -> str | re.Pattern[str]:
@@ -120,6 +131,24 @@ class Channel:
         return len(have) == len(self._tokens)
 
     @property
+    def regex(self) -> str | None:
+        """:meth:`matches` as one RE2 pattern over a whole subject (the dialect of Arrow's
+        ``match_substring_regex``), or None when no subject can match."""
+        if not self._tokens or ">" in self._tokens[:-1] or self.address is None:
+            return None
+        parts = []
+        for token, want in zip(self.address.split("."), self._tokens, strict=True):
+            if want == "*":
+                parts.append("[^.]*")  # any token, an empty one too
+            elif want == ">":
+                parts.append("(?s:.*)")  # one token or more
+            elif isinstance(want, re.Pattern):  # Python's ``.`` stops at a newline
+                parts.append("[^.\\n]+".join(_re2(p) for p in _PARAM.split(token)))
+            else:
+                parts.append(_re2(want))
+        return "^" + "\\.".join(parts) + "$"
+
+    @property
     def specificity(self) -> tuple[int, int, int, int]:
         """Sort key, larger is more specific: literal tokens, tokens with a parameter
         inside, no ``>``, token count."""
@@ -163,6 +192,11 @@ class Server:
     description: str | None = None
 
 
+MAX_MATCHED = 65_536
+"""Subjects :meth:`Spec.match` remembers; beyond, it forgets them all (subjects with ids in
+them are endless)."""
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Spec:
     """An AsyncAPI document as evtkit uses it (see :func:`evtkit.asyncapi.load`).
@@ -190,6 +224,7 @@ class Spec:
     source: str = "<dict>"
     default_content_type: str | None = None
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+    _matched: dict[str, Channel | None] = field(default_factory=dict, repr=False)
 
     @property
     def messages(self) -> list[Message]:
@@ -200,12 +235,58 @@ class Spec:
         """The channel a message on ``subject`` belongs to: the most specific of those
         whose address matches (literal tokens beat parameters, parameters beat ``>``),
         the first in the document on a tie; None when no channel matches."""
-        key = ("match", subject)
-        if key not in self._cache:
+        if subject not in self._matched:
+            if len(self._matched) >= MAX_MATCHED:  # one subject per order id: start over
+                self._matched.clear()
             found = [c for c in self.channels.values() if c.matches(subject)]
-            best = max(found, key=lambda c: c.specificity, default=None)  # first on ties
-            self._cache[key] = best
-        return self._cache[key]
+            # (the first on ties)
+            self._matched[subject] = max(found, key=lambda c: c.specificity, default=None)
+        return self._matched[subject]
+
+    def match_all(self, subjects: Sequence[str | None]) -> np.ndarray:
+        """:meth:`match` for many subjects at once: for each, the position in
+        :attr:`channels` of its channel, -1 for none (or a missing subject).
+
+        Each channel's address is tried on all the subjects in one pass (Arrow's RE2),
+        the most specific channels first, each on the subjects still unmatched; literal
+        addresses, which beat any other, are looked up all at once."""
+        out = np.full(len(subjects), -1, np.int64)
+        channels = list(self.channels.values())
+        if not len(subjects) or not channels:
+            return out
+        try:
+            array = pa.array(subjects, pa.string())
+        except (pa.ArrowException, UnicodeError):  # e.g. a lone surrogate: one at a time
+            found = [self.match(s) if isinstance(s, str) else None for s in subjects]
+            position = {id(c): k for k, c in enumerate(channels)}
+            return np.array([-1 if c is None else position[id(c)] for c in found], np.int64)
+        literal: dict[str, int] = {}
+        for k, c in enumerate(channels):
+            if c.address is not None and c._tokens and all(
+                    isinstance(t, str) and t not in ("*", ">") for t in c._tokens):
+                literal.setdefault(c.address, k)
+        if literal:
+            at = pc.index_in(array, value_set=pa.array(list(literal), pa.string()))
+            at = at.to_numpy(zero_copy_only=False)
+            hit = ~np.isnan(at)
+            out[hit] = np.array(list(literal.values()), np.int64)[at[hit].astype(np.int64)]
+        # Stable: on equal specificity the first in the document wins, as in match().
+        for k in sorted(range(len(channels)), key=lambda k: channels[k].specificity,
+                        reverse=True):
+            c = channels[k]
+            if c.address in literal or c.regex is None:
+                continue
+            rest = np.flatnonzero(out == -1)
+            if not len(rest):
+                break
+            try:
+                hit = pc.match_substring_regex(array.take(pa.array(rest)), c.regex)
+                mask = hit.fill_null(False).to_numpy(zero_copy_only=False)
+            except pa.ArrowException:  # a pattern RE2 refuses: Python's matcher
+                mask = np.array([isinstance(s := subjects[i], str) and c.matches(s)
+                                 for i in rest.tolist()], dtype=bool)
+            out[rest[mask]] = k
+        return out
 
     def producers(self, channel: str) -> tuple[str, ...]:
         """Applications declared to send on ``channel`` (its id)."""

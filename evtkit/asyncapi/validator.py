@@ -1,4 +1,5 @@
-"""JSON Schema checks compiled once per schema: a fast yes, and exact violations on a no.
+"""JSON Schema checks compiled once per schema: a fast yes, and exact violations on a no;
+and payloads read as their content type says, to be checked.
 
 :class:`SchemaCheck` asks a generated validator (``fastjsonschema``, about 15× faster than
 ``jsonschema`` on typical event payloads) whether an instance is valid; only when it says
@@ -10,15 +11,20 @@ what ``jsonschema`` refuses on the schemas evtkit checks; ``jsonschema`` has the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import jsonschema
+import orjson
 from jsonschema.validators import validator_for
 
+from ..event import STRUCTURED
 from .reference import escape
 
-__all__ = ["MAX_VIOLATIONS", "SchemaCheck", "coerce_headers", "is_json_schema_format",
+__all__ = ["MAX_VIOLATIONS", "UNCHECKED", "SchemaCheck", "Unreadable", "accepts_payloads",
+           "coerce_headers", "content_type_mismatch", "is_json", "is_json_schema_format",
+           "media_type", "payload_violations", "read_payload", "relevant_names",
            "schema_problem"]
 
 MAX_VIOLATIONS = 20
@@ -75,6 +81,26 @@ class SchemaCheck:
         self._reference = _dialect(schema)(schema)
         self._fast = _fast(schema)
 
+    @property
+    def quick(self) -> Callable[[Any], Any] | None:
+        """The generated validator: returns when an instance is valid, raises when it may
+        not be (then :meth:`violations` decides); None for dialects it does not cover."""
+        return self._fast
+
+    def is_valid(self, instance: Any) -> bool:
+        """Whether :meth:`violations` would be empty, without listing them (``jsonschema``
+        stops at the first one)."""
+        if self._fast is not None:
+            try:
+                self._fast(instance)
+                return True
+            except Exception:  # noqa: BLE001 - any refusal: let the reference decide
+                pass
+        try:
+            return bool(self._reference.is_valid(instance))
+        except Exception:  # noqa: BLE001 - RecursionError, a schema it cannot apply
+            return False
+
     def violations(self, instance: Any) -> list[dict[str, str]]:
         """What is wrong with ``instance``: ``{"path": JSON pointer, "message": ...}`` per
         violation, sorted by path (at most :data:`MAX_VIOLATIONS`); empty when valid."""
@@ -120,6 +146,35 @@ def _refuse(uri: str) -> Any:
 _NO_FETCH = {scheme: _refuse for scheme in ("http", "https", "file", "ftp", "")}
 
 
+# Keywords of an object schema that look only at the properties it names (with
+# annotations that assert nothing): the keys of ``properties`` and ``required``.
+_BY_NAME = frozenset({"type", "properties", "required", "title", "description", "$schema",
+                      "$id", "$comment", "examples", "default", "deprecated", "readOnly",
+                      "writeOnly"})
+
+
+def relevant_names(schema: Any) -> frozenset[str] | None:
+    """The names whose presence and values are all that decide whether a mapping (such as
+    NATS headers) is valid against ``schema`` — its ``properties`` and ``required`` — or
+    None when other names can matter too (``additionalProperties``, ``patternProperties``,
+    combinators, ``const``, counts of properties...)."""
+    if schema is True or schema == {}:
+        return frozenset()
+    if not isinstance(schema, dict):
+        return None
+    extra = schema.get("additionalProperties", True)
+    if set(schema) - _BY_NAME - {"additionalProperties"} or extra not in (True, {}):
+        return None
+    kind = schema.get("type", "object")
+    if kind != "object" and not (isinstance(kind, list) and "object" in kind):
+        return None
+    properties, required = schema.get("properties", {}), schema.get("required", [])
+    if not isinstance(properties, dict) or not isinstance(required, list) or not all(
+            isinstance(n, str) for n in [*properties, *required]):
+        return None
+    return frozenset([*properties, *required])
+
+
 def coerce_headers(headers: dict[str, str], schema: Any) -> dict[str, Any]:
     """NATS headers (text) as the instance to check against a headers schema: a header
     the schema declares with another name case gets the schema's name, and a value the
@@ -151,6 +206,122 @@ def _scalar(text: str, declared: Any) -> Any:
     if "integer" in types and isinstance(number, int):
         return number
     return number if "number" in types else text
+
+
+# -- payloads: read as their content type says, then checked ---------------------------------
+
+
+class Unreadable:
+    """Why a payload could not be read as its content type says (a violation)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+UNCHECKED = object()
+"""What :func:`read_payload` gives for a format JSON Schema cannot describe (Avro,
+Protobuf...): such payloads are not checked."""
+
+
+def media_type(content_type: str | None) -> str:
+    """``application/json; charset=utf-8`` → ``application/json``."""
+    return (content_type or "").split(";")[0].strip(" \t").lower()
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether a content type names JSON (``application/json``, ``...+json``)."""
+    media = media_type(content_type)
+    return media == "application/json" or media.endswith("+json")
+
+
+def content_type_mismatch(declared: str | None, actual: str | None) -> str | None:
+    """A violation when an event states a content type of another kind (JSON or not)
+    than its message declares."""
+    if declared is None or actual is None or media_type(actual) == STRUCTURED:
+        return None
+    if is_json(declared) != is_json(actual):
+        return f"content type {actual!r} where {declared!r} is declared"
+    return None
+
+
+def read_payload(raw: bytes, content_type: str | None) -> Any:
+    """The payload as the instance to check: JSON (the default), text for ``text/*``,
+    :data:`UNCHECKED` for binary formats; an :class:`Unreadable` when it is not what it
+    should be."""
+    if content_type is None or is_json(content_type):
+        if not raw:
+            return Unreadable("payload is empty, not JSON")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            try:  # numbers beyond 64 bits, NaN: valid for Python's reader
+                return json.loads(raw)
+            except (ValueError, RecursionError):
+                return Unreadable(f"payload is not JSON ({exc})")
+    if media_type(content_type).startswith("text/"):
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return Unreadable("payload is not UTF-8 text")
+    return UNCHECKED
+
+
+def payload_violations(check: SchemaCheck | None, declared: str | None, actual: str | None,
+                       raw: bytes, decoded: dict[str | None, Any]) -> list[dict[str, str]]:
+    """What is wrong with payload ``raw``, stated as ``actual``, for a message that
+    declares content type ``declared`` and whose payload schema ``check`` is (None: not
+    declared): violations with ``"part": "payload"``. ``decoded`` keeps what was read, by
+    content type, for the next message."""
+    out: list[dict[str, str]] = []
+    if check is None:
+        return out
+    expected = declared or actual
+    problem = content_type_mismatch(declared, actual)
+    if problem is None:
+        if expected not in decoded:
+            decoded[expected] = read_payload(raw, expected)
+        instance = decoded[expected]
+        if isinstance(instance, Unreadable):
+            problem = instance.text
+        elif instance is not UNCHECKED:
+            out += [{**v, "part": "payload"} for v in check.violations(instance)]
+    if problem is not None:
+        out.append({"path": "", "message": problem, "part": "payload"})
+    return out
+
+
+def accepts_payloads(check: SchemaCheck, content_type: str | None, raws: list[bytes]
+                     ) -> list[bool]:
+    """Whether the fast check accepts each payload, read as :func:`read_payload` reads it
+    as ``content_type``, in one pass without keeping what was read. False means it may
+    not: ask :meth:`SchemaCheck.is_valid`."""
+    quick = check.quick
+    if content_type is None or is_json(content_type):
+        if quick is None:
+            return [False] * len(raws)
+        loads = orjson.loads
+
+        def accepts(raw: bytes) -> bool:
+            try:
+                quick(loads(raw))
+            except Exception:  # noqa: BLE001 - not JSON, or refused: jsonschema decides
+                return False
+            return True
+    elif media_type(content_type).startswith("text/"):
+        if quick is None:
+            return [False] * len(raws)
+
+        def accepts(raw: bytes) -> bool:
+            try:
+                quick(raw.decode("utf-8"))
+            except Exception:  # noqa: BLE001 - as above
+                return False
+            return True
+    else:
+        return [True] * len(raws)  # a binary format: not checked
+    return list(map(accepts, raws))
 
 
 def _pointer(path: Any) -> str:
