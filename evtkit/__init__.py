@@ -31,6 +31,7 @@ from .capture.telemetry import TELEMETRY_SUBJECT, Collector, TelemetrySender
 from .engine import Dataset, open
 from .errors import (
     ConnectError,
+    ContractError,
     EngineError,
     EvtkitError,
     JetStreamError,
@@ -69,6 +70,7 @@ __all__ = [
     "Comparison",
     "Conformance",
     "ConnectError",
+    "ContractError",
     "Dataset",
     "EmbeddedCluster",
     "EmbeddedServer",

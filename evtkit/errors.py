@@ -12,6 +12,7 @@ built-in exception a caller would naturally catch, so ``except ValueError`` keep
     ├── SettleTimeoutError               (TimeoutError)       handlers still busy at a deadline
     ├── PublishError                     (ValueError)         bad subject / header / data
     │   └── PayloadTooLargeError                              larger than the server allows
+    ├── ContractError                    (ValueError)         an event its AsyncAPI document refuses
     ├── JetStreamError                   (RuntimeError)       a stream / consumer request failed
     ├── SystemAccountError               (PermissionError)    no system-account access
     ├── TraceFormatError                 (ValueError)         unreadable / wrong trace file
@@ -19,8 +20,8 @@ built-in exception a caller would naturally catch, so ``except ValueError`` keep
     └── EngineError                      (RuntimeError)       DuckDB / Spark could not run it
 
 Errors carry their data as attributes (``TraceFormatError.path``,
-``PayloadTooLargeError.size``, ``SpecError.pointer``), and messages say what was wrong and
-what to do.
+``PayloadTooLargeError.size``, ``SpecError.pointer``, ``ContractError.violations``), and
+messages say what was wrong and what to do.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import os
 
 __all__ = [
     "ConnectError",
+    "ContractError",
     "EngineError",
     "EvtkitError",
     "JetStreamError",
@@ -111,6 +113,25 @@ class PayloadTooLargeError(PublishError):
         self.subject = subject
         self.size = size
         self.max_payload = max_payload
+
+
+class ContractError(EvtkitError, ValueError):
+    """A bus given event definitions (``ek.connect(spec=...)``) refused to publish an event
+    that breaks them; nothing was sent.
+
+    ``subject`` is where it was to go, ``channel`` the id of the declared channel it matched
+    (None: no channel declares the subject, refused with ``strict=True``), ``violations``
+    what is wrong: ``{"path": JSON pointer, "message": ..., "part": "payload" | "headers"}``
+    each, against the declared message the event came closest to (as
+    ``trace.conformance`` lists them).
+    """
+
+    def __init__(self, message: str, *, subject: str, channel: str | None,
+                 violations: list[dict[str, str]]):
+        super().__init__(message)
+        self.subject = subject
+        self.channel = channel
+        self.violations = violations
 
 
 class JetStreamError(EvtkitError, RuntimeError):

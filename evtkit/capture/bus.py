@@ -16,6 +16,13 @@ Published events carry CloudEvents binary-mode headers, ``ce-correlationid`` /
 publishes is caused by the event it is handling (a context variable carries it), so
 instrumenting a service is one ``subscribe`` call.
 
+Given event definitions (``ek.connect(spec="api.yaml")``), the bus checks every event it
+publishes against the message its channel declares and raises
+:class:`~evtkit.errors.ContractError` instead of sending one that breaks it (see
+:mod:`evtkit.capture.guard`); what it taps is recorded as it is, and ``bus.trace()`` carries
+the definitions, so ``trace.conformance(trace.spec)``, ``problems()`` and ``diagnose()``
+flag what broke them.
+
 The bus owns the connection; the features (subscriptions, taps, JetStream, message traces,
 the subscription map, telemetry) live in modules of their own and reach the connection
 through one :class:`~evtkit.capture.router.Router` (see :mod:`evtkit.capture.contract`).
@@ -27,12 +34,15 @@ import dataclasses
 import os
 import time
 from collections.abc import Generator, Iterable
+from os import PathLike
 from typing import Any
 
 from nats.aio.client import Client
 from nats.js.api import StreamInfo
 
 from .. import env
+from ..asyncapi.document import load
+from ..asyncapi.spec import Spec
 from ..errors import ConnectError, PublishError
 from ..event import Event
 from ..trace import Trace
@@ -47,6 +57,7 @@ from .connection import (
 from .contract import Feature
 from .credentials import public_url, redact
 from .envelope import Clock, check_value, envelope
+from .guard import Guard
 from .jetstream import (
     JetStreamSubscription,
     JetStreamWatch,
@@ -76,14 +87,22 @@ class Bus:
         nc: the underlying nats-py client, for what evtkit does not wrap (None until open).
         server: the embedded server this bus started, if it started one.
         url: the server URL(s) it connected to, without credentials.
+        spec: the event definitions its publishes are checked against (``spec=``), or None.
     """
 
     def __init__(self, url: str | None = None, *, name: str = "evtkit",
                  source: str | None = None, recorder: Recorder | None = None,
                  fast: bool = True, connect_timeout: float = 5.0,
-                 telemetry: float | None = None, **nats_options: Any) -> None:
+                 telemetry: float | None = None,
+                 spec: Spec | str | PathLike[str] | dict[str, Any] | None = None,
+                 strict: bool = False, **nats_options: Any) -> None:
+        if strict and spec is None:
+            raise ValueError("strict=True refuses subjects the event definitions do not "
+                             "declare: pass them too (spec=...)")
         self.name = name
         self.source = check_value("source", source or name)
+        self.spec: Spec | None = None if spec is None else load(spec)
+        self._guard = None if self.spec is None else Guard(self.spec, strict=strict)
         self.recorder = recorder or Recorder()
         self.server: EmbeddedServer | None = None
         self.nc: Client | None = None
@@ -175,8 +194,9 @@ class Bus:
         await self._wire().settle(timeout)
 
     def trace(self) -> Trace:
-        """A :class:`~evtkit.trace.Trace` of everything recorded so far."""
-        return self.recorder.trace()
+        """A :class:`~evtkit.trace.Trace` of everything recorded so far, with the bus's
+        :attr:`spec` attached (``trace.spec``) when it has one."""
+        return self.recorder.trace(spec=self.spec)
 
     # -- publish ---------------------------------------------------------------------------
 
@@ -213,6 +233,9 @@ class Bus:
             PublishError: bad subject, header or data type; with ``jetstream``, no stream
                 stores the subject or it did not answer in time.
             PayloadTooLargeError: larger than the server's ``max_payload``.
+            ContractError: (a bus with a ``spec``) the payload or headers break every
+                message its channel declares for sending, or, with ``strict=True``, no
+                channel declares the subject; nothing was sent or recorded.
         """
         router = self._wire()
         handling = current_delivery()
@@ -226,6 +249,9 @@ class Bus:
                          cause=cause, content_type=content_type, headers=headers,
                          extra=extra, reply=reply)
         assert event.block is not None
+        if self._guard is not None:
+            self._guard.check(subject, event.raw, event.content_type, event.block,
+                              None if extra else headers or {})
         ref = handling.seq if handling is not None else None
         if jetstream:
             stream, seq = await publish_acked(router, subject, event.raw, event.block,
@@ -383,12 +409,17 @@ def connect(url: str | None = None, *, name: str = "evtkit", **options: Any) -> 
             default CloudEvents source.
         **options: ``source=``, ``fast=``, ``connect_timeout=``, ``recorder=``,
             ``telemetry=`` (seconds between batches sent to collectors; default
-            ``$EVTKIT_TELEMETRY``; 0 turns it off), and any
+            ``$EVTKIT_TELEMETRY``; 0 turns it off), ``spec=`` (event definitions: a
+            :class:`~evtkit.asyncapi.Spec`, or an AsyncAPI document's path, URL or dict;
+            each publish is checked against them, see :meth:`Bus.publish`, and traces
+            carry them), ``strict=`` (with ``spec``: refuse subjects no channel declares;
+            by default they are sent, and ``trace.conformance`` reports them), and any
             ``nats.connect`` option (``user``, ``password``, ``token``, ``nkeys_seed``,
             ``user_credentials``, ``tls``, ...), passed through unchanged.
 
     Raises:
         ConnectError: the server could not be reached within ``connect_timeout``.
         ServerError: no URL and the embedded server could not start.
+        SpecError: ``spec`` is a document that cannot be used (raised at once).
     """
     return Bus(url, name=name, **options)

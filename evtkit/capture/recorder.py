@@ -11,12 +11,15 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ..observation import Row, build_observations
 from ..trace import Trace
+
+if TYPE_CHECKING:
+    from ..asyncapi import Spec
 
 __all__ = ["EVENT_MEMORY", "Recorder", "Stats"]
 
@@ -155,12 +158,13 @@ class Recorder:
         """The ``observations`` frame of every row not yet drained."""
         return build_observations(self.rows[:], self._base)
 
-    def trace(self) -> Trace:
-        """A :class:`~evtkit.trace.Trace` of every row not yet drained."""
+    def trace(self, *, spec: Spec | None = None) -> Trace:
+        """A :class:`~evtkit.trace.Trace` of every row not yet drained (with ``spec``
+        attached, if given)."""
         meta = dict(self.metadata)
         meta.setdefault("started_at_ns", self.started_ns)
         meta["ended_at_ns"] = time.time_ns()
-        return Trace(self.observations(), meta)
+        return Trace(self.observations(), meta, spec=spec)
 
     def count_events(self) -> None:
         """Make :meth:`stats` count distinct events (``events``, ``events_by_subject``) from
