@@ -22,7 +22,8 @@ install: $(STAMP)  ## create .venv and install evtkit with its dev extras
 demo: $(STAMP)  ## run the shop demo, write its trace and report, export the notebooks
 	$(BIN)/python -m evtkit demo --duration $(DEMO_SECONDS) --quiet --out $(REPORTS) \
 	    --name shop-demo.parquet --fault slow:billing:15@6+6 --fault stall:shipping@14+3
-	$(BIN)/python -m evtkit report $(REPORTS)/shop-demo.parquet --out $(REPORTS)/shop-demo.html --quiet
+	$(BIN)/python -m evtkit report $(REPORTS)/shop-demo.parquet --out $(REPORTS)/shop-demo.html --quiet \
+	    --spec data/shop-asyncapi.yaml
 	$(MAKE) --no-print-directory html
 	@echo
 	@echo "trace:     $(REPORTS)/shop-demo.parquet"

@@ -50,6 +50,7 @@ from .event import Event, decode_message, parse_traceparent
 from .recording import record
 from .replay import ReplayResult, replay
 from .schema import as_bytes, as_dicts
+from .share.contract import plot_conformance, plot_contract
 from .share.graphs import plot_dag, plot_dependencies, plot_fanout, plot_waterfall
 from .share.notebook import LiveView, export, live
 from .share.plots import plot_backlog, plot_compare, plot_jetstream, plot_latency
@@ -124,6 +125,8 @@ __all__ = [
     "parse_traceparent",
     "plot_backlog",
     "plot_compare",
+    "plot_conformance",
+    "plot_contract",
     "plot_dag",
     "plot_dependencies",
     "plot_fanout",

@@ -9,6 +9,7 @@
     evtkit replay run.parquet --server nats://host:4222 --speed 10
     evtkit report run.parquet --out report.html
     evtkit report big.parquet --out big.html --memory-budget 4GB   # larger: DuckDB on disk
+    evtkit report run.parquet --out report.html --spec api.yaml    # also: does it conform?
     evtkit export notebooks/03-consumer-latency.ipynb --out latency.html
     evtkit check run.parquet --spec api.yaml       # exit 0 conforms, 1 not, 2 cannot check
     evtkit infer run.parquet --out api.yaml        # AsyncAPI 3.0 document the traffic shows
@@ -150,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     page.add_argument("--sample", type=_positive(int), default=20_000, metavar="N",
                       help="most deliveries drawn in the latency plot (default 20000)")
     page.add_argument("--quiet", action="store_true", help="no progress bar")
+    page.add_argument("--spec", metavar="FILE", help="AsyncAPI 3.0 or 2.x document to hold "
+                      "the traffic against (adds a section; loads the trace in memory)")
     _engine_options(page)
 
     check = sub.add_parser("check", help="check a trace against an AsyncAPI document: exit "
@@ -206,9 +209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             from .share.report import report
 
+            if args.spec and args.engine == "auto":
+                args.engine = "memory"  # conformance reads every payload
             with _analysed(args) as trace:
                 print(report(trace, args.out, title=args.title, sample=args.sample,
-                             progress=not args.quiet))
+                             progress=not args.quiet, spec=args.spec))
             return EXIT_OK
         if args.command == "check":
             return _check(args)

@@ -25,8 +25,14 @@ Handler times are log-normal per service. Faults, ``KIND:SERVICE[:VALUE][@START+
 ``stall:shipping@5+2``        shipping's handler hangs from 5 s to 7 s, then recovers
 ``stop:notifications@4+3``    notifications unsubscribes at 4 s and comes back at 7 s
 ``burst:orders:200@2``        200 extra orders at once at 2 s
+``drift:orders@3+4``          orders drifts from its event definitions from 3 s to 7 s:
+                              ``orders.placed`` renames ``customer`` to ``customerId`` and
+                              sends ``total`` as a string, and every order is also sent on
+                              ``orders.created``, a subject no channel declares
 
 A fault on ``billing-1`` or ``billing-2`` applies to that worker of the queue group only.
+The shop's event definitions are ``data/shop-asyncapi.yaml`` (:data:`SPEC`, AsyncAPI 3.0):
+a healthy run conforms to them; a ``drift`` run does not (:data:`DRIFT`).
 ``pending_limits={"notifications": 20}`` gives a consumer small pending limits, so a slow
 or stalled handler loses messages (recorded as dropped deliveries).
 """
@@ -40,6 +46,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -51,7 +58,8 @@ from .capture.server import EmbeddedServer
 from .errors import SettleTimeoutError
 from .trace import Trace
 
-__all__ = ["FINDINGS", "SERVICES", "Fault", "ShopServices", "parse_fault", "run_shop"]
+__all__ = ["DRIFT", "FINDINGS", "SERVICES", "SPEC", "Fault", "ShopServices", "parse_fault",
+           "run_shop"]
 
 # Median handler time (seconds) and spread (log-normal sigma) per service.
 SERVICES: dict[str, tuple[float, float]] = {
@@ -63,10 +71,18 @@ SERVICES: dict[str, tuple[float, float]] = {
 }
 WORKERS = {"billing-1": "billing", "billing-2": "billing"}
 """Queue-group workers that a fault can name on their own."""
-FAULT_KINDS = ("slow", "errors", "stall", "stop", "burst")
+FAULT_KINDS = ("slow", "errors", "stall", "stop", "burst", "drift")
 FINDINGS = {"slow": "slow_consumer", "errors": "failing_handler", "stall": "stalled_consumer",
             "stop": "stopped_consumer", "burst": "producer_burst"}
-"""The :func:`~evtkit.analysis.diagnose.diagnose` finding each fault kind should produce."""
+"""The :func:`~evtkit.analysis.diagnose.diagnose` finding each fault kind should produce
+(``drift`` is found by ``trace.conformance(SPEC)`` instead: :data:`DRIFT`)."""
+SPEC = Path(__file__).resolve().parent.parent / "data" / "shop-asyncapi.yaml"
+"""The shop's AsyncAPI 3.0 document: channels, messages and who sends and receives what."""
+DRIFT = {"renamed": ("orders.placed", "customer", "customerId"),
+         "retyped": ("orders.placed", "total", "string"),
+         "undeclared": "orders.created"}
+"""What a ``drift`` fault changes: a field renamed (subject, old name, new name), a field
+sent with the wrong type (subject, field, type sent) and the undeclared subject."""
 _FAULT = re.compile(
     r"^(?P<kind>[a-z]+):(?P<service>[a-z][a-z0-9-]*)(?::(?P<value>[0-9.]+))?"
     r"(?:@(?P<start>[0-9.]+)(?:\+(?P<duration>[0-9.]+))?)?$"
@@ -101,7 +117,7 @@ def parse_fault(text: str) -> Fault:
     kind, service = match["kind"], match["service"]
     if kind not in FAULT_KINDS:
         raise ValueError(f"fault {text!r}: unknown kind {kind!r}; use one of {FAULT_KINDS}")
-    services = ("orders",) if kind == "burst" else (*SERVICES, *WORKERS)
+    services = ("orders",) if kind in ("burst", "drift") else (*SERVICES, *WORKERS)
     if service not in services:
         raise ValueError(f"fault {text!r}: {kind} applies to {', '.join(services)}, "
                          f"not {service!r}")
@@ -151,6 +167,13 @@ class _Shop:
         self.recorder.metadata.setdefault("injected", []).append({
             "kind": fault.kind, "service": fault.service, "value": fault.value,
             "start": self.started_ns + int(start * 1e9), "end": self.started_ns + int(end * 1e9)})
+
+    def drifted(self) -> None:
+        """Note in the trace's metadata (``drift``) when a drift fault first and last
+        changed an event (ns since the epoch)."""
+        now = time.time_ns()
+        window = self.recorder.metadata.setdefault("drift", {"first": now, "last": now})
+        window["last"] = now
 
     def fault(self, kind: str, service: str, worker: str | None = None) -> Fault | None:
         for f in self.faults:
@@ -433,7 +456,19 @@ async def _place_orders(shop: _Shop, bus: Bus, duration: float | None, orders: i
 
 async def _place(shop: _Shop, bus: Bus, rand: random.Random) -> None:
     shop.order += 1
-    await bus.publish("orders.placed", _order(rand, shop.order), source="orders")
+    order = _order(rand, shop.order)
+    drift = shop.fault("drift", "orders")
+    if drift is None:
+        await bus.publish("orders.placed", order, source="orders")
+        return
+    # A producer drifting from its definitions (a new version deployed without updating
+    # them): see DRIFT. Consumers read neither field, so the shop keeps working.
+    shop.drifted()
+    _, old, new = DRIFT["renamed"]
+    drifted = {new if k == old else k: v for k, v in order.items()}
+    drifted[DRIFT["retyped"][1]] = f"{order[DRIFT['retyped'][1]]:.2f}"
+    await bus.publish("orders.placed", drifted, source="orders")
+    await bus.publish(str(DRIFT["undeclared"]), drifted, source="orders")
 
 
 async def _settle(shop: _Shop, limit: float) -> None:

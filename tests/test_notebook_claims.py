@@ -201,6 +201,18 @@ def shop_as_described() -> None:
     assert dv.loc[dv["consumer"] == "billing", "observer"].nunique() == 2
 
 
+def drift_is_as_described() -> None:
+    from evtkit.demo import DRIFT
+
+    assert DRIFT == {"renamed": ("orders.placed", "customer", "customerId"),
+                     "retyped": ("orders.placed", "total", "string"),
+                     "undeclared": "orders.created"}
+    spec = ek.asyncapi.load(ek.demo.SPEC)
+    assert spec.match("orders.created") is None
+    assert spec.channels["orderPlaced"].messages["orderPlaced"].payload["properties"][
+        "total"]["type"] == "number"
+
+
 def in_code(stem: str, *fragments: str) -> Callable[[], None]:
     """A sentence about what the notebook's own code does: the code says so."""
     def check() -> None:
@@ -274,10 +286,18 @@ CLAIMS = [
         "07-diagnose-an-incident", 'trace.backlog("100ms")')),
     Claim("07-diagnose-an-incident", "a symptom's input arrives only as fast as its cause "
           "lets it through", symptoms_input_arrives_as_fast_as_cause_lets_through),
+    Claim("08-does-the-system-match-its-design", "`orders.placed` renames `customer` to "
+          "`customerId` and sends `total` as a string, and every order is also sent on "
+          "`orders.created`, a subject no channel declares.", drift_is_as_described),
+    Claim("08-does-the-system-match-its-design", "We run the shop twice on an embedded "
+          "server: healthy, and with the `drift` fault", in_code(
+              "08-does-the-system-match-its-design", "run_shop(duration=4",
+              'faults=["drift:orders@1+2"]')),
 ]
 
 CONCLUDING = ["02-replay", "03-consumer-latency", "04-causal-chains-and-fanout",
-              "05-baseline-vs-incident", "07-diagnose-an-incident"]
+              "05-baseline-vs-incident", "07-diagnose-an-incident",
+              "08-does-the-system-match-its-design"]
 
 
 class TestClaims:

@@ -9,7 +9,11 @@ text, verdict first: one headline per critical finding of ``trace.diagnose()``, 
 findings table, the lag timeline with the findings' windows shaded, then the summary in
 human units, the lag table with statuses and reasons, latency, JetStream consumer counters
 and advisories (when sampled), the slowest flows with their bottlenecks and waterfalls of
-flows with different bottlenecks, and the fan-out (Sankey and dependency graph). plotly.js
+flows with different bottlenecks, and the fan-out (Sankey and dependency graph). Given
+event definitions (``spec=``, an AsyncAPI document), the diagnosis includes their
+findings, and a section "Does the traffic match its definitions?" follows the findings:
+one sentence of verdict, the conformance findings, example violations, the
+declared-vs-observed graph and conformance over time. plotly.js
 is inlined once; nothing is loaded from the network; every text from the traffic is
 escaped. Large traces are downsampled for the plots (the page says so), which keeps a
 million-event report to a few megabytes.
@@ -38,11 +42,14 @@ from ..analysis.finding import headlines
 from ..schema import fill
 from ..store import load
 from ..trace import Trace
+from .contract import plot_conformance, plot_contract
 from .graphs import plot_dependencies, plot_fanout, plot_waterfall
 from .plots import plot_backlog, plot_jetstream, plot_latency
 from .table import texts
 
 if TYPE_CHECKING:
+    from ..analysis.conformance import Conformance
+    from ..asyncapi.spec import Spec
     from ..engine import Dataset
 
 __all__ = ["build_report", "report"]
@@ -84,7 +91,8 @@ def _figure(fig: Any) -> Markup:
 
 
 def build_report(trace: Trace | Dataset, *, title: str | None = None,
-                 sample: int = DEFAULT_SAMPLE, flows: int = 3, progress: bool = True) -> str:
+                 sample: int = DEFAULT_SAMPLE, flows: int = 3, progress: bool = True,
+                 spec: Spec | str | os.PathLike[str] | dict[str, Any] | None = None) -> str:
     """The report page for ``trace`` as an HTML string (see the module docstring).
 
     Args:
@@ -93,6 +101,12 @@ def build_report(trace: Trace | Dataset, *, title: str | None = None,
         sample: most deliveries drawn in the latency plots.
         flows: how many of the slowest flows get a waterfall.
         progress: show progress while building.
+        spec: event definitions to hold the traffic against (an AsyncAPI document: a
+            :class:`~evtkit.asyncapi.Spec`, or a path, URL or dict it is read from).
+
+    Raises:
+        SpecError: ``spec`` cannot be read.
+        ValueError: ``spec`` given with a dataset (load the trace: ``ek.load``).
     """
     steps = ["diagnosis", "summary", "lag", "latency", "flows", "fan-out", "page"]
     bar = tqdm(total=len(steps), unit="step", desc="report", disable=not progress,
@@ -104,7 +118,15 @@ def build_report(trace: Trace | Dataset, *, title: str | None = None,
 
     page: dict[str, Any] = {
         "title": title or Path(str(trace.metadata.get("source_path", "evtkit report"))).name,
+        "contract": None,
     }
+    if spec is not None:
+        if not isinstance(trace, Trace):
+            raise ValueError("checking against a spec needs the trace in memory: "
+                             "ek.load(path), not ek.open(path)")
+        trace = trace.with_spec(spec)  # the diagnosis then includes its findings
+        assert trace.spec is not None
+        page["contract"] = _contract(trace.conformance(trace.spec))
     side = trace if isinstance(trace, Trace) else trace.trace(kinds=_SIDE)
     numbers = _numbers(trace, side)
     findings = trace.diagnose()
@@ -161,6 +183,46 @@ def build_report(trace: Trace | Dataset, *, title: str | None = None,
     step("page")
     bar.close()
     return html
+
+
+def _contract(result: Conformance) -> dict[str, Any]:
+    """The section on the event definitions: verdict, findings, examples, plots."""
+    found = result.summary()
+    examples = result.violations.head(10)
+    return {
+        "verdict": conformance_verdict(result),
+        "ok": result.ok,
+        "spec": f"{result.spec.title} {result.spec.version} (AsyncAPI {result.spec.asyncapi})",
+        "findings": _table(found, ["kind", "channel", "subject", "message", "application",
+                                   "count", "first_seen", "last_seen", "evidence"])
+        if len(found) else None,
+        "examples": _table(examples, ["event_id", "subject", "message", "part", "path",
+                                      "detail"]) if len(examples) else None,
+        "violations": len(result.violations),
+        "figures": [_figure(plot_contract(result)), _figure(plot_conformance(result))],
+    }
+
+
+def conformance_verdict(result: Conformance) -> str:
+    """One sentence from ``result``: how many events broke their schema, and what was
+    not declared (``312 of 10,000 events broke their schema; 1 subject is not
+    declared.``)."""
+    valid, found = result.events["valid"], result.summary()
+    total, bad = len(valid), int(valid.eq(False).sum())
+    kinds = found["kind"].value_counts()
+    stray = [f"{count(n)} {what}{'' if n == 1 else 's'} {'is' if n == 1 else 'are'} not "
+             "declared" for what, kind in (("subject", "undeclared_subject"),
+                                          ("producer", "undeclared_producer"),
+                                          ("consumer", "undeclared_consumer"))
+             if (n := int(kinds.get(kind, 0)))]
+    if not bad and not stray:
+        unused = int(kinds.get("unused_channel", 0))
+        tail = f" ({count(unused)} declared channel{'' if unused == 1 else 's'} not seen)" \
+            if unused else ""
+        return (f"All {count(total)} event{'' if total == 1 else 's'} conform to "
+                f"{result.spec.title}: nothing undeclared{tail}.")
+    return "; ".join([f"{count(bad)} of {count(total)} event{'' if total == 1 else 's'} "
+                      "broke their schema", *stray]) + "."
 
 
 _FINDING_NAMES = {"finding_id": "id", "start_s": "after start", "duration_s": "lasted",

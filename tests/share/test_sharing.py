@@ -45,7 +45,7 @@ class TestMakeDemo:
     def test_prints_paths_that_exist(self, demo):
         out = (demo / "stdout.txt").read_text()
         paths = re.findall(r"^(?:trace|report|notebook):\s+(\S+)$", out, re.MULTILINE)
-        assert len(paths) == 2 + len(NOTEBOOKS) == 9
+        assert len(paths) == 2 + len(NOTEBOOKS) == 10
         for path in paths:
             assert Path(path).exists() and Path(path).stat().st_size > 0, path
         trace = ek.load(demo / "shop-demo.parquet")
