@@ -226,8 +226,15 @@ def analyse(path: str, engine: str, memory_limit: str) -> dict[str, Any]:
 
 
 def _peak(engine: str) -> int:
-    """Peak RSS of this process so far (for Spark, plus the JVM's)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak RSS of this process so far (for Spark, plus the JVM's).
+
+    The kernel's ``VmHWM`` of this process image: ``ru_maxrss`` survives ``exec`` and so
+    starts at what the parent held when it forked this child (the generator's gigabytes)."""
+    try:
+        with open("/proc/self/status") as fh:
+            peak = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):  # not Linux
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if engine == "spark":
         peak += resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the JVM
     return peak

@@ -89,3 +89,22 @@ def test_the_quoted_lag_reason_is_what_the_sample_trace_says():
     assert quoted, "the README no longer quotes a lag reason"
     reasons = ek.datasets.load("shop-incident").lag()["reason"]
     assert quoted.group(1) in set(reasons)
+
+
+async def test_the_event_definitions_block_runs_verbatim(url, monkeypatch, capsys):
+    """The shop's recorded incident conforms to the shop's document, the guard refuses the
+    README's order (and says why), and the inferred document reads back."""
+    monkeypatch.setenv("NATS_URL", url)  # the block's `ek.connect()` reads it
+    namespace: dict[str, Any] = {"ek": ek}
+    try:
+        await run_cell(block("Event definitions: declared vs observed"), namespace, "spec")
+    finally:
+        if isinstance(namespace.get("bus"), ek.Bus):
+            await namespace["bus"].close()
+    result = namespace["result"]
+    assert result.ok and len(result.events) == len(namespace["trace"].events)
+    assert result.events["valid"].fillna(True).all()
+    said = capsys.readouterr().out
+    assert "'orders.placed' breaks message 'OrderPlaced'" in said
+    assert "'customer' is a required property" in said and "nothing was sent" in said
+    assert ek.asyncapi.load(__import__("yaml").safe_load(namespace["text"])).channels
