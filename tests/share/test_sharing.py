@@ -87,10 +87,12 @@ class TestOffline:
     def test_report_renders_every_plot_in_chromium_with_no_requests(self, demo):
         page = demo / "shop-demo.html"
         result = visit(page)
-        # Lag over time, latency, fan-out, dependencies, and a waterfall per distinct
-        # bottleneck among the slowest flows (at most three).
+        # Lag over time, latency, fan-out, dependencies, a waterfall per distinct
+        # bottleneck among the slowest flows (at most three), and the contract graph and
+        # conformance over time (`make demo` reports with the shop's AsyncAPI document).
         trace = ek.load(demo / "shop-demo.parquet")
-        figures = 4 + min(3, int(trace.slowest_flows()["representative"].sum()))
+        figures = 4 + min(3, int(trace.slowest_flows()["representative"].sum())) + 2
+        assert "Does the traffic match its definitions?" in page.read_text()
         assert figures_in(page.read_text()) == figures
         assert result.plots_drawn == figures and result.svg_roots >= figures
         assert result.requests == []
