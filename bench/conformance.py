@@ -36,6 +36,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from jsonschema import Draft202012Validator
+from orders import ORDER  # (this directory: the scripts run from here)
 
 import evtkit as ek
 from evtkit.schema import OBSERVATIONS, SCHEMA_VERSION, to_frame, with_missing
@@ -44,14 +45,6 @@ NS = 1_000_000_000
 T0 = 1_900_000_000 * NS
 RATE = 20_000  # events per second
 
-_ORDER = {"type": "object", "required": ["order", "amount", "currency"], "properties": {
-    "order": {"type": "integer", "minimum": 1},
-    "amount": {"type": "number", "minimum": 0},
-    "currency": {"type": "string", "enum": ["EUR", "USD", "GBP"]},
-    "items": {"type": "array", "minItems": 1, "items": {
-        "type": "object", "required": ["sku", "qty"], "properties": {
-            "sku": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]+$"},
-            "qty": {"type": "integer", "minimum": 1}}}}}}
 _SHIPPED = {"type": "object", "required": ["order", "carrier", "tracking"], "properties": {
     "order": {"type": "integer", "minimum": 1},
     "carrier": {"type": "string", "enum": ["dhl", "ups", "post"]},
@@ -66,7 +59,7 @@ _RESERVED = {"type": "object", "required": ["sku", "qty"], "properties": {
 _TENANT = {"type": "object", "required": ["x-tenant"], "properties": {
     "x-tenant": {"type": "string", "pattern": "^[a-z]+$"}}}
 
-SCHEMAS = {"OrderPlaced": _ORDER, "OrderShipped": _SHIPPED, "PaymentDone": _DONE,
+SCHEMAS = {"OrderPlaced": ORDER, "OrderShipped": _SHIPPED, "PaymentDone": _DONE,
            "PaymentFailed": _FAILED, "StockReserved": _RESERVED}
 
 

@@ -28,16 +28,10 @@ import statistics
 import time
 from typing import Any
 
+from orders import ORDER  # (this directory: the scripts run from here)
+
 import evtkit as ek
 
-ORDER = {"type": "object", "required": ["order", "amount", "currency"], "properties": {
-    "order": {"type": "integer", "minimum": 1},
-    "amount": {"type": "number", "minimum": 0},
-    "currency": {"type": "string", "enum": ["EUR", "USD", "GBP"]},
-    "items": {"type": "array", "minItems": 1, "items": {
-        "type": "object", "required": ["sku", "qty"], "properties": {
-            "sku": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]+$"},
-            "qty": {"type": "integer", "minimum": 1}}}}}}
 TENANT = {"type": "object", "required": ["x-tenant"], "properties": {
     "x-tenant": {"type": "string", "pattern": "^[a-z]+$"}}}
 

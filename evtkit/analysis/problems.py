@@ -200,20 +200,16 @@ def conformance_rows(result: Conformance) -> list[dict[str, Any]]:
                              event_id=row.event_id, detail=(
                 f"{_events(n)} on {row.subject!r}{also}, {when}, "
                 f"{'matches' if n == 1 else 'match'} no channel that {title} declares")))
-        elif row.kind == "undeclared_producer":
-            senders = ", ".join(repr(a) for a in spec.producers(str(row.channel)))
-            rows.append(_row("undeclared_producer", n, subject=row.subject,
-                             observer=row.application, event_id=row.event_id, detail=(
-                f"{row.application!r} published {_events(n)} on channel {row.channel!r} "
-                f"({row.subject}), {when}, where {title} declares only {senders} to "
-                "send")))
-        elif row.kind == "undeclared_consumer":
-            receivers = ", ".join(repr(a) for a in spec.consumers(str(row.channel)))
-            rows.append(_row("undeclared_consumer", n, subject=row.subject,
-                             consumer=row.application, event_id=row.event_id, detail=(
-                f"{row.application!r} received {_events(n)} on channel {row.channel!r} "
-                f"({row.subject}), {when}, where {title} declares only {receivers} to "
-                "receive")))
+        elif row.kind in ("undeclared_producer", "undeclared_consumer"):
+            sends = row.kind == "undeclared_producer"
+            declared = (spec.producers if sends else spec.consumers)(str(row.channel))
+            who = {"observer" if sends else "consumer": row.application}
+            rows.append(_row(row.kind, n, subject=row.subject, event_id=row.event_id, **who,
+                             detail=(
+                f"{row.application!r} {'published' if sends else 'received'} {_events(n)} "
+                f"on channel {row.channel!r} ({row.subject}), {when}, where {title} declares "
+                f"only {', '.join(repr(a) for a in declared)} to "
+                f"{'send' if sends else 'receive'}")))
     return rows
 
 
