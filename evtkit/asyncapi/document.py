@@ -175,6 +175,7 @@ class _Builder:
                 messages[mid] = self.message(message, f"{p}/messages/{escape(mid)}", mid, cid)
                 message_ids.setdefault(id(message), (cid, mid))
             params = tuple(self.mapping(node.get("parameters"), f"{p}/parameters"))
+            self.check_address(cid, address, params, p)
             channels[cid] = Channel.of(cid, address, messages, params,
                                        self.text(node, "description", p))
             channel_ids.setdefault(id(node), cid)
@@ -241,9 +242,28 @@ class _Builder:
                 app = self.text(op, "x-application", q) or self.application
                 operations[oid] = Operation(oid, action, address, app, tuple(names))
             params = tuple(self.mapping(node.get("parameters"), f"{p}/parameters"))
+            self.check_address(address, address, params, p)
             channels[address] = Channel.of(address, address, messages, params,
                                            self.text(node, "description", p))
         return channels, operations
+
+    def check_address(self, cid: str, address: str | None, params: tuple[Any, ...],
+                      pointer: str) -> None:
+        """Refuse an address that is no NATS subject pattern (``>`` not last) or whose
+        parameter names are not ``[A-Za-z0-9_-]+`` (as AsyncAPI requires)."""
+        if address is None:
+            return
+        where = f"{pointer}/address" if self.v3 else pointer
+        if ">" in address.split(".")[:-1]:
+            raise self.fail(where, f"channel {cid!r}: address {address!r} has '>' before "
+                                   "its last token: NATS matches '>' only at the end")
+        named = [("address", n) for n in _PARAM_IN_ADDRESS.findall(address)]
+        named += [("parameters", n) for n in params]
+        for place, name in named:
+            if not isinstance(name, str) or not _PARAM_NAME.fullmatch(name):
+                raise self.fail(where if place == "address" else f"{pointer}/parameters",
+                                f"channel {cid!r}: parameter name {name!r} is not letters, "
+                                "digits, '_' or '-' (AsyncAPI parameter names)")
 
     def v2_messages(self, node: Any, pointer: str) -> list[tuple[str, Any]]:
         if node is None:
@@ -294,6 +314,10 @@ class _Builder:
         if problem is not None:
             raise self.fail(where + problem[0], problem[1])
         return schema, None
+
+
+_PARAM_IN_ADDRESS = re.compile(r"\{([^{}]*)\}")
+_PARAM_NAME = re.compile(r"[A-Za-z0-9_\-]+")
 
 
 def _merged(node: dict[str, Any], key: str, *, own_wins: bool, fail: Any) -> dict[str, Any]:

@@ -45,14 +45,12 @@ bound on size only loosens a schema).
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 import pandas as pd
 import yaml
 
@@ -62,6 +60,7 @@ from ..schema import as_bytes, as_dicts
 from .infer_channels import MIN_SHARE, MIN_VALUES, Address, addresses
 from .infer_message import MAX_EXAMPLE_BYTES, ObservedMessage
 from .reference import escape
+from .validator import Unreadable, is_json, read_payload
 
 if TYPE_CHECKING:
     from ..trace import Trace
@@ -211,7 +210,7 @@ class _Events:
         if self.structured[i]:
             event = decode_message(self.subjects[i] or "", raw, self.blocks[i])
             raw, content_type = event.raw, event.content_type
-        if content_type is None or _is_json(content_type):
+        if content_type is None or is_json(content_type):
             ok, value = _json(raw)
             if ok:
                 return True, value, content_type
@@ -354,22 +353,9 @@ def _figures(times: np.ndarray, span: float | None, *, what: str = "events",
 
 
 def _json(raw: bytes) -> tuple[bool, Any]:
-    """Whether ``raw`` is JSON, and its value — read as conformance reads it (orjson, else
-    Python's reader for numbers beyond 64 bits, NaN)."""
-    if not raw:
-        return False, None
-    try:
-        return True, orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        try:
-            return True, json.loads(raw)
-        except (ValueError, RecursionError):
-            return False, None
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";")[0].strip(" \t").lower()
-    return media == "application/json" or media.endswith("+json")
+    """Whether ``raw`` is JSON, and its value — read exactly as conformance reads it."""
+    value = read_payload(raw, None)
+    return (False, None) if isinstance(value, Unreadable) else (True, value)
 
 
 def _positions(subjects: list[str | None], channel_of: dict[str, int]) -> np.ndarray:

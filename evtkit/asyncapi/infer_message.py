@@ -14,7 +14,6 @@ surrogate (YAML cannot hold one); others are left out, never cut.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,15 +22,13 @@ import orjson
 
 from .infer_schema import MAX_DEPTH, Shape, depth
 from .reference import escape
+from .secrets import contains_secret, secret_name, secret_text
 
 __all__ = ["MAX_EXAMPLE_BYTES", "ObservedMessage", "is_secret"]
 
 MAX_EXAMPLE_BYTES = 1024
 """Largest payload (as compact JSON) shown as an example; larger ones are left out."""
 
-_SECRET_NAME = re.compile(r"auth|cookie|token|secret|passw|pwd|api[-_]?key|credential|"
-                          r"signature|jwt|bearer|nkey|private", re.IGNORECASE)
-_SECRET_VALUE = re.compile(r"\s*(bearer|basic|digest|token|nkey)\s", re.IGNORECASE)
 # Headers stating the payload's content type: their values seen are listed (enum), so a
 # message tells its payloads apart from another's by them.
 _STATED = frozenset({"content-type", "ce-datacontenttype"})
@@ -156,27 +153,24 @@ def _text_example(raw: Any) -> Any:
     except UnicodeDecodeError:
         return _NONE
     printable = all(c.isprintable() or c in "\n\t" for c in text)
-    return text if printable and not _SECRET_VALUE.match(text) else _NONE
+    return text if printable and not secret_text(text) else _NONE
 
 
 def _risky(value: Any) -> bool:
     """Whether a payload has keys that a reference resolver would follow (``$ref``) or
-    that look like credentials: such payloads are not shown as examples."""
+    anything that looks like a credential: such payloads are not shown as examples."""
     todo = [value]
     while todo:
         node = todo.pop()
         if isinstance(node, dict):
-            for key, item in node.items():
-                if key.startswith("$") or _SECRET_NAME.search(key):
-                    return True
-                todo.append(item)
+            if any(isinstance(key, str) and key.startswith("$") for key in node):
+                return True
+            todo.extend(node.values())
         elif isinstance(node, list):
             todo.extend(node)
-        elif isinstance(node, str) and _SECRET_VALUE.match(node):
-            return True
-    return False
+    return contains_secret(value)
 
 
 def is_secret(name: str, value: str) -> bool:
     """Whether a header looks like a credential (by name or value)."""
-    return _SECRET_NAME.search(name) is not None or _SECRET_VALUE.match(value) is not None
+    return secret_name(name) or secret_text(value)

@@ -9,7 +9,9 @@ lines that expand to billions of values — is refused before it is built), at m
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +56,10 @@ def read(source: str | os.PathLike[str]) -> tuple[bytes, str, Path | None]:
         return data, where.url, None
     path = Path(source)
     name = os.fspath(source)
+    if "\0" in name:
+        raise SpecError(name, "", "no such file (a file name cannot contain a NUL character)")
     try:
-        with path.open("rb") as file:
-            data = file.read(MAX_BYTES + 1)
+        data = _read_regular(path)
     except FileNotFoundError as exc:
         raise SpecError(name, "", "no such file") from exc
     except IsADirectoryError as exc:
@@ -65,6 +68,26 @@ def read(source: str | os.PathLike[str]) -> tuple[bytes, str, Path | None]:
         raise SpecError(name, "", f"cannot read it: {exc.strerror or exc}") from exc
     _check_size(data, name)
     return data, name, path
+
+
+def _read_regular(path: Path) -> bytes:
+    """The first :data:`MAX_BYTES` + 1 bytes of ``path``, which must be a regular file: a
+    FIFO, a device such as /dev/zero or a socket could block or never end. Opened without
+    blocking and checked on the open file, so it cannot be swapped in between."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, device or socket): "
+                                        "evtkit reads documents from regular files only")
+        with os.fdopen(fd, "rb") as file:
+            fd = -1
+            return file.read(MAX_BYTES + 1)
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _check_size(data: bytes, name: str) -> None:

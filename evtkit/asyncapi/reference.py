@@ -150,6 +150,9 @@ class Resolver:
             raise self.fail(place, f"$ref {ref!r} names another file, but this document "
                                    "was not read from a local file: only #... references "
                                    "can be followed")
+        if "\0" in relative:
+            raise self.fail(place, f"$ref {ref!r} names a file with a NUL character in "
+                                   "its name: no such file")
         path = (Path(place[0]).parent / relative).resolve()
         if not path.is_relative_to(self.root):
             raise self.fail(place, f"$ref {ref!r} leaves the document's directory "
@@ -203,7 +206,8 @@ def _child(node: Any, token: str) -> tuple[bool, Any]:
             if _key(key) == token:
                 return True, value
         return False, None
-    if isinstance(node, list) and token.isdigit() and int(token) < len(node):
+    if isinstance(node, list) and token.isascii() and token.isdigit() \
+            and int(token) < len(node):  # ASCII: "²".isdigit() is true, int("²") fails
         return True, node[int(token)]
     return False, None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import jsonschema
@@ -20,7 +21,9 @@ import orjson
 from jsonschema.validators import validator_for
 
 from ..event import STRUCTURED
+from . import keywords
 from .reference import escape
+from .secrets import mask_message
 
 __all__ = ["MAX_VIOLATIONS", "UNCHECKED", "SchemaCheck", "Unreadable", "accepts_payloads",
            "coerce_headers", "content_type_mismatch", "is_json", "is_json_schema_format",
@@ -66,7 +69,7 @@ def schema_problem(schema: Any) -> tuple[str, str] | None:
         return _pointer(exc.absolute_path), f"not valid JSON Schema: {_short(exc.message)}"
     except RecursionError:
         return "", "nested too deeply to check"
-    return None
+    return keywords.pattern_problem(schema)
 
 
 class SchemaCheck:
@@ -78,7 +81,7 @@ class SchemaCheck:
 
     def __init__(self, schema: Any) -> None:
         self.schema = schema
-        self._reference = _dialect(schema)(schema)
+        self._reference = _reference_class(_dialect(schema))(schema)
         self._fast = _fast(schema)
 
     @property
@@ -116,18 +119,36 @@ class SchemaCheck:
         except RecursionError:
             return [{"path": "", "message": "nested too deeply to check"}]
         except Exception as exc:  # noqa: BLE001 - a schema jsonschema cannot apply
+            if isinstance(exc, ValueError) and "integer string conversion" in str(exc):
+                # jsonschema quotes the instance; Python will not write integers this long
+                return [{"path": "", "message": "a number of more than 4300 digits breaks "
+                                                "the schema (too long to quote)"}]
             return [{"path": "", "message": f"schema could not be applied: {_short(str(exc))}"}]
-        out = [{"path": _pointer(e.absolute_path), "message": _short(e.message)}
+        # Messages quote the instance: values that look like credentials are masked here,
+        # where every violation is produced, before any report, CLI or error shows them.
+        out = [{"path": _pointer(e.absolute_path),
+                "message": _short(mask_message(e.message, list(e.absolute_path), e.instance))}
                for e in errors[:MAX_VIOLATIONS]]
         if len(errors) > MAX_VIOLATIONS:
             out.append({"path": "", "message": f"and {len(errors) - MAX_VIOLATIONS} more"})
         return out
 
 
+_REFERENCE: dict[Any, Any] = {}
+
+
+def _reference_class(dialect: type[jsonschema.protocols.Validator]) -> Any:
+    # Patterns in linear time, uniqueItems by hash: see keywords.py.
+    if dialect not in _REFERENCE:
+        _REFERENCE[dialect] = keywords.extend(dialect)
+    return _REFERENCE[dialect]
+
+
 def _fast(schema: Any) -> Callable[[Any], Any] | None:
-    """A generated validator for draft-04/06/07 schemas, or None (other dialects, or a
-    schema the generator refuses): then ``jsonschema`` alone decides."""
-    if _dialect(schema) not in _FAST_DRAFTS:
+    """A generated validator for draft-04/06/07 schemas, or None (other dialects, a
+    schema with patterns — the generator runs them with Python's backtracking ``re`` — or
+    a schema the generator refuses): then ``jsonschema`` alone decides."""
+    if _dialect(schema) not in _FAST_DRAFTS or keywords.has_patterns(schema):
         return None
     try:
         import fastjsonschema
@@ -256,9 +277,11 @@ def read_payload(raw: bytes, content_type: str | None) -> Any:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            try:  # numbers beyond 64 bits, NaN: valid for Python's reader
-                return json.loads(raw)
-            except (ValueError, RecursionError):
+            try:  # integers beyond 64 bits: valid JSON, which Python's reader reads
+                return json.loads(raw, parse_constant=_not_json, parse_int=_integer)
+            except _TooLong as long:
+                return Unreadable(str(long))
+            except (ValueError, RecursionError):  # NaN, Infinity: not JSON
                 return Unreadable(f"payload is not JSON ({exc})")
     if media_type(content_type).startswith("text/"):
         try:
@@ -266,6 +289,28 @@ def read_payload(raw: bytes, content_type: str | None) -> Any:
         except UnicodeDecodeError:
             return Unreadable("payload is not UTF-8 text")
     return UNCHECKED
+
+
+_MAX_DIGITS = 100_000
+
+
+class _TooLong(ValueError):
+    pass
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _integer(digits: str) -> int:
+    """A JSON integer of any length up to :data:`_MAX_DIGITS` (``int(text)`` refuses more
+    than 4300 digits unless a process-wide limit is raised; ``Decimal`` does not)."""
+    if len(digits) <= 4000:
+        return int(digits)
+    if len(digits) > _MAX_DIGITS:
+        raise _TooLong(f"payload has a number of {len(digits):,} digits: not checked "
+                       f"(at most {_MAX_DIGITS:,})")
+    return int(Decimal(digits))
 
 
 def payload_violations(check: SchemaCheck | None, declared: str | None, actual: str | None,

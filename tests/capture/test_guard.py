@@ -316,3 +316,16 @@ class TestAgreesWithConformance:
                 assert found == expected, (event.subject, event.raw, own)
             valid = result.loc[event.id, "valid"]
             assert (valid is not pd.NA and not valid) == bool(expected)
+
+
+class TestHostileSchemas:
+    @pytest.mark.timeout(20)
+    def test_a_backtracking_pattern_does_not_hang_the_guard(self):
+        spec = ek.asyncapi.load({
+            "asyncapi": "3.0.0", "info": {"title": "T", "version": "1"},
+            "channels": {"c": {"address": "a", "messages": {"m": {"payload": {
+                "type": "object",
+                "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}}}}}}})
+        found = Guard(spec).violations("a", b'{"s": "' + b"a" * 30 + b'!"}',
+                                       "application/json", None)
+        assert [v["path"] for v in found] == ["/s"]
