@@ -145,18 +145,29 @@ def _reference_class(dialect: type[jsonschema.protocols.Validator]) -> Any:
 
 
 def _fast(schema: Any) -> Callable[[Any], Any] | None:
-    """A generated validator for draft-04/06/07 schemas, or None (other dialects, a
-    schema with patterns — the generator runs them with Python's backtracking ``re`` — or
-    a schema the generator refuses): then ``jsonschema`` alone decides."""
-    if _dialect(schema) not in _FAST_DRAFTS or keywords.has_patterns(schema):
+    """A generated validator for draft-04/06/07 schemas, or None (other dialects, or a
+    schema the generator refuses): then ``jsonschema`` alone decides.
+
+    The generator compiles a schema's patterns with Python's backtracking ``re`` into a
+    table its code looks them up in: each is swapped for the RE2 pattern
+    :mod:`.keywords` checks with (linear time, the same answers); when that table is not
+    where this version of the generator keeps it, the schema goes without."""
+    if _dialect(schema) not in _FAST_DRAFTS:
         return None
     try:
         import fastjsonschema
 
-        return fastjsonschema.compile(
+        check = fastjsonschema.compile(
             schema, handlers=_NO_FETCH, use_default=False, use_formats=False)
     except Exception:  # noqa: BLE001 - not installed, or refuses this schema
         return None
+    if keywords.has_patterns(schema):
+        table = getattr(check, "__globals__", {}).get("REGEX_PATTERNS")
+        if not isinstance(table, dict):
+            return None
+        for pattern in list(table):
+            table[pattern] = keywords.compile_pattern(pattern)
+    return check
 
 
 def _refuse(uri: str) -> Any:

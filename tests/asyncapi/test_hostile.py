@@ -27,6 +27,21 @@ def verdicts(spec: ek.asyncapi.Spec, *payloads: object) -> list[bool]:
 
 class TestPatterns:
     @pytest.mark.timeout(20)
+    def test_schemas_with_patterns_keep_the_generated_check_with_re2_inside(self):
+        """The quick check stays (patterns are common in real documents) and runs RE2:
+        the backtracking payload is refused at once, and it agrees with jsonschema."""
+        from evtkit.asyncapi.validator import SchemaCheck
+
+        check = SchemaCheck({"type": "object", "properties": {
+            "s": {"type": "string", "pattern": "^(a+)+$"}},
+            "patternProperties": {"^x-": {"type": "string"}}, "additionalProperties": False})
+        assert check.quick is not None
+        for value, valid in (({"s": "a" * 40 + "!"}, False), ({"s": "aaa"}, True),
+                             ({"x-1": "q"}, True), ({"y": 1}, False), ({"s": "aa\n"}, False)):
+            assert check.is_valid(value) is valid
+            assert (not check.violations(value)) is valid
+
+    @pytest.mark.timeout(20)
     def test_a_backtracking_pattern_is_checked_in_linear_time(self):
         spec = ek.asyncapi.load(document({"type": "object", "properties": {
             "s": {"type": "string", "pattern": "^(a+)+$"}}}))
