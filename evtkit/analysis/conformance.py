@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .._headers import CLOUDEVENTS, header_name, parse_block
+from ..asyncapi.spec import closest
 from ..asyncapi.validator import (
     UNCHECKED,
     Unreadable,
@@ -331,15 +332,8 @@ class _Parts:
     def closest(self, channel: Channel, p: int, h: int
                 ) -> tuple[Message, list[dict[str, str]]]:
         """As :func:`_closest`, from the cached parts."""
-        best: tuple[Message, list[dict[str, str]]] | None = None
-        for message in channel.messages.values():
-            found = self.payload_violations(message, p) + self.headers_violations(message, h)
-            if not found:
-                return message, []
-            if best is None or len(found) < len(best[1]):
-                best = (message, found)
-        assert best is not None  # the channel has messages
-        return best
+        return closest(channel.messages.values(), lambda m: self.payload_violations(m, p)
+                       + self.headers_violations(m, h))
 
     def _state(self, message: Message, part: str, size: int) -> tuple[np.ndarray, np.ndarray]:
         key = (id(message), part)
@@ -360,20 +354,12 @@ class _Event:
 def _closest(spec: Spec, channel: Channel, event: _Event
              ) -> tuple[Message, list[dict[str, str]]]:
     """The first message of ``channel`` that accepts the event, else the one with the
-    fewest violations (the first on a tie), with its violations."""
-    best: tuple[Message, list[dict[str, str]]] | None = None
+    fewest violations (the first on a tie), with its violations
+    (:func:`evtkit.asyncapi.spec.closest`)."""
     decoded: dict[str | None, Any] = {}
-    for message in channel.messages.values():
-        violations = (payload_violations(spec.check(message, "payload"),
-                                         message.content_type, event.content_type,
-                                         event.raw, decoded)
-                      + _headers_violations(spec, message, event.events, event.i))
-        if not violations:
-            return message, []
-        if best is None or len(violations) < len(best[1]):
-            best = (message, violations)
-    assert best is not None  # the channel has messages
-    return best
+    return closest(channel.messages.values(), lambda message: payload_violations(
+        spec.check(message, "payload"), message.content_type, event.content_type, event.raw,
+        decoded) + _headers_violations(spec, message, event.events, event.i))
 
 
 def _headers_violations(spec: Spec, message: Message, events: _Events, i: int

@@ -159,12 +159,16 @@ def _additional_properties(validator: Any, allowed: Any, instance: Any, schema: 
         for extra in extras:
             yield from validator.descend(instance[extra], allowed, path=extra)
     elif not allowed and extras:
+        # (worded as jsonschema words it: only how names are matched differs)
         names = ", ".join(repr(each) for each in sorted(extras))
+        one = len(extras) == 1
         if "patternProperties" in schema:
             patterns = ", ".join(repr(each) for each in sorted(schema["patternProperties"]))
-            yield ValidationError(f"{names} do not match any of the regexes: {patterns}")
+            yield ValidationError(f"{names} {'does' if one else 'do'} not match any of the "
+                                  f"regexes: {patterns}")
         else:
-            yield ValidationError(f"Additional properties are not allowed ({names} unexpected)")
+            yield ValidationError(f"Additional properties are not allowed ({names} "
+                                  f"{'was' if one else 'were'} unexpected)")
 
 
 def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any

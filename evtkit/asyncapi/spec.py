@@ -15,9 +15,9 @@ Schemas are plain JSON data (``dict``/``bool``), ``$ref``s already resolved.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -25,9 +25,29 @@ import pyarrow.compute as pc
 
 from .validator import SchemaCheck
 
-__all__ = ["Channel", "Message", "Operation", "Server", "Spec", "subject_pattern"]
+__all__ = ["Channel", "Message", "Operation", "Server", "Spec", "closest", "subject_pattern"]
 
 _PARAM = re.compile(r"\{[^{}]*\}")
+
+
+_M = TypeVar("_M")
+
+
+def closest(messages: Iterable[_M], violations: Callable[[_M], list[dict[str, str]]]
+            ) -> tuple[_M, list[dict[str, str]]]:
+    """Which declared message an event is: the first of ``messages`` it breaks nothing of,
+    else the one it breaks least (the first on a tie), with what it breaks. The one rule
+    for conformance and the guard."""
+    best: tuple[_M, list[dict[str, str]]] | None = None
+    for message in messages:
+        found = violations(message)
+        if not found:
+            return message, []
+        if best is None or len(found) < len(best[1]):
+            best = (message, found)
+    if best is None:
+        raise ValueError("no messages to choose from")
+    return best
 
 
 def subject_pattern(address: str) -> str:

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._headers import header_name, parse_block
+from ..asyncapi.spec import closest
 from ..asyncapi.validator import (
     UNCHECKED,
     Unreadable,
@@ -151,15 +152,10 @@ class Guard:
         for candidate in plan.candidates:
             if reader.accepts(candidate):
                 return
-        best: tuple[Message, list[dict[str, str]]] | None = None
-        for candidate in plan.candidates:
-            found = reader.violations(candidate)
-            if not found:  # the reference validator has the last word
-                return
-            if best is None or len(found) < len(best[1]):
-                best = (candidate.message, found)
-        assert best is not None
-        raise self._refused(subject, plan.channel, *best)
+        # (the reference validator has the last word)
+        candidate, found = closest(plan.candidates, reader.violations)
+        if found:
+            raise self._refused(subject, plan.channel, candidate.message, found)
 
     def violations(self, subject: str, payload: bytes, content_type: str | None,
                    block: bytes | None, own: Mapping[str, str] | None = None

@@ -231,3 +231,20 @@ class TestNumbers:
             spec).events["violations"].iloc[0]
         assert [v["message"] for v in found] == [
             "a number of more than 4300 digits breaks the schema (too long to quote)"]
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "object", "properties": {"a": {}}, "additionalProperties": False},
+    {"type": "object", "patternProperties": {"^x-": {}}, "additionalProperties": False},
+])
+@pytest.mark.parametrize("extra", [{"b": 1}, {"b": 1, "c": 2}])
+def test_additional_properties_are_worded_as_jsonschema_words_them(schema, extra):
+    """evtkit checks additionalProperties itself (names matched by RE2): its messages are
+    jsonschema's, word for word, which users and tests match on."""
+    import jsonschema
+
+    from evtkit.asyncapi.validator import SchemaCheck
+
+    instance = {"a": 0, **extra} if "properties" in schema else extra
+    expected = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(instance)]
+    assert [v["message"] for v in SchemaCheck(schema).violations(instance)] == expected
