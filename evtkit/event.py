@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from ._headers import ParsedBlock, parse_block
 
-__all__ = ["Event", "decode_message", "parse_traceparent"]
+__all__ = ["Event", "decode_message", "media_type", "parse_traceparent"]
 
 SPECVERSION = "1.0"
 STRUCTURED = "application/cloudevents+json"
@@ -210,7 +210,7 @@ class Event:
 
 def decode_data(raw: bytes, content_type: str | None) -> Any:
     """Decode a payload by its media type; bytes come back unchanged when that fails."""
-    media = _media(content_type)
+    media = media_type(content_type)
     if media == JSON or media.endswith("+json"):
         try:
             return json.loads(raw)
@@ -224,8 +224,9 @@ def decode_data(raw: bytes, content_type: str | None) -> Any:
     return raw
 
 
-def _media(content_type: str | None) -> str:
-    """The media type of a content type, lower case, without parameters."""
+def media_type(content_type: str | None) -> str:
+    """The media type of a content type, lower case, without parameters
+    (``application/json; charset=utf-8`` → ``application/json``)."""
     return (content_type or "").split(";")[0].strip(" \t").lower()
 
 
@@ -270,7 +271,7 @@ def decode_message(
     raw = payload
     mode = "binary" if parsed.get("ce-id") or parsed.get("ce-specversion") else "bare"
     content_type = parsed.get("content-type")
-    if _media(content_type) == STRUCTURED:
+    if media_type(content_type) == STRUCTURED:
         envelope = structured_envelope(payload)
         if envelope is not None:
             mode = "structured"

@@ -50,8 +50,8 @@ class Evidence:
         return sorted(str(c) for c in dv["consumer"].dropna().unique())
 
     def deliveries_of(self, consumer: str) -> pd.DataFrame:
-        """The :data:`ROWS` of one consumer's deliveries, in capture order (or already in
-        handler start order, as the diagnosis reads them)."""
+        """The :data:`ROWS` of one consumer's deliveries, in capture order (an engine may
+        give them in handler start order, as the diagnosis reads them)."""
         dv = self.trace.deliveries
         return dv.loc[(dv["consumer"] == consumer).to_numpy(), ROWS]
 

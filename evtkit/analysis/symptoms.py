@@ -115,7 +115,8 @@ def _late(d: Diagnosis, c: Consumer) -> np.ndarray:
 
 def has_symptoms(d: Diagnosis, c: Consumer) -> bool:
     """Whether :func:`lagged`, :func:`drops` or :func:`redeliveries` can find anything in
-    ``c``'s rows (a diagnosis on disk reads them a second time only then)."""
+    ``c``'s rows (a diagnosis on disk reads them a second time only then). Their first
+    tests, repeated: a change to when one of them returns early belongs here too."""
     rows = c.rows
     return (len(_late(d, c)) >= d.rules.min_lagged or bool((rows["outcome"] == "dropped").any())
             or bool((rows["delivery_count"].fillna(1) > 1).any()))

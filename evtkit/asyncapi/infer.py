@@ -57,7 +57,7 @@ import yaml
 from .._headers import parse_block
 from ..event import decode_message
 from ..schema import as_bytes, as_dicts
-from .infer_channels import MIN_SHARE, MIN_VALUES, Address, addresses
+from .infer_channels import MIN_SHARE, MIN_VALUES, Address, addresses, unique_name
 from .infer_message import MAX_EXAMPLE_BYTES, ObservedMessage
 from .reference import escape
 from .validator import Unreadable, is_json, read_payload
@@ -118,7 +118,7 @@ def infer_document(trace: Trace, *, title: str | None = None, examples: int = 3
         is_json, value, content_type = seen.payload(i)
         if is_json not in messages[k]:
             name = _pascal(found[k].address) + ("" if is_json else "Raw")
-            messages[k][is_json] = ObservedMessage(_unique(name, names), is_json)
+            messages[k][is_json] = ObservedMessage(unique_name(name, names), is_json)
         message = messages[k][is_json]
         message.add(seen.headers(i), seen.raw[i] or b"", bool(seen.structured[i]), value,
                     content_type, examples)
@@ -294,7 +294,7 @@ def _operations(found: list[Address], seen: _Events, dv: _Deliveries,
             figures = _figures(dv.times[rows], span, latency=dv.latency[rows],
                                what="deliveries")
         names = list(dict.fromkeys(m.name for m in used if m is not None))
-        oid = _unique(re.sub(r"[^A-Za-z0-9._-]", "_", f"{app}.{action}.{cid}"), ids)
+        oid = unique_name(re.sub(r"[^A-Za-z0-9._-]", "_", f"{app}.{action}.{cid}"), ids)
         op: dict[str, Any] = {
             "action": action,
             "channel": {"$ref": f"#/channels/{escape(cid)}"},
@@ -373,15 +373,6 @@ def _pascal(address: str) -> str:
              for w in _WORDS.findall(token)]
     name = "".join(w[:1].upper() + w[1:] for w in words)
     return name if name[:1].isalpha() else f"Message{name}"
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    out, n = name, 1
-    while out in taken:
-        n += 1
-        out = f"{name}{n}" if not name[-1:].isdigit() else f"{name}_{n}"
-    taken.add(out)
-    return out
 
 
 def _span(times: np.ndarray) -> float | None:

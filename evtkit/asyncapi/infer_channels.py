@@ -187,7 +187,7 @@ def _assigned(patterns: list[_Pattern], first: dict[str, int]) -> list[Address]:
         for name, position in names.items():
             values = list(dict.fromkeys(s.split(".")[position] for s in subjects))
             parameters[name] = (position, tuple(values[:_EXAMPLES]), len(values))
-        out.append(Address(address, _unique(_channel_id(address, names), ids), parameters,
+        out.append(Address(address, unique_name(_channel_id(address, names), ids), parameters,
                            tuple(subjects)))
     return out
 
@@ -211,7 +211,7 @@ def _address(tokens: tuple[str | None, ...]) -> tuple[str, dict[str, int]]:
             name = base + "Id" if base[0].isalpha() else f"token{i + 1}"
         else:
             name = f"token{i + 1}"
-        name = _unique(name, set(names))
+        name = unique_name(name, set(names))
         names[name] = i
         parts.append("{" + name + "}")
     return ".".join(parts), names
@@ -224,10 +224,12 @@ def _channel_id(address: str, names: dict[str, int]) -> str:
     return _NOT_ID.sub("_", text) or "channel"
 
 
-def _unique(name: str, taken: set[str]) -> str:
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name2``, ``name3``… (``name_2`` after a digit): the first not in
+    ``taken``, which it joins."""
     out, n = name, 1
     while out in taken:
         n += 1
-        out = f"{name}{n}" if not name[-1].isdigit() else f"{name}_{n}"
+        out = f"{name}{n}" if not name[-1:].isdigit() else f"{name}_{n}"
     taken.add(out)
     return out

@@ -20,7 +20,7 @@ import jsonschema
 import orjson
 from jsonschema.validators import validator_for
 
-from ..event import STRUCTURED
+from ..event import STRUCTURED, media_type
 from . import keywords
 from .reference import escape
 from .secrets import mask_message
@@ -255,11 +255,6 @@ class Unreadable:
 UNCHECKED = object()
 """What :func:`read_payload` gives for a format JSON Schema cannot describe (Avro,
 Protobuf...): such payloads are not checked."""
-
-
-def media_type(content_type: str | None) -> str:
-    """``application/json; charset=utf-8`` → ``application/json``."""
-    return (content_type or "").split(";")[0].strip(" \t").lower()
 
 
 def is_json(content_type: str | None) -> bool:

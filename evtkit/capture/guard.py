@@ -25,8 +25,9 @@ reports it), unless the guard is ``strict``: then it is refused too. Who publish
 checked here (a bus may publish for several applications): ``trace.conformance`` reports
 producers the document does not name.
 
-The payload is read as ``trace.conformance`` reads it, so the guard refuses what a check of
-the recorded trace would flag: as JSON when the message declares a JSON content type, or
+The payload is read as ``trace.conformance`` reads it (one stricter difference: the guard
+holds an event against the messages the channel's *send* operations name, where conformance
+takes any message of the channel): as JSON when the message declares a JSON content type, or
 declares none and the event is JSON; as text for ``text/*``; not at all for other formats
 (Avro, Protobuf, bytes published without a declared content type). An event stating a
 content type of another kind than the declared one (text or bytes where JSON is declared)

@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .._units import count, duration
+from ..analysis.lag import nice_width
 from .figure import esc, titled
 from .graphs import _layers
 
@@ -241,19 +242,6 @@ def _hover(node: str, spec: Spec) -> str:
 _VERDICT = {"valid": ("valid", "#2ca02c"), "invalid": ("invalid (breaks its schema)",
                                                        "#d62728"),
             "undeclared": ("undeclared subject", "#9467bd")}
-_STEPS = ["10ms", "25ms", "50ms", "100ms", "250ms", "500ms", "1s", "2s", "5s", "10s", "15s",
-          "30s", "1min", "2min", "5min", "10min", "15min", "30min", "1h", "2h", "6h", "12h",
-          "1D"]
-
-
-def _step(span: pd.Timedelta, bins: int = 40) -> pd.Timedelta:
-    """The first round step that cuts ``span`` into at most ``bins`` bins."""
-    for step in _STEPS:
-        if span / pd.Timedelta(step) <= bins:
-            return pd.Timedelta(step)
-    return pd.Timedelta(_STEPS[-1])
-
-
 def plot_conformance(trace: Trace | Conformance, spec: SpecLike | None = None,
                      freq: str | pd.Timedelta | None = None, *, title: str | None = None
                      ) -> go.Figure:
@@ -286,8 +274,8 @@ def plot_conformance(trace: Trace | Conformance, spec: SpecLike | None = None,
         fig.add_annotation(text="no events with a time: nothing to draw", showarrow=False,
                            x=0.5, y=0.5, xref="paper", yref="paper")
         return titled(fig, title, "Conformance over time")
-    step = pd.Timedelta(freq) if freq is not None else _step(
-        frame["time"].max() - frame["time"].min())
+    step = pd.Timedelta(freq) if freq is not None else nice_width(
+        (frame["time"].max() - frame["time"].min()).total_seconds(), 40)
     frame["bin"] = frame["time"].dt.floor(step)
     where = {m.name: m.channel for m in result.spec.messages}
     channels = result.spec.channels
