@@ -27,6 +27,14 @@ ROWS = ["observer", "subject", "published_at", "received_at", "started_at", "don
 """The delivery columns the rules read (a consumer's rows, in capture order)."""
 
 
+def by_subject(pairs: pd.DataFrame) -> dict[str, set[str]]:
+    """``subject, emitted_by`` rows → subject → the consumers that emitted on it."""
+    emitted: dict[str, set[str]] = {}
+    for subject, who in zip(pairs["subject"], pairs["emitted_by"], strict=True):
+        emitted.setdefault(str(subject), set()).add(str(who))
+    return emitted
+
+
 class Evidence:
     """The answers the rules need, from a trace in memory.
 
@@ -125,11 +133,7 @@ class Evidence:
     def emitters(self) -> dict[str, set[str]]:
         """Subject → the consumers whose handlers published events on it."""
         ev = self.trace.events
-        pairs = ev[["subject", "emitted_by"]].dropna().drop_duplicates()
-        emitted: dict[str, set[str]] = {}
-        for subject, who in pairs.itertuples(index=False):
-            emitted.setdefault(str(subject), set()).add(str(who))
-        return emitted
+        return by_subject(ev[["subject", "emitted_by"]].dropna().drop_duplicates())
 
     def problems(self) -> pd.DataFrame:
         """:func:`evtkit.analysis.problems.problems` of the trace."""

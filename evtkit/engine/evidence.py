@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..analysis import problems as words
 from ..analysis.causal import on_cycles, propagate
-from ..analysis.evidence import ROWS, Evidence
+from ..analysis.evidence import ROWS, Evidence, by_subject
 from ..schema import utc
 from .sql import EVENT_ORDER
 
@@ -138,10 +138,7 @@ class EngineEvidence(Evidence):
     def emitters(self) -> dict[str, set[str]]:
         pairs = self._frame("SELECT DISTINCT subject, emitted_by FROM __events__ "
                             "WHERE subject IS NOT NULL AND emitted_by IS NOT NULL")
-        emitted: dict[str, set[str]] = {}
-        for subject, who in zip(pairs["subject"], pairs["emitted_by"], strict=True):
-            emitted.setdefault(str(subject), set()).add(str(who))
-        return emitted
+        return by_subject(pairs)
 
     def problems(self) -> pd.DataFrame:
         return self.ds.problems()
