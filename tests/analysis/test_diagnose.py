@@ -15,7 +15,7 @@ import evtkit as ek
 from evtkit._units import duration
 from evtkit.analysis import diagnose as diagnose_module
 from evtkit.analysis.finding import COLUMNS, KINDS, SEVERITIES
-from evtkit.analysis.pace import running_median_reaches
+from evtkit.analysis.pace import running_median, running_median_reaches
 from evtkit.observation import build_observations
 
 SEC = 1_000_000_000
@@ -514,3 +514,16 @@ def test_running_median_shortcut_equals_the_running_median(values: list[float], 
                              .median().to_numpy(), nan=0.0) >= 3.0
     got = running_median_reaches(x, window, min_periods, 3.0)
     assert got.tolist() == expected.tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.one_of(st.floats(-1e6, 1e6), st.just(float("nan"))), max_size=80),
+       window=st.integers(1, 30), data=st.data())
+def test_running_median_equals_pandas(values: list[float], window: int,
+                                      data: st.DataObject) -> None:
+    """bottleneck's running median, padded to centre its windows, is pandas' centred one,
+    number for number: windows longer than the values, even and odd, NaN skipped."""
+    min_periods = data.draw(st.integers(1, window))
+    x = np.array(values, float)
+    expected = pd.Series(x).rolling(window, center=True, min_periods=min_periods).median()
+    np.testing.assert_array_equal(running_median(x, window, min_periods), expected.to_numpy())
