@@ -215,3 +215,28 @@ def test_cli_info_chooses_the_engine_by_the_memory_budget(capsys):
         ds.summary()
     with pytest.raises(SystemExit):
         main(["info", path, "--memory-budget", "lots"])
+
+
+@pytest.mark.parametrize("consumers", [1, 62, 63, 130, 496, 497])
+def test_distinct_consumers_as_bits_count_what_count_distinct_counts(consumers):
+    """Chains and flows count each flow's consumers as bits (ranks among the names, one
+    BIGINT per 62 of them), or with count(DISTINCT) beyond 8 words: the same numbers."""
+    import duckdb
+
+    rng = np.random.default_rng(consumers)
+    n = 20_000
+    frame = pd.DataFrame({  # repeated, missing and rare consumers; every word's last bit
+        "correlation_id": rng.integers(0, 400, n).astype(str),
+        "consumer": np.where(rng.random(n) < 0.05, None,
+                             np.char.add("c", rng.integers(0, consumers, n).astype(str))),
+    })
+    frame.loc[:consumers - 1, "consumer"] = [f"c{k}" for k in range(consumers)]
+    con = duckdb.connect()
+    con.register("deliveries", frame)
+    join, count = ek.engine.sql.distinct_consumers(consumers)
+    assert ("bit_or" in count) == (consumers <= 496)
+    got = con.sql(f"SELECT d.correlation_id, {count} AS n FROM deliveries d {join} "
+                  "GROUP BY d.correlation_id ORDER BY 1".replace("__deliveries__", "deliveries")
+                  ).df()
+    want = frame.groupby("correlation_id")["consumer"].nunique().sort_index()
+    assert got["n"].tolist() == want.tolist()

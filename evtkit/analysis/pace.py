@@ -11,7 +11,8 @@ import pandas as pd
 
 from .finding import NAT
 
-__all__ = ["running_median", "running_median_reaches", "start_order", "typical_time", "unique_sorted"]
+__all__ = ["running_median", "running_median_reaches", "start_order", "typical_time",
+           "unique_sorted"]
 
 
 def unique_sorted(values: np.ndarray) -> np.ndarray:

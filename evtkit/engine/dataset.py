@@ -262,7 +262,7 @@ class Dataset:
         return self._engine.frame(_VIEW.sub(r"\1 __\2__", text), params)
 
     def summary(self) -> dict[str, int]:
-        """``observations, events, deliveries, errors, dropped, pending`` (counts) and
+        """``observations, events, deliveries, consumers, errors, dropped, pending`` (counts) and
         ``first_ns``/``last_ns``: when the trace starts and ends."""
         if "summary" not in self._cache:
             row = self._engine.frame(sql.summary()).iloc[0]
@@ -367,12 +367,16 @@ class Dataset:
         """One row per subject and type: ``subject, type, events, deliveries, consumers,
         consumer_names, mean_fanout, emitted_types`` (see the module docstring)."""
         frame = self._engine.frame(sql.fanout())
+        keys = list(zip(frame["subject"], frame["type"], strict=True))
         for which, column in (("consumers", "consumer_names"), ("emitted", "emitted_types")):
             names = self._engine.frame(sql.fanout_names(which))
-            joined = names.groupby(["subject", "type"])["name"].agg(
-                lambda x: ", ".join(sorted(map(str, x))))
-            frame[column] = [joined.get((s, t), "") for s, t in
-                             zip(frame["subject"], frame["type"], strict=True)]
+            grouped = names.groupby(["subject", "type"])
+            joined = grouped["name"].agg(lambda x: ", ".join(sorted(map(str, x))))
+            frame[column] = [joined.get(key, "") for key in keys]
+            if which == "consumers":
+                counts = grouped.agg(deliveries=("n", "sum"), consumers=("name", "count"))
+                for total in ("deliveries", "consumers"):
+                    frame[total] = [counts[total].get(key, 0) for key in keys]
         frame["mean_fanout"] = frame["deliveries"] / frame["events"]
         for column in ("events", "deliveries", "consumers"):
             frame[column] = frame[column].astype(np.int64)
@@ -384,7 +388,7 @@ class Dataset:
     def flows(self) -> pd.DataFrame:
         """One row per flow: ``correlation_id, events, deliveries, consumers, errors,
         started_at, ended_at, duration_s``, longest first."""
-        frame = self._engine.frame(sql.flows())
+        frame = self._engine.frame(sql.flows(self.summary()["consumers"]))
         started = frame["started_ns"].to_numpy(dtype=np.int64)
         ended = frame["ended_ns"].to_numpy(dtype=np.int64)
         out = pd.DataFrame({

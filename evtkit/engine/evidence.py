@@ -98,9 +98,9 @@ class EngineEvidence(Evidence):
                  ) -> tuple[np.ndarray, np.ndarray]:
         where, params = _in("subject", subjects)
         frame = self._frame(
-            f"SELECT e.published_at AS pub, d.event_id IS NULL AS missed "
-            f"FROM __events__ e LEFT JOIN (SELECT DISTINCT event_id FROM __deliveries__ "
-            f"WHERE consumer = :c) d ON d.event_id = e.event_id "
+            f"SELECT e.published_at AS pub, d.event_seq IS NULL AS missed "
+            f"FROM __events__ e LEFT JOIN (SELECT DISTINCT event_seq FROM __deliveries__ "
+            f"WHERE consumer = :c) d ON d.event_seq = e.first_seq "
             f"WHERE e.published_at >= :since AND e.{where}", c=consumer, since=since, **params)
         pub = frame["pub"].to_numpy(dtype=np.int64)
         return np.sort(pub), np.sort(pub[frame["missed"].to_numpy(dtype=bool)])

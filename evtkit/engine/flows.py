@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..schema import DELIVERIES, conform, utc
-from .sql import EVENT_ORDER
+from .sql import EVENT_ORDER, distinct_consumers
 
 if TYPE_CHECKING:
     from ..trace import Trace
@@ -44,7 +44,11 @@ _NEVER = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
 # the flows began (the order of each flow's first event in ``Trace.events``).
 _CHAIN_ORDER = "ended_ns - started_ns DESC, started_ns, first_seen_ns, first_seq"
 
-_CHAINS = f"""
+
+def _chains_sql(consumers: int) -> str:
+    """The kept ``chains`` table's ``SELECT`` for a trace with ``consumers``."""
+    join, count = distinct_consumers(consumers)
+    return f"""
 WITH ev AS (
     SELECT e.correlation_id, e.event_id, e.subject, e.published_at, e.first_seen_at,
            e.first_seq, l.root_id, l.depth
@@ -69,10 +73,10 @@ WITH ev AS (
            max(CASE WHEN first_n = root_n THEN subject END) AS root_subject
     FROM rooted GROUP BY correlation_id
 ), reached AS (
-    SELECT correlation_id, max(coalesce(done_at, started_at, received_at)) AS last_done,
-           count(*) AS deliveries, count(DISTINCT consumer) AS consumers,
-           count(CASE WHEN outcome = 'error' THEN 1 END) AS errors
-    FROM __deliveries__ GROUP BY correlation_id
+    SELECT d.correlation_id, max(coalesce(d.done_at, d.started_at, d.received_at)) AS last_done,
+           count(*) AS deliveries, {count} AS consumers,
+           count(CASE WHEN d.outcome = 'error' THEN 1 END) AS errors
+    FROM __deliveries__ d {join} GROUP BY d.correlation_id
 ), last_seq AS (  -- the delivery that ended last (the latest of those, if several)
     SELECT d.correlation_id, max(d.seq) AS seq
     FROM __deliveries__ d JOIN reached x ON x.correlation_id = d.correlation_id
@@ -127,7 +131,7 @@ def _chains(ds: Dataset, where: str = "TRUE", limit: int | None = None,
     engine = ds._engine
     if "chains" not in engine.names:
         _lineage(engine)
-        engine.define("chains", _CHAINS)
+        engine.define("chains", _chains_sql(ds.summary()["consumers"]))
     top = f" LIMIT {int(limit)}" if limit is not None else ""
     return engine.frame(f"SELECT * FROM __chains__ WHERE {where} ORDER BY {_CHAIN_ORDER}{top}",
                         params)
