@@ -70,16 +70,24 @@ class Engine:
         raise NotImplementedError
 
     def frame(self, sql: str, params: Mapping[str, Any] | None = None, *,
-              categories: Sequence[str] = ()) -> pd.DataFrame:
+              categories: Sequence[str] = (), times: Sequence[str] = ()) -> pd.DataFrame:
         """Run ``sql`` (with ``:name`` parameters) and return the result as pandas, the
         text columns named in ``categories`` as categoricals (few distinct values, many
-        rows: a consumer's deliveries)."""
+        rows: a consumer's deliveries) and the nanosecond columns named in ``times`` as
+        UTC timestamps."""
         raise NotImplementedError
 
     @staticmethod
     def percentiles(column: str, qs: tuple[float, ...]) -> str:
         """An aggregate giving the percentiles ``qs`` of ``column`` (linear interpolation,
-        NULLs ignored) as one array: the one function the dialects spell differently."""
+        NULLs ignored) as one array (this and :meth:`min_by` are the functions the
+        dialects spell differently)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def min_by(value: str, key: str) -> str:
+        """An aggregate giving ``value`` at the row of the smallest ``key`` (rows whose key
+        is NULL skipped, a NULL value returned as NULL): no sort, where a window would."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -154,7 +162,7 @@ class DuckDBEngine(Engine):
         self.names["shifts"] = "shifts"
 
     def frame(self, sql: str, params: Mapping[str, Any] | None = None, *,
-              categories: Sequence[str] = ()) -> pd.DataFrame:
+              categories: Sequence[str] = (), times: Sequence[str] = ()) -> pd.DataFrame:
         """Run ``sql`` (with ``:name`` parameters) and return the result as pandas."""
         import duckdb
 
@@ -162,7 +170,7 @@ class DuckDBEngine(Engine):
             self.prepare()
             query = _PARAM.sub(r"$\1", self.text(sql))
             return _pandas(self.con.sql(query, params=dict(params or {})).to_arrow_table(),
-                           categories)
+                           categories, times)
         except duckdb.OutOfMemoryException as exc:
             raise EngineError(f"DuckDB ran out of its memory budget ({self.memory_limit}) "
                               "and could not spill enough to disk: give it more "
@@ -173,6 +181,10 @@ class DuckDBEngine(Engine):
     def percentiles(column: str, qs: tuple[float, ...]) -> str:  # noqa: D102 - see Engine
         return f"quantile_cont({column}, [{', '.join(map(str, qs))}])"
 
+    @staticmethod
+    def min_by(value: str, key: str) -> str:  # noqa: D102 - see Engine
+        return f"arg_min_null({value}, {key})"  # (arg_min skips NULL values too)
+
     def close(self) -> None:
         """Close the connection and remove the spill directory."""
         self.con.close()
@@ -180,12 +192,18 @@ class DuckDBEngine(Engine):
             self._spill()
 
 
-def _pandas(table: pa.Table, categories: Sequence[str] = ()) -> pd.DataFrame:
+def _pandas(table: pa.Table, categories: Sequence[str] = (), times: Sequence[str] = ()
+            ) -> pd.DataFrame:
     """An engine's Arrow result as pandas, integers kept exact where values are missing
-    (nanosecond times do not fit a float), ``categories`` dictionary-encoded by Arrow."""
+    (nanosecond times do not fit a float), ``categories`` dictionary-encoded by Arrow,
+    ``times`` taken as UTC timestamps by Arrow (the same 64 bits: no masked integers to
+    convert again)."""
     for name in categories:
         at = table.schema.get_field_index(name)
         table = table.set_column(at, name, pc.dictionary_encode(table[name]))
+    for name in times:
+        at = table.schema.get_field_index(name)
+        table = table.set_column(at, name, table[name].cast(pa.timestamp("ns", tz="UTC")))
     return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
 
@@ -239,15 +257,19 @@ class SparkEngine(Engine):
             .createOrReplaceTempView(self.names["shifts"])
 
     def frame(self, sql: str, params: Mapping[str, Any] | None = None, *,
-              categories: Sequence[str] = ()) -> pd.DataFrame:
+              categories: Sequence[str] = (), times: Sequence[str] = ()) -> pd.DataFrame:
         """Run ``sql`` (with ``:name`` parameters) and return the result as pandas."""
         self.prepare()
         result = self.spark.sql(self.text(sql), args=dict(params or {}))
-        return _pandas(result.toArrow(), categories)
+        return _pandas(result.toArrow(), categories, times)
 
     @staticmethod
     def percentiles(column: str, qs: tuple[float, ...]) -> str:  # noqa: D102 - see Engine
         return f"percentile({column}, array({', '.join(map(str, qs))}))"
+
+    @staticmethod
+    def min_by(value: str, key: str) -> str:  # noqa: D102 - see Engine
+        return f"min_by({value}, {key})"
 
     def close(self) -> None:
         """Drop the views (the session is the caller's)."""

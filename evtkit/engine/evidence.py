@@ -15,7 +15,6 @@ import pandas as pd
 from ..analysis import problems as words
 from ..analysis.causal import on_cycles, propagate
 from ..analysis.evidence import ROWS, Evidence, by_subject
-from ..schema import utc
 from .sql import EVENT_ORDER
 
 if TYPE_CHECKING:
@@ -43,9 +42,9 @@ class EngineEvidence(Evidence):
     def __init__(self, dataset: Dataset) -> None:  # noqa: D107 - see the class
         self.ds = dataset
 
-    def _frame(self, sql: str, categories: tuple[str, ...] = (), **params: Any
-               ) -> pd.DataFrame:
-        return self.ds._engine.frame(sql, params, categories=categories)
+    def _frame(self, sql: str, categories: tuple[str, ...] = (), times: tuple[str, ...] = (),
+               **params: Any) -> pd.DataFrame:
+        return self.ds._engine.frame(sql, params, categories=categories, times=times)
 
     def span(self) -> tuple[int, int]:
         s = self.ds.summary()
@@ -61,10 +60,8 @@ class EngineEvidence(Evidence):
                            "WHERE consumer = :c ORDER BY started_at NULLS LAST, "
                            "received_at NULLS LAST, seq", c=consumer,
                            # (as the trace in memory holds them: fewer bytes, quicker tests)
-                           categories=("observer", "subject", "outcome", "error"))
-        for column in _TIMES:
-            rows[column] = utc(rows[column].to_numpy(dtype=np.int64, na_value=np.iinfo(
-                np.int64).min))
+                           categories=("observer", "subject", "outcome", "error"),
+                           times=_TIMES)
         rows["processing_s"] = rows["processing_s"].astype(float)
         return rows.reset_index(drop=True)
 

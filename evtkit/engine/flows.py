@@ -18,6 +18,7 @@ are never reached, as in memory. The levels are kept (``lineage_1``, ``lineage_2
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -45,9 +46,11 @@ _NEVER = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
 _CHAIN_ORDER = "ended_ns - started_ns DESC, started_ns, first_seen_ns, first_seq"
 
 
-def _chains_sql(consumers: int) -> str:
-    """The kept ``chains`` table's ``SELECT`` for a trace with ``consumers``."""
+def _chains_sql(consumers: int, min_by: Callable[[str, str], str]) -> str:
+    """The kept ``chains`` table's ``SELECT`` for a trace with ``consumers``, on an engine
+    whose :meth:`~evtkit.engine.backends.Engine.min_by` is ``min_by``."""
     join, count = distinct_consumers(consumers)
+    root = "CASE WHEN depth = 1 THEN first_n END"  # a root's rank, else NULL (skipped)
     return f"""
 WITH ev AS (
     SELECT e.correlation_id, e.event_id, e.subject, e.published_at, e.first_seen_at,
@@ -58,10 +61,6 @@ WITH ev AS (
            row_number() OVER (PARTITION BY correlation_id ORDER BY {EVENT_ORDER}) AS first_n,
            count(*) OVER (PARTITION BY correlation_id) AS total
     FROM ev
-), rooted AS (
-    SELECT ranked.*, min(CASE WHEN depth = 1 THEN first_n END)
-               OVER (PARTITION BY correlation_id) AS root_n
-    FROM ranked
 ), flows AS (
     SELECT correlation_id, count(*) AS events, min(published_at) AS started_ns,
            max(depth) AS depth,
@@ -69,9 +68,9 @@ WITH ev AS (
            max(CASE WHEN first_n = 1 THEN first_seq END) AS first_seq,
            max(CASE WHEN first_n = total THEN published_at END) AS last_pub,
            max(CASE WHEN first_n = total THEN root_id END) AS last_root,
-           max(CASE WHEN first_n = root_n THEN event_id END) AS root_event_id,
-           max(CASE WHEN first_n = root_n THEN subject END) AS root_subject
-    FROM rooted GROUP BY correlation_id
+           {min_by("event_id", root)} AS root_event_id,
+           {min_by("subject", root)} AS root_subject
+    FROM ranked GROUP BY correlation_id
 ), reached AS (
     SELECT d.correlation_id, max(coalesce(d.done_at, d.started_at, d.received_at)) AS last_done,
            count(*) AS deliveries, {count} AS consumers,
@@ -131,7 +130,7 @@ def _chains(ds: Dataset, where: str = "TRUE", limit: int | None = None,
     engine = ds._engine
     if "chains" not in engine.names:
         _lineage(engine)
-        engine.define("chains", _chains_sql(ds.summary()["consumers"]))
+        engine.define("chains", _chains_sql(ds.summary()["consumers"], engine.min_by))
     top = f" LIMIT {int(limit)}" if limit is not None else ""
     return engine.frame(f"SELECT * FROM __chains__ WHERE {where} ORDER BY {_CHAIN_ORDER}{top}",
                         params)
