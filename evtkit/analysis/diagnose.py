@@ -97,7 +97,8 @@ from .._units import duration
 from . import symptoms, workers
 from .evidence import Evidence
 from .finding import COLUMNS, HANDLER_KINDS, KINDS, NAT, SEVERITIES, Finding, frame, runs
-from .pace import running_median_reaches, start_order, typical_time, unique_sorted
+from .pace import (running_median_reaches, start_order, typical_time, unique_sorted,
+                   with_time)
 
 if TYPE_CHECKING:
     from ..trace import Trace
@@ -135,8 +136,8 @@ class Consumer:
     ``rows`` are loaded from the evidence when first read and may be let go between rules
     (a diagnosis on disk holds one consumer's rows at a time)."""
 
-    __slots__ = ("_load", "_rows", "baseline", "name", "revisit", "subjects", "typical",
-                 "workers")
+    __slots__ = ("_calls", "_load", "_rows", "baseline", "name", "revisit", "subjects",
+                 "typical", "workers")
 
     def __init__(self, name: str, load: Callable[[Consumer], pd.DataFrame]) -> None:
         self.name, self._load = name, load
@@ -145,6 +146,7 @@ class Consumer:
         self.workers: list[str] = []
         self.subjects: list[str] = []
         self._rows: pd.DataFrame | None = None
+        self._calls: pd.DataFrame | None = None
         self.revisit = True
         """Whether the rules that follow flows can find anything in its rows."""
 
@@ -155,9 +157,31 @@ class Consumer:
             self._rows = self._load(self)
         return self._rows
 
+    @property
+    def calls(self) -> pd.DataFrame:
+        """The rows whose handler ran to an end (``ok`` or ``error``)."""
+        if self._calls is None:
+            self._calls = select(self.rows, self.rows["outcome"].isin(["ok", "error"]))
+        return self._calls
+
     def release(self) -> None:
         """Let go of the rows (read again when next needed)."""
-        self._rows = None
+        self._rows = self._calls = None
+
+
+def select(rows: pd.DataFrame, mask: pd.Series | np.ndarray) -> pd.DataFrame:
+    """``rows[mask]``, without copying a consumer's millions of rows when all are kept."""
+    mask = np.asarray(mask, dtype=bool)
+    return rows if mask.all() else rows[mask]
+
+
+def by_worker(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """``rows`` split by ``observer``, in name order (one worker: the rows themselves)."""
+    names = rows["observer"].dropna().unique()
+    if len(names) == 1 and rows["observer"].notna().all():
+        return [(str(names[0]), rows)]
+    return [(str(worker), part) for worker, part in rows.groupby("observer", sort=True,
+                                                                  observed=True)]
 
 
 def diagnose(trace: Trace | Evidence, baseline: Trace | Evidence | None = None, *,
@@ -227,7 +251,7 @@ class Diagnosis:
         """``c``'s typical handler time, baseline, workers and subjects (each consumer's
         rules need its own profile only, so it is taken with the rows they read)."""
         rows = c.rows
-        done = rows.loc[rows["outcome"].isin(["ok", "error"]), "processing_s"].dropna()
+        done = c.calls["processing_s"].dropna()
         c.typical = max(typical_time(done.to_numpy(dtype=float)), 1e-5)
         c.baseline = self._base.get(c.name)
         # (the distinct names first: a categorical's rows as text are Python strings)
@@ -285,8 +309,8 @@ class Diagnosis:
         a call that hung, or a consumer that froze between calls."""
         r = self.rules
         limit = int(max(r.min_duration_s, r.stall_factor * c.typical) * 1e9)
-        live = c.rows[c.rows["outcome"] != "dropped"]
-        for worker, rows in live.groupby("observer", sort=True):
+        live = select(c.rows, c.rows["outcome"] != "dropped")
+        for worker, rows in by_worker(live):
             start = rows["started_at"].array.asi8
             done = rows["done_at"].array.asi8
             avail = rows["published_at"].array.asi8
@@ -294,9 +318,9 @@ class Diagnosis:
             begun = np.where(start == NAT, self.t_end, start)
             progress = unique_sorted(np.concatenate([start[start != NAT], done[done != NAT]]))
             if (done == NAT).any():
-                progress = np.append(progress, self.t_end)
+                progress = with_time(progress, self.t_end)
             if len(progress) and (avail != NAT).any():  # hung from before the first call
-                progress = unique_sorted(np.append(progress, avail[avail != NAT].min()))
+                progress = with_time(progress, int(avail[avail != NAT].min()))
             gap = np.diff(progress)
             for k in np.flatnonzero(gap >= limit):
                 lo, hi = int(progress[k]), int(progress[k + 1])
@@ -337,7 +361,7 @@ class Diagnosis:
 
     def _slow(self, c: Consumer) -> None:
         r = self.rules
-        rows = c.rows[c.rows["outcome"].isin(["ok", "error"])]
+        rows = c.calls
         whole = float(rows["processing_s"].median()) / c.baseline if c.baseline else 0.0
         if whole >= r.slow_factor and len(rows) >= r.min_calls:
             # Slower than the baseline all along: one finding over the whole trace.
@@ -347,7 +371,7 @@ class Diagnosis:
             rows = rows.iloc[:0]
         # Each worker on its own (one slow worker of a queue group), and the group's calls
         # together (all of them slow, each worker too seldom called to show it alone).
-        sequences = list(rows.groupby("observer", sort=True))
+        sequences = by_worker(rows)
         if len(sequences) > 1:
             sequences.append(("", rows))
         for worker, part in sequences:
@@ -412,7 +436,7 @@ class Diagnosis:
 
     def _errors(self, c: Consumer) -> None:
         r = self.rules
-        rows = c.rows[c.rows["outcome"].isin(["ok", "error"])]
+        rows = c.calls
         failed = (rows["outcome"] == "error").to_numpy()
         if failed.sum() < r.min_errors:
             return

@@ -12,7 +12,7 @@ import pandas as pd
 from .finding import NAT
 
 __all__ = ["running_median", "running_median_reaches", "start_order", "typical_time",
-           "unique_sorted"]
+           "unique_sorted", "with_time"]
 
 
 def unique_sorted(values: np.ndarray) -> np.ndarray:
@@ -20,6 +20,12 @@ def unique_sorted(values: np.ndarray) -> np.ndarray:
     nanosecond times)."""
     values = np.sort(values)
     return values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
+
+
+def with_time(times: np.ndarray, t: int) -> np.ndarray:
+    """Sorted distinct ``times`` with ``t`` among them (inserted, not sorted again)."""
+    at = int(np.searchsorted(times, t))
+    return times if at < len(times) and times[at] == t else np.insert(times, at, t)
 
 
 def start_order(rows: pd.DataFrame) -> slice | np.ndarray:

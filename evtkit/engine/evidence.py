@@ -15,6 +15,7 @@ import pandas as pd
 from ..analysis import problems as words
 from ..analysis.causal import on_cycles, propagate
 from ..analysis.evidence import ROWS, Evidence, by_subject
+from .flows import lineage
 from .sql import EVENT_ORDER
 
 if TYPE_CHECKING:
@@ -153,11 +154,14 @@ def problems(ds: Dataset) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     rows += words.cycle_rows(_loops(ds))
 
-    twice = q("""
-        WITH p AS (SELECT event_id, seq, row_number() OVER (PARTITION BY event_id ORDER BY seq)
-                          AS k FROM __observations__ WHERE kind = 'publish')
-        SELECT event_id FROM p WHERE k = 2 ORDER BY seq""")["event_id"]
-    rows += words.duplicate_rows([str(x) for x in twice])
+    if int(q("SELECT count(*) AS n FROM __events__ WHERE publishes > 1")["n"].iloc[0]):
+        twice = q("""
+            WITH p AS (SELECT event_id, seq, row_number() OVER (PARTITION BY event_id
+                                                                ORDER BY seq) AS k
+                       FROM __observations__ WHERE kind = 'publish' AND event_id IN (
+                           SELECT event_id FROM __events__ WHERE publishes > 1))
+            SELECT event_id FROM p WHERE k = 2 ORDER BY seq""")["event_id"]
+        rows += words.duplicate_rows([str(x) for x in twice])
 
     early = q("""
         WITH d AS (
@@ -227,8 +231,14 @@ def problems(ds: Dataset) -> pd.DataFrame:
 def _loops(ds: Dataset) -> list[list[str]]:
     """Causation loops: the explicit links as integers (each event's ``first_seq``, unique),
     followed by the in-memory path's own code; only the events on loops come back by id,
-    in the trace's event order."""
+    in the trace's event order. Only an event on a loop, or below one, is never reached
+    from a root: when the causal tree (kept for ``chains()``) holds every event, there is
+    none, and the links are not read."""
     q = ds._engine.frame
+    lineage(ds._engine)
+    if int(q("SELECT (SELECT count(*) FROM __events__) - (SELECT count(*) FROM __lineage__) "
+             "AS n")["n"].iloc[0]) == 0:
+        return []
     links = q("SELECT e.first_seq AS id, c.first_seq AS parent FROM __events__ e "
               "LEFT JOIN __events__ c ON c.event_id = e.causation_id")
     ids = links["id"].to_numpy(dtype=np.int64)

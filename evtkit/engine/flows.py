@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .backends import Engine
     from .dataset import Dataset
 
-__all__ = ["CANDIDATES", "chains", "deliveries", "flow_graph", "slowest_flows"]
+__all__ = ["CANDIDATES", "chains", "deliveries", "flow_graph", "lineage", "slowest_flows"]
 
 CANDIDATES = 50
 """How many of the slowest flows (overall, and inside each finding's window)
@@ -102,7 +102,7 @@ SELECT c.correlation_id, c.root_event_id, c.root_subject, c.events, c.deliveries
 FROM ends c LEFT JOIN __events__ p ON p.event_id = c.end_root"""
 
 
-def _lineage(engine: Engine) -> None:
+def lineage(engine: Engine) -> None:
     """Define ``lineage``: each event reached from a root, with its root and depth (see
     the module docstring)."""
     if "lineage" in engine.names:
@@ -129,7 +129,7 @@ def _chains(ds: Dataset, where: str = "TRUE", limit: int | None = None,
     """Rows of the kept ``chains`` (``where``, in chain order, at most ``limit``)."""
     engine = ds._engine
     if "chains" not in engine.names:
-        _lineage(engine)
+        lineage(engine)
         engine.define("chains", _chains_sql(ds.summary()["consumers"], engine.min_by))
     top = f" LIMIT {int(limit)}" if limit is not None else ""
     return engine.frame(f"SELECT * FROM __chains__ WHERE {where} ORDER BY {_CHAIN_ORDER}{top}",

@@ -88,6 +88,7 @@ WITH sightings AS (
     SELECT event_id, min({rank}) % {_RANK} AS best, min(ts) AS first_seen,
            min(CASE WHEN kind = 'publish' THEN ts END) AS published,
            count(CASE WHEN kind = 'receive' THEN 1 END) AS deliveries,
+           count(CASE WHEN kind = 'publish' THEN 1 END) AS publishes,
            min(seq) AS first_seq
     FROM __observations__ WHERE kind IN ('publish', 'receive', 'tap') GROUP BY event_id
 )
@@ -96,7 +97,7 @@ SELECT m.event_id, {best},
        CASE WHEN m.kind = 'publish' THEN m.observer END AS producer,
        CASE WHEN m.kind = 'publish' THEN m.consumer END AS emitted_by,
        CASE WHEN m.kind = 'publish' THEN m.ref END AS emitted_seq,
-       s.deliveries, s.first_seq
+       s.deliveries, s.publishes, s.first_seq
 FROM __observations__ m JOIN sightings s ON m.seq = s.best""",
         "deliveries": """
 WITH last_handled AS (
