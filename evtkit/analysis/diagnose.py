@@ -97,8 +97,7 @@ from .._units import duration
 from . import symptoms, workers
 from .evidence import Evidence
 from .finding import COLUMNS, HANDLER_KINDS, KINDS, NAT, SEVERITIES, Finding, frame, runs
-from .pace import (running_median_reaches, start_order, typical_time, unique_sorted,
-                   with_time)
+from .pace import running_median_reaches, start_order, typical_time, unique_sorted, with_time
 
 if TYPE_CHECKING:
     from ..trace import Trace
