@@ -73,8 +73,13 @@ class Evidence:
         """Per observer, the shortest publish → receive time it saw (ns)."""
         dv = self.trace.deliveries
         latency = dv["received_at"].array.asi8 - dv["published_at"].array.asi8
-        known = (dv["received_at"].array.asi8 != NAT) & (dv["published_at"].array.asi8 != NAT)
-        return pd.Series(latency[known]).groupby(dv["observer"].to_numpy()[known]).min()
+        observer = dv["observer"].astype("category")  # (by code: as text, 0.3 GB at 1 M)
+        codes = observer.cat.codes.to_numpy()
+        known = (dv["received_at"].array.asi8 != NAT) & (dv["published_at"].array.asi8 != NAT) \
+            & (codes >= 0)
+        floor = pd.Series(latency[known]).groupby(codes[known]).min()
+        floor.index = observer.cat.categories[floor.index].astype(str)
+        return floor.sort_index()
 
     def received_by(self, observer: str) -> int:
         """Deliveries ``observer`` received."""
@@ -118,16 +123,18 @@ class Evidence:
             return pd.DataFrame(columns=["subject", "events", "lonely", "begin", "end"])
         subject = fill(ev["subject"], "?").astype("category")
         names = pd.Series(subject.cat.categories.astype(str))  # (per subject, not per event)
-        names = names.where(~names.str.startswith("_INBOX."), "_INBOX.>").to_numpy(object)
-        subject = pd.Series(names[subject.cat.codes.to_numpy()])
+        names = names.where(~names.str.startswith("_INBOX."), "_INBOX.>")
+        # Grouped by number, named after: grouping a million names as text took 0.13 GB.
+        code, named = pd.factorize(names, sort=True)
         lonely = ev["deliveries"].fillna(0).to_numpy() == 0
         pub = ev["published_at"].array.asi8
-        frame = pd.DataFrame({"subject": subject.to_numpy(), "lonely": lonely,
+        frame = pd.DataFrame({"subject": code[subject.cat.codes.to_numpy()], "lonely": lonely,
                               "begin": np.where(lonely, pub, np.iinfo(np.int64).max),
                               "end": np.where(lonely, pub, NAT)})
         out = frame.groupby("subject", sort=True).agg(
             events=("lonely", "size"), lonely=("lonely", "sum"), begin=("begin", "min"),
             end=("end", "max")).reset_index()
+        out["subject"] = np.asarray(named, dtype=object)[out["subject"].to_numpy()]
         return out
 
     def emitters(self) -> dict[str, set[str]]:
