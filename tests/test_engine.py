@@ -240,3 +240,32 @@ def test_distinct_consumers_as_bits_count_what_count_distinct_counts(consumers):
                   ).df()
     want = frame.groupby("correlation_id")["consumer"].nunique().sort_index()
     assert got["n"].tolist() == want.tolist()
+
+
+def test_kept_tables_in_a_database_file_give_the_same_answers_and_go_on_close(faulty, tmp_path):
+    """Tables kept on disk (compressed, for traces many times the budget) answer as the
+    in-memory ones; the database file is the engine's own and goes with it."""
+    trace, path = faulty
+    with ek.open(path, storage="disk", temp_directory=str(tmp_path)) as ds:
+        assert ds._engine.on_disk
+        same_answers(trace, ds)
+        pd.testing.assert_frame_equal(ds.diagnose(), ek.open(path).diagnose())
+        assert any(p.suffix == ".duckdb" for p in tmp_path.iterdir())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_storage_is_chosen_by_size_against_the_budget(faulty):
+    """``storage="auto"``: in memory while the kept tables (90 bytes per observation row)
+    stay within 4 budgets — 10 M events (70 M rows) with 3 GB — in a file beyond (100 M);
+    the engine reads the budget DuckDB reports; anything else is refused."""
+    from evtkit.engine.backends import keep_on_disk
+
+    assert not keep_on_disk(70_000_000, 3 * 10**9)
+    assert keep_on_disk(700_000_000, 3 * 10**9)
+    assert not keep_on_disk(1000, 90 * 1000 // 4) and keep_on_disk(1001, 90 * 1000 // 4)
+    _, path = faulty
+    engine = ek.open(path, memory_limit="3GB")._engine
+    assert 0.95 * 3e9 < engine._budget() < 1.05 * 3e9  # (DuckDB says "2.7 GiB")
+    assert engine._rows() == pq.ParquetFile(path).metadata.num_rows and not engine.on_disk
+    with pytest.raises(ValueError, match="storage"):
+        ek.open(path, storage="tape")

@@ -9,6 +9,7 @@ bound by the engine, never pasted into the text.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -24,7 +25,8 @@ import pyarrow.compute as pc
 from ..errors import EngineError, TraceFormatError
 from .sql import COLUMNS, views
 
-__all__ = ["DuckDBEngine", "Engine", "SparkEngine"]
+__all__ = ["KEPT_BYTES_PER_ROW", "ON_DISK_BEYOND", "DuckDBEngine", "Engine", "SparkEngine",
+           "keep_on_disk"]
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
@@ -98,18 +100,26 @@ class DuckDBEngine(Engine):
     """DuckDB in this process: all cores, spilling to ``temp_directory`` beyond
     ``memory_limit`` (DuckDB's default: 80 % of the machine's memory).
 
+    The kept tables (events, deliveries) live in memory, spilling as they are (~90 bytes
+    per observation row), unless they would be more than :data:`ON_DISK_BEYOND` times the
+    budget: then in a database file in ``temp_directory``, compressed (5× smaller,
+    measured at 10 M events: 5.9 → 1.2 GB) at the cost of compressing them (about a
+    third more time to build them). At 100 M events the uncompressed spill alone would
+    be ~60 GB of disk.
+
     Args:
         files: Parquet files (local paths or URLs of a registered fsspec filesystem).
         memory_limit: e.g. ``"2GB"``.
         temp_directory: where DuckDB spills (default: a private temporary directory).
         filesystem: an fsspec filesystem for URL paths (``s3://``, ``gs://``, ``memory://``).
+        storage: ``"memory"``, ``"disk"`` or ``"auto"`` (by size, as above).
     """
 
     name = "duckdb"
 
     def __init__(self, files: list[str], shifts: dict[str, int], *,
                  memory_limit: str | None = None, temp_directory: str | None = None,
-                 filesystem: Any = None) -> None:
+                 filesystem: Any = None, storage: str = "auto") -> None:
         import duckdb
 
         self.shifts = shifts
@@ -118,6 +128,7 @@ class DuckDBEngine(Engine):
         spill = temp_directory or tempfile.mkdtemp(prefix="evtkit-duckdb-")
         self._spill = None if temp_directory else weakref.finalize(
             self, shutil.rmtree, spill, ignore_errors=True)
+        self._kept: weakref.finalize[Any, Any] | None = None
         config: dict[str, str | bool | int | float | list[str]] = {"temp_directory": spill}
         if memory_limit:
             config["memory_limit"] = memory_limit
@@ -128,6 +139,16 @@ class DuckDBEngine(Engine):
             self.con.register_filesystem(filesystem)
         self.files = files
         present = self._columns()
+        if storage not in ("auto", "memory", "disk"):
+            raise ValueError(f"storage: 'auto', 'memory' or 'disk', not {storage!r}")
+        self.on_disk = storage == "disk" or storage == "auto" and keep_on_disk(
+            self._rows(), self._budget())
+        if self.on_disk:  # (a fresh file of this engine's own, in its private directory)
+            kept = os.path.join(spill, f"kept-{os.getpid()}-{id(self)}.duckdb")
+            self.con.execute(f"ATTACH '{kept.replace(chr(39), chr(39) * 2)}' AS kept")
+            self.con.execute("USE kept")
+            if temp_directory:  # (a private directory goes as a whole)
+                self._kept = weakref.finalize(self, _remove, kept, kept + ".wal")
         select = []
         for name, sql_type in COLUMNS.items():
             kind = present.get(name)
@@ -151,8 +172,22 @@ class DuckDBEngine(Engine):
             raise TraceFormatError(self.files[0], f"DuckDB cannot read it: {exc}") from exc
         return {str(r[0]): str(r[1]) for r in rows}
 
+    def _rows(self) -> int:
+        """Observation rows in the files (from their footers)."""
+        got = self.con.execute("SELECT sum(num_rows) FROM parquet_file_metadata($files)",
+                               {"files": self.files}).fetchone()
+        return int(got[0] or 0) if got else 0
+
+    def _budget(self) -> int:
+        """DuckDB's memory limit in bytes (it reports it as ``2.7 GiB``)."""
+        got = self.con.execute("SELECT current_setting('memory_limit')").fetchone()
+        number, _, unit = str(got[0] if got else "0 B").partition(" ")
+        scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KiB": 2**10,
+                 "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}.get(unit.strip(), 1)
+        return int(float(number) * scale)
+
     def _define(self, name: str, select: str, *, keep: bool) -> None:
-        what = "TEMP TABLE" if keep else "TEMP VIEW"
+        what = ("TABLE" if self.on_disk else "TEMP TABLE") if keep else "TEMP VIEW"
         self.con.execute(f"CREATE {what} {name} AS {select}")
         self.names[name] = name
 
@@ -186,10 +221,30 @@ class DuckDBEngine(Engine):
         return f"arg_min_null({value}, {key})"  # (arg_min skips NULL values too)
 
     def close(self) -> None:
-        """Close the connection and remove the spill directory."""
+        """Close the connection and remove the spill directory (or the database file)."""
         self.con.close()
-        if self._spill is not None:
-            self._spill()
+        for cleanup in (self._spill, self._kept):
+            if cleanup is not None:
+                cleanup()
+
+
+def _remove(*paths: str) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+KEPT_BYTES_PER_ROW = 90
+"""What the kept events and deliveries tables take in DuckDB's memory per observation row
+(measured: 5.9 GB for the 70 M rows of 10 M events), uncompressed."""
+ON_DISK_BEYOND = 4
+"""Kept tables more than this many times DuckDB's memory budget go to a database file."""
+
+
+def keep_on_disk(rows: int, budget: int) -> bool:
+    """Whether the kept tables of ``rows`` observation rows go to a database file, with
+    DuckDB's memory budget at ``budget`` bytes (``storage="auto"``)."""
+    return rows * KEPT_BYTES_PER_ROW > ON_DISK_BEYOND * budget
 
 
 def _pandas(table: pa.Table, categories: Sequence[str] = (), times: Sequence[str] = ()

@@ -65,7 +65,7 @@ ENGINES = ("duckdb", "spark")
 
 def open(path: str | os.PathLike[str], engine: str = "duckdb", *, spark: Any = None,  # noqa: A001
          memory_limit: str | None = None, temp_directory: str | None = None,
-         filesystem: Any = None) -> Dataset:
+         filesystem: Any = None, storage: str = "auto") -> Dataset:
     """Open a Parquet trace (a file, or a directory of ``part-*.parquet`` written by
     ``evtkit record``, shards included) without loading it.
 
@@ -78,6 +78,10 @@ def open(path: str | os.PathLike[str], engine: str = "duckdb", *, spark: Any = N
         memory_limit: DuckDB's memory budget, e.g. ``"2GB"``; beyond it, it spills to disk.
         temp_directory: where DuckDB spills.
         filesystem: an fsspec filesystem the files are on (object stores).
+        storage: where DuckDB keeps the tables it builds: ``"memory"`` (spilling beyond
+            the budget), ``"disk"`` (a compressed database file in ``temp_directory``) or
+            ``"auto"``: on disk when they would be several times the budget (see
+            :class:`~evtkit.engine.backends.DuckDBEngine`).
 
     Raises:
         TraceFormatError: not a Parquet trace, or a trace without parts.
@@ -92,7 +96,8 @@ def open(path: str | os.PathLike[str], engine: str = "duckdb", *, spark: Any = N
         runner: Engine = SparkEngine(files, shifts, spark)
     else:
         runner = DuckDBEngine(files, shifts, memory_limit=memory_limit,
-                              temp_directory=temp_directory, filesystem=filesystem)
+                              temp_directory=temp_directory, filesystem=filesystem,
+                              storage=storage)
     return Dataset(runner, meta)
 
 
