@@ -202,7 +202,8 @@ def analyse(path: str, engine: str, memory_limit: str) -> dict[str, Any]:
                        .config("spark.driver.maxResultSize", "4g")
                        # Cached tables look small to the planner: broadcasting them
                        # ran the 3 GB driver out of memory at 10 M events.
-                       .config("spark.sql.autoBroadcastJoinThreshold", "-1").getOrCreate())
+                       .config("spark.sql.autoBroadcastJoinThreshold", "-1")
+                       .config("spark.ui.showConsoleProgress", "false").getOrCreate())
             session.sparkContext.setLogLevel("ERROR")
         ds = timed("open", lambda: ek.open(path, engine, spark=session,
                                            memory_limit=memory_limit))
@@ -216,6 +217,7 @@ def analyse(path: str, engine: str, memory_limit: str) -> dict[str, Any]:
         timed("chains", ds.chains)
         peak = _peak(engine)
         if engine == "duckdb":
+            storage = "on disk" if getattr(ds._engine, "on_disk", False) else "in memory"
             ds.close()
             timed("hand-written lag percentiles", lambda: hand_written(path, memory_limit))
             # On a fresh dataset: building its events and deliveries counts too.
@@ -226,7 +228,8 @@ def analyse(path: str, engine: str, memory_limit: str) -> dict[str, Any]:
                for c, r in lag.set_index("consumer").iterrows()}
     if engine == "pandas":
         peak = _peak(engine)
-    return {"times": times, "peak": peak, "answers": answers}
+    return {"times": times, "peak": peak, "answers": answers,
+            **({"storage": storage} if engine == "duckdb" else {})}
 
 
 def _peak(engine: str) -> int:
@@ -313,8 +316,9 @@ def main() -> None:
             total = sum(v for k, v in result["times"].items() if "percentiles" not in k)
             rows.append((n, engine, total, result["peak"], result["times"]))
             steps = ", ".join(f"{k} {v:.1f} s" for k, v in result["times"].items())
-            print(f"  {engine:<7} total {total:7.1f} s  peak {gb(result['peak'])}  ({steps}); "
-                  "answers checked")
+            kept = f", tables kept {result['storage']}" if "storage" in result else ""
+            print(f"  {engine:<7} total {total:7.1f} s  peak {gb(result['peak'])}  ({steps}"
+                  f"{kept}); answers checked")
         shutil.rmtree(path)
     print("\n| events | engine | full analysis | peak memory | lag percentiles: evtkit / by hand |")
     print("|---:|---|---:|---:|---:|")

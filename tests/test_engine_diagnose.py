@@ -106,3 +106,20 @@ def test_a_trace_without_deliveries(tmp_path):
         assert ds.lag().empty and list(ds.lag().columns) == list(trace.lag().columns)
         pd.testing.assert_frame_equal(ds.diagnose(), trace.diagnose())
         pd.testing.assert_frame_equal(ds.problems(), trace.problems())
+
+
+def test_ids_published_twice_are_found_alike(tmp_path):
+    """Duplicate publishes are looked for only when the kept events count one: found, in
+    the order of their second publish, as in memory."""
+    trace = ek.testing.make_trace(300, seed=4)
+    obs = trace.observations
+    again = obs[obs["kind"] == "publish"].iloc[[7, 3]].copy()
+    again["seq"] = (obs["seq"].max() + 1 + pd.Series(range(len(again)))).to_numpy()
+    twice = ek.Trace(pd.concat([obs, again], ignore_index=True), dict(trace.metadata))
+    path = tmp_path / "twice.parquet"
+    twice.save(path)
+    with ek.open(path) as ds:
+        problems = ds.problems()
+    pd.testing.assert_frame_equal(problems, ek.load(path).problems())
+    row = problems.set_index("problem").loc["duplicate_id"]
+    assert row["count"] == 2 and row["event_id"] == str(again["event_id"].iloc[0])
