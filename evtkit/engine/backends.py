@@ -104,8 +104,9 @@ class DuckDBEngine(Engine):
     per observation row), unless they would be more than :data:`ON_DISK_BEYOND` times the
     budget: then in a database file in ``temp_directory``, compressed (5× smaller,
     measured at 10 M events: 5.9 → 1.2 GB) at the cost of compressing them (about a
-    third more time to build them). At 100 M events the uncompressed spill alone would
-    be ~60 GB of disk.
+    third more time to build them); kept uncompressed, the tables of 100 M events would
+    be ~60 GB of spill. (Building them spills its joins and aggregates as well: at
+    100 M events, more than 57 GB of disk.)
 
     Args:
         files: Parquet files (local paths or URLs of a registered fsspec filesystem).
