@@ -97,7 +97,15 @@ from .._units import duration
 from . import symptoms, workers
 from .evidence import Evidence
 from .finding import COLUMNS, HANDLER_KINDS, KINDS, NAT, SEVERITIES, Finding, frame, runs
-from .pace import running_median_reaches, start_order, typical_time, unique_sorted, with_time
+from .pace import (
+    by_worker,
+    running_median_reaches,
+    select,
+    start_order,
+    typical_time,
+    unique_sorted,
+    with_time,
+)
 
 if TYPE_CHECKING:
     from ..trace import Trace
@@ -166,21 +174,6 @@ class Consumer:
     def release(self) -> None:
         """Let go of the rows (read again when next needed)."""
         self._rows = self._calls = None
-
-
-def select(rows: pd.DataFrame, mask: pd.Series | np.ndarray) -> pd.DataFrame:
-    """``rows[mask]``, without copying a consumer's millions of rows when all are kept."""
-    mask = np.asarray(mask, dtype=bool)
-    return rows if mask.all() else rows[mask]
-
-
-def by_worker(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """``rows`` split by ``observer``, in name order (one worker: the rows themselves)."""
-    names = rows["observer"].dropna().unique()
-    if len(names) == 1 and rows["observer"].notna().all():
-        return [(str(names[0]), rows)]
-    return [(str(worker), part) for worker, part in rows.groupby("observer", sort=True,
-                                                                  observed=True)]
 
 
 def diagnose(trace: Trace | Evidence, baseline: Trace | Evidence | None = None, *,

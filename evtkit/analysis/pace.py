@@ -1,6 +1,7 @@
 """How fast a consumer works, as the diagnosis measures it: its typical handler time, where
 a running median of its handler times reaches a level, and its deliveries in the order its
-handler started them. Plain numpy and pandas over one consumer's rows (running medians by
+handler started them, selected and split by worker without copying them. Plain numpy and
+pandas over one consumer's rows (running medians by
 bottleneck: pandas' own takes seconds on a consumer's millions of calls)."""
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import pandas as pd
 
 from .finding import NAT
 
-__all__ = ["running_median", "running_median_reaches", "start_order", "typical_time",
-           "unique_sorted", "with_time"]
+__all__ = ["by_worker", "running_median", "running_median_reaches", "select", "start_order",
+           "typical_time", "unique_sorted", "with_time"]
 
 
 def unique_sorted(values: np.ndarray) -> np.ndarray:
@@ -83,3 +84,18 @@ def typical_time(took: np.ndarray) -> float:
         running = pd.Series(running_median(took, 25, 13))
         typical = min(typical, float(running.quantile(0.2)))
     return max(typical, 1e-5) if typical > 0 else 1e-3
+
+
+def select(rows: pd.DataFrame, mask: pd.Series | np.ndarray) -> pd.DataFrame:
+    """``rows[mask]``, without copying a consumer's millions of rows when all are kept."""
+    mask = np.asarray(mask, dtype=bool)
+    return rows if mask.all() else rows[mask]
+
+
+def by_worker(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """``rows`` split by ``observer``, in name order (one worker: the rows themselves)."""
+    names = rows["observer"].dropna().unique()
+    if len(names) == 1 and rows["observer"].notna().all():
+        return [(str(names[0]), rows)]
+    return [(str(worker), part) for worker, part in rows.groupby("observer", sort=True,
+                                                                  observed=True)]
