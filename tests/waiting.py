@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
 
 async def until(check: Callable[[], object], timeout: float = 10.0,
                 what: str = "condition") -> None:
-    """Poll ``check()`` every 50 ms until it is true; fail after ``timeout`` seconds."""
-    for _ in range(int(timeout / 0.05)):
-        if check():
-            return
+    """Poll ``check()`` every 50 ms until it is true; fail after ``timeout`` seconds of
+    wall time (however long each check takes)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout:g} s")
         await asyncio.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout:g} s")
 
 
 async def flushed(nc: Any) -> None:
