@@ -269,3 +269,21 @@ def test_storage_is_chosen_by_size_against_the_budget(faulty):
     assert engine._rows() == pq.ParquetFile(path).metadata.num_rows and not engine.on_disk
     with pytest.raises(ValueError, match="storage"):
         ek.open(path, storage="tape")
+
+
+def test_a_receive_handled_twice_takes_its_last_handler_row(tmp_path):
+    """Deliveries are built first as if each receive were handled once; a receive handled
+    twice (a handler that recorded twice) must still be one delivery, with its last
+    handler row's outcome, as loading gives it."""
+    rows = _rows(6, "alpha", 1_700_000_000_000_000_000, 0)
+    again = rows[2][:-1] + ((1, rows[2][-1][1], "error", "late"),)  # receive seq 1, again
+    path = tmp_path / "twice.parquet"
+    writer = SegmentWriter(path, {})
+    writer.write(0, [*rows, again])
+    writer.close({})
+    trace = ek.load(path)
+    with ek.open(path) as ds:
+        got = ds.deliveries()
+        pd.testing.assert_frame_equal(got, trace.deliveries, check_categorical=False)
+        assert len(got) == 6 and got.loc[got["seq"] == 1, "error"].tolist() == ["late"]
+        same_answers(trace, ds, "10ms")

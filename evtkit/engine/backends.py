@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import EngineError, TraceFormatError
-from .sql import COLUMNS, views
+from .sql import COLUMNS, HANDLED_ONCE, deliveries, views
 
 __all__ = ["KEPT_BYTES_PER_ROW", "ON_DISK_BEYOND", "DuckDBEngine", "Engine", "SparkEngine",
            "keep_on_disk"]
@@ -43,13 +43,17 @@ class Engine:
     def prepare(self) -> None:
         """Define the views of :func:`evtkit.engine.sql.views` once: ``observations`` over
         the files, ``events`` and ``deliveries`` kept (computed once, read by every
-        analysis)."""
+        analysis). Deliveries are first built as if every receive were handled once at
+        most; if one was handled twice (it then shows twice), they are built again taking
+        each receive's last handler row."""
         if "deliveries" in self.names:
             return
         if self.shifts:
             self._shifts()
         for name, select in views(sharded=bool(self.shifts)).items():
             self._define(name, self.text(select), keep=name != "observations")
+        if not bool(self.frame(HANDLED_ONCE)["once"].iloc[0]):  # a receive handled twice
+            self._define("deliveries", self.text(deliveries(handled_once=False)), keep=True)
 
     def text(self, sql: str) -> str:
         """``sql`` with every ``__view__`` replaced by the engine's name for it."""
@@ -192,7 +196,7 @@ class DuckDBEngine(Engine):
 
     def _define(self, name: str, select: str, *, keep: bool) -> None:
         what = ("TABLE" if self.on_disk else "TEMP TABLE") if keep else "TEMP VIEW"
-        self.con.execute(f"CREATE {what} {name} AS {select}")
+        self.con.execute(f"CREATE OR REPLACE {what} {name} AS {select}")
         self.names[name] = name
 
     def _shifts(self) -> None:
@@ -305,6 +309,8 @@ class SparkEngine(Engine):
             .createOrReplaceTempView(self.names["raw"])
 
     def _define(self, name: str, select: str, *, keep: bool) -> None:
+        if name in self.names:  # defined again: its old cache goes first
+            self.spark.catalog.uncacheTable(self.names[name])
         self.names[name] = f"{self.prefix}{name}"
         self.spark.sql(select).createOrReplaceTempView(self.names[name])
         if keep:

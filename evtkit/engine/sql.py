@@ -29,8 +29,8 @@ from ..schema import OBSERVATIONS
 RAW = "__raw__"
 """The engine's view of the files, in query text (``__name__`` names a view)."""
 
-__all__ = ["COLUMNS", "EVENT_ORDER", "RAW", "TIMES", "backlog", "delivery_stats",
-           "distinct_consumers", "expand_percentiles", "fanout", "fanout_names", "flows",
+__all__ = ["COLUMNS", "EVENT_ORDER", "HANDLED_ONCE", "RAW", "TIMES", "backlog", "deliveries",
+           "delivery_stats", "distinct_consumers", "expand_percentiles", "fanout", "fanout_names", "flows",
            "summary", "views"]
 
 
@@ -99,13 +99,27 @@ SELECT m.event_id, {best},
        CASE WHEN m.kind = 'publish' THEN m.ref END AS emitted_seq,
        s.deliveries, s.publishes, s.first_seq
 FROM __observations__ m JOIN sightings s ON m.seq = s.best""",
-        "deliveries": """
-WITH last_handled AS (
-    SELECT ref, max(seq) AS seq FROM __observations__ WHERE kind = 'handled' GROUP BY ref
-), handled AS (
-    SELECT h.ref, h.ts, h.started_at, h.outcome, h.error, h.ack
-    FROM __observations__ h JOIN last_handled l ON h.seq = l.seq
-)
+        "deliveries": deliveries(handled_once=True),
+    }
+
+
+def deliveries(handled_once: bool) -> str:
+    """The ``deliveries`` view: each receive with its handler's row (matched by ``ref``;
+    a receive handled more than once takes its last, as loading does) and its event's.
+
+    With ``handled_once`` every handled row is joined as it is: right only when no
+    receive was handled twice, which :meth:`evtkit.engine.backends.Engine.prepare`
+    checks by counting (:data:`HANDLED_ONCE`), and a third quicker at 30 M deliveries
+    (no aggregate over the handled rows to find each receive's last, nor a join back to
+    them: 16 → 12 s)."""
+    handled = "SELECT ref, ts, started_at, outcome, error, ack FROM __observations__ " \
+        "WHERE kind = 'handled'"
+    if not handled_once:
+        handled = f"""SELECT h.ref, h.ts, h.started_at, h.outcome, h.error, h.ack
+        FROM __observations__ h JOIN (
+            SELECT ref, max(seq) AS seq FROM __observations__ WHERE kind = 'handled'
+            GROUP BY ref) last ON h.seq = last.seq"""
+    return f"""
 SELECT r.event_id, r.consumer, r.queue, r.observer, r.subject, e.type, e.correlation_id,
        e.published_at, r.ts AS received_at, h.started_at,
        CASE WHEN h.outcome = 'dropped' THEN NULL ELSE h.ts END AS done_at,
@@ -115,10 +129,16 @@ SELECT r.event_id, r.consumer, r.queue, r.observer, r.subject, e.type, e.correla
        CAST(CASE WHEN h.outcome = 'dropped' THEN NULL ELSE h.ts END - h.started_at
             AS DOUBLE) / 1e9 AS processing_s
 FROM __observations__ r
-LEFT JOIN handled h ON h.ref = r.seq
+LEFT JOIN ({handled}) h ON h.ref = r.seq
 LEFT JOIN __events__ e ON e.event_id = r.event_id
-WHERE r.kind = 'receive'""",
-    }
+WHERE r.kind = 'receive'"""
+
+
+HANDLED_ONCE = """
+SELECT (SELECT count(*) FROM __deliveries__)
+       = (SELECT count(*) FROM __observations__ WHERE kind = 'receive') AS once"""
+"""Whether ``deliveries(handled_once=True)`` holds one row per receive (a receive handled
+twice would appear twice; events are one row per ``event_id``)."""
 
 
 EVENT_ORDER = "published_at, first_seen_at, first_seq"
