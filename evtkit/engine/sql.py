@@ -30,8 +30,8 @@ RAW = "__raw__"
 """The engine's view of the files, in query text (``__name__`` names a view)."""
 
 __all__ = ["COLUMNS", "EVENT_ORDER", "HANDLED_ONCE", "RAW", "TIMES", "backlog", "deliveries",
-           "delivery_stats", "distinct_consumers", "expand_percentiles", "fanout", "fanout_names", "flows",
-           "summary", "views"]
+           "delivery_stats", "distinct_consumers", "expand_percentiles", "fanout",
+           "fanout_names", "flows", "summary", "views"]
 
 
 def _sql_type(arrow: pa.DataType) -> str:
@@ -115,7 +115,7 @@ def deliveries(handled_once: bool) -> str:
     handled = "SELECT ref, ts, started_at, outcome, error, ack FROM __observations__ " \
         "WHERE kind = 'handled'"
     if not handled_once:
-        handled = f"""SELECT h.ref, h.ts, h.started_at, h.outcome, h.error, h.ack
+        handled = """SELECT h.ref, h.ts, h.started_at, h.outcome, h.error, h.ack
         FROM __observations__ h JOIN (
             SELECT ref, max(seq) AS seq FROM __observations__ WHERE kind = 'handled'
             GROUP BY ref) last ON h.seq = last.seq"""
