@@ -59,7 +59,8 @@ class Evidence:
 
     def deliveries_of(self, consumer: str) -> pd.DataFrame:
         """The :data:`ROWS` of one consumer's deliveries, in capture order (an engine may
-        give them in handler start order, as the diagnosis reads them)."""
+        give them in any order: the diagnosis puts them in handler start order, ``seq``
+        breaking ties)."""
         dv = self.trace.deliveries
         return dv.loc[(dv["consumer"] == consumer).to_numpy(), ROWS]
 

@@ -15,7 +15,7 @@ import evtkit as ek
 from evtkit._units import duration
 from evtkit.analysis import diagnose as diagnose_module
 from evtkit.analysis.finding import COLUMNS, KINDS, SEVERITIES
-from evtkit.analysis.pace import running_median, running_median_reaches
+from evtkit.analysis.pace import running_median, running_median_reaches, start_order
 from evtkit.observation import build_observations
 
 SEC = 1_000_000_000
@@ -527,3 +527,23 @@ def test_running_median_equals_pandas(values: list[float], window: int,
     x = np.array(values, float)
     expected = pd.Series(x).rolling(window, center=True, min_periods=min_periods).median()
     np.testing.assert_array_equal(running_median(x, window, min_periods), expected.to_numpy())
+
+
+@settings(max_examples=300, deadline=None)
+@given(times=st.lists(st.tuples(st.one_of(st.none(), st.integers(0, 4)),
+                                st.one_of(st.none(), st.integers(0, 4))), max_size=40),
+       data=st.data())
+def test_start_order_sorts_rows_given_in_any_order(times: list[tuple[int | None, int | None]],
+                                                   data: st.DataObject) -> None:
+    """A consumer's rows come from an engine unsorted: the diagnosis orders them by handler
+    start, then receive, then ``seq`` (missing times last), ties and all, as a stable sort
+    of the capture-ordered rows does."""
+    seq = data.draw(st.permutations(range(len(times))))
+    stamp = [[None if t is None else pd.Timestamp(1_700_000_000_000_000_000 + t, tz="UTC")
+              for t in column] for column in zip(*times, strict=True)] or [[], []]
+    rows = pd.DataFrame({"started_at": pd.Series(stamp[0], dtype="datetime64[ns, UTC]"),
+                         "received_at": pd.Series(stamp[1], dtype="datetime64[ns, UTC]"),
+                         "seq": pd.array(seq, dtype="Int64")})
+    want = rows.sort_values(["started_at", "received_at", "seq"], na_position="last")
+    got = rows.iloc[start_order(rows)]
+    assert got["seq"].tolist() == want["seq"].tolist()
