@@ -174,11 +174,13 @@ def write(path: Path, n_events: int) -> float:
 def analyse(path: str, engine: str, memory_limit: str) -> dict[str, Any]:
     """Run the whole analysis; return times, peak RSS and the answers to check."""
     times: dict[str, float] = {}
+    peaks: dict[str, int] = {}  # the high-water mark after each step: where it rose
 
     def timed(name: str, run: Any) -> Any:
         began = time.perf_counter()
         result = run()
         times[name] = time.perf_counter() - began
+        peaks[name] = _peak(engine)
         return result
 
     if engine == "pandas":
@@ -228,7 +230,7 @@ def analyse(path: str, engine: str, memory_limit: str) -> dict[str, Any]:
                for c, r in lag.set_index("consumer").iterrows()}
     if engine == "pandas":
         peak = _peak(engine)
-    return {"times": times, "peak": peak, "answers": answers,
+    return {"times": times, "peak": peak, "peaks": peaks, "answers": answers,
             **({"storage": storage} if engine == "duckdb" else {})}
 
 

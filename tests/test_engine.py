@@ -287,3 +287,25 @@ def test_a_receive_handled_twice_takes_its_last_handler_row(tmp_path):
         pd.testing.assert_frame_equal(got, trace.deliveries, check_categorical=False)
         assert len(got) == 6 and got.loc[got["seq"] == 1, "error"].tolist() == ["late"]
         same_answers(trace, ds, "10ms")
+
+
+def test_the_engine_lends_memory_to_what_the_diagnosis_holds_and_takes_it_back(faulty):
+    """While the rules hold a consumer's rows in pandas, DuckDB's limit is lowered by what
+    they hold (down to half of it at most) and restored after, even on an error."""
+    _, path = faulty
+    with ek.open(path, memory_limit="1GB") as ds:
+        engine = ds._engine
+        before = engine._budget()
+        with engine.lend(300 * 10**6):
+            assert abs(engine._budget() - (before - 300 * 10**6)) < 0.01 * before
+        assert engine._budget() == before
+        with pytest.raises(RuntimeError), engine.lend(10**12):
+            assert abs(engine._budget() - before // 2) < 0.01 * before
+            raise RuntimeError("a rule failed")
+        assert engine._budget() == before
+        assert not ds.diagnose().empty and engine._budget() == before
+    with ek.open(path) as ds:  # DuckDB's default budget, set again as the default
+        before = ds._engine._budget()
+        with ds._engine.lend(10**6):
+            assert ds._engine._budget() < before
+        assert ds._engine._budget() == before

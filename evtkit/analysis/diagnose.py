@@ -99,9 +99,9 @@ from .evidence import Evidence
 from .finding import COLUMNS, HANDLER_KINDS, KINDS, NAT, SEVERITIES, Finding, frame, runs
 from .pace import (
     by_worker,
+    in_start_order,
     running_median_reaches,
     select,
-    start_order,
     typical_time,
     unique_sorted,
     with_time,
@@ -228,15 +228,16 @@ class Diagnosis:
             rows = rows.assign(**{c: pd.to_datetime(rows[c].array.asi8 - shift, utc=True)
                                   .where(rows[c].notna()) for c in ("received_at",
                                                                      "started_at", "done_at")})
-        return rows.iloc[start_order(rows)] if len(rows) > 1 else rows
+        return in_start_order(rows)
 
     def load(self, c: Consumer) -> pd.DataFrame:
         """``c``'s rows for :attr:`Consumer.rows`, letting go of the rows of consumers read
         longest ago beyond what the evidence lets a diagnosis hold."""
-        rows = self._rows(c.name)
-        self._held = [x for x in self._held if x is not c] + [c]
-        while len(self._held) > self.evidence.keep:
+        self._held = [x for x in self._held if x is not c]
+        while len(self._held) >= self.evidence.keep:  # let go first, then read
             self._held.pop(0).release()
+        rows = self._rows(c.name)
+        self._held.append(c)
         return rows
 
     def profile(self, c: Consumer) -> None:

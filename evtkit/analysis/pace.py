@@ -12,8 +12,8 @@ import pandas as pd
 
 from .finding import NAT
 
-__all__ = ["by_worker", "running_median", "running_median_reaches", "select", "start_order",
-           "typical_time", "unique_sorted", "with_time"]
+__all__ = ["by_worker", "in_start_order", "running_median", "running_median_reaches", "select",
+           "start_order", "typical_time", "unique_sorted", "with_time"]
 
 
 def unique_sorted(values: np.ndarray) -> np.ndarray:
@@ -51,6 +51,17 @@ def start_order(rows: pd.DataFrame) -> slice | np.ndarray:
         members = order[runs]
         order[runs] = members[np.lexsort((seq[members], received[members], start[members]))]
     return order
+
+
+def in_start_order(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` in :func:`start_order`, reordered a column at a time and each column let go
+    of as its reordered copy is made (so one column's worth of memory is held twice, not
+    the whole frame: a consumer's 3.3 M rows are ~300 MB). ``rows`` is emptied."""
+    order = start_order(rows) if len(rows) > 1 else slice(None)
+    if isinstance(order, slice):
+        return rows
+    return pd.DataFrame({name: rows.pop(name).take(order) for name in list(rows.columns)},
+                        copy=False)
 
 
 def running_median(values: np.ndarray, window: int, min_periods: int) -> np.ndarray:

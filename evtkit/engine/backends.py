@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -96,6 +96,13 @@ class Engine:
         is NULL skipped, a NULL value returned as NULL): no sort, where a window would."""
         raise NotImplementedError
 
+    @contextlib.contextmanager
+    def lend(self, nbytes: int) -> Iterator[None]:
+        """While inside, the engine keeps ``nbytes`` less memory than its budget (for what
+        the caller holds in pandas meanwhile): DuckDB's limit lowered, spilling the rest;
+        other engines' memory is elsewhere (Spark's executors)."""
+        yield
+
     def close(self) -> None:
         """Release what the engine holds (connections, views)."""
 
@@ -140,6 +147,7 @@ class DuckDBEngine(Engine):
             "temp_directory": spill, "preserve_insertion_order": False}
         if memory_limit:
             config["memory_limit"] = memory_limit
+        self._limit = memory_limit
         self.memory_limit = memory_limit or "DuckDB's default, 80% of memory"
         self.con = duckdb.connect(config=config)
         self.names = {"raw": "raw"}
@@ -193,6 +201,19 @@ class DuckDBEngine(Engine):
         scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KiB": 2**10,
                  "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}.get(unit.strip(), 1)
         return int(float(number) * scale)
+
+    @contextlib.contextmanager
+    def lend(self, nbytes: int) -> Iterator[None]:  # noqa: D102 - see Engine
+        budget = self._budget()
+        lowered = max(budget - nbytes, budget // 2)  # (its own queries still need room)
+        self.con.execute(f"SET memory_limit = '{lowered}B'")
+        try:
+            yield
+        finally:  # as it was given (DuckDB reports it rounded)
+            if self._limit is None:
+                self.con.execute("RESET memory_limit")
+            else:
+                self.con.execute("SET memory_limit = $limit", {"limit": self._limit})
 
     def _define(self, name: str, select: str, *, keep: bool) -> None:
         what = ("TABLE" if self.on_disk else "TEMP TABLE") if keep else "TEMP VIEW"
@@ -267,7 +288,10 @@ def _pandas(table: pa.Table, categories: Sequence[str] = (), times: Sequence[str
     for name in times:
         at = table.schema.get_field_index(name)
         table = table.set_column(at, name, table[name].cast(pa.timestamp("ns", tz="UTC")))
-    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    # (each column its own block, Arrow's buffers freed as they are converted: a large
+    # result is not held twice)
+    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get, split_blocks=True,
+                           self_destruct=True)
 
 
 def _duck(sql_type: str) -> str:

@@ -16,7 +16,7 @@ from ..analysis import problems as words
 from ..analysis.causal import on_cycles, propagate
 from ..analysis.evidence import ROWS, Evidence, by_subject
 from .flows import lineage
-from .sql import EVENT_ORDER
+from .sql import EVENT_ORDER, MISSED
 
 if TYPE_CHECKING:
     from ..trace import Trace
@@ -94,13 +94,13 @@ class EngineEvidence(Evidence):
     def expected(self, consumer: str, subjects: list[str], since: int
                  ) -> tuple[np.ndarray, np.ndarray]:
         where, params = _in("subject", subjects)
-        frame = self._frame(
-            f"SELECT e.published_at AS pub, d.event_seq IS NULL AS missed "
-            f"FROM __events__ e LEFT JOIN (SELECT DISTINCT event_seq FROM __deliveries__ "
-            f"WHERE consumer = :c) d ON d.event_seq = e.first_seq "
-            f"WHERE e.published_at >= :since AND e.{where}", c=consumer, since=since, **params)
-        pub = frame["pub"].to_numpy(dtype=np.int64)
-        return np.sort(pub), np.sort(pub[frame["missed"].to_numpy(dtype=bool)])
+        self.ds._keep("missed", MISSED)
+        mine, missed = (np.sort(self._frame(
+            f"SELECT published_at AS pub FROM {table} WHERE published_at >= :since AND "
+            f"{condition}", since=since, **more)["pub"].to_numpy(dtype=np.int64))
+            for table, condition, more in (("__events__", where, params),
+                                           ("__missed__", "consumer = :c", {"c": consumer})))
+        return mine, missed
 
     def root_publishes(self) -> Iterator[tuple[tuple[str, str], np.ndarray]]:
         roots = "causation_id IS NULL AND emitted_by IS NULL"
