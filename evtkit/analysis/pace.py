@@ -12,8 +12,9 @@ import pandas as pd
 
 from .finding import NAT
 
-__all__ = ["by_worker", "in_start_order", "running_median", "running_median_reaches", "select",
-           "start_order", "typical_time", "unique_sorted", "with_time"]
+__all__ = ["by_worker", "centred_count", "in_start_order", "running_median",
+           "running_median_reaches", "select", "start_order", "typical_time", "unique_sorted",
+           "with_time"]
 
 
 def unique_sorted(values: np.ndarray) -> np.ndarray:
@@ -76,6 +77,17 @@ def running_median(values: np.ndarray, window: int, min_periods: int) -> np.ndar
     return bn.move_median(padded, window, min_count=min_periods)[window + after:]
 
 
+def centred_count(flags: np.ndarray, window: int) -> np.ndarray:
+    """How many of ``flags`` are set in each centred window of ``window`` (as pandas'
+    ``rolling(window, center=True, min_periods=1).sum()``: the window has ``(window - 1)
+    // 2`` values after its centre, cut at the ends), by differences of a running total."""
+    total = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
+    at = np.arange(len(flags))
+    after = (window - 1) // 2
+    return total[np.minimum(at + after + 1, len(flags))] - \
+        total[np.maximum(at - (window - 1 - after), 0)]
+
+
 def running_median_reaches(values: np.ndarray, window: int, min_periods: int,
                            level: float) -> np.ndarray:
     """Where the centred running median of ``values`` (NaN skipped) is ``level`` or more.
@@ -83,10 +95,9 @@ def running_median_reaches(values: np.ndarray, window: int, min_periods: int,
     A median reaches ``level`` only where at least half the window's values do: those
     counts are cheap running sums, and the median itself (seconds on millions of calls)
     is computed only when some window passes that test."""
-    known = pd.Series(~np.isnan(values))
-    high = pd.Series(np.nan_to_num(values, nan=-np.inf) >= level)
-    counts = [x.rolling(window, center=True, min_periods=1).sum().to_numpy() for x in
-              (known, high)]
+    known = ~np.isnan(values)
+    high = np.nan_to_num(values, nan=-np.inf) >= level
+    counts = [centred_count(x, window) for x in (known, high)]
     if not ((counts[0] >= min_periods) & (2 * counts[1] >= counts[0])).any():
         return np.zeros(len(values), bool)
     running = running_median(values, window, min_periods)

@@ -15,7 +15,12 @@ import evtkit as ek
 from evtkit._units import duration
 from evtkit.analysis import diagnose as diagnose_module
 from evtkit.analysis.finding import COLUMNS, KINDS, SEVERITIES
-from evtkit.analysis.pace import running_median, running_median_reaches, start_order
+from evtkit.analysis.pace import (
+    centred_count,
+    running_median,
+    running_median_reaches,
+    start_order,
+)
 from evtkit.observation import build_observations
 
 SEC = 1_000_000_000
@@ -547,3 +552,13 @@ def test_start_order_sorts_rows_given_in_any_order(times: list[tuple[int | None,
     want = rows.sort_values(["started_at", "received_at", "seq"], na_position="last")
     got = rows.iloc[start_order(rows)]
     assert got["seq"].tolist() == want["seq"].tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(flags=st.lists(st.booleans(), max_size=60), window=st.integers(1, 70))
+def test_centred_count_equals_pandas(flags: list[bool], window: int) -> None:
+    """Running counts by differences of a running total are pandas' centred sums, windows
+    longer than the flags, even and odd."""
+    x = np.array(flags, bool)
+    expected = pd.Series(x).rolling(window, center=True, min_periods=1).sum().to_numpy()
+    np.testing.assert_array_equal(centred_count(x, window), np.nan_to_num(expected))
