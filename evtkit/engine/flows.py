@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..schema import DELIVERIES, conform, utc
-from .sql import EVENT_ORDER, distinct_consumers
+from .sql import EVENT_ORDER, flow_deliveries
 
 if TYPE_CHECKING:
     from ..trace import Trace
@@ -49,7 +49,6 @@ _CHAIN_ORDER = "ended_ns - started_ns DESC, started_ns, first_seen_ns, first_seq
 def _chains_sql(consumers: int, min_by: Callable[[str, str], str]) -> str:
     """The kept ``chains`` table's ``SELECT`` for a trace with ``consumers``, on an engine
     whose :meth:`~evtkit.engine.backends.Engine.min_by` is ``min_by``."""
-    join, count = distinct_consumers(consumers)
     root = "CASE WHEN depth = 1 THEN first_n END"  # a root's rank, else NULL (skipped)
     return f"""
 WITH ev AS (
@@ -71,11 +70,7 @@ WITH ev AS (
            {min_by("event_id", root)} AS root_event_id,
            {min_by("subject", root)} AS root_subject
     FROM ranked GROUP BY correlation_id
-), reached AS (
-    SELECT d.correlation_id, max(coalesce(d.done_at, d.started_at, d.received_at)) AS last_done,
-           count(*) AS deliveries, {count} AS consumers,
-           count(CASE WHEN d.outcome = 'error' THEN 1 END) AS errors
-    FROM __deliveries__ d {join} GROUP BY d.correlation_id
+), reached AS ({flow_deliveries(consumers)}
 ), last_seq AS (  -- the delivery that ended last (the latest of those, if several)
     SELECT d.correlation_id, max(d.seq) AS seq
     FROM __deliveries__ d JOIN reached x ON x.correlation_id = d.correlation_id

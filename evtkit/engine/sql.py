@@ -31,7 +31,7 @@ RAW = "__raw__"
 
 __all__ = ["COLUMNS", "EVENT_ORDER", "HANDLED_ONCE", "MISSED", "RAW", "TIMES", "backlog",
            "deliveries", "delivery_stats", "distinct_consumers", "expand_percentiles",
-           "fanout", "fanout_names", "flows", "summary", "views"]
+           "fanout", "fanout_names", "flow_deliveries", "flows", "summary", "views"]
 
 
 def _sql_type(arrow: pa.DataType) -> str:
@@ -376,18 +376,24 @@ def distinct_consumers(consumers: int) -> tuple[str, str]:
     return join, " + ".join(words)
 
 
+def flow_deliveries(consumers: int) -> str:
+    """Per flow, over its deliveries: when the last handler finished (``last_done``: its
+    end, else its start, else the receive), ``deliveries``, distinct ``consumers`` (of the
+    trace's ``consumers``, see :func:`distinct_consumers`) and ``errors``."""
+    join, count = distinct_consumers(consumers)
+    return f"""
+    SELECT d.correlation_id, max(coalesce(d.done_at, d.started_at, d.received_at)) AS last_done,
+           count(*) AS deliveries, {count} AS consumers,
+           count(CASE WHEN d.outcome = 'error' THEN 1 END) AS errors
+    FROM __deliveries__ d {join} GROUP BY d.correlation_id"""
+
+
 def flows(consumers: int) -> str:
     """Per flow (``correlation_id``): events, deliveries, distinct consumers (of the
     trace's ``consumers``), errors, when it started (first publish) and ended (the last
     handler finished, or the last publish if later)."""
-    join, count = distinct_consumers(consumers)
     return f"""
-WITH ends AS (
-    SELECT d.correlation_id, max(coalesce(d.done_at, d.started_at, d.received_at)) AS last_done,
-           count(*) AS deliveries, {count} AS consumers,
-           count(CASE WHEN d.outcome = 'error' THEN 1 END) AS errors
-    FROM __deliveries__ d {join} GROUP BY d.correlation_id
-)
+WITH ends AS ({flow_deliveries(consumers)})
 SELECT e.correlation_id, count(*) AS events, min(e.published_at) AS started_ns,
        greatest(max(e.published_at), coalesce(max(x.last_done), max(e.published_at)))
            AS ended_ns,
