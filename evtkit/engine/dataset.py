@@ -411,7 +411,8 @@ class Dataset:
     def flows(self) -> pd.DataFrame:
         """One row per flow: ``correlation_id, events, deliveries, consumers, errors,
         started_at, ended_at, duration_s``, longest first."""
-        frame = self._engine.frame(sql.flows(self.summary()["consumers"]))
+        self._keep("flow_deliveries", sql.flow_deliveries(self.summary()["consumers"]))
+        frame = self._engine.frame(sql.flows())
         started = frame["started_ns"].to_numpy(dtype=np.int64)
         ended = frame["ended_ns"].to_numpy(dtype=np.int64)
         out = pd.DataFrame({

@@ -388,17 +388,17 @@ def flow_deliveries(consumers: int) -> str:
     FROM __deliveries__ d {join} GROUP BY d.correlation_id"""
 
 
-def flows(consumers: int) -> str:
-    """Per flow (``correlation_id``): events, deliveries, distinct consumers (of the
-    trace's ``consumers``), errors, when it started (first publish) and ended (the last
-    handler finished, or the last publish if later)."""
-    return f"""
-WITH ends AS ({flow_deliveries(consumers)})
+def flows() -> str:
+    """Per flow (``correlation_id``): events, deliveries, distinct consumers, errors, when
+    it started (first publish) and ended (the last handler finished, or the last publish
+    if later). Reads the kept ``flow_deliveries`` (:func:`flow_deliveries`), which
+    ``chains()`` reads as well."""
+    return """
 SELECT e.correlation_id, count(*) AS events, min(e.published_at) AS started_ns,
        greatest(max(e.published_at), coalesce(max(x.last_done), max(e.published_at)))
            AS ended_ns,
        coalesce(max(x.deliveries), 0) AS deliveries, coalesce(max(x.consumers), 0) AS consumers,
        coalesce(max(x.errors), 0) AS errors
-FROM __events__ e LEFT JOIN ends x ON x.correlation_id = e.correlation_id
+FROM __events__ e LEFT JOIN __flow_deliveries__ x ON x.correlation_id = e.correlation_id
 GROUP BY e.correlation_id
 """
