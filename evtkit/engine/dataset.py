@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from ..analysis.diagnose import Rules
     from ..trace import Trace
 
-__all__ = ["BYTES_PER_ROW", "ENGINES", "HELD_BYTES_PER_DELIVERY", "Dataset", "choose_engine",
+__all__ = ["BYTES_PER_ROW", "ENGINES", "HELD_BYTES_PER_ROW", "Dataset", "choose_engine",
            "open", "rows_on_disk"]
 
 _VIEW = re.compile(r"\b(FROM|JOIN)\s+(observations|events|deliveries)\b", re.IGNORECASE)
@@ -107,10 +107,11 @@ BYTES_PER_ROW = 300
 bytes per row at 1 M events through load and the analyses), with a margin."""
 
 
-HELD_BYTES_PER_DELIVERY = 300
-"""What the diagnosis holds in pandas per delivery of the consumer it is reading (its rows
-and the rules' working arrays; measured: ~1.2 GB at 3.3 M deliveries): lent out of the
-engine's budget meanwhile, so the process stays near the budget."""
+HELD_BYTES_PER_ROW = 300
+"""What a row an analysis holds in pandas costs, with the working arrays made from it
+(measured: the diagnosis holds ~1.2 GB for a consumer's 3.3 M deliveries): lent out of the
+engine's budget while it is held (a consumer's deliveries while the rules read them, the
+rows of ``chains()`` while they become its frame), so the process stays near the budget."""
 
 
 def rows_on_disk(path: str | os.PathLike[str]) -> int | None:
@@ -366,7 +367,7 @@ class Dataset:
             self._keep("missed", sql.MISSED)
             most = self._engine.frame("SELECT max(n) AS n FROM (SELECT count(*) AS n FROM "
                                       "__deliveries__ GROUP BY consumer) c")["n"].iloc[0]
-            with self._engine.lend(0 if pd.isna(most) else HELD_BYTES_PER_DELIVERY * int(most)):
+            with self._engine.lend(0 if pd.isna(most) else HELD_BYTES_PER_ROW * int(most)):
                 self._cache[key] = diagnose(EngineEvidence(self), base, rules=rules)
         return cast(pd.DataFrame, self._cache[key])
 

@@ -128,6 +128,14 @@ FROM __events__ e JOIN __{levels[-1]}__ p ON e.causation_id = p.event_id"""
 def _chains(ds: Dataset, where: str = "TRUE", limit: int | None = None,
             **params: Any) -> pd.DataFrame:
     """Rows of the kept ``chains`` (``where``, in chain order, at most ``limit``)."""
+    _keep_chains(ds)
+    top = f" LIMIT {int(limit)}" if limit is not None else ""
+    return ds._engine.frame(
+        f"SELECT * FROM __chains__ WHERE {where} ORDER BY {_CHAIN_ORDER}{top}", params)
+
+
+def _keep_chains(ds: Dataset) -> None:
+    """Define the kept ``chains`` (and what it is built from) once."""
     engine = ds._engine
     if "chains" not in engine.names:
         # In steps, each query with the engine's whole budget to itself: as one query the
@@ -137,9 +145,6 @@ def _chains(ds: Dataset, where: str = "TRUE", limit: int | None = None,
         ds._keep("flow_deliveries", flow_deliveries(ds.summary()["consumers"]))
         ds._keep("flow_events", _flow_events_sql(engine.min_by))
         engine.define("chains", _CHAINS)
-    top = f" LIMIT {int(limit)}" if limit is not None else ""
-    return engine.frame(f"SELECT * FROM __chains__ WHERE {where} ORDER BY {_CHAIN_ORDER}{top}",
-                        params)
 
 
 def _chain_frame(rows: pd.DataFrame) -> pd.DataFrame:
@@ -169,7 +174,12 @@ def chains(ds: Dataset) -> pd.DataFrame:
     """One row per flow, as ``Trace.chains(infer=False)``: ``correlation_id,
     root_event_id, events, deliveries, consumers, depth, started_at, ended_at, duration_s,
     errors, critical_path_s, links_inferred`` (always 0), longest first."""
-    return _chain_frame(_chains(ds))
+    from .dataset import HELD_BYTES_PER_ROW
+
+    _keep_chains(ds)
+    flows = int(ds._engine.frame("SELECT count(*) AS n FROM __chains__")["n"].iloc[0])
+    with ds._engine.lend(HELD_BYTES_PER_ROW * flows):  # (one row per flow, in pandas)
+        return _chain_frame(_chains(ds))
 
 
 class _Candidates:
