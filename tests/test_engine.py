@@ -213,6 +213,9 @@ def test_cli_info_chooses_the_engine_by_the_memory_budget(capsys):
     with pytest.raises(ek.EngineError, match="ran out of its memory budget"), \
             ek.open(path, memory_limit="1MB") as ds:
         ds.summary()
+    with pytest.raises(ek.EngineError, match="ran out of its memory budget"), \
+            ek.open(path, memory_limit="1MB") as ds:
+        ds.chains()  # (its tables are defined, not read into a frame: said alike)
     with pytest.raises(SystemExit):
         main(["info", path, "--memory-budget", "lots"])
 

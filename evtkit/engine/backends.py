@@ -217,7 +217,8 @@ class DuckDBEngine(Engine):
 
     def _define(self, name: str, select: str, *, keep: bool) -> None:
         what = ("TABLE" if self.on_disk else "TEMP TABLE") if keep else "TEMP VIEW"
-        self.con.execute(f"CREATE OR REPLACE {what} {name} AS {select}")
+        with self._within_budget():
+            self.con.execute(f"CREATE OR REPLACE {what} {name} AS {select}")
         self.names[name] = name
 
     def _shifts(self) -> None:
@@ -228,13 +229,19 @@ class DuckDBEngine(Engine):
     def frame(self, sql: str, params: Mapping[str, Any] | None = None, *,
               categories: Sequence[str] = (), times: Sequence[str] = ()) -> pd.DataFrame:
         """Run ``sql`` (with ``:name`` parameters) and return the result as pandas."""
+        self.prepare()
+        query = _PARAM.sub(r"$\1", self.text(sql))
+        with self._within_budget():
+            return _pandas(self.con.sql(query, params=dict(params or {})).to_arrow_table(),
+                           categories, times)
+
+    @contextlib.contextmanager
+    def _within_budget(self) -> Iterator[None]:
+        """DuckDB running out of its budget, said as an :class:`EngineError`."""
         import duckdb
 
         try:
-            self.prepare()
-            query = _PARAM.sub(r"$\1", self.text(sql))
-            return _pandas(self.con.sql(query, params=dict(params or {})).to_arrow_table(),
-                           categories, times)
+            yield
         except duckdb.OutOfMemoryException as exc:
             raise EngineError(f"DuckDB ran out of its memory budget ({self.memory_limit}) "
                               "and could not spill enough to disk: give it more "
