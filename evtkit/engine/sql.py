@@ -147,17 +147,19 @@ EVENT_ORDER = "published_at, first_seen_at, first_seq"
 
 def summary() -> str:
     """Counts and the time span: one row (``observations, events, deliveries, consumers,
-    first_ns, last_ns``, handled outcomes)."""
+    errors, dropped, pending, first_ns, last_ns``): one read of each kept table (the
+    deliveries' counts from one scan, not one scan each)."""
     return """
-SELECT (SELECT count(*) FROM __observations__) AS observations,
-       (SELECT count(*) FROM __events__) AS events,
-       (SELECT count(*) FROM __deliveries__) AS deliveries,
-       (SELECT count(DISTINCT consumer) FROM __deliveries__) AS consumers,
-       (SELECT count(CASE WHEN outcome = 'error' THEN 1 END) FROM __deliveries__) AS errors,
-       (SELECT count(CASE WHEN outcome = 'dropped' THEN 1 END) FROM __deliveries__) AS dropped,
-       (SELECT count(CASE WHEN outcome = 'pending' THEN 1 END) FROM __deliveries__) AS pending,
-       (SELECT min(ts) FROM __observations__) AS first_ns,
-       (SELECT max(ts) FROM __observations__) AS last_ns
+WITH o AS (SELECT count(*) AS observations, min(ts) AS first_ns, max(ts) AS last_ns
+           FROM __observations__),
+     d AS (SELECT count(*) AS deliveries, count(DISTINCT consumer) AS consumers,
+                  count(CASE WHEN outcome = 'error' THEN 1 END) AS errors,
+                  count(CASE WHEN outcome = 'dropped' THEN 1 END) AS dropped,
+                  count(CASE WHEN outcome = 'pending' THEN 1 END) AS pending
+           FROM __deliveries__)
+SELECT o.observations, (SELECT count(*) FROM __events__) AS events, d.deliveries,
+       d.consumers, d.errors, d.dropped, d.pending, o.first_ns, o.last_ns
+FROM o CROSS JOIN d
 """
 
 
