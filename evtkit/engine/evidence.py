@@ -202,11 +202,13 @@ def problems(ds: Dataset) -> pd.DataFrame:
                 sorted({str(x) for x in detail["subject"].dropna()}), row.event_id,
                 errors.index[0] if len(errors) else None))
 
+    # The causal tree's first level (kept by _loops' lineage()) is every event whose cause
+    # is not in the trace: the orphans are those of them that name one.
     orphan = q(f"""
         WITH o AS (SELECT e.event_id, e.causation_id, e.published_at, e.first_seen_at,
                           e.first_seq FROM __events__ e
-                   LEFT JOIN __events__ c ON c.event_id = e.causation_id
-                   WHERE e.causation_id IS NOT NULL AND c.event_id IS NULL),
+                   JOIN __lineage_1__ r ON r.event_id = e.event_id
+                   WHERE e.causation_id IS NOT NULL),
              n AS (SELECT count(*) AS n FROM o)
         SELECT n.n, o.event_id, o.causation_id FROM n
         LEFT JOIN (SELECT * FROM o ORDER BY {EVENT_ORDER} LIMIT 1) o ON TRUE""")
