@@ -117,14 +117,20 @@ async def test_drops_counted_on_both_paths(url, fast):
 async def test_a_server_side_slow_consumer_disconnect_is_counted_as_drops():
     """A sync handler blocks the event loop while a producer floods: the server closes the
     connection as a slow consumer and discards what it held. The client cannot see that
-    loss; the server's record of the closed connection can, and it becomes drop rows."""
-    import time
+    loss; the server's record of the closed connection can, and it becomes drop rows.
+
+    The producer runs in its own thread and event loop, and the handler blocks until it
+    has sent everything: in the same loop the producer stalled with the victim, and
+    whether the server saw enough pile up in a fixed 2 s depended on the machine's load
+    (a flaky failure under load)."""
+    import threading
 
     import nats
 
     from tests.waiting import flushed, until
 
     config = 'write_deadline: "200ms"\nmax_pending: 1MB'
+    sent = threading.Event()
     async with ek.EmbeddedServer(config=config) as server, \
             ek.connect(server.url, name="victim") as bus:
         handled = 0
@@ -133,16 +139,29 @@ async def test_a_server_side_slow_consumer_disconnect_is_counted_as_drops():
             nonlocal handled
             handled += 1
             if handled == 1:
-                time.sleep(2)
+                sent.wait(60)  # (bounded) while the producer floods
+
+        async def produce() -> None:
+            producer = await nats.connect(server.url, name="producer")
+            try:
+                for _ in range(30_000):
+                    await producer.publish("flood", b"x" * 256)
+                await flushed(producer)
+            finally:
+                await producer.close()
+
+        def flood() -> None:
+            try:
+                asyncio.run(produce())
+            finally:
+                sent.set()
 
         await bus.subscribe("flood", block, consumer="blocked")
-        producer = await nats.connect(server.url, name="producer")
-        try:
-            for _ in range(30_000):
-                await producer.publish("flood", b"x" * 256)
-            await flushed(producer)
-        finally:
-            await producer.close()
+        await bus.flush()
+        producer = threading.Thread(target=flood, daemon=True)
+        producer.start()
+        await until(lambda: sent.is_set(), timeout=60, what="the producer's flood")
+        producer.join(10)
         # (the recorder's drop counter: building the whole trace on every poll took
         # longer than the poll under load in CI)
         await until(lambda: bus.recorder.drops > 0, timeout=30,
