@@ -301,6 +301,9 @@ def test_the_engine_lends_memory_to_what_the_diagnosis_holds_and_takes_it_back(f
         before = engine._budget()
         with engine.lend(300 * 10**6):
             assert abs(engine._budget() - (before - 300 * 10**6)) < 0.01 * before
+            with engine.lend(100 * 10**6):  # loans nest and add up
+                assert abs(engine._budget() - (before - 400 * 10**6)) < 0.01 * before
+            assert abs(engine._budget() - (before - 300 * 10**6)) < 0.01 * before
         assert engine._budget() == before
         with pytest.raises(RuntimeError), engine.lend(10**12):
             assert abs(engine._budget() - before // 2) < 0.01 * before

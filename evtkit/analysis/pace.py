@@ -46,7 +46,8 @@ def start_order(rows: pd.DataFrame) -> slice | np.ndarray:
             (received[1:] == received[:-1]) & (seq[1:] >= seq[:-1]))))).all():
         return slice(None)
     order = np.argsort(start)
-    tied = np.flatnonzero(start[order][1:] == start[order][:-1])
+    ordered = start[order]
+    tied = np.flatnonzero(ordered[1:] == ordered[:-1])
     if len(tied):  # whole runs of equal start times, in place: by (start,) received, seq
         runs = np.unique(np.concatenate([tied, tied + 1]))
         members = order[runs]
@@ -57,12 +58,14 @@ def start_order(rows: pd.DataFrame) -> slice | np.ndarray:
 def in_start_order(rows: pd.DataFrame) -> pd.DataFrame:
     """``rows`` in :func:`start_order`, reordered a column at a time and each column let go
     of as its reordered copy is made (so one column's worth of memory is held twice, not
-    the whole frame: a consumer's 3.3 M rows are ~300 MB). ``rows`` is emptied."""
+    the whole frame: a consumer's 3.3 M rows are ~300 MB). ``rows`` itself is returned
+    when in order already; otherwise it is emptied."""
     order = start_order(rows) if len(rows) > 1 else slice(None)
     if isinstance(order, slice):
         return rows
-    return pd.DataFrame({name: rows.pop(name).take(order) for name in list(rows.columns)},
-                        copy=False)
+    index = rows.index.take(order)  # (once, not a copy per column)
+    return pd.DataFrame({name: rows.pop(name).array.take(order) for name in list(rows.columns)},
+                        index=index, copy=False)
 
 
 def running_median(values: np.ndarray, window: int, min_periods: int) -> np.ndarray:

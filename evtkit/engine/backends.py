@@ -52,8 +52,13 @@ class Engine:
             self._shifts()
         for name, select in views(sharded=bool(self.shifts)).items():
             self._define(name, self.text(select), keep=name != "observations")
-        if not bool(self.frame(HANDLED_ONCE)["once"].iloc[0]):  # a receive handled twice
-            self._define("deliveries", self.text(deliveries(handled_once=False)), keep=True)
+        try:
+            if not bool(self.frame(HANDLED_ONCE)["once"].iloc[0]):  # a receive handled twice
+                self._define("deliveries", self.text(deliveries(handled_once=False)),
+                             keep=True)
+        except BaseException:  # (not prepared: the quick deliveries may be wrong)
+            del self.names["deliveries"]
+            raise
 
     def text(self, sql: str) -> str:
         """``sql`` with every ``__view__`` replaced by the engine's name for it."""
@@ -99,8 +104,9 @@ class Engine:
     @contextlib.contextmanager
     def lend(self, nbytes: int) -> Iterator[None]:
         """While inside, the engine keeps ``nbytes`` less memory than its budget (for what
-        the caller holds in pandas meanwhile): DuckDB's limit lowered, spilling the rest;
-        other engines' memory is elsewhere (Spark's executors)."""
+        the caller holds in pandas meanwhile), at most half of it: DuckDB's limit lowered,
+        spilling the rest (nested loans add up); other engines' memory is elsewhere
+        (Spark's executors)."""
         yield
 
     def close(self) -> None:
@@ -147,7 +153,8 @@ class DuckDBEngine(Engine):
             "temp_directory": spill, "preserve_insertion_order": False}
         if memory_limit:
             config["memory_limit"] = memory_limit
-        self._limit = memory_limit
+        self._limit = memory_limit or None
+        self._lent, self._full = 0, 0
         self.memory_limit = memory_limit or "DuckDB's default, 80% of memory"
         self.con = duckdb.connect(config=config)
         self.names = {"raw": "raw"}
@@ -204,16 +211,29 @@ class DuckDBEngine(Engine):
 
     @contextlib.contextmanager
     def lend(self, nbytes: int) -> Iterator[None]:  # noqa: D102 - see Engine
-        budget = self._budget()
-        lowered = max(budget - nbytes, budget // 2)  # (its own queries still need room)
-        self.con.execute(f"SET memory_limit = '{lowered}B'")
+        if not self._lent:
+            self._full = self._budget()
+        self._lent += nbytes
         try:
+            self._set_limit()
             yield
-        finally:  # as it was given (DuckDB reports it rounded)
-            if self._limit is None:
-                self.con.execute("RESET memory_limit")
-            else:
-                self.con.execute("SET memory_limit = $limit", {"limit": self._limit})
+        finally:
+            self._lent -= nbytes
+            self._set_limit()
+
+    def _set_limit(self) -> None:
+        """DuckDB's limit: its budget less what is lent (at most half of it: its own
+        queries still need room), or as it was given when nothing is (DuckDB reports it
+        rounded)."""
+        if self._lent:
+            limit = f"{max(self._full - self._lent, self._full // 2)}B"
+        elif self._limit is None:
+            limit = ""
+        else:
+            limit = self._limit.replace("'", "''")
+        with self._within_budget():
+            self.con.execute(f"SET memory_limit = '{limit}'" if limit else
+                             "RESET memory_limit")
 
     def _define(self, name: str, select: str, *, keep: bool) -> None:
         what = ("TABLE" if self.on_disk else "TEMP TABLE") if keep else "TEMP VIEW"
@@ -222,7 +242,7 @@ class DuckDBEngine(Engine):
         self.names[name] = name
 
     def _shifts(self) -> None:
-        self.con.execute("CREATE TEMP TABLE shifts (file VARCHAR, shift BIGINT)")
+        self.con.execute("CREATE OR REPLACE TEMP TABLE shifts (file VARCHAR, shift BIGINT)")
         self.con.executemany("INSERT INTO shifts VALUES (?, ?)", list(self.shifts.items()))
         self.names["shifts"] = "shifts"
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -109,7 +110,8 @@ bytes per row at 1 M events through load and the analyses), with a margin."""
 
 HELD_BYTES_PER_ROW = 300
 """What a row an analysis holds in pandas costs, with the working arrays made from it
-(measured: the diagnosis holds ~1.2 GB for a consumer's 3.3 M deliveries): lent out of the
+(measured: the diagnosis's process grows by ~1.2 GB, the interpreter's own share
+included, for a consumer's 3.3 M deliveries): lent out of the
 engine's budget while it is held (a consumer's deliveries while the rules read them, the
 rows of ``chains()`` while they become its frame), so the process stays near the budget."""
 
@@ -300,7 +302,7 @@ class Dataset:
         if key in self._cache:
             return cast("tuple[dict[str, dict[str, np.ndarray]], np.ndarray]", self._cache[key])
         ends, step = self._grid(freq)
-        self._keep("missed", sql.MISSED)
+        self._keep("missed")
         frame = self._engine.frame(sql.backlog(int(ends[0]) - step, step, len(ends)))
         series: dict[str, dict[str, np.ndarray]] = {}
         for consumer, part in frame.groupby("consumer", sort=True):
@@ -313,10 +315,21 @@ class Dataset:
         self._cache[key] = series, ends
         return series, ends
 
-    def _keep(self, name: str, select: str) -> None:
-        """Define the kept view ``name`` as ``select`` the first time it is needed."""
+    def _keep(self, name: str, select: str | None = None) -> None:
+        """Define the kept view ``name`` the first time it is needed: as ``select``, or
+        for the shared ones (``missed``, ``flow_deliveries``) as :mod:`.sql` says."""
         if name not in self._engine.names:
-            self._engine.define(name, select)
+            shared = {"missed": lambda: sql.MISSED, "flow_deliveries": lambda: (
+                sql.flow_deliveries(self.summary()["consumers"]))}
+            self._engine.define(name, select if select is not None else shared[name]())
+
+    @contextlib.contextmanager
+    def _holding(self, count: str) -> Iterator[None]:
+        """Lend the engine :data:`HELD_BYTES_PER_ROW` for each of the rows an analysis is
+        about to hold in pandas (``count``: a query giving them as ``n``)."""
+        n = self._engine.frame(count)["n"].iloc[0]
+        with self._engine.lend(0 if pd.isna(n) else HELD_BYTES_PER_ROW * int(n)):
+            yield
 
     @property
     def _rare(self) -> Trace:
@@ -363,11 +376,12 @@ class Dataset:
         key = ("diagnose", id(baseline), rules)
         if key not in self._cache:
             base = EngineEvidence(baseline) if isinstance(baseline, Dataset) else baseline
-            # (before the rules hold a consumer's rows: building it takes DuckDB's budget)
-            self._keep("missed", sql.MISSED)
-            most = self._engine.frame("SELECT max(n) AS n FROM (SELECT count(*) AS n FROM "
-                                      "__deliveries__ GROUP BY consumer) c")["n"].iloc[0]
-            with self._engine.lend(0 if pd.isna(most) else HELD_BYTES_PER_ROW * int(most)):
+            # What the rules read that an engine builds, built before they hold a
+            # consumer's rows (building takes the engine's whole budget).
+            self._keep("missed")
+            self.problems()
+            with self._holding("SELECT max(n) AS n FROM (SELECT count(*) AS n FROM "
+                               "__deliveries__ WHERE consumer IS NOT NULL GROUP BY consumer) c"):
                 self._cache[key] = diagnose(EngineEvidence(self), base, rules=rules)
         return cast(pd.DataFrame, self._cache[key])
 
@@ -412,7 +426,7 @@ class Dataset:
     def flows(self) -> pd.DataFrame:
         """One row per flow: ``correlation_id, events, deliveries, consumers, errors,
         started_at, ended_at, duration_s``, longest first."""
-        self._keep("flow_deliveries", sql.flow_deliveries(self.summary()["consumers"]))
+        self._keep("flow_deliveries")
         frame = self._engine.frame(sql.flows())
         started = frame["started_ns"].to_numpy(dtype=np.int64)
         ended = frame["ended_ns"].to_numpy(dtype=np.int64)

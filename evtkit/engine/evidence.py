@@ -16,7 +16,7 @@ from ..analysis import problems as words
 from ..analysis.causal import on_cycles, propagate
 from ..analysis.evidence import ROWS, Evidence, by_subject
 from .flows import lineage
-from .sql import EVENT_ORDER, MISSED
+from .sql import EVENT_ORDER
 
 if TYPE_CHECKING:
     from ..trace import Trace
@@ -94,13 +94,15 @@ class EngineEvidence(Evidence):
     def expected(self, consumer: str, subjects: list[str], since: int
                  ) -> tuple[np.ndarray, np.ndarray]:
         where, params = _in("subject", subjects)
-        self.ds._keep("missed", MISSED)
-        mine, missed = (np.sort(self._frame(
-            f"SELECT published_at AS pub FROM {table} WHERE published_at >= :since AND "
-            f"{condition}", since=since, **more)["pub"].to_numpy(dtype=np.int64))
-            for table, condition, more in (("__events__", where, params),
-                                           ("__missed__", "consumer = :c", {"c": consumer})))
-        return mine, missed
+        self.ds._keep("missed")
+        mine = self._frame(f"SELECT published_at FROM __events__ WHERE published_at >= :since "
+                           f"AND {where}", since=since, **params)
+        missed = self._frame(f"SELECT published_at FROM __missed__ WHERE consumer = :c AND "
+                             f"published_at >= :since AND {where}", c=consumer, since=since,
+                             **params)
+        mine_ns, missed_ns = (np.sort(f["published_at"].to_numpy(dtype=np.int64))
+                              for f in (mine, missed))
+        return mine_ns, missed_ns
 
     def root_publishes(self) -> Iterator[tuple[tuple[str, str], np.ndarray]]:
         roots = "causation_id IS NULL AND emitted_by IS NULL"
@@ -202,8 +204,9 @@ def problems(ds: Dataset) -> pd.DataFrame:
                 sorted({str(x) for x in detail["subject"].dropna()}), row.event_id,
                 errors.index[0] if len(errors) else None))
 
-    # The causal tree's first level (kept by _loops' lineage()) is every event whose cause
-    # is not in the trace: the orphans are those of them that name one.
+    # The causal tree's first level (kept by lineage()) is every event whose cause is not
+    # in the trace: the orphans are those of them that name one.
+    lineage(ds._engine)
     orphan = q(f"""
         WITH o AS (SELECT e.event_id, e.causation_id, e.published_at, e.first_seen_at,
                           e.first_seq FROM __events__ e

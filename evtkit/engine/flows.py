@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..schema import DELIVERIES, conform, utc
-from .sql import EVENT_ORDER, flow_deliveries
+from .sql import EVENT_ORDER
 
 if TYPE_CHECKING:
     from ..trace import Trace
@@ -142,9 +142,9 @@ def _keep_chains(ds: Dataset) -> None:
         # window's sort and the joins' tables held memory at once and spilled (13.9 ->
         # 11.7 s at 10 M events).
         lineage(engine)
-        ds._keep("flow_deliveries", flow_deliveries(ds.summary()["consumers"]))
+        ds._keep("flow_deliveries")
         ds._keep("flow_events", _flow_events_sql(engine.min_by))
-        engine.define("chains", _CHAINS)
+        ds._keep("chains", _CHAINS)
 
 
 def _chain_frame(rows: pd.DataFrame) -> pd.DataFrame:
@@ -174,11 +174,8 @@ def chains(ds: Dataset) -> pd.DataFrame:
     """One row per flow, as ``Trace.chains(infer=False)``: ``correlation_id,
     root_event_id, events, deliveries, consumers, depth, started_at, ended_at, duration_s,
     errors, critical_path_s, links_inferred`` (always 0), longest first."""
-    from .dataset import HELD_BYTES_PER_ROW
-
     _keep_chains(ds)
-    flows = int(ds._engine.frame("SELECT count(*) AS n FROM __chains__")["n"].iloc[0])
-    with ds._engine.lend(HELD_BYTES_PER_ROW * flows):  # (one row per flow, in pandas)
+    with ds._holding("SELECT count(*) AS n FROM __chains__"):  # (a row per flow, in pandas)
         return _chain_frame(_chains(ds))
 
 

@@ -12,8 +12,9 @@ The views build on one another::
 
     raw (engine: the Parquet files, with a ``file`` column)
       → observations (shards' seq and ref shifted so they follow one another)
-      → messages → events, handled → deliveries
-      → lag_stats, backlog, fanout, flows, summary
+      → events → deliveries (kept)
+      → missed, flow_deliveries (kept when an analysis first needs them)
+      → delivery_stats, backlog, fanout, flows, summary
 """
 
 from __future__ import annotations
@@ -147,8 +148,8 @@ EVENT_ORDER = "published_at, first_seen_at, first_seq"
 
 def summary() -> str:
     """Counts and the time span: one row (``observations, events, deliveries, consumers,
-    errors, dropped, pending, first_ns, last_ns``): one read of each kept table (the
-    deliveries' counts from one scan, not one scan each)."""
+    errors, dropped, pending, first_ns, last_ns``): one read of the observations and of
+    each kept table (the deliveries' counts from one scan, not one scan each)."""
     return """
 WITH o AS (SELECT count(*) AS observations, min(ts) AS first_ns, max(ts) AS last_ns
            FROM __observations__),
@@ -304,16 +305,16 @@ ORDER BY r.consumer, r.j
 
 
 MISSED = """
-SELECT s.consumer, e.first_seq AS event_seq, e.published_at
+SELECT s.consumer, e.first_seq AS event_seq, e.subject, e.published_at
 FROM (SELECT DISTINCT consumer, subject FROM __deliveries__ WHERE consumer IS NOT NULL) s
 JOIN __events__ e ON e.subject = s.subject
 WHERE NOT EXISTS (SELECT 1 FROM __deliveries__ d
                   WHERE d.consumer = s.consumer AND d.event_seq = e.first_seq)"""
 """The view ``missed``: each consumer's events that never reached it (``consumer,
-event_seq, published_at``) among those on the subjects it receives, whenever published
+event_seq, subject, published_at``) among those on the subjects it receives, whenever published
 (each reader says from when). Kept: :func:`backlog` counts them per bin and the
 diagnosis's stopped-consumer rule reads one consumer's; the anti-join of 30 M expected
-pairs against 30 M deliveries behind it (5 s at 10 M events) is made once."""
+pairs against 30 M deliveries behind it (4 s at 10 M events) is made once."""
 
 
 _KINDS = """
