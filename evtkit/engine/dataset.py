@@ -38,19 +38,16 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .. import store
-from .._location import is_url, resolve
-from ..errors import TraceFormatError
 from ..schema import OBSERVATIONS, utc
 from . import sql
 from .backends import DuckDBEngine, Engine, SparkEngine
+from .files import BYTES_PER_ROW, choose_engine, rows_on_disk, trace_files
 
 if TYPE_CHECKING:
     from ..analysis.causal import Chain
@@ -93,7 +90,7 @@ def open(path: str | os.PathLike[str], engine: str = "duckdb", *, spark: Any = N
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "spark" and spark is None:
         raise ValueError("engine='spark' needs spark=SparkSession (local or a cluster)")
-    files, meta, shifts, filesystem = _files(path, filesystem)
+    files, meta, shifts, filesystem = trace_files(path, filesystem)
     if engine == "spark":
         runner: Engine = SparkEngine(files, shifts, spark)
     else:
@@ -103,119 +100,12 @@ def open(path: str | os.PathLike[str], engine: str = "duckdb", *, spark: Any = N
     return Dataset(runner, meta)
 
 
-BYTES_PER_ROW = 300
-"""What one observation row costs in memory on the in-memory path (measured: about 215
-bytes per row at 1 M events through load and the analyses), with a margin."""
-
-
 HELD_BYTES_PER_ROW = 300
 """What a row an analysis holds in pandas costs, with the working arrays made from it
 (measured: the diagnosis's process grows by ~1.2 GB, the interpreter's own share
 included, for a consumer's 3.3 M deliveries): lent out of the
 engine's budget while it is held (a consumer's deliveries while the rules read them, the
 rows of ``chains()`` while they become its frame), so the process stays near the budget."""
-
-
-def rows_on_disk(path: str | os.PathLike[str]) -> int | None:
-    """Observation rows of a Parquet trace (a file or a directory of parts), from the
-    footers without reading the data; None for other formats.
-
-    Raises:
-        TraceFormatError: a Parquet trace at a URL cannot be reached or read (said here
-            once, rather than met again when loading it).
-    """
-    import pyarrow.parquet as pq
-
-    if is_url(path) and os.fspath(path).split("?")[0].lower().endswith(".parquet"):
-        names, _, _, fs = _files(path, None)
-        return sum(pq.ParquetFile(fs.open(f, "rb") if fs else f).metadata.num_rows
-                   for f in names)
-    target = Path(path)
-    files = sorted(target.glob(store.PART_GLOB)) if target.is_dir() else [target]
-    try:
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    except (pa.ArrowException, OSError):
-        return None
-
-
-def choose_engine(path: str | os.PathLike[str], budget_bytes: int) -> str:
-    """``"memory"`` when the trace would fit ``budget_bytes`` in memory
-    (:data:`BYTES_PER_ROW` per row), else ``"duckdb"`` (JSON Lines: always memory)."""
-    rows = rows_on_disk(path)
-    return "duckdb" if rows is not None and rows * BYTES_PER_ROW > budget_bytes else "memory"
-
-
-def _files(path: str | os.PathLike[str], filesystem: Any
-           ) -> tuple[list[str], dict[str, Any], dict[str, int], Any]:
-    """The Parquet files of a trace, its metadata (merged as loading merges it), for a
-    directory of several shards how far each file's ``seq`` must shift (by file name) so
-    the shards follow one another as :func:`evtkit.load` joins them, and the fsspec
-    filesystem the files are on (None: local). A URL without ``filesystem`` names its own:
-    ``file://`` is read as local files, other stores through their filesystem."""
-    import pyarrow.parquet as pq
-
-    fs, name = filesystem, os.fspath(path)
-    shown = name
-    guard: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-    if fs is None and is_url(name):
-        where = resolve(name, fail=TraceFormatError)
-        shown, guard = where.url, where.io("cannot read it")
-        if where.local:
-            name = where.path
-        else:
-            fs = where.fsspec()
-            name = fs.unstrip_protocol(where.path)
-    with guard:
-        if fs is None:
-            target = Path(name)
-            if not target.exists():
-                raise TraceFormatError(shown, "no such file or directory")
-            files = sorted(str(p) for p in target.glob(store.PART_GLOB)) if target.is_dir() \
-                else [name]
-        elif not fs.exists(name):
-            raise TraceFormatError(shown, "no such file or directory")
-        else:  # names with their protocol: what DuckDB routes to the registered filesystem
-            files = [fs.unstrip_protocol(f) for f in sorted(
-                fs.glob(f"{name.rstrip('/')}/{store.PART_GLOB}"))] if fs.isdir(name) else [name]
-        if not files:
-            raise TraceFormatError(shown, "a directory without trace parts (part-*.parquet)")
-        metas, sizes = [], {}
-        for file in files:
-            try:
-                footer = pq.ParquetFile(fs.open(file, "rb") if fs else file)
-                metas.append(store.trace_metadata(file, footer.schema_arrow))
-                sizes[file] = _seq_end(footer)
-            except (pa.ArrowException, OSError) as exc:
-                raise TraceFormatError(file, f"not a readable Parquet file: {exc}") from exc
-    meta = store.merge_metadata(files, metas)
-    meta["source_path"] = shown
-    shards: dict[str, int] = {}
-    for file in files:
-        shard = store.shard_of(file) or ""
-        shards[shard] = max(shards.get(shard, 0), sizes[file])
-    if len(shards) < 2:
-        return files, meta, {}, fs
-    shift, before = {}, 0
-    for shard in sorted(shards):
-        shift[shard] = before
-        before += shards[shard]
-    return files, meta, {os.path.basename(f): shift[store.shard_of(f) or ""] for f in files}, fs
-
-
-def _seq_end(footer: Any) -> int:
-    """One past the largest ``seq`` of a Parquet trace file (0 when it has no rows), from
-    the footer's statistics where they exist."""
-    column = footer.schema_arrow.get_field_index("seq")
-    end = 0
-    for i in range(footer.metadata.num_row_groups):
-        stats = footer.metadata.row_group(i).column(column).statistics
-        if stats is None or not stats.has_min_max:
-            seq = footer.read_row_group(i, columns=["seq"])["seq"]
-            top = pa.compute.max(seq).as_py()
-            end = max(end, (top + 1) if top is not None else 0)
-        else:
-            end = max(end, stats.max + 1)
-    return end
 
 
 class Dataset:
