@@ -413,11 +413,11 @@ def _analysed(args: argparse.Namespace) -> Iterator[Trace | Dataset]:
     """The trace at ``args.path`` on the engine ``--engine`` names (``auto``: in memory if
     it fits ``--memory-budget``, else DuckDB): loaded, or opened on disk until the block
     ends."""
-    from .engine import dataset
+    from .engine import choose_engine, dataset
     from .store import load
 
     budget = args.memory_budget or _machine_memory() // 2
-    engine = dataset.choose_engine(args.path, budget) if args.engine == "auto" else args.engine
+    engine = choose_engine(args.path, budget) if args.engine == "auto" else args.engine
     if engine == "memory":
         yield load(args.path)
         return

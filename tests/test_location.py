@@ -15,7 +15,7 @@ import pytest
 
 import evtkit as ek
 from evtkit._location import as_fsspec, public_url, resolve
-from evtkit.engine.dataset import choose_engine, rows_on_disk
+from evtkit.engine.files import choose_engine, rows_on_disk
 from evtkit.store import SegmentWriter, load
 from tests.test_store import _delivery
 

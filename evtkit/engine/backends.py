@@ -315,10 +315,7 @@ def _pandas(table: pa.Table, categories: Sequence[str] = (), times: Sequence[str
     for name in times:
         at = table.schema.get_field_index(name)
         table = table.set_column(at, name, table[name].cast(pa.timestamp("ns", tz="UTC")))
-    # (each column its own block, Arrow's buffers freed as they are converted: a large
-    # result is not held twice)
-    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get, split_blocks=True,
-                           self_destruct=True)
+    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
 
 def _duck(sql_type: str) -> str:

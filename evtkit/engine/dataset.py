@@ -47,15 +47,14 @@ import pyarrow as pa
 from ..schema import OBSERVATIONS, utc
 from . import sql
 from .backends import DuckDBEngine, Engine, SparkEngine
-from .files import BYTES_PER_ROW, choose_engine, rows_on_disk, trace_files
+from .files import trace_files
 
 if TYPE_CHECKING:
     from ..analysis.causal import Chain
     from ..analysis.diagnose import Rules
     from ..trace import Trace
 
-__all__ = ["BYTES_PER_ROW", "ENGINES", "HELD_BYTES_PER_ROW", "Dataset", "choose_engine",
-           "open", "rows_on_disk"]
+__all__ = ["ENGINES", "HELD_BYTES_PER_ROW", "Dataset", "open"]
 
 _VIEW = re.compile(r"\b(FROM|JOIN)\s+(observations|events|deliveries)\b", re.IGNORECASE)
 ENGINES = ("duckdb", "spark")
@@ -102,10 +101,10 @@ def open(path: str | os.PathLike[str], engine: str = "duckdb", *, spark: Any = N
 
 HELD_BYTES_PER_ROW = 300
 """What a row an analysis holds in pandas costs, with the working arrays made from it
-(measured: the diagnosis's process grows by ~1.2 GB, the interpreter's own share
-included, for a consumer's 3.3 M deliveries): lent out of the
-engine's budget while it is held (a consumer's deliveries while the rules read them, the
-rows of ``chains()`` while they become its frame), so the process stays near the budget."""
+(measured: the diagnosis's process grows by ~1.2 GB, the interpreter's own share included,
+for a consumer's 3.3 M deliveries): lent out of the engine's budget while it is held (a
+consumer's deliveries while the rules read them, the rows of ``chains()`` while they
+become its frame), so the process stays near the budget."""
 
 
 class Dataset:

@@ -35,6 +35,11 @@ def _in(name: str, values: list[str]) -> tuple[str, dict[str, Any]]:
     return f"{name} IN ({', '.join(':' + k for k in params)})", params
 
 
+def _times(frame: pd.DataFrame) -> np.ndarray:
+    """A frame's ``published_at`` (ns), sorted."""
+    return np.sort(frame["published_at"].to_numpy(dtype=np.int64))
+
+
 class EngineEvidence(Evidence):
     """The answers from a :class:`~evtkit.engine.dataset.Dataset`'s engine."""
 
@@ -100,9 +105,7 @@ class EngineEvidence(Evidence):
         missed = self._frame(f"SELECT published_at FROM __missed__ WHERE consumer = :c AND "
                              f"published_at >= :since AND {where}", c=consumer, since=since,
                              **params)
-        mine_ns, missed_ns = (np.sort(f["published_at"].to_numpy(dtype=np.int64))
-                              for f in (mine, missed))
-        return mine_ns, missed_ns
+        return _times(mine), _times(missed)
 
     def root_publishes(self) -> Iterator[tuple[tuple[str, str], np.ndarray]]:
         roots = "causation_id IS NULL AND emitted_by IS NULL"
