@@ -83,12 +83,17 @@ def running_median(values: np.ndarray, window: int, min_periods: int) -> np.ndar
 def centred_count(flags: np.ndarray, window: int) -> np.ndarray:
     """How many of ``flags`` are set in each centred window of ``window`` (as pandas'
     ``rolling(window, center=True, min_periods=1).sum()``: the window has ``(window - 1)
-    // 2`` values after its centre, cut at the ends), by differences of a running total."""
+    // 2`` values after its centre, cut at the ends), by differences of a running total
+    taken as shifted slices of it (indexing it by computed positions took 80 ms per
+    million values)."""
+    n = len(flags)
     total = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
-    at = np.arange(len(flags))
     after = (window - 1) // 2
-    return total[np.minimum(at + after + 1, len(flags))] - \
-        total[np.maximum(at - (window - 1 - after), 0)]
+    before = window - 1 - after
+    # Window i ends at total[min(i + after + 1, n)] and begins at total[max(i - before, 0)].
+    ends = np.concatenate([total[min(after + 1, n):], np.full(min(after, n), total[n])])
+    begins = np.concatenate([np.zeros(min(before, n), np.int64), total[:max(n - before, 0)]])
+    return ends[:n] - begins
 
 
 def running_median_reaches(values: np.ndarray, window: int, min_periods: int,

@@ -169,7 +169,8 @@ def problems(ds: Dataset) -> pd.DataFrame:
 
     early = q("""
         WITH d AS (
-            SELECT *, row_number() OVER (PARTITION BY observer ORDER BY seq) AS k,
+            SELECT observer, event_id,
+                   row_number() OVER (PARTITION BY observer ORDER BY seq) AS k,
                    published_at - CASE WHEN started_at IS NULL OR received_at <= started_at
                        THEN coalesce(received_at, started_at) ELSE started_at END AS ahead
             FROM __deliveries__
@@ -186,7 +187,8 @@ def problems(ds: Dataset) -> pd.DataFrame:
 
     for kind, outcome in (("failed", "error"), ("dropped", "dropped")):
         bad = q("""
-            WITH d AS (SELECT *, row_number() OVER (PARTITION BY consumer ORDER BY seq) AS k
+            WITH d AS (SELECT consumer, event_id,
+                              row_number() OVER (PARTITION BY consumer ORDER BY seq) AS k
                        FROM __deliveries__ WHERE outcome = :outcome AND consumer IS NOT NULL),
                  t AS (SELECT consumer, count(*) AS total FROM __deliveries__
                        GROUP BY consumer)
