@@ -110,6 +110,17 @@ def test_parameters_are_bound_not_pasted(faulty):
         assert got["n"].tolist() == [0]
 
 
+def test_a_name_no_table_has_is_missing_not_a_python_variable(faulty):
+    """DuckDB reads a Python variable named like a missing table (a replacement scan) from
+    the code that runs the query — evtkit's own: a query sees the trace's views and
+    nothing of the process, and a missing name is said to be missing."""
+    _, path = faulty
+    with ek.open(path) as ds:
+        for name in ("views", "pd", "contextlib"):  # (names in evtkit's engine module)
+            with pytest.raises(Exception, match="does not exist"):
+                ds.query(f"SELECT * FROM {name}")
+
+
 def _rows(n: int, consumer: str, start_ns: int, first_seq: int) -> list[tuple]:
     """Publish, receive and handled rows of ``n`` events (``Row`` layout), numbered from
     ``first_seq``."""

@@ -123,3 +123,43 @@ def test_ids_published_twice_are_found_alike(tmp_path):
     pd.testing.assert_frame_equal(problems, ek.load(path).problems())
     row = problems.set_index("problem").loc["duplicate_id"]
     assert row["count"] == 2 and row["event_id"] == str(again["event_id"].iloc[0])
+
+
+def test_each_consumers_rows_are_read_ahead_on_the_other_connection(tmp_path):
+    """While the rules work on one consumer's rows, the next one's are read on DuckDB's
+    other connection: no row query of the diagnosis runs on the main one, and rows read
+    ahead equal rows read when asked; a request out of turn is read there and then."""
+    path = tmp_path / "trace.parquet"
+    ek.testing.make_trace(1_500, seed=3, stall=("billing", 3.0, 1.0)).save(path)
+    with ek.open(path) as ds:
+        ds.problems()
+        asked: list[str] = []
+        main = ds._engine.frame
+        ds._engine.frame = lambda sql, *a, **k: (asked.append(sql), main(sql, *a, **k))[1]
+        found = ds.diagnose()
+        assert not [q for q in asked if "WHERE consumer = :c" in q and "deliveries" in q]
+        assert len(found)
+        names = EngineEvidence(ds).consumers()
+        ahead, asked_now = EngineEvidence(ds), EngineEvidence(ds)
+        ahead.read_ahead(names[:2])
+        assert ahead._next is not None and ahead._next[0] == names[0]
+        pd.testing.assert_frame_equal(ahead.deliveries_of(names[0]),
+                                      asked_now.deliveries_of(names[0]))
+        assert ahead._next is not None and ahead._next[0] == names[1]  # the next under way
+        pd.testing.assert_frame_equal(ahead.deliveries_of(names[2]),  # out of turn
+                                      asked_now.deliveries_of(names[2]))
+        assert ahead._ahead == [names[1]]
+        pd.testing.assert_frame_equal(ahead.deliveries_of(names[1]),
+                                      asked_now.deliveries_of(names[1]))
+
+
+def test_closing_stops_a_read_under_way(tmp_path):
+    """A dataset closed while its other connection still reads does not wait for the read
+    to finish: DuckDB is interrupted, and whoever waits for the rows gets an error."""
+    path = tmp_path / "trace.parquet"
+    ek.testing.make_trace(200, seed=3).save(path)
+    ds = ek.open(path)
+    endless = ds._engine.frame_soon("SELECT count(*) AS n FROM range(1000000000000) a")
+    ds.close()  # (the suite's timeout, were it to wait: the count takes hours)
+    with pytest.raises(Exception, match="(?i)interrupt"):
+        endless.result(timeout=60)

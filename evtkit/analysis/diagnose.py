@@ -86,7 +86,6 @@ causes first, then by the number of messages affected (lost, failed or delayed).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -95,6 +94,7 @@ import pandas as pd
 
 from .._units import duration
 from . import symptoms, workers
+from .consumer import Consumer, Holding
 from .evidence import Evidence
 from .finding import COLUMNS, HANDLER_KINDS, KINDS, NAT, SEVERITIES, Finding, frame, runs
 from .pace import (
@@ -137,45 +137,6 @@ class Rules:
     link_s: float = 1.0
 
 
-class Consumer:
-    """One consumer's deliveries, in handler start order, and its typical pace.
-
-    ``rows`` are loaded from the evidence when first read and may be let go between rules
-    (a diagnosis on disk holds one consumer's rows at a time)."""
-
-    __slots__ = ("_calls", "_load", "_rows", "baseline", "name", "revisit", "subjects",
-                 "typical", "workers")
-
-    def __init__(self, name: str, load: Callable[[Consumer], pd.DataFrame]) -> None:
-        self.name, self._load = name, load
-        self.typical = 0.0
-        self.baseline: float | None = None
-        self.workers: list[str] = []
-        self.subjects: list[str] = []
-        self._rows: pd.DataFrame | None = None
-        self._calls: pd.DataFrame | None = None
-        self.revisit = True
-        """Whether the rules that follow flows can find anything in its rows."""
-
-    @property
-    def rows(self) -> pd.DataFrame:
-        """Its deliveries (the columns of :data:`evtkit.analysis.evidence.ROWS`)."""
-        if self._rows is None:
-            self._rows = self._load(self)
-        return self._rows
-
-    @property
-    def calls(self) -> pd.DataFrame:
-        """The rows whose handler ran to an end (``ok`` or ``error``)."""
-        if self._calls is None:
-            self._calls = select(self.rows, self.rows["outcome"].isin(["ok", "error"]))
-        return self._calls
-
-    def release(self) -> None:
-        """Let go of the rows (read again when next needed)."""
-        self._rows = self._calls = None
-
-
 def diagnose(trace: Trace | Evidence, baseline: Trace | Evidence | None = None, *,
              rules: Rules | None = None) -> pd.DataFrame:
     """Findings about ``trace``, worst first; see the module docstring for the rules.
@@ -204,10 +165,11 @@ class Diagnosis:
         self.rules = rules
         self.t0, self.t_end = evidence.span()
         self.found: list[Finding] = []
+        self.holding = Holding(evidence, self._arranged)
+        self.consumers = [Consumer(name, self.holding.load) for name in evidence.consumers()]
+        self.holding.visit(self.consumers)  # (while the clocks are checked, say, read ahead)
         self.ahead = symptoms.clocks_ahead(self)
-        self._held: list[Consumer] = []
         self._base = baseline.handler_medians() if baseline is not None else {}
-        self.consumers = [Consumer(name, self.load) for name in evidence.consumers()]
         self.upstream: dict[str, set[str]] = {}
         self._emitters: dict[str, set[str]] | None = None
 
@@ -219,26 +181,15 @@ class Diagnosis:
 
     # -- inputs -------------------------------------------------------------------------
 
-    def _rows(self, name: str) -> pd.DataFrame:
+    def _arranged(self, rows: pd.DataFrame) -> pd.DataFrame:
         """One consumer's deliveries in handler start order, an observer's clock running
         ahead taken back (its times, not its durations)."""
-        rows = self.evidence.deliveries_of(name)
         if self.ahead:
             shift = rows["observer"].map(self.ahead).fillna(0).astype("int64").to_numpy()
             rows = rows.assign(**{c: pd.to_datetime(rows[c].array.asi8 - shift, utc=True)
                                   .where(rows[c].notna()) for c in ("received_at",
                                                                      "started_at", "done_at")})
         return in_start_order(rows)
-
-    def load(self, c: Consumer) -> pd.DataFrame:
-        """``c``'s rows for :attr:`Consumer.rows`, letting go of the rows of consumers read
-        longest ago beyond what the evidence lets a diagnosis hold."""
-        self._held = [x for x in self._held if x is not c]
-        while len(self._held) >= self.evidence.keep:  # let go first, then read
-            self._held.pop(0).release()
-        rows = self._rows(c.name)
-        self._held.append(c)
-        return rows
 
     def profile(self, c: Consumer) -> None:
         """``c``'s typical handler time, baseline, workers and subjects (each consumer's
@@ -272,9 +223,10 @@ class Diagnosis:
         symptoms.server_stalls(self)
         roots = [f for f in self.found if f.kind in HANDLER_KINDS]
         bursts = symptoms.bursts(self)
-        upstream_first = sorted(self.consumers,
-                                key=lambda c: len(symptoms.upstream_of(self, c)))
-        for c in (c for c in upstream_first if c.revisit):
+        upstream_first = [c for c in sorted(self.consumers, key=lambda c: len(
+            symptoms.upstream_of(self, c))) if c.revisit]
+        self.holding.visit(upstream_first)
+        for c in upstream_first:
             symptoms.lagged(self, c, roots, bursts)
             symptoms.drops(self, c, roots)
             symptoms.redeliveries(self, c, roots)

@@ -64,6 +64,11 @@ class Evidence:
         dv = self.trace.deliveries
         return dv.loc[(dv["consumer"] == consumer).to_numpy(), ROWS]
 
+    def read_ahead(self, consumers: list[str]) -> None:
+        """The consumers whose :meth:`deliveries_of` the diagnosis will ask for next, in
+        that order (an engine reads the next one's while the rules work on the last's;
+        in memory there is nothing to read)."""
+
     def handler_medians(self) -> dict[str, float]:
         """Each consumer's median handler time over its successful calls (for baselines)."""
         dv = self.trace.deliveries

@@ -102,9 +102,10 @@ def open(path: str | os.PathLike[str], engine: str = "duckdb", *, spark: Any = N
 HELD_BYTES_PER_ROW = 300
 """What a row an analysis holds in pandas costs, with the working arrays made from it
 (measured: the diagnosis's process grows by ~1.2 GB, the interpreter's own share included,
-for a consumer's 3.3 M deliveries): lent out of the engine's budget while it is held (a
-consumer's deliveries while the rules read them, the rows of ``chains()`` while they
-become its frame), so the process stays near the budget."""
+for a consumer's 3.3 M deliveries, the next consumer's read ahead meanwhile included): lent
+out of the engine's budget while it is held (a consumer's deliveries while the rules read
+them, the rows of ``chains()`` while they become its frame), so the process stays near the
+budget."""
 
 
 class Dataset:

@@ -7,6 +7,7 @@ at a time; and ``Dataset.problems()`` finds the facts of
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,6 +48,8 @@ class EngineEvidence(Evidence):
 
     def __init__(self, dataset: Dataset) -> None:  # noqa: D107 - see the class
         self.ds = dataset
+        self._ahead: list[str] = []  # whose rows the diagnosis reads next, in order
+        self._next: tuple[str, Future[pd.DataFrame]] | None = None  # being read
 
     def _frame(self, sql: str, categories: tuple[str, ...] = (), times: tuple[str, ...] = (),
                **params: Any) -> pd.DataFrame:
@@ -61,12 +64,35 @@ class EngineEvidence(Evidence):
                             "WHERE consumer IS NOT NULL")["consumer"]
         return sorted(str(c) for c in names)
 
+    def read_ahead(self, consumers: list[str]) -> None:
+        self._ahead, self._next = list(consumers), None  # (a read under way is let go)
+        self._read_next()
+
+    def _read_next(self) -> None:
+        """Start reading the next consumer's rows on the engine's other connection, so
+        DuckDB finds them while the rules work in Python on the rows read before (at 10 M
+        events, 0.5 s of each consumer's ~1.3 s)."""
+        if self._next is None and self._ahead:
+            sql, params, options = self._rows_query(self._ahead[0])
+            self._next = self._ahead[0], self.ds._engine.frame_soon(sql, params, **options)
+
+    @staticmethod
+    def _rows_query(consumer: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        return (f"SELECT {', '.join(ROWS)} FROM __deliveries__ WHERE consumer = :c",
+                {"c": consumer},  # (in any order: pace.start_order orders them)
+                # (as the trace in memory holds them: fewer bytes, quicker tests)
+                {"categories": ("observer", "subject", "outcome", "error"), "times": _TIMES})
+
     def deliveries_of(self, consumer: str) -> pd.DataFrame:
-        rows = self._frame(f"SELECT {', '.join(ROWS)} FROM __deliveries__ "
-                           "WHERE consumer = :c", c=consumer,  # (in order: pace.start_order)
-                           # (as the trace in memory holds them: fewer bytes, quicker tests)
-                           categories=("observer", "subject", "outcome", "error"),
-                           times=_TIMES)
+        reading, self._next = self._next, None
+        if consumer in self._ahead:  # (those before it were not asked for after all)
+            del self._ahead[:self._ahead.index(consumer) + 1]
+        if reading is not None and reading[0] == consumer:
+            rows = reading[1].result()
+        else:
+            sql, params, options = self._rows_query(consumer)
+            rows = self.ds._engine.frame(sql, params, **options)
+        self._read_next()
         rows["processing_s"] = rows["processing_s"].astype(float)
         return rows.reset_index(drop=True)
 
