@@ -170,7 +170,8 @@ class DuckDBEngine(Engine):
         # connection: at 10 M events the process otherwise kept ~0.3 GB more: 4.2 GB).
         config: dict[str, str | bool | int | float | list[str]] = {
             "temp_directory": spill, "preserve_insertion_order": False,
-            "python_enable_replacements": False, "allocator_background_threads": True}
+            "python_enable_replacements": False, "allocator_background_threads": True,
+            "allocator_bulk_deallocation_flush_threshold": "128MB"}
         if memory_limit:
             config["memory_limit"] = memory_limit
         self._limit = memory_limit or None

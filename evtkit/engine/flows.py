@@ -12,7 +12,9 @@ portable (Spark has none), so the tree is walked from here one level per query â
 then the children of the last level â€” until a level is empty: each event is reached at most
 once, so this ends after the deepest chain, and events on causation cycles (and below them)
 are never reached, as in memory. The levels are kept (``lineage_1``, ``lineage_2``, ...),
-``lineage`` (``event_id, root_id, depth``) is their union, and the flows are kept as
+``lineage`` (``event_id, seq, root_pub, depth``: each event's ``first_seq`` and when its
+root was published, so what reads it joins on an integer and needs no root's row) is their
+union, and the flows are kept as
 ``chains`` (from ``flow_events`` and ``flow_deliveries``, kept too): computed once per
 dataset.
 """
@@ -55,8 +57,8 @@ def _flow_events_sql(min_by: Callable[[str, str], str]) -> str:
     return f"""
 WITH ev AS (
     SELECT e.correlation_id, e.event_id, e.subject, e.published_at, e.first_seen_at,
-           e.first_seq, l.root_id, l.depth
-    FROM __events__ e LEFT JOIN __lineage__ l ON l.event_id = e.event_id
+           e.first_seq, l.root_pub, l.depth
+    FROM __events__ e LEFT JOIN __lineage__ l ON l.seq = e.first_seq
 ), ranked AS (  -- one sort: the last event is number `total`, the root the first at depth 1
     SELECT ev.*,
            row_number() OVER (PARTITION BY correlation_id ORDER BY {EVENT_ORDER}) AS first_n,
@@ -68,7 +70,7 @@ SELECT correlation_id, count(*) AS events, min(published_at) AS started_ns,
        max(CASE WHEN first_n = 1 THEN first_seen_at END) AS first_seen_ns,
        max(CASE WHEN first_n = 1 THEN first_seq END) AS first_seq,
        max(CASE WHEN first_n = total THEN published_at END) AS last_pub,
-       max(CASE WHEN first_n = total THEN root_id END) AS last_root,
+       max(CASE WHEN first_n = total THEN root_pub END) AS last_root_pub,
        {min_by("event_id", root)} AS root_event_id,
        {min_by("subject", root)} AS root_subject
 FROM ranked GROUP BY correlation_id"""
@@ -82,35 +84,35 @@ WITH last_seq AS (  -- the delivery that ended last (the latest of those, if sev
     GROUP BY d.correlation_id
 ), last_delivery AS (
     SELECT s.correlation_id, coalesce(d.done_at, d.started_at, d.received_at) AS done,
-           l.root_id
+           l.root_pub
     FROM last_seq s JOIN __deliveries__ d ON d.seq = s.seq
-    LEFT JOIN __lineage__ l ON l.event_id = d.event_id
+    LEFT JOIN __lineage__ l ON l.seq = d.event_seq
 ), ends AS (
     -- The root of whatever ended last (a handler, else an event) starts the critical path.
     SELECT f.*, coalesce(x.deliveries, 0) AS deliveries, coalesce(x.consumers, 0) AS consumers,
            coalesce(x.errors, 0) AS errors,
            CASE WHEN x.last_done > f.last_pub THEN x.last_done ELSE f.last_pub END AS ended_ns,
-           CASE WHEN ld.done >= f.last_pub THEN ld.root_id ELSE f.last_root END AS end_root
+           CASE WHEN ld.done >= f.last_pub THEN ld.root_pub ELSE f.last_root_pub END
+               AS root_pub
     FROM __flow_events__ f
     LEFT JOIN __flow_deliveries__ x ON x.correlation_id = f.correlation_id
     LEFT JOIN last_delivery ld ON ld.correlation_id = f.correlation_id
 )
 SELECT c.correlation_id, c.root_event_id, c.root_subject, c.events, c.deliveries, c.consumers,
-       c.depth, c.started_ns, c.ended_ns, c.errors, p.published_at AS root_pub,
-       c.first_seen_ns, c.first_seq
-FROM ends c LEFT JOIN __events__ p ON p.event_id = c.end_root"""
+       c.depth, c.started_ns, c.ended_ns, c.errors, c.root_pub, c.first_seen_ns, c.first_seq
+FROM ends c"""
 """The kept ``chains``: one row per flow, from its events' and its deliveries' (kept
 ``flow_events`` and ``flow_deliveries``)."""
 
 
 def lineage(engine: Engine) -> None:
-    """Define ``lineage``: each event reached from a root, with its root and depth (see
-    the module docstring)."""
+    """Define ``lineage``: each event reached from a root, with its root's publish and its
+    depth (see the module docstring)."""
     if "lineage" in engine.names:
         return
     levels: list[str] = []
     select = """
-SELECT e.event_id, e.event_id AS root_id, 1 AS depth
+SELECT e.event_id, e.first_seq AS seq, e.published_at AS root_pub, 1 AS depth
 FROM __events__ e LEFT JOIN __events__ c ON c.event_id = e.causation_id
 WHERE c.event_id IS NULL"""
     while True:
@@ -119,10 +121,11 @@ WHERE c.event_id IS NULL"""
         if not int(engine.frame(f"SELECT count(*) AS n FROM __{levels[-1]}__")["n"].iloc[0]):
             break
         select = f"""
-SELECT e.event_id, p.root_id, p.depth + 1 AS depth
+SELECT e.event_id, e.first_seq AS seq, p.root_pub, p.depth + 1 AS depth
 FROM __events__ e JOIN __{levels[-1]}__ p ON e.causation_id = p.event_id"""
     engine.define("lineage", "\nUNION ALL\n".join(
-        f"SELECT event_id, root_id, depth FROM __{level}__" for level in levels), keep=False)
+        f"SELECT event_id, seq, root_pub, depth FROM __{level}__" for level in levels),
+        keep=False)
 
 
 def _chains(ds: Dataset, where: str = "TRUE", limit: int | None = None,
