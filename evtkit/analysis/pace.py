@@ -10,6 +10,7 @@ import bottleneck as bn
 import numpy as np
 import pandas as pd
 
+from .._order import in_order, lex_order
 from .finding import NAT
 
 __all__ = ["by_worker", "centred_count", "in_start_order", "running_median",
@@ -34,25 +35,12 @@ def start_order(rows: pd.DataFrame) -> slice | np.ndarray:
     """Positions of ``rows`` in handler start order, then receive order, then capture
     order (``seq``; missing times last): a slice when they are in that order already.
     Rows may come in any order (an engine's, unsorted: sorting here is quicker than the
-    engine's sort of whole rows). By the start times alone (numpy's quicksort on the raw
-    nanoseconds), then only runs of equal start times sorted by the other two keys:
-    pandas' multi-column sort factorizes every column first, seconds per million rows."""
+    engine's sort of whole rows; see :func:`evtkit._order.lex_order`)."""
     big = np.iinfo(np.int64).max
-    start, received = (np.where(ns == NAT, big, ns) for ns in (
-        rows["started_at"].array.asi8, rows["received_at"].array.asi8))
-    seq = rows["seq"].to_numpy(dtype=np.int64)
-    same = start[1:] == start[:-1]
-    if ((start[1:] > start[:-1]) | (same & ((received[1:] > received[:-1]) | (
-            (received[1:] == received[:-1]) & (seq[1:] >= seq[:-1]))))).all():
-        return slice(None)
-    order = np.argsort(start)
-    ordered = start[order]
-    tied = np.flatnonzero(ordered[1:] == ordered[:-1])
-    if len(tied):  # whole runs of equal start times, in place: by (start,) received, seq
-        runs = np.unique(np.concatenate([tied, tied + 1]))
-        members = order[runs]
-        order[runs] = members[np.lexsort((seq[members], received[members], start[members]))]
-    return order
+    keys = [np.where(ns == NAT, big, ns) for ns in (
+        rows["started_at"].array.asi8, rows["received_at"].array.asi8)]
+    keys.append(rows["seq"].to_numpy(dtype=np.int64))
+    return slice(None) if in_order(keys) else lex_order(keys)
 
 
 def in_start_order(rows: pd.DataFrame) -> pd.DataFrame:
