@@ -89,3 +89,16 @@ def test_spark_follows_flows_as_duckdb_does(spark, path):
         pd.testing.assert_frame_equal(sp.flow_graph(), duck.flow_graph())
         pd.testing.assert_frame_equal(sp.deliveries(sample=200), duck.deliveries(sample=200),
                                       check_categorical=False)
+
+
+def test_the_dialects_pick_the_same_row(spark, path):
+    """``max_by``: the largest key, ties broken by the largest second key, NULL keys
+    skipped, the extreme BIGINTs ordered exactly — alike in both dialects."""
+    rows = ("(1, -9223372036854775808, 9223372036854775807), (2, 5, 1), (3, 5, 2), "
+            "(4, NULL, 99), (5, -5, 9)")
+    with ek.open(path) as duck, ek.open(path, engine="spark", spark=spark) as sp:
+        for ds in (duck, sp):
+            e = ds._engine
+            got = e.frame(f"SELECT {e.max_by('v', 'k', 't')} AS v, "
+                          f"{e.min_by('v', 'k')} AS first FROM (VALUES {rows}) AS x(v, k, t)")
+            assert (int(got["v"].iloc[0]), int(got["first"].iloc[0])) == (3, 1), ds.engine

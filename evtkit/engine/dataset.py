@@ -210,7 +210,7 @@ class Dataset:
         for the shared ones (``missed``, ``flow_deliveries``) as :mod:`.sql` says."""
         if name not in self._engine.names:
             shared = {"missed": lambda: sql.MISSED, "flow_deliveries": lambda: (
-                sql.flow_deliveries(self.summary()["consumers"]))}
+                sql.flow_deliveries(self.summary()["consumers"], self._engine.max_by))}
             self._engine.define(name, select if select is not None else shared[name]())
 
     @contextlib.contextmanager

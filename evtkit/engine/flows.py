@@ -77,15 +77,9 @@ FROM ranked GROUP BY correlation_id"""
 
 
 _CHAINS = """
-WITH last_seq AS (  -- the delivery that ended last (the latest of those, if several)
-    SELECT d.correlation_id, max(d.seq) AS seq
-    FROM __deliveries__ d JOIN __flow_deliveries__ x ON x.correlation_id = d.correlation_id
-         AND coalesce(d.done_at, d.started_at, d.received_at) = x.last_done
-    GROUP BY d.correlation_id
-), last_delivery AS (
-    SELECT s.correlation_id, coalesce(d.done_at, d.started_at, d.received_at) AS done,
-           l.root_pub
-    FROM last_seq s JOIN __deliveries__ d ON d.seq = s.seq
+WITH last_delivery AS (  -- the delivery that ended last (the latest of those, if several)
+    SELECT x.correlation_id, x.last_done AS done, l.root_pub
+    FROM __flow_deliveries__ x JOIN __deliveries__ d ON d.seq = x.last_seq
     LEFT JOIN __lineage__ l ON l.seq = d.event_seq
 ), ends AS (
     -- The root of whatever ended last (a handler, else an event) starts the critical path.

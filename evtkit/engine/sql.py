@@ -379,13 +379,16 @@ def distinct_consumers(consumers: int) -> tuple[str, str]:
     return join, " + ".join(words)
 
 
-def flow_deliveries(consumers: int) -> str:
+def flow_deliveries(consumers: int, max_by: Callable[[str, str, str], str]) -> str:
     """Per flow, over its deliveries: when the last handler finished (``last_done``: its
-    end, else its start, else the receive), ``deliveries``, distinct ``consumers`` (of the
-    trace's ``consumers``, see :func:`distinct_consumers`) and ``errors``."""
+    end, else its start, else the receive) and which delivery that was (``last_seq``: the
+    latest of them if several), ``deliveries``, distinct ``consumers`` (of the trace's
+    ``consumers``, see :func:`distinct_consumers`) and ``errors``; on an engine whose
+    :meth:`~evtkit.engine.backends.Engine.max_by` is ``max_by``."""
     join, count = distinct_consumers(consumers)
+    done = "coalesce(d.done_at, d.started_at, d.received_at)"
     return f"""
-    SELECT d.correlation_id, max(coalesce(d.done_at, d.started_at, d.received_at)) AS last_done,
+    SELECT d.correlation_id, max({done}) AS last_done, {max_by("d.seq", done, "d.seq")} AS last_seq,
            count(*) AS deliveries, {count} AS consumers,
            count(CASE WHEN d.outcome = 'error' THEN 1 END) AS errors
     FROM __deliveries__ d {join} GROUP BY d.correlation_id"""
