@@ -3,7 +3,8 @@
 :class:`Evidence` answers them from a :class:`~evtkit.trace.Trace` in memory. An engine
 answers the same questions with queries over files (:mod:`evtkit.engine.evidence`), so the
 rules of :mod:`evtkit.analysis.diagnose` run unchanged on traces larger than memory: the
-only per-delivery data they hold is one consumer's deliveries at a time.
+only per-delivery data they hold is one consumer's deliveries at a time (and, being read,
+the next one's).
 """
 
 from __future__ import annotations

@@ -230,13 +230,14 @@ class DuckDBEngine(Engine):
     def _rows(self) -> int:
         """Observation rows in the files (from their footers)."""
         got = self.con.execute("SELECT sum(num_rows) FROM parquet_file_metadata($files)",
-                               {"files": self.files}).fetchone()
-        return int(got[0] or 0) if got else 0
+                               {"files": self.files}).fetchall()  # (all: the result done)
+        return int(got[0][0] or 0) if got else 0
 
     def _budget(self) -> int:
         """DuckDB's memory limit in bytes (it reports it as ``2.7 GiB``)."""
-        got = self.con.execute("SELECT current_setting('memory_limit')").fetchone()
-        number, _, unit = str(got[0] if got else "0 B").partition(" ")
+        # (every row fetched: a result left open makes the next query refuse to run)
+        got = self.con.execute("SELECT current_setting('memory_limit')").fetchall()
+        number, _, unit = str(got[0][0] if got else "0 B").partition(" ")
         scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KiB": 2**10,
                  "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}.get(unit.strip(), 1)
         return int(float(number) * scale)

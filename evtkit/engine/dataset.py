@@ -16,7 +16,7 @@ Every whole-trace analysis is one query of :mod:`evtkit.engine.sql`, run by the 
 in this process by default: all cores, spilling to disk; or Spark) and returning a small
 pandas frame; ``diagnose()`` runs the rules of :mod:`evtkit.analysis.diagnose` on the
 engine's answers (:mod:`evtkit.engine.evidence`), holding one consumer's deliveries at a
-time. Results equal :class:`~evtkit.trace.Trace`'s on the same file (the tests hold them
+time (the next one's read meanwhile). Results equal :class:`~evtkit.trace.Trace`'s on the same file (the tests hold them
 against each other) except where a column says otherwise:
 
 - ``fanout()``'s ``emitted_types`` and ``problems()``' cycles follow explicit
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from ..analysis.diagnose import Rules
     from ..trace import Trace
 
-__all__ = ["ENGINES", "HELD_BYTES_PER_ROW", "Dataset", "open"]
+__all__ = ["ENGINES", "HELD_BYTES_PER_ROW", "PERCENTILE_BYTES_PER_ROW", "Dataset", "open"]
 
 _VIEW = re.compile(r"\b(FROM|JOIN)\s+(observations|events|deliveries)\b", re.IGNORECASE)
 ENGINES = ("duckdb", "spark")
@@ -106,6 +106,13 @@ for a consumer's 3.3 M deliveries, the next consumer's read ahead meanwhile incl
 out of the engine's budget while it is held (a consumer's deliveries while the rules read
 them, the rows of ``chains()`` while they become its frame), so the process stays near the
 budget."""
+
+
+PERCENTILE_BYTES_PER_ROW = 32
+"""What DuckDB's percentile aggregates hold per delivery outside its memory budget (each
+delivery's queue and handler times, in growing arrays of their own: measured ~0.8 GB past
+the budget for 30 M deliveries, which took the process past 4 GB in one run of three at
+10 M events): lent out of the budget while ``lag()`` computes them."""
 
 
 class Dataset:
@@ -242,8 +249,9 @@ class Dataset:
         status, status now and reason from :meth:`diagnose`."""
         from ..analysis.lag import LAG_COLUMNS, judged
 
-        stats = sql.expand_percentiles(self._engine.frame(sql.delivery_stats(
-            self._engine.percentiles)))
+        with self._engine.lend(PERCENTILE_BYTES_PER_ROW * self.summary()["deliveries"]):
+            stats = sql.expand_percentiles(self._engine.frame(sql.delivery_stats(
+                self._engine.percentiles)))
         series = self._series(freq)[0]
         if stats.empty:  # as the in-memory path: JetStream consumers known from samples only
             if not series:
