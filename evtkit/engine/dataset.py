@@ -16,8 +16,8 @@ Every whole-trace analysis is one query of :mod:`evtkit.engine.sql`, run by the 
 in this process by default: all cores, spilling to disk; or Spark) and returning a small
 pandas frame; ``diagnose()`` runs the rules of :mod:`evtkit.analysis.diagnose` on the
 engine's answers (:mod:`evtkit.engine.evidence`), holding one consumer's deliveries at a
-time (the next one's read meanwhile). Results equal :class:`~evtkit.trace.Trace`'s on the same file (the tests hold them
-against each other) except where a column says otherwise:
+time (the next one's read meanwhile). Results equal :class:`~evtkit.trace.Trace`'s on the
+same file (the tests hold them against each other) except where a column says otherwise:
 
 - ``fanout()``'s ``emitted_types`` and ``problems()``' cycles follow explicit
   ``causation_id`` links only (the in-memory path also infers links for events that carry

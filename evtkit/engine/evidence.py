@@ -1,8 +1,9 @@
 """The diagnosis's questions (:class:`evtkit.analysis.evidence.Evidence`) answered by an
 engine's queries, so ``Dataset.diagnose()`` runs the very rules of
 :mod:`evtkit.analysis.diagnose` on a trace left on disk, holding one consumer's deliveries
-at a time while the next consumer's are read on the engine's other connection; and ``Dataset.problems()`` finds the facts of
-:func:`evtkit.analysis.problems.problems` the same way."""
+at a time while the next consumer's are read on the engine's other connection; and
+``Dataset.problems()`` finds the facts of :func:`evtkit.analysis.problems.problems` the
+same way."""
 
 from __future__ import annotations
 
