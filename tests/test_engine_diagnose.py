@@ -127,30 +127,33 @@ def test_ids_published_twice_are_found_alike(tmp_path):
 
 def test_each_consumers_rows_are_read_ahead_on_the_other_connection(tmp_path):
     """While the rules work on one consumer's rows, the next one's are read on DuckDB's
-    other connection: no row query of the diagnosis runs on the main one, and rows read
-    ahead equal rows read when asked; a request out of turn is read there and then."""
+    other connection: no row query of the diagnosis runs on the main one, each consumer is
+    read once, and rows read ahead equal rows read when asked; a request out of turn is
+    read there and then, and the read under way goes on if it is still the next one."""
     path = tmp_path / "trace.parquet"
     ek.testing.make_trace(1_500, seed=3, stall=("billing", 3.0, 1.0)).save(path)
     with ek.open(path) as ds:
         ds.problems()
+        engine = ds._engine
         asked: list[str] = []
-        main = ds._engine.frame
-        ds._engine.frame = lambda sql, *a, **k: (asked.append(sql), main(sql, *a, **k))[1]
+        soon: list[str] = []
+        main, aside = engine.frame, engine.frame_soon
+        engine.frame = lambda sql, *a, **k: (asked.append(sql), main(sql, *a, **k))[1]
+        engine.frame_soon = lambda sql, p, **k: (soon.append(p["c"]), aside(sql, p, **k))[1]
         found = ds.diagnose()
         assert not [q for q in asked if "WHERE consumer = :c" in q and "deliveries" in q]
-        assert len(found)
+        assert len(found) and set(soon) == set(EngineEvidence(ds).consumers())
+        assert all(a != b for a, b in zip(soon, soon[1:], strict=False))  # (none read twice
+        # in a row: a consumer is read again only when a later rule revisits it)
         names = EngineEvidence(ds).consumers()
         ahead, asked_now = EngineEvidence(ds), EngineEvidence(ds)
+        soon.clear()
         ahead.read_ahead(names[:2])
-        assert ahead._next is not None and ahead._next[0] == names[0]
-        pd.testing.assert_frame_equal(ahead.deliveries_of(names[0]),
-                                      asked_now.deliveries_of(names[0]))
-        assert ahead._next is not None and ahead._next[0] == names[1]  # the next under way
-        pd.testing.assert_frame_equal(ahead.deliveries_of(names[2]),  # out of turn
-                                      asked_now.deliveries_of(names[2]))
-        assert ahead._ahead == [names[1]]
-        pd.testing.assert_frame_equal(ahead.deliveries_of(names[1]),
-                                      asked_now.deliveries_of(names[1]))
+        for name in (names[0], names[2], names[1]):  # (the second one out of turn)
+            pd.testing.assert_frame_equal(ahead.deliveries_of(name),
+                                          asked_now.deliveries_of(name))
+            assert ahead._ahead == ([names[1]] if name != names[1] else [])
+        assert soon == names[:2]  # (the read under way was not begun again)
 
 
 def test_closing_stops_a_read_under_way(tmp_path):

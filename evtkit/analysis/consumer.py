@@ -70,7 +70,8 @@ class Holding:
 
     def load(self, c: Consumer) -> pd.DataFrame:
         """``c``'s rows for :attr:`Consumer.rows`, letting go of others' beforehand as
-        far as the evidence asks (so two consumers' are never held where one is allowed)."""
+        far as the evidence asks (so the rules never hold two consumers' where one is
+        allowed; the evidence may be reading the next one's meanwhile)."""
         self._held = [x for x in self._held if x is not c]
         while len(self._held) >= self.evidence.keep:
             self._held.pop(0).release()

@@ -147,9 +147,11 @@ def diagnose(trace: Trace | Evidence, baseline: Trace | Evidence | None = None, 
         rules: thresholds other than the defaults of :class:`Rules`.
     """
     rules = rules or Rules()
-    found = Diagnosis(_evidence(trace), None if baseline is None else _evidence(baseline),
-                      rules).run()
-    return frame(found)
+    d = Diagnosis(_evidence(trace), None if baseline is None else _evidence(baseline), rules)
+    try:
+        return frame(d.run())
+    finally:  # (done, or a rule failed: nothing more will be read)
+        d.holding.visit([])
 
 
 def _evidence(source: Trace | Evidence) -> Evidence:

@@ -74,6 +74,8 @@ def centred_count(flags: np.ndarray, window: int) -> np.ndarray:
     // 2`` values after its centre, cut at the ends), by differences of a running total
     taken as shifted slices of it (indexing it by computed positions took 80 ms per
     million values)."""
+    if window < 1:
+        raise ValueError(f"a window holds at least one value, not {window}")
     n = len(flags)
     total = np.concatenate([[0], np.cumsum(flags, dtype=np.int64)])
     after = (window - 1) // 2

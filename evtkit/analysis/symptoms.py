@@ -16,7 +16,8 @@ from .finding import LAGGING, NAT, SEVERITIES, Finding, runs
 from .problems import CONFORMANCE
 
 if TYPE_CHECKING:
-    from .diagnose import Consumer, Diagnosis
+    from .consumer import Consumer
+    from .diagnose import Diagnosis
 
 __all__ = ["bursts", "clocks_ahead", "drops", "from_problems", "gave_up", "lagged", "redeliveries",
            "server_stalls", "subjects", "upstream"]

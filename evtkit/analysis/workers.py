@@ -13,7 +13,8 @@ from .._units import count, duration
 from .finding import NAT, Finding
 
 if TYPE_CHECKING:
-    from .diagnose import Consumer, Diagnosis
+    from .consumer import Consumer
+    from .diagnose import Diagnosis
 
 __all__ = ["slow", "stopped"]
 

@@ -89,13 +89,17 @@ class Engine:
         UTC timestamps."""
         raise NotImplementedError
 
+    reads_aside = False
+    """Whether :meth:`frame_soon` runs beside the caller's own queries."""
+
     def frame_soon(self, sql: str, params: Mapping[str, Any] | None = None, *,
                    categories: Sequence[str] = (), times: Sequence[str] = ()
                    ) -> Future[pd.DataFrame]:
-        """:meth:`frame`, started now and its result taken later (``.result()``): DuckDB
-        runs it on a connection of its own in a thread of its own, while the caller goes
-        on (queries included); engines that cannot run it beside the caller's queries run
-        it at once."""
+        """:meth:`frame` over the kept views only, started now and its result taken later
+        (``.result()``), on another connection in a thread of its own, while the caller
+        goes on (queries included) — where :attr:`reads_aside`; otherwise it runs at once
+        (so who would read ahead on such an engine does not: it would only hold two
+        results)."""
         done: Future[pd.DataFrame] = Future()
         try:
             done.set_result(self.frame(sql, params, categories=categories, times=times))
@@ -119,9 +123,9 @@ class Engine:
     @staticmethod
     def max_by(value: str, key: str, tiebreak: str) -> str:
         """An aggregate giving ``value`` at the row of the largest ``key`` and, of rows
-        that share it, the largest ``tiebreak`` (both BIGINT; rows whose key is NULL
-        skipped): one pass, where finding the largest key first and its rows after would
-        join the rows twice."""
+        that share it, the largest ``tiebreak`` (both BIGINT, ``tiebreak`` never NULL;
+        rows whose key is NULL skipped): one pass, where finding the largest key first and
+        its rows after would join the rows twice."""
         raise NotImplementedError
 
     @contextlib.contextmanager
@@ -189,6 +193,7 @@ class DuckDBEngine(Engine):
         self._soon: ThreadPoolExecutor | None = None  # frame_soon's thread and connection
         self._other: Any = None
         self._reading: set[Future[pd.DataFrame]] = set()
+        self._stop: weakref.finalize[Any, Any] | None = None
         self.names = {"raw": "raw"}
         if filesystem is not None:
             self.con.register_filesystem(filesystem)
@@ -285,7 +290,9 @@ class DuckDBEngine(Engine):
               categories: Sequence[str] = (), times: Sequence[str] = ()) -> pd.DataFrame:
         """Run ``sql`` (with ``:name`` parameters) and return the result as pandas."""
         self.prepare()
-        return self._run(self.con, sql, params, categories, times)
+        return self._run(self.con, self._query(sql), params, categories, times)
+
+    reads_aside = True  # (the kept tables only: the views are the main connection's)
 
     def frame_soon(self, sql: str, params: Mapping[str, Any] | None = None, *,  # noqa: D102
                    categories: Sequence[str] = (), times: Sequence[str] = ()
@@ -296,14 +303,20 @@ class DuckDBEngine(Engine):
             if self.on_disk:
                 self._other.execute("USE kept")
             self._soon = ThreadPoolExecutor(1, thread_name_prefix="evtkit-duckdb")
-        reading = self._soon.submit(self._run, self._other, sql, params, categories, times)
+            # (a dataset nobody closed stops its reading when it is collected)
+            self._stop = weakref.finalize(self, _stop_reading, self._soon, self._other,
+                                          self._reading)
+        reading = self._soon.submit(self._run, self._other, self._query(sql), params,
+                                    categories, times)  # (the text made here: names change)
         self._reading.add(reading)
         reading.add_done_callback(self._reading.discard)
         return reading
 
-    def _run(self, con: Any, sql: str, params: Mapping[str, Any] | None,
+    def _query(self, sql: str) -> str:
+        return _PARAM.sub(r"$\1", self.text(sql))
+
+    def _run(self, con: Any, query: str, params: Mapping[str, Any] | None,
              categories: Sequence[str], times: Sequence[str]) -> pd.DataFrame:
-        query = _PARAM.sub(r"$\1", self.text(sql))
         with self._within_budget():
             return _pandas(con.sql(query, params=dict(params or {})).to_arrow_table(),
                            categories, times)
@@ -339,16 +352,22 @@ class DuckDBEngine(Engine):
     def close(self) -> None:
         """Close the connections (a query under way on the other one is interrupted) and
         remove the spill directory (or the database file)."""
-        if self._soon is not None:
-            self._soon.shutdown(wait=False, cancel_futures=True)
-            while self._reading:  # (again until it stops: it may be just starting)
-                self._other.interrupt()
-                wait(list(self._reading), timeout=0.05)
-            self._other.close()
+        if self._stop is not None:
+            self._stop()
         self.con.close()
         for cleanup in (self._spill, self._kept):
             if cleanup is not None:
                 cleanup()
+
+
+def _stop_reading(soon: ThreadPoolExecutor, other: Any, reading: set[Future[Any]]) -> None:
+    """Stop frame_soon's thread: reads not begun cancelled, the one under way interrupted
+    (again until it stops: it may be just starting), its connection closed."""
+    soon.shutdown(wait=False, cancel_futures=True)
+    while reading:
+        other.interrupt()
+        wait(list(reading), timeout=0.05)
+    other.close()
 
 
 def _remove(*paths: str) -> None:

@@ -170,7 +170,8 @@ class Dataset:
         """Run your own SQL on the engine over the views of :func:`evtkit.engine.sql.views`
         (``observations``, ``events``, ``deliveries``, named after FROM or JOIN), e.g.
         ``ds.query("SELECT consumer, count(*) AS n FROM deliveries GROUP BY consumer")``.
-        ``:name`` in the text is bound to the keyword argument ``name``."""
+        ``:name`` in the text is bound to the keyword argument ``name``. The query sees
+        those views only, never Python variables of the same name."""
         return self._engine.frame(_VIEW.sub(r"\1 __\2__", text), params)
 
     def summary(self) -> dict[str, int]:

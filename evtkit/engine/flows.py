@@ -58,7 +58,8 @@ def _flow_events_sql(min_by: Callable[[str, str], str]) -> str:
 WITH ev AS (
     SELECT e.correlation_id, e.event_id, e.subject, e.published_at, e.first_seen_at,
            e.first_seq, l.root_pub, l.depth
-    FROM __events__ e LEFT JOIN __lineage__ l ON l.seq = e.first_seq
+    FROM __events__ e  -- (an event without an id has no place in the tree, as in memory)
+    LEFT JOIN __lineage__ l ON l.seq = e.first_seq AND e.event_id IS NOT NULL
 ), ranked AS (  -- one sort: the last event is number `total`, the root the first at depth 1
     SELECT ev.*,
            row_number() OVER (PARTITION BY correlation_id ORDER BY {EVENT_ORDER}) AS first_n,

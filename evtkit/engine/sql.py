@@ -63,7 +63,8 @@ _RANK = 1_000_000_000_000_000_000  # kind's weight in an event's rank (seq stays
 def views(sharded: bool = False) -> dict[str, str]:
     """The views every analysis starts from, in order: ``observations`` (over the files),
     ``events`` and ``deliveries`` — name → ``SELECT``. Engines keep the last two (DuckDB as
-    temporary tables, Spark cached), so each analysis reads them instead of the files.
+    tables of its private database, Spark cached), so each analysis reads them instead of
+    the files.
 
     An event's ``first_seq`` (its first row's ``seq``) is unique: deliveries carry it as
     ``event_seq``, so the analyses that pair deliveries with events join on an integer

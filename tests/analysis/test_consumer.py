@@ -44,3 +44,14 @@ def test_the_reads_announced_are_the_reads_made(keep):
         assert len(held) <= keep
     assert evidence.announced[1] == [names[0], names[1]]  # (the last one still held)
     assert evidence.announced[2] == ([names[0]] if keep == 1 else [])
+
+
+def test_a_whole_diagnosis_reads_what_it_announced():
+    """The rules read, consumer by consumer, what the diagnosis announced they would (a
+    rule reading another consumer's rows out of turn would break the read-ahead)."""
+    from evtkit.analysis.diagnose import Diagnosis, Rules
+
+    evidence = Told(keep=1)
+    Diagnosis(evidence, None, Rules()).run()
+    announced = [name for names in evidence.announced for name in names]
+    assert evidence.read == announced and len(set(announced)) == len(evidence.consumers())
