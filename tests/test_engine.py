@@ -334,3 +334,24 @@ def test_the_engine_lends_memory_to_what_the_diagnosis_holds_and_takes_it_back(f
         with ds._engine.lend(10**6):
             assert ds._engine._budget() < before
         assert ds._engine._budget() == before
+
+
+def test_an_event_without_an_id_is_no_root(tmp_path):
+    """A file may hold message rows without an ``event_id`` (``ek.load`` refuses it; the
+    engine reads it): such an event has no place in the causal tree, so its flow's root is
+    the first event with an id that roots it, never a missing one."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    trace = ek.testing.make_trace(40, seed=2)
+    trace.save(tmp_path / "whole.parquet")
+    table = pq.read_table(tmp_path / "whole.parquet")
+    ev = trace.events
+    root = ev.loc[ev["causation_id"].isna(), "event_id"].iloc[0]
+    ids = table["event_id"]
+    table = table.set_column(table.schema.get_field_index("event_id"), "event_id", pc.if_else(
+        pc.equal(ids, pa.scalar(root, ids.type)), pa.scalar(None, ids.type), ids))
+    pq.write_table(table, tmp_path / "no-id.parquet")
+    with ek.open(tmp_path / "no-id.parquet") as ds:
+        chains = ds.chains()
+    assert len(chains) == len(trace.chains()) and chains["root_event_id"].notna().all()
