@@ -73,8 +73,8 @@ class Holding:
         far as the evidence asks (so the rules never hold two consumers' where one is
         allowed; the evidence may be reading the next one's meanwhile)."""
         self._held = [x for x in self._held if x is not c]
-        while len(self._held) >= self.evidence.keep:
-            self._held.pop(0).release()
+        for x in self._make_room(self._held):
+            x.release()
         rows = self._arrange(self.evidence.deliveries_of(c.name))
         self._held.append(c)
         return rows
@@ -85,8 +85,14 @@ class Holding:
         held, reads = list(self._held), []
         for c in order:  # (as load() will: rows held stay, in the order they were read)
             if c not in held:
-                while len(held) >= self.evidence.keep:
-                    held.pop(0)
+                self._make_room(held)
                 held.append(c)
                 reads.append(c.name)
         self.evidence.read_ahead(reads)
+
+    def _make_room(self, held: list[Consumer]) -> list[Consumer]:
+        """Take out of ``held`` (and return) those read longest ago, so that one more
+        consumer's rows fit in what the evidence lets a diagnosis hold."""
+        gone = held[:max(len(held) - self.evidence.keep + 1, 0)]
+        del held[:len(gone)]
+        return gone
