@@ -286,8 +286,8 @@ def utc(ns: np.ndarray) -> pd.Series:
 
 def _nulls(column: Column, n: int) -> object:
     """An all-missing column of ``column``'s dtype whose memory is not touched: zero pages
-    from ``np.zeros`` and stride-0 masks (most server and JetStream columns of a trace are
-    empty, and a trace can have millions of rows)."""
+    from ``np.zeros``, stride-0 masks and a stride-0 NaT for timestamps (most server and
+    JetStream columns of a trace are empty, and a trace can have millions of rows)."""
     dtype = column.pandas
     if isinstance(dtype, pd.CategoricalDtype):
         return pd.Categorical.from_codes(np.broadcast_to(np.int8(-1), n),
@@ -298,15 +298,25 @@ def _nulls(column: Column, n: int) -> object:
         return pd.arrays.BooleanArray(np.zeros(n, bool), np.broadcast_to(True, n))
     if dtype == "float64":
         return np.broadcast_to(np.nan, n)
+    if isinstance(dtype, pd.DatetimeTZDtype):  # NaT at every row, from one value
+        return pd.arrays.DatetimeArray._simple_new(
+            np.broadcast_to(np.datetime64("NaT", "ns"), n), dtype=dtype)
     kind = column.arrow
-    if pa.types.is_string(kind) or pa.types.is_binary(kind):
-        large = pa.large_string() if pa.types.is_string(kind) else pa.large_binary()
-        empty = pa.Array.from_buffers(large, n, [_zeros(n // 8 + 1), _zeros(8 * n + 8),
-                                                 pa.py_buffer(b"")], null_count=n)
-        if pa.types.is_binary(kind):
-            return pd.arrays.ArrowExtensionArray(pa.chunked_array([empty.cast(pa.binary())]))
-        return text(empty)
-    return None  # timestamps, maps: built the ordinary way
+    if pa.types.is_string(kind):
+        return text(pa.Array.from_buffers(pa.large_string(), n, [
+            _zeros(n // 8 + 1), _zeros(8 * n + 8), pa.py_buffer(b"")], null_count=n))
+    if pa.types.is_binary(kind):
+        empty = pa.Array.from_buffers(kind, n, [_zeros(n // 8 + 1), _zeros(4 * n + 4),
+                                                pa.py_buffer(b"")], null_count=n)
+    elif pa.types.is_map(kind):  # (no entries: an empty struct of keys and items)
+        entries = pa.StructArray.from_arrays(
+            [pa.array([], kind.key_type), pa.array([], kind.item_type)],
+            fields=[kind.key_field, kind.item_field])
+        empty = pa.Array.from_buffers(kind, n, [_zeros(n // 8 + 1), _zeros(4 * n + 4)],
+                                      null_count=n, children=[entries])
+    else:
+        return None  # (no other types in the schemas)
+    return pd.arrays.ArrowExtensionArray(pa.chunked_array([empty]))
 
 
 def _zeros(size: int) -> pa.Buffer:
@@ -455,11 +465,20 @@ def conform(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         values = frame[column.name]
         if str(values.dtype) != _dtype_name(column):
             values = values.astype(column.pandas)
-        if isinstance(values.dtype, pd.CategoricalDtype):  # as if loaded: the values' own
-            values = values.cat.remove_unused_categories()
+        if isinstance(values.dtype, pd.CategoricalDtype) and _unused(values.array):
+            values = values.cat.remove_unused_categories()  # as if loaded: the values' own
         out[column.name] = values
     return pd.DataFrame({c.name: out[c.name] for c in schema.columns}, index=frame.index,
                         copy=False)
+
+
+def _unused(values: pd.Categorical) -> bool:
+    """Whether some category has no value (counted on the codes: removing none would
+    still copy them, and a frame's columns are millions of rows)."""
+    codes = np.asarray(values.codes)
+    used = np.bincount(codes[codes >= 0], minlength=len(values.categories)) if len(codes) \
+        else np.zeros(len(values.categories), np.int64)
+    return bool((used == 0).any())
 
 
 def distinct(values: pd.Series) -> bool:

@@ -29,6 +29,7 @@ from evtkit.schema import (
     utc,
     with_missing,
 )
+from evtkit.schema import column as to_pandas_column
 
 SCHEMAS = [OBSERVATIONS, EVENTS, DELIVERIES]
 SEC = 1_000_000_000
@@ -209,6 +210,14 @@ class TestConform:
         frame = observations()
         pd.testing.assert_frame_equal(conform(frame, OBSERVATIONS), frame)
 
+    def test_categories_no_row_uses_go_and_a_column_that_uses_all_is_not_copied(self):
+        used = pd.Categorical(["ok", "error", "ok"], categories=["error", "ok"])
+        spare = pd.Categorical(["ok", "ok", "ok"], categories=["error", "ok", "pending"])
+        frame = pd.DataFrame({"outcome": used, "ack": spare}, copy=False)
+        out = conform(frame, DELIVERIES)
+        assert np.shares_memory(out["outcome"].array.codes, frame["outcome"].array.codes)
+        assert out["ack"].cat.categories.tolist() == ["ok"] and out["ack"].tolist() == ["ok"] * 3
+
     def test_an_empty_frame_conforms_to_the_empty_schema(self):
         out = conform(pd.DataFrame(), EVENTS)
         assert len(out) == 0 and EVENTS.problems(out) == []
@@ -219,7 +228,7 @@ class TestPositions:
         values = pd.Series(["b", "x", "a", None], dtype="str")
         keys = pd.Series(["a", "b"], dtype="str")
         found = positions(values, keys)
-        assert found.dtype == np.int64
+        assert found.dtype == np.int32  # (fewer than 2**31 keys: half the memory)
         assert found.tolist() == [1, -1, 0, -1]
 
     def test_indexes_and_object_arrays_work_too(self):
@@ -355,6 +364,21 @@ class TestIds:
     def test_all_missing_columns_take_no_memory(self):
         out = ids({"event_id": pa.array(["a"] * 3), "replay_of": pa.nulls(3, pa.string())})
         assert out["replay_of"].codes.strides == (0,) and out["replay_of"].isna().all()
+
+    @pytest.mark.parametrize("name", ["last_active", "header_block", "headers", "reply"])
+    def test_all_missing_columns_of_other_types_take_no_memory_either(self, name):
+        """(a timestamp from one NaT; text, bytes and maps from zero pages, not Arrow's)"""
+        spec, n = OBSERVATIONS.by_name[name], 1_000_000
+        before = pa.total_allocated_bytes()
+        out = to_pandas_column(pa.nulls(n, spec.arrow), spec)  # (the file's copy: gone once read)
+        assert pa.total_allocated_bytes() - before < 1000
+        assert str(pd.Series(out).dtype) == str(spec.pandas) and pd.Series(out).isna().all()
+        if name == "last_active":
+            assert out._ndarray.strides == (0,)
+        else:
+            arrow = pa.chunked_array(out._pa_array) if hasattr(out, "_pa_array") else None
+            assert arrow is not None and arrow.null_count == n
+            arrow.validate(full=True)
 
     def test_conform_makes_hand_built_text_ids_share_one_set(self):
         frame = pd.DataFrame({"event_id": ["e1", "e2"], "correlation_id": ["e1", "e1"],
