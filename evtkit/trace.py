@@ -197,8 +197,8 @@ class Trace:
                           lambda: lineage(self, infer=infer, window_s=window_s))
 
     def chains(self, *, infer: bool = True) -> pd.DataFrame:
-        """One row per flow; see :func:`evtkit.analysis.causal.chains`."""
-        from .analysis.causal import chains
+        """One row per flow; see :func:`evtkit.analysis.chains.chains`."""
+        from .analysis.chains import chains
 
         return chains(self, infer=infer)
 

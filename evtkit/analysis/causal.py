@@ -2,7 +2,7 @@
 
 ::
 
-    trace.chains()                       # one row per flow (correlation id)
+    trace.chains()                       # one row per flow (evtkit.analysis.chains)
     trace.chain(flow).nodes / .edges     # the flow as a DAG of events, deliveries, handlers
     trace.critical_path(flow)            # the segments that set the flow's end time
 
@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
-from ..schema import fill, positions, same, text, utc
+from .._arrow import nullable_ints
+from ..schema import fill, positions, same
 
 if TYPE_CHECKING:
     from ..trace import Trace
 
-__all__ = ["Chain", "chain", "chains", "critical_path", "lineage"]
+__all__ = ["Chain", "chain", "critical_path", "lineage"]
 
 DEFAULT_WINDOW_S = 1.0
 """How long after a handler finished a publish by the same service may still be its effect."""
@@ -99,31 +99,29 @@ def lineage(trace: Trace, *, infer: bool = True, window_s: float = DEFAULT_WINDO
     return pd.DataFrame({
         "event_id": ids,
         "cause_id": cause_id,
-        "link": text(pa.DictionaryArray.from_arrays(pa.array(link), pa.array(_LINKS))),
+        "link": pd.Categorical.from_codes(_LINK_CODES[link], dtype=_LINK_DTYPE),
         "score": score,
-        "parent_seq": _ints(parent_seq, ~np.isnan(parent_seq)),
+        "parent_seq": nullable_ints(parent_seq, ~np.isnan(parent_seq)),
         "flow_id": flows.take(flow_code, allow_fill=True),
         "root_id": ids.take(root, allow_fill=True),
-        "depth": _ints(depth, depth > 0),
+        "depth": nullable_ints(depth, depth > 0),
         "cause_row": parent,
         "root_row": root,
     }, index=ev.index)
 
 
-# Link kinds, as codes while computing and as text in the result.
+# Link kinds, as codes while computing and as a categorical in the result.
 _LINKS = ["root", "explicit", "inferred", "orphan", "cycle"]
 _ROOT, _EXPLICIT, _INFERRED, _ORPHAN, _CYCLE = range(5)
-
-
-def _ints(values: np.ndarray, valid: np.ndarray) -> pd.arrays.IntegerArray:
-    """A nullable Int64 array without going through Python objects."""
-    return pd.arrays.IntegerArray(np.where(valid, values, 0).astype(np.int64), ~valid)
+_LINK_DTYPE = pd.CategoricalDtype(pd.Index(sorted(_LINKS), dtype="str"))
+"""``link`` as a categorical (one byte per event), its categories sorted as text's are."""
+_LINK_CODES = np.array([sorted(_LINKS).index(k) for k in _LINKS], np.int8)
 
 
 def _empty_lineage() -> pd.DataFrame:
     return pd.DataFrame({
         "event_id": pd.array([], "str"), "cause_id": pd.array([], "str"),
-        "link": pd.array([], "str"), "score": np.array([], float),
+        "link": pd.Categorical([], dtype=_LINK_DTYPE), "score": np.array([], float),
         "parent_seq": pd.array([], "Int64"), "flow_id": pd.array([], "str"),
         "root_id": pd.array([], "str"), "depth": pd.array([], "Int64"),
         "cause_row": np.array([], np.int64), "root_row": np.array([], np.int64),
@@ -232,97 +230,6 @@ def on_cycles(parent: np.ndarray, unreached: np.ndarray) -> np.ndarray:
         for p in path:
             state[p] = 2
     return np.array(sorted(set(members)), dtype=np.int64)
-
-
-# -- flows ------------------------------------------------------------------------------------
-
-def chains(trace: Trace, *, infer: bool = True) -> pd.DataFrame:
-    """One row per flow: ``correlation_id, root_event_id, events, consumers, depth,
-    started_at, ended_at, duration_s, errors, critical_path_s`` (plus ``deliveries`` and
-    ``links_inferred``), longest first.
-
-    ``ended_at`` is when the last handler of the flow finished (or its last event was
-    published, if later); ``critical_path_s`` is the time along the causal chain that
-    ended last, from its root.
-    """
-    lin = trace.lineage(infer=infer)
-    ev = trace.events
-    if ev.empty:
-        return pd.DataFrame(columns=_CHAIN_COLUMNS)
-    flow_codes, flows = pd.factorize(lin["flow_id"])
-    n_flows = len(flows)
-    pub = ev["published_at"].array.asi8
-    dv = trace.deliveries
-    where = trace.delivery_events
-    dv_flow = flow_codes[where].astype(np.int32 if n_flows < 2**31 else np.int64)
-    never, nat = np.iinfo(np.int64).max, np.iinfo(np.int64).min
-    done, start = dv["done_at"].array.asi8, dv["started_at"].array.asi8  # spans()' ends, in ns
-    dv_end = np.where(done != nat, done, np.where(start != nat, start,
-                                                  dv["received_at"].array.asi8))
-    started = np.full(n_flows, never)
-    np.minimum.at(started, flow_codes, pub)
-    last_event = np.full(n_flows, nat)
-    np.maximum.at(last_event, flow_codes, pub)
-    last_delivery = np.full(n_flows, nat)
-    np.maximum.at(last_delivery, dv_flow, dv_end)
-    ended = np.maximum(last_event, last_delivery)
-
-    # The root of whatever ended last: its publish time starts the critical path.
-    end_root = np.full(n_flows, -1)
-    order = np.lexsort((pub, flow_codes))
-    last_ev_row = order[np.r_[flow_codes[order][1:] != flow_codes[order][:-1], True]]
-    end_root[flow_codes[last_ev_row]] = lin["root_row"].to_numpy()[last_ev_row]
-    if len(dv):
-        order = np.lexsort((dv_end, dv_flow))
-        last_dv = order[np.r_[dv_flow[order][1:] != dv_flow[order][:-1], True]]
-        later = dv_end[last_dv] >= last_event[dv_flow[last_dv]]
-        end_root[dv_flow[last_dv][later]] = lin["root_row"].to_numpy()[where[last_dv][later]]
-    root_pub = np.where(end_root >= 0, pub[np.maximum(end_root, 0)], nat)
-
-    roots = lin[lin["depth"] == 1]
-    first_root = pd.Series(pub[roots.index], index=roots.index).groupby(
-        flow_codes[roots.index]).idxmin()
-    root_pos = np.full(n_flows, -1)
-    root_pos[first_root.index.to_numpy()] = first_root.to_numpy()
-    depth = lin["depth"].fillna(0).to_numpy(dtype=np.int64)
-    max_depth = np.zeros(n_flows, np.int64)
-    np.maximum.at(max_depth, flow_codes, depth)
-    consumer_codes, names = pd.factorize(dv["consumer"])
-    width = len(names) + 1
-    keys = dv_flow.astype(np.int64) * width + consumer_codes
-    if n_flows * width < 1 << 27:  # distinct (flow, consumer) pairs: a table of bits
-        seen = np.zeros(n_flows * width, bool)
-        seen[keys] = True
-        pairs = np.flatnonzero(seen)
-    else:
-        pairs = pd.unique(keys)
-    consumers = np.bincount(pairs // width, minlength=n_flows)
-    errors = np.bincount(dv_flow[(dv["outcome"] == "error").to_numpy()], minlength=n_flows)
-
-    frame = pd.DataFrame({
-        # (ids are categoricals over all the trace's ids: "str" decodes only these)
-        "correlation_id": flows.astype("str"),
-        "root_event_id": ev["event_id"].array.take(root_pos, allow_fill=True).astype("str"),
-        "events": np.bincount(flow_codes, minlength=n_flows),
-        "deliveries": np.bincount(dv_flow, minlength=n_flows),
-        "consumers": consumers,
-        "depth": _ints(max_depth, max_depth > 0),
-        "started_at": utc(started),
-        "ended_at": utc(ended),
-        "errors": errors,
-        "links_inferred": np.bincount(flow_codes[(lin["link"] == "inferred").to_numpy()],
-                                      minlength=n_flows),
-    })
-    frame["duration_s"] = (frame["ended_at"] - frame["started_at"]).dt.total_seconds()
-    frame["critical_path_s"] = np.where(root_pub != nat, (ended - root_pub) / 1e9, np.nan)
-    # Longest first; ties keep the order flows started in.
-    frame = frame.take(np.argsort(-frame["duration_s"].to_numpy(), kind="stable"))
-    return frame[_CHAIN_COLUMNS].reset_index(drop=True)
-
-
-_CHAIN_COLUMNS = ["correlation_id", "root_event_id", "events", "deliveries", "consumers",
-                  "depth", "started_at", "ended_at", "duration_s", "errors",
-                  "critical_path_s", "links_inferred"]
 
 
 @dataclass(frozen=True, slots=True)

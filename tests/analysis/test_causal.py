@@ -46,6 +46,28 @@ class TestChains:
         assert chains.loc["orphan-flow-0000", "events"] == 1
 
 
+    def test_a_delivery_without_a_consumer_name_counts_for_no_consumer(self):
+        """Counted among nobody's, and in its own flow: it was counted as one more
+        consumer of the flow before it (flow 0 had 2 deliveries and "3 consumers")."""
+        trace = ek.testing.make_trace(3, seed=1, depth=1, fanout=2)
+        obs = trace.observations.copy()
+        receive = obs.index[(obs["kind"] == "receive").to_numpy()][2]
+        unnamed_flow = obs.loc[receive, "correlation_id"]
+        obs.loc[receive, "consumer"] = None
+        chains = ek.Trace(obs).chains().set_index("correlation_id")
+        assert (chains["deliveries"] == 2).all()
+        assert chains.loc[unnamed_flow, "consumers"] == 1
+        assert (chains.drop(unnamed_flow)["consumers"] == 2).all()
+
+    def test_flows_of_equal_duration_keep_the_order_they_started_in(self):
+        trace = ek.testing.make_trace(40, seed=4, depth=1, fanout=1)
+        obs = trace.observations
+        published = ek.Trace(obs[(obs["kind"] == "publish").to_numpy()])  # flows of 0 s
+        chains = published.chains()
+        assert (chains["duration_s"] == 0).all() and len(chains) == 40
+        assert chains["started_at"].is_monotonic_increasing
+
+
 class TestCriticalPath:
     def test_segments_follow_the_true_chain_and_add_up(self, trace):
         for expected in trace.metadata["truth"]["critical_paths"].values():
