@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ._memory import give_back
 from .schema import OBSERVATIONS, Column, column, frame_of, ids
 
 __all__ = ["CATEGORIES", "empty_columns", "read_columns"]
@@ -47,6 +48,9 @@ def read_columns(file: pq.ParquetFile, schema: pa.Schema) -> pd.DataFrame:
     for spec in OBSERVATIONS.columns:
         if not spec.is_id:
             out[spec.name] = convert(spec, read(spec))
+    # (each column's Arrow copy is freed once converted, but kept by Arrow's allocator:
+    # 0.15 GB at 1 M events that stayed resident into every analysis)
+    give_back(n)
     return frame_of(out, OBSERVATIONS, n)
 
 

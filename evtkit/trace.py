@@ -16,14 +16,16 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 import numpy as np
 import pandas as pd
 
+from ._memory import give_back
 from ._views import deliveries_of, events_of
 from .observation import hop_event_ids
 from .schema import SCHEMA_VERSION, as_dicts, positions
@@ -41,6 +43,21 @@ _DERIVED = ("events", "deliveries", "consumer_info", "advisories", "hops")
 """The frames derived from the observations once and kept (cached properties)."""
 _SHARED = ("event_rows", "delivery_events", "lineage", "conformance")
 """Cached results a trace shares with :meth:`Trace.with_spec` copies (no spec in them)."""
+P = ParamSpec("P")
+
+
+def _then_give_back(method: Callable[Concatenate[Trace, P], T]
+                    ) -> Callable[Concatenate[Trace, P], T]:
+    """An analysis that, once done, hands what its temporaries held back to the system
+    (on a large trace; see :mod:`evtkit._memory`), so it does not add to the next one's
+    peak."""
+    @functools.wraps(method)
+    def run(self: Trace, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            give_back(len(self.observations))
+    return run
 
 
 def _read_spec(spec: Spec | str | os.PathLike[str] | dict[str, Any] | None) -> Spec | None:
@@ -104,6 +121,7 @@ class Trace:
         """One row per event; columns in :data:`evtkit.schema.EVENTS`."""
         frame, rows = events_of(self.observations)
         self._cache[("event_rows",)] = rows
+        give_back(len(self.observations))  # (in the cached property: see _then_give_back)
         return frame
 
     @property
@@ -118,6 +136,7 @@ class Trace:
         """One row per event × consumer; columns in :data:`evtkit.schema.DELIVERIES`."""
         frame, where = deliveries_of(self.observations, self.events)
         self._cache[("delivery_events",)] = where
+        give_back(len(self.observations))
         return frame
 
     @property
@@ -189,6 +208,7 @@ class Trace:
 
     # -- analysis: one-line hand-offs to evtkit.analysis (causal, lag, fanout, problems) --
 
+    @_then_give_back
     def lineage(self, *, infer: bool = True, window_s: float = 1.0) -> pd.DataFrame:
         """How each event links to its cause; see :func:`evtkit.analysis.causal.lineage`."""
         from .analysis.causal import lineage
@@ -196,6 +216,7 @@ class Trace:
         return self._memo(("lineage", infer, window_s),
                           lambda: lineage(self, infer=infer, window_s=window_s))
 
+    @_then_give_back
     def chains(self, *, infer: bool = True) -> pd.DataFrame:
         """One row per flow; see :func:`evtkit.analysis.chains.chains`."""
         from .analysis.chains import chains
@@ -222,6 +243,7 @@ class Trace:
 
         return self._memo(("slowest_flows", top), lambda: slowest_flows(self, top))
 
+    @_then_give_back
     def lag(self, freq: str | pd.Timedelta | None = None, **options: Any) -> pd.DataFrame:
         """One row per consumer: latency percentiles and lag status; see
         :func:`evtkit.analysis.lag.lag`."""
@@ -229,6 +251,7 @@ class Trace:
 
         return lag(self, freq, **options)
 
+    @_then_give_back
     def backlog(self, freq: str | pd.Timedelta | None = None) -> pd.DataFrame:
         """Lag in messages and seconds over time, per consumer; see
         :func:`evtkit.analysis.lag.backlog`."""
@@ -236,6 +259,7 @@ class Trace:
 
         return backlog(self, freq)
 
+    @_then_give_back
     def lag_status(self, freq: str | pd.Timedelta | None = None, **options: Any
                    ) -> pd.DataFrame:
         """Status of every sliding window, per consumer; see
@@ -244,6 +268,7 @@ class Trace:
 
         return lag_status(self, freq, **options)
 
+    @_then_give_back
     def fanout(self) -> pd.DataFrame:
         """One row per subject and type: who consumes it; see
         :func:`evtkit.analysis.fanout.fanout`."""
@@ -251,12 +276,14 @@ class Trace:
 
         return fanout(self)
 
+    @_then_give_back
     def flow_graph(self) -> pd.DataFrame:
         """The observed service graph as edges; see :func:`evtkit.analysis.fanout.flow_graph`."""
         from .analysis.fanout import flow_graph
 
         return flow_graph(self)
 
+    @_then_give_back
     def diagnose(self, baseline: Trace | None = None, *, rules: Rules | None = None
                  ) -> pd.DataFrame:
         """What went wrong — where, when, how much, cause or symptom — worst first; see
@@ -266,6 +293,7 @@ class Trace:
         return self._memo(("diagnose", baseline, rules),
                           lambda: diagnose(self, baseline, rules=rules))
 
+    @_then_give_back
     def problems(self) -> pd.DataFrame:
         """Everything that looks wrong, one row per finding — with a :attr:`spec`, events
         that break their schema and undeclared subjects, producers and consumers too; see
