@@ -43,7 +43,7 @@ class Evidence:
         keep: how many consumers' rows a diagnosis may hold at once (all, in memory).
     """
 
-    keep = 1 << 30
+    keep = 1
 
     def __init__(self, trace: Trace) -> None:
         self.trace = trace

@@ -349,22 +349,31 @@ def judged(frame: pd.DataFrame, findings: pd.DataFrame,
 
 def _delivery_stats(dv: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Per consumer and queue group: deliveries, queue-time and processing percentiles,
-    errors and drops."""
-    # Group keys must not be missing; outcomes become counts that groupby sums natively.
-    dv = dv.assign(queue=fill(dv["queue"], ""),
-                   failed=(dv["outcome"] == "error").astype(np.int64),
-                   lost=(dv["outcome"] == "dropped").astype(np.int64))
-    groups = dv.groupby(keys, sort=True)
-    quantiles = groups["queue_s"].quantile([0.5, 0.95, 0.99]).unstack()
-    quantiles.columns = ["queue_p50_s", "queue_p95_s", "queue_p99_s"]
-    work = groups["processing_s"].quantile([0.5, 0.95]).unstack()
-    work.columns = ["processing_p50_s", "processing_p95_s"]
-    return pd.concat([
-        groups.size().rename("deliveries"), quantiles,
-        groups["queue_s"].max().rename("queue_max_s"), work,
-        groups["failed"].sum().rename("errors"),
-        groups["lost"].sum().rename("dropped"),
-    ], axis=1).reset_index()
+    errors and drops.
+
+    Group by group on numpy arrays (pandas' grouped quantiles sorted copies of every
+    column at once: 0.19 GB at 3 M deliveries, the peak of ``lag()``)."""
+    keyed = pd.DataFrame({"consumer": dv["consumer"], "queue": fill(dv["queue"], "")},
+                         copy=False)
+    queue_s, work = dv["queue_s"].to_numpy(dtype=float), dv["processing_s"].to_numpy(dtype=float)
+    outcome = dv["outcome"]
+    failed, lost = (outcome == "error").to_numpy(), (outcome == "dropped").to_numpy()
+    rows = []
+    for key, at in keyed.groupby(keys, sort=False, observed=True).indices.items():
+        waited, worked = queue_s[at], work[at]
+        rows.append([*key, len(at), *_quantiles(waited, (0.5, 0.95, 0.99, 1.0)),  # 1: max
+                     *_quantiles(worked, (0.5, 0.95)), int(failed[at].sum()),
+                     int(lost[at].sum())])
+    frame = pd.DataFrame(rows, columns=[
+        *keys, "deliveries", "queue_p50_s", "queue_p95_s", "queue_p99_s", "queue_max_s",
+        "processing_p50_s", "processing_p95_s", "errors", "dropped"])
+    return frame.sort_values(keys, ignore_index=True)
+
+
+def _quantiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """Linear-interpolated quantiles of the values that are not NaN (NaN if none are)."""
+    known = values[~np.isnan(values)]
+    return np.quantile(known, qs).tolist() if len(known) else [np.nan] * len(qs)
 
 
 LAG_COLUMNS = ["consumer", "queue", "deliveries", "queue_p50_s", "queue_p95_s",

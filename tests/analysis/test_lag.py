@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import evtkit as ek
 from evtkit.observation import build_observations
@@ -124,3 +127,36 @@ def test_statuses_hold_across_seeds_and_rates(seed, rate):
         stop=("notifications", span * 0.6, span * 0.2), failing={"fraud": 0.3})
     want = {k: v["status"] for k, v in trace.metadata["truth"]["consumers"].items()}
     assert trace.lag().set_index("consumer")["status"].to_dict() == want
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", None]), st.sampled_from(["", "q", None]),
+                          st.one_of(st.none(), st.floats(0, 5)),
+                          st.one_of(st.none(), st.floats(0, 5)),
+                          st.sampled_from(["ok", "error", "dropped", "pending"])),
+                min_size=1, max_size=30))
+def test_delivery_stats_equal_pandas_grouped_quantiles(rows):
+    """Per consumer and queue group, as pandas computes them (consumers without a name
+    have no row; percentiles of a group whose times are all missing are NaN)."""
+    from evtkit.analysis.lag import _delivery_stats
+
+    dv = pd.DataFrame(rows, columns=["consumer", "queue", "queue_s", "processing_s",
+                                     "outcome"]).astype(
+        {"consumer": "category", "queue": "category", "outcome": "category",
+         "queue_s": float, "processing_s": float})
+    got = _delivery_stats(dv, ["consumer", "queue"])
+    keyed = dv.assign(queue=dv["queue"].astype(object).fillna(""))
+    groups = keyed.groupby(["consumer", "queue"], observed=True)
+    for (consumer, queue), part in groups:
+        row = got[(got["consumer"] == consumer) & (got["queue"] == queue)]
+        assert len(row) == 1 and row["deliveries"].item() == len(part)
+        for column, q in (("queue_p50_s", 0.5), ("queue_p99_s", 0.99), ("queue_max_s", 1.0),
+                          ("processing_p95_s", 0.95)):
+            want = part[column.split("_p")[0] + "_s"].quantile(q)
+            assert (np.isnan(want) and np.isnan(row[column].item())) or \
+                abs(row[column].item() - want) < 1e-12
+        assert row["errors"].item() == (part["outcome"] == "error").sum()
+        assert row["dropped"].item() == (part["outcome"] == "dropped").sum()
+    assert len(got) == groups.ngroups
+    assert got[["consumer", "queue"]].astype(str).values.tolist() == sorted(
+        got[["consumer", "queue"]].astype(str).values.tolist())
