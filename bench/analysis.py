@@ -272,8 +272,9 @@ TARGET_GB = 1.5
 
 
 def peak_gb() -> float:
-    """This process's peak resident memory (``ru_maxrss`` is in KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    """This process's peak resident memory in decimal GB, as the target is written
+    (``ru_maxrss`` is in KiB on Linux; this printed GiB labelled GB before)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
 def generate(path: str, n_events: int, options: dict[str, Any]) -> dict[str, Any]:
@@ -302,7 +303,7 @@ def analyse(path: str) -> dict[str, Any]:
         times[name] = time.perf_counter() - start
     with open("/proc/self/status") as fh:  # the same peak, as the kernel counts this image
         hwm = next((int(line.split()[1]) for line in fh if line.startswith("VmHWM:")), 0)
-    return {"times": times, "peak_gb": peak_gb(), "vm_hwm_gb": hwm / 1024**2,
+    return {"times": times, "peak_gb": peak_gb(), "vm_hwm_gb": hwm * 1024 / 1e9,
             "events": len(trace.events), "deliveries": len(trace.deliveries),
             "observations": len(trace.observations)}
 
