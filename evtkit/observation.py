@@ -400,7 +400,9 @@ def _kind_details(kind: Sequence[str], extra: Sequence[Any], reply: pa.Array
                                 ("delivery_count", position.delivery_count),
                                 ("pending", position.pending)):
                 put(name, int(i), value)
-    return {name: pa.array(col[name], kind_type) if name in col else pa.nulls(n, kind_type)
+    # (a column no row fills: Arrow's null type, which has no buffers to fill — the frame
+    # gets its dtype's all-missing column without touching memory)
+    return {name: pa.array(col[name], kind_type) if name in col else pa.nulls(n)
             for name, kind_type in _DETAIL_COLUMNS.items()}
 
 
