@@ -31,11 +31,12 @@ import pandas as pd
 
 from .._arrow import nullable_ints
 from ..schema import fill, positions, same
+from .chains import chains  # (one row per flow: in a module of its own)
 
 if TYPE_CHECKING:
     from ..trace import Trace
 
-__all__ = ["Chain", "chain", "critical_path", "lineage"]
+__all__ = ["Chain", "chain", "chains", "critical_path", "lineage"]
 
 DEFAULT_WINDOW_S = 1.0
 """How long after a handler finished a publish by the same service may still be its effect."""
@@ -105,7 +106,7 @@ def lineage(trace: Trace, *, infer: bool = True, window_s: float = DEFAULT_WINDO
         "flow_id": flows.take(flow_code, allow_fill=True),
         "root_id": ids.take(root, allow_fill=True),
         "depth": nullable_ints(depth, depth > 0),
-        "cause_row": parent,
+        "cause_row": parent.astype(np.int64),
         "root_row": root,
     }, index=ev.index)
 

@@ -40,7 +40,10 @@ def chains(trace: Trace, *, infer: bool = True) -> pd.DataFrame:
     n_flows = len(flows)
     pub = ev["published_at"].array.asi8
     dv = trace.deliveries
-    dv_flow = flow_codes[trace.delivery_events]
+    where = trace.delivery_events
+    # (a delivery of an event the trace does not know goes to a flow past the last, left
+    # out of every count: it was counted in the last event's flow)
+    dv_flow = np.where(where >= 0, flow_codes[where], n_flows).astype(flow_codes.dtype)
     started, ended, root_pub = _flow_times(trace, lin, flow_codes, dv_flow, n_flows)
     nat = np.iinfo(np.int64).min
     roots = np.flatnonzero((lin["depth"] == 1).to_numpy(dtype=bool, na_value=False))
@@ -51,23 +54,27 @@ def chains(trace: Trace, *, infer: bool = True) -> pd.DataFrame:
     max_depth = np.zeros(n_flows, np.int64)
     np.maximum.at(max_depth, flow_codes, depth)
     consumers = _distinct_per_flow(dv_flow, dv["consumer"], n_flows)
-    errors = np.bincount(dv_flow[(dv["outcome"] == "error").to_numpy()], minlength=n_flows)
+    errors = np.bincount(dv_flow[(dv["outcome"] == "error").to_numpy()],
+                         minlength=n_flows + 1)[:n_flows]
+    started_at, ended_at = utc(started), utc(ended)
+    duration = (ended_at - started_at).dt.total_seconds().to_numpy()  # (as the engines')
 
-    # Longest first; ties keep the order flows started in. Each column is made in that
-    # order (sorting the finished frame held it twice: the peak of chains() at 1 M events).
-    order = np.argsort(started - ended, kind="stable")
+    # Longest first (no duration last); ties keep the order flows started in. Each column
+    # is made in that order (sorting the finished frame held it twice: the peak of
+    # chains() at 1 M events).
+    order = np.argsort(-duration, kind="stable")
     return pd.DataFrame({
         # (ids are categoricals over all the trace's ids: "str" decodes only these)
         "correlation_id": flows.take(order).astype("str"),
         "root_event_id": ev["event_id"].array.take(root_pos[order], allow_fill=True)
         .astype("str"),
         "events": np.bincount(flow_codes, minlength=n_flows)[order],
-        "deliveries": np.bincount(dv_flow, minlength=n_flows)[order],
+        "deliveries": np.bincount(dv_flow, minlength=n_flows + 1)[:n_flows][order],
         "consumers": consumers[order],
         "depth": nullable_ints(max_depth[order], max_depth[order] > 0),
-        "started_at": utc(started[order]),
-        "ended_at": utc(ended[order]),
-        "duration_s": (ended[order] - started[order]) / 1e9,
+        "started_at": started_at.take(order).reset_index(drop=True),
+        "ended_at": ended_at.take(order).reset_index(drop=True),
+        "duration_s": duration[order],
         "errors": errors[order],
         "critical_path_s": np.where(root_pub[order] != nat,
                                     (ended[order] - root_pub[order]) / 1e9, np.nan),
@@ -106,16 +113,16 @@ def _flow_times(trace: Trace, lin: pd.DataFrame, flow_codes: np.ndarray, dv_flow
     np.minimum.at(started, flow_codes, pub)
     last_event = np.full(n_flows, nat)
     np.maximum.at(last_event, flow_codes, pub)
-    last_delivery = np.full(n_flows, nat)
+    last_delivery = np.full(n_flows + 1, nat)  # (and the flow past the last: see chains())
     np.maximum.at(last_delivery, dv_flow, dv_end)
-    ended = np.maximum(last_event, last_delivery)
+    ended = np.maximum(last_event, last_delivery[:n_flows])
 
     # The root of whatever ended last: its publish time starts the critical path.
     root_row = lin["root_row"].to_numpy()
     last = _last_of(flow_codes, pub, last_event, n_flows)
     end_root = np.where(last >= 0, root_row[last], -1)
-    last = _last_of(dv_flow, dv_end, last_delivery, n_flows)
-    later = (last >= 0) & (last_delivery >= last_event)
+    last = _last_of(dv_flow, dv_end, last_delivery, n_flows + 1)[:n_flows]
+    later = (last >= 0) & (last_delivery[:n_flows] >= last_event)
     end_root[later] = root_row[trace.delivery_events[last[later]]]
     return started, ended, np.where(end_root >= 0, pub[np.maximum(end_root, 0)], nat)
 
@@ -134,10 +141,10 @@ def _last_of(groups: np.ndarray, values: np.ndarray, greatest: np.ndarray, n: in
 def _distinct_per_flow(dv_flow: np.ndarray, consumer: pd.Series, n_flows: int
                        ) -> np.ndarray:
     """How many distinct consumers each flow's deliveries went to (a missing name is
-    none)."""
+    none; deliveries of the flow past the last are no flow's)."""
     codes = consumer.cat.codes.to_numpy() if isinstance(consumer.dtype, pd.CategoricalDtype) \
         else pd.factorize(consumer)[0]
-    named = codes >= 0
+    named = (codes >= 0) & (dv_flow < n_flows)
     width = int(codes.max(initial=-1)) + 1
     if not width:
         return np.zeros(n_flows, np.int64)

@@ -59,6 +59,30 @@ class TestChains:
         assert chains.loc[unnamed_flow, "consumers"] == 1
         assert (chains.drop(unnamed_flow)["consumers"] == 2).all()
 
+    def test_a_delivery_of_an_unknown_event_counts_in_no_flow(self):
+        """(it was counted in the flow of the trace's last event)"""
+        trace = ek.testing.make_trace(3, seed=1, depth=1, fanout=2)
+        obs = trace.observations.copy()
+        obs.loc[obs.index[(obs["kind"] == "receive").to_numpy()][0], "event_id"] = None
+        chains = ek.Trace(obs).chains()
+        assert chains["deliveries"].sum() == 5 and chains["consumers"].max() == 2
+
+    def test_durations_are_exactly_end_minus_start_and_unknown_ones_come_last(self):
+        """Seconds as pandas gives them for the time between the two instants (to the
+        last bit, as the engines do); a flow whose start is unknown has none and sorts
+        last, not as a huge negative number."""
+        trace = ek.testing.make_trace(200, seed=2, depth=2, fanout=1, processing_s=1.5)
+        obs = trace.observations.copy()
+        first = obs.index[(obs["kind"] == "publish").to_numpy()][0]
+        unknown = obs.loc[first, "correlation_id"]
+        obs.loc[first, "ts"] = pd.NaT
+        chains = ek.Trace(obs).chains()
+        want = (chains["ended_at"] - chains["started_at"]).dt.total_seconds()
+        assert chains["duration_s"].equals(want)
+        assert chains["correlation_id"].iloc[-1] == unknown
+        assert pd.isna(chains["duration_s"].iloc[-1])
+        assert chains["duration_s"].iloc[:-1].is_monotonic_decreasing
+
     def test_flows_of_equal_duration_keep_the_order_they_started_in(self):
         trace = ek.testing.make_trace(40, seed=4, depth=1, fanout=1)
         obs = trace.observations
