@@ -5,17 +5,19 @@ allocators keep such memory for reuse rather than return it: Arrow's (mimalloc),
 held each column's copy read from a Parquet file, and glibc's, whose heap serves blocks
 under its mmap threshold — a threshold glibc raises to the size of each large block freed
 (up to 32 MiB: a column of four million values). What they keep counts in the process's
-resident memory and adds to the peak of every later step (1 M events: 1.73 → 1.41 GiB
+resident memory and adds to the peak of every later step (1 M events: 1.86 → 1.48 GB
 with both measures below and the leaner frames of the same change, ``bench/analysis.py``).
 
 So, once a step over many rows is done, :func:`give_back`
 
-- fixes glibc's mmap threshold at 8 MiB (once per process, unless the user set
-  ``MALLOC_MMAP_THRESHOLD_``): a block of a million 8-byte values or more is then mapped
-  from the system and unmapped when freed. (At 1 MiB, page faults slowed ``lag()`` by
-  half; at 8 MiB the analyses took as long as before.)
-- asks Arrow's allocator and glibc's (``malloc_trim``) to return what is free: a few
-  milliseconds.
+- fixes glibc's mmap threshold at 8 MiB, once per process: a block of a million 8-byte
+  values or more is then mapped from the system and unmapped when freed. (At 1 MiB,
+  page faults slowed ``lag()`` by half; at 8 MiB the analyses took as long as before.)
+  This setting is the process's: it is left alone where the user chose one
+  (``MALLOC_MMAP_THRESHOLD_``, or ``mmap_threshold`` in ``GLIBC_TUNABLES``) and where
+  ``EVTKIT_MALLOC=keep`` is set.
+- asks Arrow's allocator (whichever ``ARROW_DEFAULT_MEMORY_POOL`` chose) and glibc's
+  (``malloc_trim``) to return what is free: a few milliseconds.
 
 Outside glibc (musl, macOS, Windows) only Arrow's part applies.
 """
@@ -23,7 +25,6 @@ Outside glibc (musl, macOS, Windows) only Arrow's part applies.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from functools import cache
 from typing import Any
@@ -54,18 +55,18 @@ def give_back(rows: int) -> None:
 @cache
 def _glibc() -> Any:
     """The C library if it is glibc (it has ``malloc_trim`` and ``mallopt``), else None."""
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
+        libc = ctypes.CDLL("libc.so.6")  # (glibc's name on Linux: no search for it)
     except OSError:
         return None
-    return libc if libc is not None and hasattr(libc, "malloc_trim") \
-        and hasattr(libc, "mallopt") else None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
 
 
 @cache
 def _fix_threshold(libc: Any) -> bool:
-    """Fix glibc's mmap threshold (once; not where the user chose one)."""
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+    """Fix glibc's mmap threshold (once; not where the user chose one or said not to)."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or \
+            "mmap_threshold" in os.environ.get("GLIBC_TUNABLES", "") or \
+            os.environ.get("EVTKIT_MALLOC") == "keep":
         return False
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))

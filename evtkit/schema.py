@@ -300,7 +300,7 @@ def _nulls(column: Column, n: int) -> object:
         return np.broadcast_to(np.nan, n)
     if isinstance(dtype, pd.DatetimeTZDtype):  # NaT at every row, from one value
         return pd.arrays.DatetimeArray._simple_new(
-            np.broadcast_to(np.datetime64("NaT", "ns"), n), dtype=dtype)
+            np.broadcast_to(np.datetime64("NaT", dtype.unit), n), dtype=dtype)
     kind = column.arrow
     if pa.types.is_string(kind):
         return text(pa.Array.from_buffers(pa.large_string(), n, [
@@ -476,9 +476,10 @@ def _unused(values: pd.Categorical) -> bool:
     """Whether some category has no value (counted on the codes: removing none would
     still copy them, and a frame's columns are millions of rows)."""
     codes = np.asarray(values.codes)
-    used = np.bincount(codes[codes >= 0], minlength=len(values.categories)) if len(codes) \
-        else np.zeros(len(values.categories), np.int64)
-    return bool((used == 0).any())
+    used = np.zeros(len(values.categories) + 1, bool)  # (the last: missing values, -1)
+    for start in range(0, len(codes), 1 << 20):  # (indices become 8 bytes each: in slices)
+        used[codes[start:start + (1 << 20)]] = True
+    return not used[:-1].all()
 
 
 def distinct(values: pd.Series) -> bool:

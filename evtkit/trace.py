@@ -71,6 +71,13 @@ def _read_spec(spec: Spec | str | os.PathLike[str] | dict[str, Any] | None) -> S
 class Trace:
     """Observations and metadata of one capture, with derived ``events`` and ``deliveries``.
 
+    The frames are for reading: a column without any value is one missing value seen from
+    every row, which takes no memory (a trace loaded from a file has many such); take a
+    ``.copy()`` of a frame before writing into it in place. On a large trace (200,000 rows
+    or more) each analysis hands the memory it freed back to the system, and the first
+    fixes glibc's mmap threshold for the process at 8 MiB (``EVTKIT_MALLOC=keep`` leaves
+    the allocator as it is; see :mod:`evtkit._memory`).
+
     Args:
         observations: a frame with the columns of :data:`evtkit.schema.OBSERVATIONS`.
         metadata: capture metadata (server, client, times, ...); JSON-serialisable.

@@ -106,6 +106,16 @@ class TestLeanColumns:
         assert isinstance(loaded.events["payload"].iloc[0], bytes)  # one element: bytes
         assert as_bytes(loaded.observations["header_block"])[0] is None
 
+    def test_a_copy_of_a_loaded_frame_takes_writes_into_its_empty_columns(self, tmp_path):
+        """(an empty column is one missing value seen from every row: read-only)"""
+        ek.testing.make_trace(30, seed=3).save(tmp_path / "t.parquet")
+        obs = load(tmp_path / "t.parquet").observations.copy()
+        at = pd.Timestamp("2026-01-01", tz="UTC")
+        obs.loc[obs.index[0], "last_active"] = at
+        obs.loc[obs.index[1], "pending"] = 7
+        assert obs["last_active"].iloc[0] == at and obs["last_active"].iloc[1:].isna().all()
+        assert obs["pending"].iloc[1] == 7
+
     def test_headers_read_back_as_dicts(self, tmp_path):
         trace = sample_trace()
         trace.save(tmp_path / "t.parquet")

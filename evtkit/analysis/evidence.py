@@ -40,7 +40,9 @@ class Evidence:
     """The answers the rules need, from a trace in memory.
 
     Attributes:
-        keep: how many consumers' rows a diagnosis may hold at once (all, in memory).
+        keep: how many consumers' rows a diagnosis may hold at once: one, as on disk
+            (rows in memory are read again in milliseconds; all of them held at once
+            were 0.2 GB at 1 M events).
     """
 
     keep = 1
