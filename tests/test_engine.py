@@ -355,3 +355,21 @@ def test_an_event_without_an_id_is_no_root(tmp_path):
     with ek.open(tmp_path / "no-id.parquet") as ds:
         chains = ds.chains()
     assert len(chains) == len(trace.chains()) and chains["root_event_id"].notna().all()
+
+
+def test_spilling_is_bounded_and_reaching_the_bound_says_so(tmp_path):
+    """DuckDB's own bound, 90 % of the free disk, let 100 M events fill the disk to its
+    last 1.5 GB: evtkit's is half the free space, and reaching it is an EngineError."""
+    import shutil
+
+    path = str(ROOT / "data" / "shop-incident.parquet")
+    with ek.open(path, temp_directory=str(tmp_path / "spill")) as ds:
+        limit = int(ds._engine.spill_limit.removesuffix("B"))
+        assert 0.4 < limit / shutil.disk_usage(tmp_path).free < 0.6
+        got = ds._engine.con.execute("SELECT current_setting('max_temp_directory_size')")
+        assert got.fetchall()[0][0] != "90% of available disk space"
+    heavy = "SELECT s, count(*) AS n FROM (SELECT md5(range::VARCHAR) AS s FROM range(3000000))" \
+        " GROUP BY s ORDER BY n DESC LIMIT 1"
+    with pytest.raises(ek.EngineError, match=r"spilled as much to disk as it may \(1MB\)"), \
+            ek.open(path, memory_limit="60MB", spill_limit="1MB") as ds:
+        ds._engine.frame(heavy)

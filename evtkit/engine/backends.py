@@ -158,13 +158,18 @@ class DuckDBEngine(Engine):
         temp_directory: where DuckDB spills (default: a private temporary directory).
         filesystem: an fsspec filesystem for URL paths (``s3://``, ``gs://``, ``memory://``).
         storage: ``"memory"``, ``"disk"`` or ``"auto"`` (by size, as above).
+        spill_limit: how much DuckDB may spill, e.g. ``"20GB"`` (default: half the free
+            space of ``temp_directory``'s disk when the engine starts; DuckDB's own
+            default, 90 %, let 100 M events fill this machine's disk to its last 1.5 GB).
+            Reaching it is an :class:`~evtkit.errors.EngineError` that says so.
     """
 
     name = "duckdb"
 
     def __init__(self, files: list[str], shifts: dict[str, int], *,
                  memory_limit: str | None = None, temp_directory: str | None = None,
-                 filesystem: Any = None, storage: str = "auto") -> None:
+                 filesystem: Any = None, storage: str = "auto",
+                 spill_limit: str | None = None) -> None:
         import duckdb
 
         self.shifts = shifts
@@ -186,6 +191,8 @@ class DuckDBEngine(Engine):
             "allocator_bulk_deallocation_flush_threshold": "128MB"}
         if memory_limit:
             config["memory_limit"] = memory_limit
+        self.spill_limit = spill_limit or f"{_free_space(spill) // 2}B"
+        config["max_temp_directory_size"] = self.spill_limit
         self._limit = memory_limit or None
         self._lent, self._full = 0, 0
         self.memory_limit = memory_limit or "DuckDB's default, 80% of memory"
@@ -329,6 +336,12 @@ class DuckDBEngine(Engine):
         try:
             yield
         except duckdb.OutOfMemoryException as exc:
+            if "max_temp_directory_size" in str(exc):
+                raise EngineError(
+                    f"DuckDB spilled as much to disk as it may ({self.spill_limit}): give "
+                    "it more memory (memory_limit=, --memory-budget), more room to spill "
+                    "(spill_limit=, or a temp_directory on a larger disk), or a smaller "
+                    "trace") from exc
             raise EngineError(f"DuckDB ran out of its memory budget ({self.memory_limit}) "
                               "and could not spill enough to disk: give it more "
                               f"(memory_limit=, --memory-budget): {exc}".splitlines()[0]
@@ -368,6 +381,15 @@ def _stop_reading(soon: ThreadPoolExecutor, other: Any, reading: set[Future[Any]
         other.interrupt()
         wait(list(reading), timeout=0.05)
     other.close()
+
+
+def _free_space(path: str) -> int:
+    """Free bytes on the disk of ``path`` (or of its nearest existing parent: DuckDB makes
+    a ``temp_directory`` it is given when it first spills)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free
 
 
 def _remove(*paths: str) -> None:

@@ -63,7 +63,8 @@ ENGINES = ("duckdb", "spark")
 
 def open(path: str | os.PathLike[str], engine: str = "duckdb", *, spark: Any = None,  # noqa: A001
          memory_limit: str | None = None, temp_directory: str | None = None,
-         filesystem: Any = None, storage: str = "auto") -> Dataset:
+         filesystem: Any = None, storage: str = "auto", spill_limit: str | None = None
+         ) -> Dataset:
     """Open a Parquet trace (a file, or a directory of ``part-*.parquet`` written by
     ``evtkit record``, shards included) without loading it.
 
@@ -80,6 +81,9 @@ def open(path: str | os.PathLike[str], engine: str = "duckdb", *, spark: Any = N
             the budget), ``"disk"`` (a compressed database file in ``temp_directory``) or
             ``"auto"``: on disk when they would be several times the budget (see
             :class:`~evtkit.engine.backends.DuckDBEngine`).
+        spill_limit: how much DuckDB may spill to ``temp_directory``, e.g. ``"20GB"``
+            (default: half the free space of its disk at opening); reaching it is an
+            :class:`~evtkit.errors.EngineError`.
 
     Raises:
         TraceFormatError: not a Parquet trace, or a trace without parts.
@@ -95,7 +99,7 @@ def open(path: str | os.PathLike[str], engine: str = "duckdb", *, spark: Any = N
     else:
         runner = DuckDBEngine(files, shifts, memory_limit=memory_limit,
                               temp_directory=temp_directory, filesystem=filesystem,
-                              storage=storage)
+                              storage=storage, spill_limit=spill_limit)
     return Dataset(runner, meta)
 
 
