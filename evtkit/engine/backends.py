@@ -159,9 +159,8 @@ class DuckDBEngine(Engine):
         filesystem: an fsspec filesystem for URL paths (``s3://``, ``gs://``, ``memory://``).
         storage: ``"memory"``, ``"disk"`` or ``"auto"`` (by size, as above).
         spill_limit: how much DuckDB may spill, e.g. ``"20GB"`` (default: half the free
-            space of ``temp_directory``'s disk when the engine starts; DuckDB's own
-            default, 90 %, let 100 M events fill this machine's disk to its last 1.5 GB).
-            Reaching it is an :class:`~evtkit.errors.EngineError` that says so.
+            space of ``temp_directory``'s disk at start; DuckDB's, 90 %, let 100 M events
+            fill a disk): reaching it is an :class:`~evtkit.errors.EngineError`.
     """
 
     name = "duckdb"
@@ -338,10 +337,9 @@ class DuckDBEngine(Engine):
         except duckdb.OutOfMemoryException as exc:
             if "max_temp_directory_size" in str(exc):
                 raise EngineError(
-                    f"DuckDB spilled as much to disk as it may ({self.spill_limit}): give "
-                    "it more memory (memory_limit=, --memory-budget), more room to spill "
-                    "(spill_limit=, or a temp_directory on a larger disk), or a smaller "
-                    "trace") from exc
+                    f"DuckDB spilled as much to disk as it may ({self.spill_limit}): give it "
+                    "more memory (memory_limit=, --memory-budget) or more room to spill "
+                    "(spill_limit=, or a temp_directory on a larger disk)") from exc
             raise EngineError(f"DuckDB ran out of its memory budget ({self.memory_limit}) "
                               "and could not spill enough to disk: give it more "
                               f"(memory_limit=, --memory-budget): {exc}".splitlines()[0]
@@ -384,8 +382,8 @@ def _stop_reading(soon: ThreadPoolExecutor, other: Any, reading: set[Future[Any]
 
 
 def _free_space(path: str) -> int:
-    """Free bytes on the disk of ``path`` (or of its nearest existing parent: DuckDB makes
-    a ``temp_directory`` it is given when it first spills)."""
+    """Free bytes on the disk of ``path`` or its nearest existing parent (DuckDB makes a
+    ``temp_directory`` it is given when it first spills)."""
     path = os.path.abspath(path)
     while not os.path.exists(path) and os.path.dirname(path) != path:
         path = os.path.dirname(path)
