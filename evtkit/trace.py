@@ -16,10 +16,9 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable
-from functools import cached_property
+from functools import cached_property, wraps
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 import numpy as np
@@ -51,7 +50,7 @@ def _then_give_back(method: Callable[Concatenate[Trace, P], T]
     """An analysis that, once done, hands what its temporaries held back to the system
     (on a large trace; see :mod:`evtkit._memory`), so it does not add to the next one's
     peak."""
-    @functools.wraps(method)
+    @wraps(method)
     def run(self: Trace, /, *args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return method(self, *args, **kwargs)
