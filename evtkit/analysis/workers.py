@@ -21,13 +21,17 @@ __all__ = ["slow", "stopped"]
 
 def slow(d: Diagnosis, c: Consumer, rows: pd.DataFrame, f: Finding) -> None:
     """Which workers of a queue group were slow during ``f`` (their median handler time
-    there ``slow_factor`` × typical or more): all of them, or only some."""
+    there ``slow_factor`` × typical or more): all of them, or only some — named only when
+    the others ran near their usual pace (under √``slow_factor`` × typical). A worker in
+    between was slowed too, less within the window's edges: the group is named (a group
+    slowed 8× once had one worker at 2.9× and was pinned on the other)."""
     at = rows["started_at"].array.asi8
     inside = rows[(at >= f.start) & (at <= f.end)]
     ratio = inside.groupby("observer")["processing_s"].median() / c.typical
     slow = set(ratio[ratio >= d.rules.slow_factor].index.astype(str))
     if slow:
-        f.worker = d.worker_name(c, slow)
+        usual = (ratio < d.rules.slow_factor ** 0.5) | ratio.index.astype(str).isin(slow)
+        f.worker = d.worker_name(c, slow) if usual.all() else None
         mine = inside[inside["observer"].astype(str).isin(slow)]
         f.slowdown = float(mine["processing_s"].median()) / c.typical
 

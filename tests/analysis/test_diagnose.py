@@ -562,3 +562,25 @@ def test_centred_count_equals_pandas(flags: list[bool], window: int) -> None:
     x = np.array(flags, bool)
     expected = pd.Series(x).rolling(window, center=True, min_periods=1).sum().to_numpy()
     np.testing.assert_array_equal(centred_count(x, window), np.nan_to_num(expected))
+
+
+@pytest.mark.parametrize(("other", "named"), [(1.1, "billing-2"), (2.9, None), (8.0, None)])
+def test_a_slow_worker_is_named_only_when_the_others_kept_their_pace(other, named):
+    """(a group slowed 8× was once pinned on one worker: the other's median in the
+    window, edges included, was 2.9× typical)"""
+    from types import SimpleNamespace
+
+    from evtkit.analysis import workers
+    from evtkit.analysis.finding import Finding
+
+    rows = pd.DataFrame({"observer": ["billing-1"] * 5 + ["billing-2"] * 5,
+                         "started_at": pd.to_datetime(np.arange(10) * 10**8, utc=True),
+                         "processing_s": [0.01] * 5 + [0.08] * 5})
+    rows.loc[:4, "processing_s"] = 0.01 * other
+    consumer = SimpleNamespace(name="billing", typical=0.01, workers=["billing-1", "billing-2"])
+    d = diagnose_module.Diagnosis.__new__(diagnose_module.Diagnosis)
+    d.rules = diagnose_module.Rules()
+    f = Finding(kind="slow_consumer", severity="warning", consumer="billing", start=0,
+                end=10**9)
+    workers.slow(d, consumer, rows, f)
+    assert f.worker == named
