@@ -1,5 +1,6 @@
-"""Engines that run :mod:`evtkit.engine.sql` over trace files: DuckDB (in the process, the
-default) and Apache Spark (a cluster, or ``local[*]``).
+"""Engines that run :mod:`evtkit.engine.sql` over trace files: what every engine offers
+(:class:`Engine`) and DuckDB, in the process, the default (Apache Spark, on a cluster or
+``local[*]``, is :mod:`evtkit.engine.spark`).
 
 Each offers the same two things: a ``raw`` view of the Parquet files (the observation
 columns the analyses read, times as BIGINT nanoseconds, plus the ``file`` each row came
@@ -26,8 +27,8 @@ import pyarrow.compute as pc
 from ..errors import EngineError, TraceFormatError
 from .sql import COLUMNS, HANDLED_ONCE, deliveries, views
 
-__all__ = ["KEPT_BYTES_PER_ROW", "ON_DISK_BEYOND", "DuckDBEngine", "Engine", "SparkEngine",
-           "keep_on_disk"]
+__all__ = ["KEPT_BYTES_PER_ROW", "ON_DISK_BEYOND", "DuckDBEngine", "Engine", "keep_on_disk",
+           "to_pandas"]
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
@@ -324,7 +325,7 @@ class DuckDBEngine(Engine):
     def _run(self, con: Any, query: str, params: Mapping[str, Any] | None,
              categories: Sequence[str], times: Sequence[str]) -> pd.DataFrame:
         with self._within_budget():
-            return _pandas(con.sql(query, params=dict(params or {})).to_arrow_table(),
+            return to_pandas(con.sql(query, params=dict(params or {})).to_arrow_table(),
                            categories, times)
 
     @contextlib.contextmanager
@@ -409,7 +410,7 @@ def keep_on_disk(rows: int, budget: int) -> bool:
     return rows * KEPT_BYTES_PER_ROW > ON_DISK_BEYOND * budget
 
 
-def _pandas(table: pa.Table, categories: Sequence[str] = (), times: Sequence[str] = ()
+def to_pandas(table: pa.Table, categories: Sequence[str] = (), times: Sequence[str] = ()
             ) -> pd.DataFrame:
     """An engine's Arrow result as pandas, integers kept exact where values are missing
     (nanosecond times do not fit a float), ``categories`` dictionary-encoded by Arrow,
@@ -427,74 +428,3 @@ def _pandas(table: pa.Table, categories: Sequence[str] = (), times: Sequence[str
 def _duck(sql_type: str) -> str:
     return {"STRING": "VARCHAR", "BINARY": "BLOB", "MAP": "MAP(VARCHAR, VARCHAR)"}.get(
         sql_type, sql_type)
-
-
-def _spark(sql_type: str) -> str:
-    return {"MAP": "map<string,string>"}.get(sql_type, sql_type.lower())
-
-
-class SparkEngine(Engine):
-    """Spark SQL over the same files through an existing session (a cluster, Databricks,
-    Spark Connect, or ``local[*]``). Parquet's nanosecond timestamps are read as BIGINT
-    (``spark.sql.legacy.parquet.nanosAsLong``), which is what the queries expect.
-
-    Args:
-        files: Parquet paths the cluster can read (``s3a://``, ``abfss://``, ``hdfs://``, local).
-        spark: a ``pyspark.sql.SparkSession``.
-    """
-
-    name = "spark"
-    _views = 0
-
-    def __init__(self, files: list[str], shifts: dict[str, int], spark: Any) -> None:
-        from pyspark.sql import functions as F  # noqa: N812 - pyspark's convention
-
-        self.spark = spark
-        self.shifts = shifts
-        spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
-        frame = spark.read.option("mergeSchema", "true").parquet(*files)
-        present = set(frame.columns)
-        columns = [F.col(n).cast(_spark(t)) if n in present
-                   else F.lit(None).cast(_spark(t)).alias(n) for n, t in COLUMNS.items()]
-        SparkEngine._views += 1
-        self.prefix = f"evtkit_{os.getpid()}_{SparkEngine._views}_"
-        self.names = {"raw": f"{self.prefix}raw"}
-        frame.select(*columns, F.col("_metadata.file_name").alias("file")) \
-            .createOrReplaceTempView(self.names["raw"])
-
-    def _define(self, name: str, select: str, *, keep: bool) -> None:
-        if name in self.names:  # defined again: its old cache goes first
-            self.spark.catalog.uncacheTable(self.names[name])
-        self.names[name] = f"{self.prefix}{name}"
-        self.spark.sql(select).createOrReplaceTempView(self.names[name])
-        if keep:
-            self.spark.catalog.cacheTable(self.names[name])
-
-    def _shifts(self) -> None:
-        self.names["shifts"] = f"{self.prefix}shifts"
-        self.spark.createDataFrame(list(self.shifts.items()), "file string, shift bigint") \
-            .createOrReplaceTempView(self.names["shifts"])
-
-    def frame(self, sql: str, params: Mapping[str, Any] | None = None, *,
-              categories: Sequence[str] = (), times: Sequence[str] = ()) -> pd.DataFrame:
-        """Run ``sql`` (with ``:name`` parameters) and return the result as pandas."""
-        self.prepare()
-        result = self.spark.sql(self.text(sql), args=dict(params or {}))
-        return _pandas(result.toArrow(), categories, times)
-
-    @staticmethod
-    def percentiles(column: str, qs: tuple[float, ...]) -> str:  # noqa: D102 - see Engine
-        return f"percentile({column}, array({', '.join(map(str, qs))}))"
-
-    @staticmethod
-    def min_by(value: str, key: str) -> str:  # noqa: D102 - see Engine
-        return f"min_by({value}, {key})"
-
-    @staticmethod
-    def max_by(value: str, key: str, tiebreak: str) -> str:  # noqa: D102 - see Engine
-        return f"max_by({value}, CASE WHEN {key} IS NOT NULL THEN struct({key}, {tiebreak}) END)"
-
-    def close(self) -> None:
-        """Drop the views (the session is the caller's)."""
-        for name in self.names.values():
-            self.spark.catalog.dropTempView(name)

@@ -46,8 +46,9 @@ import pyarrow as pa
 
 from ..schema import OBSERVATIONS, utc
 from . import sql
-from .backends import DuckDBEngine, Engine, SparkEngine
+from .backends import DuckDBEngine, Engine
 from .files import trace_files
+from .spark import SparkEngine
 
 if TYPE_CHECKING:
     from ..analysis.causal import Chain
