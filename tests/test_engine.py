@@ -373,3 +373,31 @@ def test_spilling_is_bounded_and_reaching_the_bound_says_so(tmp_path):
     with pytest.raises(ek.EngineError, match=r"spilled as much to disk as it may \(1MB\)"), \
             ek.open(path, memory_limit="60MB", spill_limit="1MB") as ds:
         ds._engine.frame(heavy)
+
+
+def test_percentiles_that_would_not_fit_are_taken_a_few_consumers_at_a_time(faulty, monkeypatch):
+    """Where every delivery's values would not fit beside DuckDB's budget, lag()'s
+    percentiles (and a baseline's handler medians) are taken consumer by consumer, each
+    part lent for what it holds: the same numbers, in the same order, as at once."""
+    from evtkit.engine import dataset
+
+    trace, path = faulty
+    with ek.open(path, memory_limit="1GB") as ds:
+        whole = ds.lag(FREQ)
+        medians = ek.engine.evidence.EngineEvidence(ds).handler_medians()
+    counts = trace.deliveries.groupby("consumer", observed=True).size()
+    # Each delivery "takes" a fifth of what the engine can lend over the largest consumer's
+    # deliveries: two consumers never fit together, one always does.
+    with ek.open(path, memory_limit="1GB") as ds:
+        monkeypatch.setattr(dataset, "PERCENTILE_BYTES_PER_ROW",
+                            ds._engine.room() // (counts.max() * 5 // 4) + 1)
+        engine, seen = ds._engine, []
+        frame = engine.frame
+        engine.frame = lambda q, *a, **k: (seen.append((q, engine._budget())),
+                                           frame(q, *a, **k))[1]
+        parts = ds.lag(FREQ)
+        pd.testing.assert_frame_equal(parts, whole)
+        asked = [q for q, _ in seen if "queue_s_ps" in q]
+        assert len(asked) == len(counts) and all("consumer IN (:consumer0)" in q for q in asked)
+        assert all(b < engine._full for q, b in seen if "queue_s_ps" in q)
+        assert ek.engine.evidence.EngineEvidence(ds).handler_medians() == medians

@@ -129,6 +129,11 @@ class Engine:
         its rows after would join the rows twice."""
         raise NotImplementedError
 
+    def room(self) -> int | None:
+        """How much the engine can lend (:meth:`lend`) at most, in bytes; ``None`` where
+        its memory is not the caller's (Spark's executors)."""
+        return None
+
     @contextlib.contextmanager
     def lend(self, nbytes: int) -> Iterator[None]:
         """While inside, the engine keeps ``nbytes`` less memory than its budget (for what
@@ -253,6 +258,9 @@ class DuckDBEngine(Engine):
         scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KiB": 2**10,
                  "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}.get(unit.strip(), 1)
         return int(float(number) * scale)
+
+    def room(self) -> int:  # noqa: D102 - see Engine
+        return (self._full if self._lent else self._budget()) // 2
 
     @contextlib.contextmanager
     def lend(self, nbytes: int) -> Iterator[None]:  # noqa: D102 - see Engine

@@ -18,7 +18,7 @@ from ..analysis import problems as words
 from ..analysis.causal import on_cycles, propagate
 from ..analysis.evidence import ROWS, Evidence, by_subject
 from .flows import lineage
-from .sql import EVENT_ORDER
+from .sql import EVENT_ORDER, one_of
 
 if TYPE_CHECKING:
     from ..trace import Trace
@@ -27,14 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["EngineEvidence", "problems"]
 
 _TIMES = ("published_at", "received_at", "started_at", "done_at")
-
-
-def _in(name: str, values: list[str]) -> tuple[str, dict[str, Any]]:
-    """``name IN (:name0, ...)`` and its parameters (FALSE for none)."""
-    if not values:
-        return "FALSE", {}
-    params = {f"{name}{i}": v for i, v in enumerate(values)}
-    return f"{name} IN ({', '.join(':' + k for k in params)})", params
 
 
 def _times(frame: pd.DataFrame) -> np.ndarray:
@@ -111,10 +103,11 @@ class EngineEvidence(Evidence):
         return rows.reset_index(drop=True)
 
     def handler_medians(self) -> dict[str, float]:
-        frame = self._frame(
+        ok = "outcome = 'ok' AND processing_s IS NOT NULL"
+        frame = self.ds.by_consumers(lambda where: (
             "SELECT consumer, percentile_cont(0.5) WITHIN GROUP (ORDER BY processing_s) AS m "
-            "FROM __deliveries__ WHERE outcome = 'ok' AND processing_s IS NOT NULL "
-            "AND consumer IS NOT NULL GROUP BY consumer")
+            f"FROM __deliveries__ WHERE {ok} AND consumer IS NOT NULL AND ({where}) "
+            "GROUP BY consumer"), rows=ok)
         return {str(c): float(m) for c, m in zip(frame["consumer"], frame["m"], strict=True)}
 
     def floors(self) -> pd.Series:
@@ -138,7 +131,7 @@ class EngineEvidence(Evidence):
 
     def expected(self, consumer: str, subjects: list[str], since: int
                  ) -> tuple[np.ndarray, np.ndarray]:
-        where, params = _in("subject", subjects)
+        where, params = one_of("subject", subjects)
         self.ds._keep("missed")
         mine = self._frame(f"SELECT published_at FROM __events__ WHERE published_at >= :since "
                            f"AND {where}", since=since, **params)

@@ -77,12 +77,15 @@ SELECT correlation_id, count(*) AS events, min(published_at) AS started_ns,
 FROM ranked GROUP BY correlation_id"""
 
 
+_LAST_DELIVERY = """
+SELECT x.correlation_id, x.last_done AS done, l.root_pub
+FROM __flow_deliveries__ x JOIN __deliveries__ d ON d.seq = x.last_seq
+LEFT JOIN __lineage__ l ON l.seq = d.event_seq"""
+"""The kept ``last_delivery``: per flow, the delivery that ended last (the latest of those,
+if several), when it did, and its root's publish."""
+
 _CHAINS = """
-WITH last_delivery AS (  -- the delivery that ended last (the latest of those, if several)
-    SELECT x.correlation_id, x.last_done AS done, l.root_pub
-    FROM __flow_deliveries__ x JOIN __deliveries__ d ON d.seq = x.last_seq
-    LEFT JOIN __lineage__ l ON l.seq = d.event_seq
-), ends AS (
+WITH ends AS (
     -- The root of whatever ended last (a handler, else an event) starts the critical path.
     SELECT f.*, coalesce(x.deliveries, 0) AS deliveries, coalesce(x.consumers, 0) AS consumers,
            coalesce(x.errors, 0) AS errors,
@@ -91,13 +94,13 @@ WITH last_delivery AS (  -- the delivery that ended last (the latest of those, i
                AS root_pub
     FROM __flow_events__ f
     LEFT JOIN __flow_deliveries__ x ON x.correlation_id = f.correlation_id
-    LEFT JOIN last_delivery ld ON ld.correlation_id = f.correlation_id
+    LEFT JOIN __last_delivery__ ld ON ld.correlation_id = f.correlation_id
 )
 SELECT c.correlation_id, c.root_event_id, c.root_subject, c.events, c.deliveries, c.consumers,
        c.depth, c.started_ns, c.ended_ns, c.errors, c.root_pub, c.first_seen_ns, c.first_seq
 FROM ends c"""
 """The kept ``chains``: one row per flow, from its events' and its deliveries' (kept
-``flow_events`` and ``flow_deliveries``)."""
+``flow_events``, ``flow_deliveries`` and ``last_delivery``)."""
 
 
 def lineage(engine: Engine) -> None:
@@ -138,10 +141,12 @@ def _keep_chains(ds: Dataset) -> None:
     if "chains" not in engine.names:
         # In steps, each query with the engine's whole budget to itself: as one query the
         # window's sort and the joins' tables held memory at once and spilled (13.9 ->
-        # 11.7 s at 10 M events).
+        # 11.7 s at 10 M events); with the last delivery's joins inside, the chains ran a
+        # 500 MB budget out of memory at 10 M events (joins pin what they build).
         lineage(engine)
         ds._keep("flow_deliveries")
         ds._keep("flow_events", _flow_events_sql(engine.min_by))
+        ds._keep("last_delivery", _LAST_DELIVERY)
         ds._keep("chains", _CHAINS)
 
 

@@ -19,7 +19,7 @@ The views build on one another::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,7 @@ RAW = "__raw__"
 
 __all__ = ["COLUMNS", "EVENT_ORDER", "HANDLED_ONCE", "MISSED", "RAW", "TIMES", "backlog",
            "deliveries", "delivery_stats", "distinct_consumers", "expand_percentiles",
-           "fanout", "fanout_names", "flow_deliveries", "flows", "summary", "views"]
+           "fanout", "fanout_names", "flow_deliveries", "flows", "one_of", "summary", "views"]
 
 
 def _sql_type(arrow: pa.DataType) -> str:
@@ -165,11 +165,20 @@ FROM o CROSS JOIN d
 """
 
 
+def one_of(name: str, values: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """``name IN (:name0, ...)`` and its parameters (FALSE for none)."""
+    if not values:
+        return "FALSE", {}
+    params = {f"{name}{i}": v for i, v in enumerate(values)}
+    return f"{name} IN ({', '.join(':' + k for k in params)})", params
+
+
 PERCENTILES = {"queue_s": (0.5, 0.95, 0.99), "processing_s": (0.5, 0.95)}
 """The percentiles :func:`delivery_stats` computes, per column."""
 
 
-def delivery_stats(percentiles: Callable[[str, tuple[float, ...]], str]) -> str:
+def delivery_stats(percentiles: Callable[[str, tuple[float, ...]], str], where: str = "TRUE"
+                   ) -> str:
     """Per consumer and queue group (as :func:`evtkit.analysis.lag.lag` counts them):
     deliveries, queue-time and processing percentiles (linear interpolation), errors and
     drops.
@@ -178,7 +187,8 @@ def delivery_stats(percentiles: Callable[[str, tuple[float, ...]], str]) -> str:
     as one array (``queue_s_ps``, ``processing_s_ps``; :func:`expand_percentiles` makes
     them columns): one sort of each column instead of one per percentile, and one copy of
     its values held instead of five (which ran DuckDB out of a 2 GB budget at 30 M
-    deliveries)."""
+    deliveries). Of the consumers ``where`` picks (the percentiles hold every value of
+    their groups at once: a caller asks for so many consumers at a time)."""
     return f"""
 SELECT consumer, coalesce(queue, '') AS queue, count(*) AS deliveries,
        {percentiles("queue_s", PERCENTILES["queue_s"])} AS queue_s_ps,
@@ -187,7 +197,7 @@ SELECT consumer, coalesce(queue, '') AS queue, count(*) AS deliveries,
        count(CASE WHEN outcome = 'error' THEN 1 END) AS errors,
        count(CASE WHEN outcome = 'dropped' THEN 1 END) AS dropped
 FROM __deliveries__
-WHERE consumer IS NOT NULL
+WHERE consumer IS NOT NULL AND ({where})
 GROUP BY consumer, coalesce(queue, '')
 ORDER BY consumer, queue
 """
