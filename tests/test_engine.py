@@ -401,3 +401,24 @@ def test_percentiles_that_would_not_fit_are_taken_a_few_consumers_at_a_time(faul
         assert len(asked) == len(counts) and all("consumer IN (:consumer0)" in q for q in asked)
         assert all(b < engine._full for q, b in seen if "queue_s_ps" in q)
         assert ek.engine.evidence.EngineEvidence(ds).handler_medians() == medians
+
+
+def test_the_diagnosis_reads_ahead_only_where_two_consumers_rows_fit(faulty, monkeypatch):
+    """The next consumer's rows are read on the other connection while the rules work,
+    unless holding a consumer's rows takes more than the engine can lend: then one
+    consumer's at a time, read when asked for, and the same findings."""
+    from evtkit.engine import dataset
+
+    _, path = faulty
+    for held, ahead in ((dataset.HELD_BYTES_PER_ROW, True), (10**9, False)):
+        monkeypatch.setattr(dataset, "HELD_BYTES_PER_ROW", held)
+        with ek.open(path, memory_limit="1GB") as ds:
+            soon, asked = ds._engine.frame_soon, []
+            ds._engine.frame_soon = lambda *a, soon=soon, asked=asked, **k: (
+                asked.append(a[0]), soon(*a, **k))[1]
+            found = ds.diagnose()
+            assert bool(asked) is ahead
+            if ahead:
+                first = found
+            else:
+                pd.testing.assert_frame_equal(found, first)

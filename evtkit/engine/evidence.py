@@ -39,8 +39,11 @@ class EngineEvidence(Evidence):
 
     keep = 1  # one consumer's deliveries in memory at a time (and the next one's, read)
 
-    def __init__(self, dataset: Dataset) -> None:  # noqa: D107 - see the class
+    def __init__(self, dataset: Dataset, *, read_ahead: bool = True) -> None:
+        """Answers from ``dataset``'s engine; ``read_ahead=False``: never a consumer's rows
+        read before they are asked for (two consumers' would not fit in memory)."""
         self.ds = dataset
+        self._reads_ahead = read_ahead
         self._ahead: list[str] = []  # whose rows the diagnosis reads next, in order
         self._next: tuple[str, Future[pd.DataFrame]] | None = None  # being read
 
@@ -74,7 +77,8 @@ class EngineEvidence(Evidence):
         DuckDB finds them while the rules work in Python on the rows read before (at 10 M
         events, 0.5 s of each consumer's ~1.3 s); not on an engine that would read them
         at once."""
-        if self._next is None and self._ahead and self.ds._engine.reads_aside:
+        if self._next is None and self._ahead and self._reads_ahead and \
+                self.ds._engine.reads_aside:
             sql, params, options = self._rows_query(self._ahead[0])
             self._next = self._ahead[0], self.ds._engine.frame_soon(sql, params, **options)
 
