@@ -360,11 +360,13 @@ def test_an_event_without_an_id_is_no_root(tmp_path):
 def test_spilling_is_bounded_and_reaching_the_bound_says_so(tmp_path):
     """DuckDB's own bound, 90 % of the free disk, let 100 M events fill the disk to its
     last 1.5 GB: evtkit's is half the free space, and reaching it is an EngineError."""
+    import re
     import shutil
 
     path = str(ROOT / "data" / "shop-incident.parquet")
     with ek.open(path, temp_directory=str(tmp_path / "spill")) as ds:
-        limit = int(ds._engine.spill_limit.removesuffix("B"))
+        number, unit = re.fullmatch(r"([\d.]+)(GB|MB)", ds._engine.spill_limit).groups()
+        limit = float(number) * {"GB": 1e9, "MB": 1e6}[unit]  # (said in human units)
         assert 0.4 < limit / shutil.disk_usage(tmp_path).free < 0.6
         got = ds._engine.con.execute("SELECT current_setting('max_temp_directory_size')")
         assert got.fetchall()[0][0] != "90% of available disk space"

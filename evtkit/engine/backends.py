@@ -196,7 +196,7 @@ class DuckDBEngine(Engine):
             "allocator_bulk_deallocation_flush_threshold": "128MB"}
         if memory_limit:
             config["memory_limit"] = memory_limit
-        self.spill_limit = spill_limit or f"{_free_space(spill) // 2}B"
+        self.spill_limit = spill_limit or _decimal(_free_space(spill) // 2)
         config["max_temp_directory_size"] = self.spill_limit
         self._limit = memory_limit or None
         self._lent, self._full = 0, 0
@@ -397,6 +397,14 @@ def _free_space(path: str) -> int:
     while not os.path.exists(path) and os.path.dirname(path) != path:
         path = os.path.dirname(path)
     return shutil.disk_usage(path).free
+
+
+def _decimal(nbytes: int) -> str:
+    """``nbytes`` as DuckDB reads a size and people read it, rounded down: ``34.6GB``,
+    ``512MB``."""
+    if nbytes >= 10**9:
+        return f"{nbytes // 10**8 / 10:.1f}GB"
+    return f"{nbytes // 10**6}MB"
 
 
 def _remove(*paths: str) -> None:
