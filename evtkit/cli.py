@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path", help="trace file (.parquet file or directory, .jsonl), or a "
                                    "Parquet trace's URL (s3://bucket/run.parquet, ...)")
     _engine_options(info)
+    info.add_argument("--quiet", action="store_true", help="no progress bar")
 
     demo = sub.add_parser("demo", help="run the demo shop and save its trace")
     length = demo.add_mutually_exclusive_group()
@@ -428,8 +429,8 @@ def _analysed(args: argparse.Namespace) -> Iterator[Trace | Dataset]:
         session = SparkSession.builder.appName("evtkit").getOrCreate()
     # DuckDB needs some room of its own however small the budget; it spills past it.
     limit = max(budget, 256 * 1024**2)
-    with dataset.open(args.path, engine, spark=session, memory_limit=f"{limit // 1024**2}MB") \
-            as ds:
+    with dataset.open(args.path, engine, spark=session, memory_limit=f"{limit // 1024**2}MB",
+                      progress=not args.quiet) as ds:
         yield ds
 
 

@@ -424,3 +424,23 @@ def test_the_diagnosis_reads_ahead_only_where_two_consumers_rows_fit(faulty, mon
                 first = found
             else:
                 pd.testing.assert_frame_equal(found, first)
+
+
+def test_progress_shows_what_is_built_and_how_far(faulty, capsys):
+    """With progress on, a query that runs longer than SHOWN_AFTER shows which table is
+    being built and how far DuckDB is, ending at 100 %; quicker ones and a dataset
+    without progress show nothing."""
+    _, path = faulty
+    with ek.open(path, progress=True) as ds:
+        ds.summary()  # (quicker than a second: nothing shown)
+    assert capsys.readouterr().err == ""
+    with ek.open(path, progress=True) as ds:
+        ds._engine.SHOWN_AFTER = 0.0
+        ds.summary()
+    err = capsys.readouterr().err
+    for table in ("events", "deliveries"):
+        assert f"evtkit: building {table} 100%" in err
+    with ek.open(path) as ds:
+        ds._engine.SHOWN_AFTER = 0.0
+        ds.summary()
+    assert capsys.readouterr().err == ""

@@ -14,7 +14,10 @@ import contextlib
 import os
 import re
 import shutil
+import sys
 import tempfile
+import threading
+import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -202,6 +205,10 @@ class DuckDBEngine(Engine):
         self._lent, self._full = 0, 0
         self.memory_limit = memory_limit or "DuckDB's default, 80% of memory"
         self.con = duckdb.connect(config=config)
+        # DuckDB tracks how far a query is (for :meth:`_shown`), printing nothing itself.
+        self.con.execute("SET enable_progress_bar = true")
+        self.con.execute("SET enable_progress_bar_print = false")
+        self.progress = False
         self._soon: ThreadPoolExecutor | None = None  # frame_soon's thread and connection
         self._other: Any = None
         self._reading: set[Future[pd.DataFrame]] = set()
@@ -292,7 +299,7 @@ class DuckDBEngine(Engine):
         # Kept tables in the database, not the connection's temporary schema: frame_soon's
         # connection reads them too (each connection sees only its own temporary tables).
         what = "TABLE" if keep else "TEMP VIEW"
-        with self._within_budget():
+        with self._within_budget(), self._shown(f"building {name}"):
             self.con.execute(f"CREATE OR REPLACE {what} {name} AS {select}")
         self.names[name] = name
 
@@ -305,7 +312,45 @@ class DuckDBEngine(Engine):
               categories: Sequence[str] = (), times: Sequence[str] = ()) -> pd.DataFrame:
         """Run ``sql`` (with ``:name`` parameters) and return the result as pandas."""
         self.prepare()
-        return self._run(self.con, self._query(sql), params, categories, times)
+        with self._shown("querying"):
+            return self._run(self.con, self._query(sql), params, categories, times)
+
+    SHOWN_AFTER = 1.0
+    """Seconds a query runs before :attr:`progress` shows it."""
+
+    @contextlib.contextmanager
+    def _shown(self, label: str) -> Iterator[None]:
+        """Where :attr:`progress` is on, a bar on standard error for the main connection's
+        query under way — what it is and how far DuckDB says it is — once it has run
+        :data:`SHOWN_AFTER` seconds, left on screen with its time (at 100 M events
+        building the events table alone takes minutes)."""
+        if not self.progress:
+            yield
+            return
+        from tqdm import tqdm
+
+        bar = tqdm(total=100, desc=f"evtkit: {label}", delay=self.SHOWN_AFTER,
+                   bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}", file=sys.stderr)
+        done, began = threading.Event(), time.monotonic()
+
+        def show(percent: float) -> None:  # (its time too, while DuckDB's number stands)
+            bar.n = max(bar.n, min(percent, 100.0))
+            if time.monotonic() - began >= self.SHOWN_AFTER:
+                bar.refresh()
+
+        def follow() -> None:
+            while not done.wait(0.25):
+                show(self.con.query_progress())
+
+        watcher = threading.Thread(target=follow, name="evtkit-progress", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
+            show(100.0)
+            bar.close()
 
     reads_aside = True  # (the kept tables only: the views are the main connection's)
 

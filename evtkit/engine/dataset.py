@@ -64,8 +64,8 @@ ENGINES = ("duckdb", "spark")
 
 def open(path: str | os.PathLike[str], engine: str = "duckdb", *, spark: Any = None,  # noqa: A001
          memory_limit: str | None = None, temp_directory: str | None = None,
-         filesystem: Any = None, storage: str = "auto", spill_limit: str | None = None
-         ) -> Dataset:
+         filesystem: Any = None, storage: str = "auto", spill_limit: str | None = None,
+         progress: bool = False) -> Dataset:
     """Open a Parquet trace (a file, or a directory of ``part-*.parquet`` written by
     ``evtkit record``, shards included) without loading it.
 
@@ -85,6 +85,8 @@ def open(path: str | os.PathLike[str], engine: str = "duckdb", *, spark: Any = N
         spill_limit: how much DuckDB may spill to ``temp_directory``, e.g. ``"20GB"``
             (default: half the free space of its disk at opening); reaching it is an
             :class:`~evtkit.errors.EngineError`.
+        progress: show DuckDB's queries that take more than a second as they run (which
+            table is being built, how far it is), on standard error.
 
     Raises:
         TraceFormatError: not a Parquet trace, or a trace without parts.
@@ -101,6 +103,7 @@ def open(path: str | os.PathLike[str], engine: str = "duckdb", *, spark: Any = N
         runner = DuckDBEngine(files, shifts, memory_limit=memory_limit,
                               temp_directory=temp_directory, filesystem=filesystem,
                               storage=storage, spill_limit=spill_limit)
+        runner.progress = progress
     return Dataset(runner, meta)
 
 
