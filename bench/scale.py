@@ -171,9 +171,13 @@ def write(path: Path, n_events: int) -> float:
 
 
 def _complete(path: Path) -> bool:
-    """Whether ``path`` holds a trace write() finished (its last part says so)."""
+    """Whether ``path`` holds a trace write() finished (its last part says so; a part cut
+    short by a stopped run is no trace)."""
     parts = sorted(path.glob("part-*.parquet"))
-    meta = pq.read_schema(parts[-1]).metadata if parts else None
+    try:
+        meta = pq.read_schema(parts[-1]).metadata if parts else None
+    except pa.ArrowInvalid:
+        return False
     return bool(meta and json.loads(meta[META_KEY]).get("complete"))
 
 
@@ -234,10 +238,12 @@ def analyse(path: str, engine: str, memory_limit: str) -> dict[str, Any]:
             except duckdb.OutOfMemoryException as exc:  # (its percentiles hold every value)
                 return {"times": times, "peak": peak, "peaks": peaks, "answers": answers(lag),
                         "storage": storage, "hand_written": str(exc).splitlines()[0]}
-            # On a fresh dataset: building its events and deliveries counts too.
-            fresh = ek.open(path, memory_limit=memory_limit)._engine
-            timed("evtkit lag percentiles", lambda: fresh.frame(
-                ek.engine.sql.delivery_stats(fresh.percentiles)))
+            # On a fresh dataset: building its events and deliveries counts too; in parts
+            # of a few consumers where all would not fit, as lag() takes them.
+            with ek.open(path, memory_limit=memory_limit) as fresh:
+                timed("evtkit lag percentiles", lambda: fresh.by_consumers(
+                    lambda where: ek.engine.sql.delivery_stats(fresh._engine.percentiles,
+                                                               where)))
     if engine == "pandas":
         peak = _peak(engine)
     return {"times": times, "peak": peak, "peaks": peaks, "answers": answers(lag),
@@ -325,9 +331,11 @@ def main() -> None:
     rows = []
     for n in sizes:
         path = Path(args.dir) / f"scale-{n}.parquet"
-        took = write(path, n) if not (args.keep and _complete(path)) else 0.0
+        kept = args.keep and _complete(path)
+        took = write(path, n) if not kept else 0.0
         size = sum(p.stat().st_size for p in path.glob("*.parquet"))
-        print(f"{n:,} events: written in {took:.1f} s ({gb(size)} of Parquet)")
+        print(f"{n:,} events: " + ("kept from an earlier run" if kept else
+                                   f"written in {took:.1f} s") + f" ({gb(size)} of Parquet)")
         engines = [*(["duckdb"] if not args.no_duckdb else []),
                    *(["pandas"] if n <= args.pandas_max else []),
                    *(["spark"] if args.spark and n == 10_000_000 else [])]

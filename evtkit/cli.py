@@ -430,7 +430,7 @@ def _analysed(args: argparse.Namespace) -> Iterator[Trace | Dataset]:
     # DuckDB needs some room of its own however small the budget; it spills past it.
     limit = max(budget, 256 * 1024**2)
     with dataset.open(args.path, engine, spark=session, memory_limit=f"{limit // 1024**2}MB",
-                      progress=not args.quiet) as ds:
+                      progress=not args.quiet and sys.stderr.isatty()) as ds:
         yield ds
 
 

@@ -4,6 +4,8 @@ directories, and the recorded shop traces in data/."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -402,7 +404,10 @@ def test_percentiles_that_would_not_fit_are_taken_a_few_consumers_at_a_time(faul
         asked = [q for q, _ in seen if "queue_s_ps" in q]
         assert len(asked) == len(counts) and all("consumer IN (:consumer0)" in q for q in asked)
         assert all(b < engine._full for q, b in seen if "queue_s_ps" in q)
+        seen.clear()
         assert ek.engine.evidence.EngineEvidence(ds).handler_medians() == medians
+        asked = [q for q, _ in seen if "percentile_cont(0.5)" in q]
+        assert len(asked) == len(counts) and all("consumer IN (:consumer0)" in q for q in asked)
 
 
 def test_the_diagnosis_reads_ahead_only_where_two_consumers_rows_fit(faulty, monkeypatch):
@@ -428,11 +433,12 @@ def test_the_diagnosis_reads_ahead_only_where_two_consumers_rows_fit(faulty, mon
 
 def test_progress_shows_what_is_built_and_how_far(faulty, capsys):
     """With progress on, a query that runs longer than SHOWN_AFTER shows which table is
-    being built and how far DuckDB is, ending at 100 %; quicker ones and a dataset
-    without progress show nothing."""
+    being built, ending at 100 % on a line of its own; quicker ones and a dataset without
+    progress show nothing."""
     _, path = faulty
     with ek.open(path, progress=True) as ds:
-        ds.summary()  # (quicker than a second: nothing shown)
+        ds._engine.SHOWN_AFTER = 60.0  # (every query here is quicker)
+        ds.summary()
     assert capsys.readouterr().err == ""
     with ek.open(path, progress=True) as ds:
         ds._engine.SHOWN_AFTER = 0.0
@@ -440,7 +446,33 @@ def test_progress_shows_what_is_built_and_how_far(faulty, capsys):
     err = capsys.readouterr().err
     for table in ("events", "deliveries"):
         assert f"evtkit: building {table} 100%" in err
+    assert err.endswith("\n")
     with ek.open(path) as ds:
         ds._engine.SHOWN_AFTER = 0.0
         ds.summary()
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_shown_query_follows_the_engines_percentage(capsys, fails):
+    """The bar shows what the engine says as it runs (read in a thread, again and again);
+    it ends at 100 % when the query ends, at the last percentage when it fails."""
+    import threading
+
+    from evtkit.engine.progress import shown
+
+    asked: list[int] = []
+    twice = threading.Event()
+
+    def percent() -> float:
+        asked.append(1)
+        if len(asked) >= 2:
+            twice.set()
+        return 42.0
+
+    with contextlib.suppress(RuntimeError), shown("testing", percent, after=0.0):
+        assert twice.wait(10)
+        if fails:
+            raise RuntimeError("the query failed")
+    last = capsys.readouterr().err.rstrip("\n").split("\r")[-1]
+    assert last.startswith("evtkit: testing  42%" if fails else "evtkit: testing 100%")

@@ -14,10 +14,7 @@ import contextlib
 import os
 import re
 import shutil
-import sys
 import tempfile
-import threading
-import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -28,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import EngineError, TraceFormatError
+from .progress import shown
 from .sql import COLUMNS, HANDLED_ONCE, deliveries, views
 
 __all__ = ["KEPT_BYTES_PER_ROW", "ON_DISK_BEYOND", "DuckDBEngine", "Engine", "keep_on_disk",
@@ -133,8 +131,9 @@ class Engine:
         raise NotImplementedError
 
     def room(self) -> int | None:
-        """How much the engine can lend (:meth:`lend`) at most, in bytes; ``None`` where
-        its memory is not the caller's (Spark's executors)."""
+        """How much more the engine can lend (:meth:`lend`), in bytes: half its budget less
+        what is lent already; ``None`` where its memory is not the caller's (Spark's
+        executors)."""
         return None
 
     @contextlib.contextmanager
@@ -267,7 +266,7 @@ class DuckDBEngine(Engine):
         return int(float(number) * scale)
 
     def room(self) -> int:  # noqa: D102 - see Engine
-        return (self._full if self._lent else self._budget()) // 2
+        return max(0, self._full // 2 - self._lent) if self._lent else self._budget() // 2
 
     @contextlib.contextmanager
     def lend(self, nbytes: int) -> Iterator[None]:  # noqa: D102 - see Engine
@@ -318,39 +317,13 @@ class DuckDBEngine(Engine):
     SHOWN_AFTER = 1.0
     """Seconds a query runs before :attr:`progress` shows it."""
 
-    @contextlib.contextmanager
-    def _shown(self, label: str) -> Iterator[None]:
-        """Where :attr:`progress` is on, a bar on standard error for the main connection's
-        query under way — what it is and how far DuckDB says it is — once it has run
-        :data:`SHOWN_AFTER` seconds, left on screen with its time (at 100 M events
-        building the events table alone takes minutes)."""
+    def _shown(self, label: str) -> contextlib.AbstractContextManager[None]:
+        """Where :attr:`progress` is on, the main connection's query shown as it runs, once
+        it has run :data:`SHOWN_AFTER` seconds (:func:`evtkit.engine.progress.shown`: at
+        100 M events building the events table alone takes minutes)."""
         if not self.progress:
-            yield
-            return
-        from tqdm import tqdm
-
-        bar = tqdm(total=100, desc=f"evtkit: {label}", delay=self.SHOWN_AFTER,
-                   bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}", file=sys.stderr)
-        done, began = threading.Event(), time.monotonic()
-
-        def show(percent: float) -> None:  # (its time too, while DuckDB's number stands)
-            bar.n = max(bar.n, min(percent, 100.0))
-            if time.monotonic() - began >= self.SHOWN_AFTER:
-                bar.refresh()
-
-        def follow() -> None:
-            while not done.wait(0.25):
-                show(self.con.query_progress())
-
-        watcher = threading.Thread(target=follow, name="evtkit-progress", daemon=True)
-        watcher.start()
-        try:
-            yield
-        finally:
-            done.set()
-            watcher.join()
-            show(100.0)
-            bar.close()
+            return contextlib.nullcontext()
+        return shown(label, self.con.query_progress, self.SHOWN_AFTER)
 
     reads_aside = True  # (the kept tables only: the views are the main connection's)
 

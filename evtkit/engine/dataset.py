@@ -121,7 +121,8 @@ PERCENTILE_BYTES_PER_ROW = 32
 """What DuckDB's percentile aggregates hold per delivery outside its memory budget (each
 delivery's queue and handler times, in growing arrays of their own: measured ~0.8 GB past
 the budget for 30 M deliveries, which took the process past 4 GB in one run of three at
-10 M events): lent out of the budget while ``lag()`` computes them."""
+10 M events): lent out of the budget while ``lag()`` (or a baseline's handler medians)
+computes them, and how :meth:`Dataset.by_consumers` sizes its parts."""
 
 
 class Dataset:
@@ -247,7 +248,8 @@ class Dataset:
         the percentiles hold (:data:`PERCENTILE_BYTES_PER_ROW` for each delivery ``rows``
         picks) fit in what the engine can lend: DuckDB's percentiles hold every value of
         their group beside its budget (at 100 M events, 300 M deliveries: 10 GB). The parts
-        in the order of the consumers' names, as they would be at once."""
+        in the order of the consumers' names, as they would be at once. (A consumer with
+        more deliveries than fit is a part of its own, and holds more than is lent.)"""
         room = self._engine.room()
         total = self.summary()["deliveries"]
         if room is None or PERCENTILE_BYTES_PER_ROW * total <= room:

@@ -20,6 +20,7 @@ The views build on one another::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -165,7 +166,7 @@ FROM o CROSS JOIN d
 """
 
 
-def one_of(name: str, values: Sequence[str]) -> tuple[str, dict[str, str]]:
+def one_of(name: str, values: Sequence[str]) -> tuple[str, dict[str, Any]]:
     """``name IN (:name0, ...)`` and its parameters (FALSE for none)."""
     if not values:
         return "FALSE", {}
