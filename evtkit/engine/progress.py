@@ -1,6 +1,7 @@
 """Progress of an engine's long queries, drawn on standard error: which table is being
 built (or that a query runs) and how far the engine says it is, from the moment the query
-has run long enough to be worth a line; the line stays, with its time, when it ends."""
+has run long enough to be worth a line, cleared when it ends (a report draws its own bar
+of steps above: lines left behind piled up under it, a dozen per report)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ _EVERY = 0.25  # seconds between looks at the engine's percentage
 def shown(label: str, percent: Callable[[], float], after: float) -> Iterator[None]:
     """While inside, once ``after`` seconds have passed, a bar ``evtkit: {label}`` showing
     ``percent()`` (the engine's own estimate, 0–100, negative when it has none yet), read
-    every quarter second in a thread of its own. It ends at 100 % when the block ends
-    normally, at the last percentage when it raises; a quicker block shows nothing."""
+    every quarter second in a thread of its own. It is drawn at 100 % when the block ends
+    normally, then cleared (also when it raises); a quicker block shows nothing."""
     from tqdm import tqdm
 
     done = threading.Event()
@@ -29,7 +30,7 @@ def shown(label: str, percent: Callable[[], float], after: float) -> Iterator[No
     def follow() -> None:
         if done.wait(after):
             return
-        bar = tqdm(total=100, desc=f"evtkit: {label}", file=sys.stderr,
+        bar = tqdm(total=100, desc=f"evtkit: {label}", file=sys.stderr, leave=False,
                    bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}")
         drawn.append(bar)
         while not done.wait(_EVERY):
@@ -49,4 +50,5 @@ def shown(label: str, percent: Callable[[], float], after: float) -> Iterator[No
         for bar in drawn:
             if ended:
                 bar.n = 100
-            bar.close()  # (its last state, and a new line)
+                bar.refresh()
+            bar.close()  # (the line cleared)
