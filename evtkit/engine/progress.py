@@ -25,19 +25,25 @@ def shown(label: str, percent: Callable[[], float], after: float) -> Iterator[No
     from tqdm import tqdm
 
     done = threading.Event()
-    drawn: list[Any] = []  # the bar, once drawn (by the watching thread only)
+    drawn: list[Any] = []  # the bar, once drawn
+
+    def draw() -> None:
+        drawn.append(tqdm(total=100, desc=f"evtkit: {label}", file=sys.stderr, leave=False,
+                          bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}"))
 
     def follow() -> None:
-        if done.wait(after):
-            return
-        bar = tqdm(total=100, desc=f"evtkit: {label}", file=sys.stderr, leave=False,
-                   bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}")
-        drawn.append(bar)
+        if not drawn:
+            if done.wait(after):
+                return
+            draw()
+        bar = drawn[0]
         while not done.wait(_EVERY):
             with contextlib.suppress(Exception):  # (an estimate, never worth a failure)
                 bar.n = max(bar.n, min(percent(), 100.0))
                 bar.refresh()  # (its time too, while the percentage stands)
 
+    if after <= 0:  # (at once, not when the thread first runs: a quick block shows too)
+        draw()
     watcher = threading.Thread(target=follow, name="evtkit-progress", daemon=True)
     watcher.start()
     ended = False
