@@ -172,9 +172,12 @@ class TestSettle:
         async def stuck(event):
             await release.wait()
 
-        await bus.subscribe("settle.stuck", stuck, consumer="sloth")
+        sub = await bus.subscribe("settle.stuck", stuck, consumer="sloth")
         for _ in range(3):
             await bus.publish("settle.stuck", {})
+        # (all three here before the deadline starts: on a loaded machine the last two
+        # could still be on their way 0.3 s later)
+        await until(lambda: sub.pending == 2)
         with pytest.raises(ek.SettleTimeoutError) as caught:
             await bus.settle(timeout=0.3)
         assert caught.value.pending == {"sloth": 2}  # one in the handler, two queued

@@ -120,7 +120,8 @@ class TestConsume:
         await bus.watch_jetstream(stream, interval=0.2)
         async def reject(event):
             raise ek.Term("malformed order")
-        sub = await bus.consume(stream, reject, consumer="strict", ack_wait=0.3)
+        # (ack_wait long enough that a slow +TERM is never overtaken by a redelivery)
+        sub = await bus.consume(stream, reject, consumer="strict", ack_wait=5)
         await bus.publish(f"{stream.lower()}.x", {}, jetstream=True)
         await until(lambda: (bus.trace().advisories["advisory"] == "MSG_TERMINATED").any())
         # The server's word that it is done with the message: one delivery in all
@@ -195,7 +196,9 @@ class TestSampling:
         # The lag analysis takes the server's count for this consumer and sees it stuck.
         lag = bus.trace().lag(freq="100ms")
         row = lag.set_index("consumer").loc["slow"]
-        assert row["backlog_source"] == "server" and row["backlog_max"] == 8
+        # (at least the 8 it is stuck on: a sample taken while the twenty were still
+        # being published and handled, on a slow machine, saw more)
+        assert row["backlog_source"] == "server" and row["backlog_max"] >= 8
         backlog = bus.trace().backlog("100ms")
         slow = backlog[backlog["consumer"] == "slow"]
         assert slow["from_server"].iloc[-1] and slow["backlog"].iloc[-1] == 8
