@@ -15,6 +15,7 @@ import evtkit as ek
 from evtkit.observation import Row
 from evtkit.store import SegmentWriter
 from tests.paths import ROOT
+from tests.watching import calls_to
 
 FREQ = "100ms"
 NUMBERS = ["deliveries", "queue_p50_s", "queue_p95_s", "queue_p99_s", "queue_max_s",
@@ -324,10 +325,7 @@ def test_the_engine_lends_memory_to_what_the_diagnosis_holds_and_takes_it_back(f
         assert engine._budget() == before
         assert not ds.diagnose().empty and engine._budget() == before
         # lag()'s percentiles, whose values DuckDB holds outside its budget, run lent too.
-        seen: list[tuple[str, int]] = []
-        frame = engine.frame
-        engine.frame = lambda q, *a, **k: (seen.append((q, engine._budget())),
-                                           frame(q, *a, **k))[1]
+        seen = calls_to(engine, "frame", lambda q, *a, **k: (q, engine._budget()))
         ds.lag()
         assert [b < before for q, b in seen if "queue_s_ps" in q] == [True]
         assert engine._budget() == before
@@ -395,10 +393,8 @@ def test_percentiles_that_would_not_fit_are_taken_a_few_consumers_at_a_time(faul
     with ek.open(path, memory_limit="1GB") as ds:
         monkeypatch.setattr(dataset, "PERCENTILE_BYTES_PER_ROW",
                             ds._engine.room() // (counts.max() * 5 // 4) + 1)
-        engine, seen = ds._engine, []
-        frame = engine.frame
-        engine.frame = lambda q, *a, **k: (seen.append((q, engine._budget())),
-                                           frame(q, *a, **k))[1]
+        engine = ds._engine
+        seen = calls_to(engine, "frame", lambda q, *a, **k: (q, engine._budget()))
         parts = ds.lag(FREQ)
         pd.testing.assert_frame_equal(parts, whole)
         asked = [q for q, _ in seen if "queue_s_ps" in q]
@@ -420,9 +416,7 @@ def test_the_diagnosis_reads_ahead_only_where_two_consumers_rows_fit(faulty, mon
     for held, ahead in ((dataset.HELD_BYTES_PER_ROW, True), (10**9, False)):
         monkeypatch.setattr(dataset, "HELD_BYTES_PER_ROW", held)
         with ek.open(path, memory_limit="1GB") as ds:
-            soon, asked = ds._engine.frame_soon, []
-            ds._engine.frame_soon = lambda *a, soon=soon, asked=asked, **k: (
-                asked.append(a[0]), soon(*a, **k))[1]
+            asked = calls_to(ds._engine, "frame_soon")
             found = ds.diagnose()
             assert bool(asked) is ahead
             if ahead:

@@ -13,6 +13,7 @@ import pytest
 import evtkit as ek
 from evtkit.engine.evidence import EngineEvidence
 from tests.paths import ROOT
+from tests.watching import calls_to
 
 FAULTS = {
     "stall": {"stall": ("billing", 4.0, 2.0)},
@@ -135,11 +136,8 @@ def test_each_consumers_rows_are_read_ahead_on_the_other_connection(tmp_path):
     with ek.open(path) as ds:
         ds.problems()
         engine = ds._engine
-        asked: list[str] = []
-        soon: list[str] = []
-        main, aside = engine.frame, engine.frame_soon
-        engine.frame = lambda sql, *a, **k: (asked.append(sql), main(sql, *a, **k))[1]
-        engine.frame_soon = lambda sql, p, **k: (soon.append(p["c"]), aside(sql, p, **k))[1]
+        asked = calls_to(engine, "frame")
+        soon = calls_to(engine, "frame_soon", lambda sql, p, **k: p["c"])
         found = ds.diagnose()
         assert not [q for q in asked if "WHERE consumer = :c" in q and "deliveries" in q]
         assert len(found) and set(soon) == set(EngineEvidence(ds).consumers())
