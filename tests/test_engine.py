@@ -306,6 +306,45 @@ def test_a_receive_handled_twice_takes_its_last_handler_row(tmp_path):
         same_answers(trace, ds, "10ms")
 
 
+@pytest.mark.parametrize("twice", [False, True])
+def test_deliveries_that_would_not_fit_are_built_in_parts(tmp_path, monkeypatch, twice):
+    """Where joining every receive to its handler row and event would not fit in half
+    DuckDB's budget, the deliveries are built in parts of the receives by ``seq``, each
+    joined to the events first seen from the part before it on; a receive of an event
+    first seen earlier (a late redelivery) is given its event after: the same deliveries
+    as one query (and as loading), also when a receive was handled twice."""
+    from evtkit.engine import backends
+
+    start = 1_700_000_000_000_000_000
+    rows = _rows(300, "alpha", start, 0)
+    late = len(rows)  # event alpha-0 delivered again at the end, 900 rows after it was seen
+    rows += [rows[1][:1] + (start + 10**9,) + rows[1][2:],
+             ("handled", start + 10**9 + 5000, "alpha", "alpha", None, None, None, None, None,
+              (late, start + 10**9 + 2000, "ok", None))]
+    if twice:
+        rows.append(rows[5][:-1] + ((4, rows[5][-1][1], "error", "late"),))
+    path = tmp_path / "late.parquet"
+    writer = SegmentWriter(path, {})
+    writer.write(0, rows)
+    writer.close({})
+    trace = ek.load(path)
+    with ek.open(path) as ds:
+        whole = ds.deliveries()
+    with ek.open(path) as ds:
+        # Each receive "takes" a fiftieth of what the engine can lend: 301 receives, 7 parts.
+        monkeypatch.setattr(backends, "PART_BYTES_PER_RECEIVE", ds._engine.room() // 50 + 1)
+        shown = calls_to(ds._engine, "_shown")
+        got = ds.deliveries()
+        parts = [f"building deliveries ({i} of 7)" for i in range(1, 8)]
+        assert [s for s in shown if s.startswith("building deliveries")] == parts * (1 + twice)
+        pd.testing.assert_frame_equal(got, whole)
+        pd.testing.assert_frame_equal(got, trace.deliveries, check_categorical=False)
+        again = got.set_index("seq").loc[late]
+        assert again["event_id"] == "alpha-0" and again["published_at"] == pd.Timestamp(
+            start, tz="UTC") and again["queue_s"] == pytest.approx(1.000002, abs=1e-9)
+        same_answers(trace, ds, "10ms")
+
+
 def test_the_engine_lends_memory_to_what_the_diagnosis_holds_and_takes_it_back(faulty):
     """While the rules hold a consumer's rows in pandas, DuckDB's limit is lowered by what
     they hold (down to half of it at most) and restored after, even on an error."""
