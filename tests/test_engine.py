@@ -307,13 +307,13 @@ def test_a_receive_handled_twice_takes_its_last_handler_row(tmp_path):
 
 
 @pytest.mark.parametrize("twice", [False, True])
-def test_deliveries_that_would_not_fit_are_built_in_parts(tmp_path, monkeypatch, twice):
-    """Where joining every receive to its handler row and event would not fit in half
-    DuckDB's budget, the deliveries are built in parts of the receives by ``seq``, each
-    joined to the events first seen from the part before it on; a receive of an event
-    first seen earlier (a late redelivery) is given its event after: the same deliveries
-    as one query (and as loading), also when a receive was handled twice."""
-    from evtkit.engine import backends
+def test_tables_that_would_not_fit_are_built_in_parts(tmp_path, monkeypatch, twice):
+    """Where the kept tables' joins would not fit in half DuckDB's budget, they are built
+    in parts by ``seq``: the events' sightings joined to their best rows part by part; the
+    receives each joined to the events first seen from the part before it on, and a
+    receive of an event first seen earlier (a late redelivery) given its event after. The
+    same tables as one query (and as loading), also when a receive was handled twice."""
+    from evtkit.engine import parts
 
     start = 1_700_000_000_000_000_000
     rows = _rows(300, "alpha", start, 0)
@@ -328,15 +328,24 @@ def test_deliveries_that_would_not_fit_are_built_in_parts(tmp_path, monkeypatch,
     writer.write(0, rows)
     writer.close({})
     trace = ek.load(path)
+    every = "SELECT * FROM __events__ ORDER BY first_seq"
     with ek.open(path) as ds:
-        whole = ds.deliveries()
+        whole, events = ds.deliveries(), ds._engine.frame(every)
     with ek.open(path) as ds:
-        # Each receive "takes" a fiftieth of what the engine can lend: 301 receives, 7 parts.
-        monkeypatch.setattr(backends, "PART_BYTES_PER_RECEIVE", ds._engine.room() // 50 + 1)
+        # Each receive "takes" a fiftieth of what the engine can lend: 301 receives, 7 parts;
+        # each event a fortieth: 300 events in parts of about 37 (the best rows' seq spread).
+        room = ds._engine.room()
+        monkeypatch.setattr(parts, "PART_BYTES_PER_RECEIVE", room // 50 + 1)
+        monkeypatch.setattr(parts, "EVENT_BYTES_PER_ROW", room)
+        monkeypatch.setattr(parts, "JOIN_BYTES_PER_EVENT", room // 40 + 1)
         shown = calls_to(ds._engine, "_shown")
         got = ds.deliveries()
-        parts = [f"building deliveries ({i} of 7)" for i in range(1, 8)]
-        assert [s for s in shown if s.startswith("building deliveries")] == parts * (1 + twice)
+        labels = [f"building deliveries ({i} of 7)" for i in range(1, 8)]
+        assert [s for s in shown if s.startswith("building deliveries")] == labels * (1 + twice)
+        built = [s for s in shown if s.startswith("building events")]
+        assert built == [f"building events ({i} of 8)" for i in range(1, 9)]
+        pd.testing.assert_frame_equal(ds._engine.frame(every), events)
+        assert "sightings" not in ds._engine.names
         pd.testing.assert_frame_equal(got, whole)
         pd.testing.assert_frame_equal(got, trace.deliveries, check_categorical=False)
         again = got.set_index("seq").loc[late]

@@ -25,8 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import EngineError, TraceFormatError
+from . import parts
 from .progress import shown
-from .sql import COLUMNS, EVENTS_SEEN_EARLIER, HANDLED_ONCE, deliveries, views
+from .sql import COLUMNS, HANDLED_ONCE, deliveries, events, views
 
 __all__ = ["KEPT_BYTES_PER_ROW", "ON_DISK_BEYOND", "DuckDBEngine", "Engine", "keep_on_disk",
            "to_pandas"]
@@ -54,16 +55,22 @@ class Engine:
         if self.shifts:
             self._shifts()
         for name, select in views(sharded=bool(self.shifts)).items():
-            if name == "deliveries":
-                self._deliveries(handled_once=True)
+            if name == "observations":
+                self._define(name, self.text(select), keep=False)
+            elif name == "events":
+                self._events()
             else:
-                self._define(name, self.text(select), keep=name != "observations")
+                self._deliveries(handled_once=True)
         try:
             if not bool(self.frame(HANDLED_ONCE)["once"].iloc[0]):  # a receive handled twice
                 self._deliveries(handled_once=False)
         except BaseException:  # (not prepared: the quick deliveries may be wrong)
             del self.names["deliveries"]
             raise
+
+    def _events(self) -> None:
+        """Keep ``events`` (:func:`evtkit.engine.sql.events`), in one query."""
+        self._define("events", self.text(events()), keep=True)
 
     def _deliveries(self, handled_once: bool) -> None:
         """Keep ``deliveries`` (:func:`evtkit.engine.sql.deliveries`), in one query."""
@@ -164,8 +171,8 @@ class DuckDBEngine(Engine):
     measured at 10 M events: 5.9 → 1.2 GB) at the cost of compressing them (about a
     third more time to build them); kept uncompressed, the tables of 100 M events would
     be ~60 GB of spill. (Building the events spills its aggregate as well: at 100 M
-    events, 32 GB of disk; the deliveries are built in parts that fit, see
-    :meth:`_deliveries`.)
+    events, 32 GB of disk; the rest of their building is done in parts that fit where
+    one query would spill: :mod:`evtkit.engine.parts`.)
 
     Args:
         files: Parquet files (local paths or URLs of a registered fsspec filesystem).
@@ -309,40 +316,13 @@ class DuckDBEngine(Engine):
             self.con.execute(f"CREATE OR REPLACE {what} {name} AS {select}")
         self.names[name] = name
 
-    def _deliveries(self, handled_once: bool) -> None:
-        """Keep ``deliveries``: in one query where its joins fit in half the budget
-        (:data:`PART_BYTES_PER_RECEIVE` per receive); otherwise in parts of the receives by
-        ``seq``, each joined to its slice of the events (those first seen from the part
-        before it on) and inserted, then the few receives of events first seen earlier
-        given theirs. At 10 M events with a 500 MB budget the single query spilled its
-        joins: 46 s; in 12 parts: 22 s."""
-        (receives,) = self._values("SELECT sum(deliveries) FROM __events__")
-        parts = -(-receives * PART_BYTES_PER_RECEIVE // max(1, self.room()))
-        if parts <= 1:
-            super()._deliveries(handled_once)
-            return
-        lo, hi = self._values("SELECT min(seq), max(seq) + 1 FROM __observations__ "
-                              "WHERE kind = 'receive'")
-        step = -(-(hi - lo) // parts)
-        starts = range(lo, hi, step)
-        select = self._query(deliveries(handled_once, part=True))
-        for i, at in enumerate(starts):
-            make = "INSERT INTO deliveries" if i else "CREATE OR REPLACE TABLE deliveries AS"
-            with self._within_budget(), \
-                    self._shown(f"building deliveries ({i + 1} of {len(starts)})"):
-                self.con.execute(f"{make} {select}",
-                                 {"lo": at, "hi": at + step, "since": at - step})
-        self.names["deliveries"] = "deliveries"
-        if self._values("SELECT count(*) FROM __deliveries__ WHERE event_seq IS NULL "
-                        "AND event_id IS NOT NULL")[0]:
-            with self._within_budget():
-                self.con.execute(self.text(EVENTS_SEEN_EARLIER))
+    def _events(self) -> None:
+        if not parts.events(self):
+            super()._events()
 
-    def _values(self, sql: str) -> tuple[int, ...]:
-        """The integers of the one row ``sql`` gives (NULL as 0)."""
-        with self._within_budget():
-            got = self.con.execute(self.text(sql)).fetchall()
-        return tuple(int(v or 0) for v in got[0])
+    def _deliveries(self, handled_once: bool) -> None:
+        if not parts.deliveries(self, handled_once):
+            super()._deliveries(handled_once)
 
     def _shifts(self) -> None:
         self.con.execute("CREATE OR REPLACE TEMP TABLE shifts (file VARCHAR, shift BIGINT)")
@@ -476,11 +456,6 @@ def _remove(*paths: str) -> None:
 KEPT_BYTES_PER_ROW = 90
 """What the kept events and deliveries tables take in DuckDB's memory per observation row
 (measured: 5.9 GB for the 70 M rows of 10 M events), uncompressed."""
-PART_BYTES_PER_RECEIVE = 128
-"""What building the deliveries takes of DuckDB's memory per receive (its joins to the
-handled rows and the events), so that a part of them fits in half the budget (measured at
-10 M events, 500 MB: parts of 1.9 M receives were quickest, 22 s; of 3.8 M 29 s, of 0.5 M
-31 s)."""
 ON_DISK_BEYOND = 4
 """Kept tables more than this many times DuckDB's memory budget go to a database file."""
 

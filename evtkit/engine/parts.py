@@ -1,0 +1,105 @@
+"""The kept tables built in parts that fit DuckDB's budget, where one query would spill.
+
+DuckDB spills a join or aggregate that outgrows its budget, and a spilled join is slow: at
+10 M events with a 500 MB budget (100 M events' ratio to 5 GB) the events' join to their
+best rows took 28.6 s and the deliveries' joins 41–46 s; at 100 M events with 5 GB the
+deliveries ran into the spill bound. Cut by ``seq`` so that each part holds a slice of
+both sides of its joins, the same tables take 15 s and 20.5 s (whole analysis 106–113 →
+~75 s), and the tables of 100 M events are built in 8 minutes.
+
+Each function here builds its table in parts and returns True, or returns False where one
+query fits (the caller then runs it): :class:`evtkit.engine.backends.DuckDBEngine` asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .sql import EVENTS_SEEN_EARLIER, SIGHTINGS
+from .sql import deliveries as deliveries_sql
+from .sql import events as events_sql
+
+if TYPE_CHECKING:
+    from .backends import DuckDBEngine
+
+__all__ = ["EVENT_BYTES_PER_ROW", "JOIN_BYTES_PER_EVENT", "PART_BYTES_PER_RECEIVE",
+           "deliveries", "events"]
+
+EVENT_BYTES_PER_ROW = 16
+"""What building the events in one query takes of DuckDB's memory per observation row
+(its aggregate and join held 70 M rows in 1.5 GB, not in 250 MB)."""
+JOIN_BYTES_PER_EVENT = 100
+"""What joining the events' sightings to their best rows takes per event, so that a part
+of them fits in half the budget (at 10 M events, 500 MB: 4 parts 8.4 s, 8 parts 9.4 s, 16
+parts 10.3–12.8 s; one part 35.6 s)."""
+PART_BYTES_PER_RECEIVE = 128
+"""What building the deliveries takes of DuckDB's memory per receive (its joins to the
+handled rows and the events), so that a part of them fits in half the budget (measured at
+10 M events, 500 MB: parts of 1.9 M receives were quickest, 22 s; of 3.8 M 29 s, of 0.5 M
+31 s)."""
+
+
+def events(engine: DuckDBEngine) -> bool:
+    """Keep ``events`` in parts unless one query fits in half the budget
+    (:data:`EVENT_BYTES_PER_ROW` per observation row): each event's sightings
+    (:data:`~evtkit.engine.sql.SIGHTINGS`) kept first, then joined to their best rows in
+    parts by ``seq`` (:data:`JOIN_BYTES_PER_EVENT` each)."""
+    if engine._rows() * EVENT_BYTES_PER_ROW <= engine.room():
+        return False
+    engine._define("sightings", engine.text(SIGHTINGS), keep=True)
+    n, lo, hi = _values(engine, "SELECT count(*), min(best), max(best) + 1 FROM __sightings__")
+    _build(engine, "events", events_sql(part=True),
+           _starts(engine, n * JOIN_BYTES_PER_EVENT, lo, hi),
+           lambda at, step: {"lo": at, "hi": at + step})
+    engine.con.execute("DROP TABLE sightings")
+    del engine.names["sightings"]
+    return True
+
+
+def deliveries(engine: DuckDBEngine, handled_once: bool) -> bool:
+    """Keep ``deliveries`` in parts unless its joins fit in half the budget
+    (:data:`PART_BYTES_PER_RECEIVE` per receive): the receives by ``seq``, each part
+    joined to its handled rows and to its slice of the events (those first seen from the
+    part before it on), then the few receives of events first seen earlier given theirs
+    (:data:`~evtkit.engine.sql.EVENTS_SEEN_EARLIER`)."""
+    (receives,) = _values(engine, "SELECT sum(deliveries) FROM __events__")
+    if receives * PART_BYTES_PER_RECEIVE <= engine.room():
+        return False
+    lo, hi = _values(engine, "SELECT min(seq), max(seq) + 1 FROM __observations__ "
+                             "WHERE kind = 'receive'")
+    _build(engine, "deliveries", deliveries_sql(handled_once, part=True),
+           _starts(engine, receives * PART_BYTES_PER_RECEIVE, lo, hi),
+           lambda at, step: {"lo": at, "hi": at + step, "since": at - step})
+    if _values(engine, "SELECT count(*) FROM __deliveries__ WHERE event_seq IS NULL "
+                       "AND event_id IS NOT NULL")[0]:
+        with engine._within_budget():
+            engine.con.execute(engine.text(EVENTS_SEEN_EARLIER))
+    return True
+
+
+def _starts(engine: DuckDBEngine, nbytes: int, lo: int, hi: int) -> range:
+    """Where the parts of ``[lo, hi)`` begin, so many that each holds its share of
+    ``nbytes`` in half the budget (two at least)."""
+    parts = max(2, -(-nbytes // max(1, engine.room())))
+    return range(lo, hi, max(1, -(-(hi - lo) // parts)))
+
+
+def _build(engine: DuckDBEngine, name: str, select: str, starts: range,
+           params: Callable[[int, int], dict[str, int]]) -> None:
+    """Keep ``name`` as ``select`` over each part, given by ``params(start, step)``, one
+    part after the other (each shown as it is built, where the engine shows progress)."""
+    select = engine._query(select)
+    for i, at in enumerate(starts):
+        make = f"INSERT INTO {name}" if i else f"CREATE OR REPLACE TABLE {name} AS"
+        with engine._within_budget(), \
+                engine._shown(f"building {name} ({i + 1} of {len(starts)})"):
+            engine.con.execute(f"{make} {select}", params(at, starts.step))
+    engine.names[name] = name
+
+
+def _values(engine: DuckDBEngine, sql: str) -> tuple[int, ...]:
+    """The integers of the one row ``sql`` gives (NULL as 0)."""
+    with engine._within_budget():
+        got = engine.con.execute(engine.text(sql)).fetchall()
+    return tuple(int(v or 0) for v in got[0])
