@@ -197,6 +197,30 @@ def test_refusals_are_clear(tmp_path):
         ek.open(ROOT / "data" / "shop-incident.parquet", engine="spark")
 
 
+def test_rows_numbered_beyond_what_the_engine_ranks_are_refused(tmp_path):
+    """An event's best row is found by rank × 10^18 + seq: a file whose ``seq`` is
+    negative or reaches 10^18 (alone, or with the shards before it) would lose its events
+    (at 2^63 - 90 the summary said 0 events of 30); it is refused, saying why."""
+    start = 1_700_000_000_000_000_000
+
+    def write(path, first, shard=None):
+        writer = SegmentWriter(path, {"shard": shard} if shard else {}, shard=shard)
+        writer.write(first, _rows(30, "alpha", start, first))
+        writer.close({})
+
+    for first in (-5, 10**18 - 89, 2**63 - 90):
+        write(tmp_path / f"at{first}.parquet", first)
+        with pytest.raises(ek.TraceFormatError, match=r"numbered \(seq\) from -?\d+ to"):
+            ek.open(tmp_path / f"at{first}.parquet")
+    write(tmp_path / "edge.parquet", 10**18 - 90)  # the last seq 10^18 - 1: still ranked
+    with ek.open(tmp_path / "edge.parquet") as ds:
+        assert (ds.summary()["events"], ds.summary()["deliveries"]) == (30, 30)
+    for shard in ("a", "b"):
+        write(tmp_path / "shards.parquet", 6 * 10**17, shard)
+    with pytest.raises(ek.TraceFormatError, match=r"shards number \d+ rows"):
+        ek.open(tmp_path / "shards.parquet")
+
+
 def test_cli_info_on_disk_states_the_engines_numbers(capsys):
     from evtkit.cli import main
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 from .. import store
 from .._location import is_url, resolve
 from ..errors import TraceFormatError
+from .sql import SEQ_LIMIT
 
 __all__ = ["BYTES_PER_ROW", "choose_engine", "rows_on_disk", "trace_files"]
 
@@ -91,9 +92,13 @@ def trace_files(path: str | os.PathLike[str], filesystem: Any
             try:
                 footer = pq.ParquetFile(fs.open(file, "rb") if fs else file)
                 metas.append(store.trace_metadata(file, footer.schema_arrow))
-                sizes[file] = _seq_end(footer)
+                low, sizes[file] = _seq_range(footer)
             except (pa.ArrowException, OSError) as exc:
                 raise TraceFormatError(file, f"not a readable Parquet file: {exc}") from exc
+            if low < 0 or sizes[file] > SEQ_LIMIT:
+                raise TraceFormatError(file, f"its rows are numbered (seq) from {low} to "
+                                             f"{sizes[file] - 1}: a trace's run from 0 up, "
+                                             "below 10^18")
     meta = store.merge_metadata(files, metas)
     meta["source_path"] = shown
     shards: dict[str, int] = {}
@@ -106,20 +111,25 @@ def trace_files(path: str | os.PathLike[str], filesystem: Any
     for shard in sorted(shards):
         shift[shard] = before
         before += shards[shard]
+    if before > SEQ_LIMIT:
+        raise TraceFormatError(shown, f"its shards number {before} rows (seq) in all: a "
+                                      "trace's run from 0 up, below 10^18")
     return files, meta, {os.path.basename(f): shift[store.shard_of(f) or ""] for f in files}, fs
 
 
-def _seq_end(footer: Any) -> int:
-    """One past the largest ``seq`` of a Parquet trace file (0 when it has no rows), from
-    the footer's statistics where they exist."""
+def _seq_range(footer: Any) -> tuple[int, int]:
+    """The smallest ``seq`` of a Parquet trace file and one past its largest ((0, 0) when
+    it has no rows), from the footer's statistics where they exist."""
     column = footer.schema_arrow.get_field_index("seq")
-    end = 0
+    low, end = None, 0
     for i in range(footer.metadata.num_row_groups):
         stats = footer.metadata.row_group(i).column(column).statistics
         if stats is None or not stats.has_min_max:
-            seq = footer.read_row_group(i, columns=["seq"])["seq"]
-            top = pa.compute.max(seq).as_py()
-            end = max(end, (top + 1) if top is not None else 0)
+            bounds = pa.compute.min_max(footer.read_row_group(i, columns=["seq"])["seq"])
+            least, top = bounds["min"].as_py(), bounds["max"].as_py()
         else:
-            end = max(end, stats.max + 1)
-    return end
+            least, top = stats.min, stats.max
+        if top is not None:
+            low = least if low is None else min(low, least)
+            end = max(end, top + 1)
+    return low or 0, end

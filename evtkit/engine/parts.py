@@ -13,7 +13,6 @@ query fits (the caller then runs it): :class:`evtkit.engine.backends.DuckDBEngin
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .sql import EVENTS_SEEN_EARLIER, SIGHTINGS
@@ -48,13 +47,12 @@ def events(engine: DuckDBEngine) -> bool:
     if engine._rows() * EVENT_BYTES_PER_ROW <= engine.room():
         return False
     engine._define("sightings", engine.text(SIGHTINGS), keep=True)
-    n, lo, hi = _values(engine, "SELECT count(*), min(best), max(best) + 1 FROM __sightings__")
-    _build(engine, "events", events_sql(part=True),
-           _starts(engine, n * JOIN_BYTES_PER_EVENT, lo, hi),
-           lambda at, step: {"lo": at, "hi": at + step})
+    n, first, last = _values(engine, "SELECT count(*), min(best), max(best) FROM __sightings__")
+    if n:
+        _build(engine, "events", events_sql(part=True), n * JOIN_BYTES_PER_EVENT, first, last)
     engine.con.execute("DROP TABLE sightings")
     del engine.names["sightings"]
-    return True
+    return bool(n)
 
 
 def deliveries(engine: DuckDBEngine, handled_once: bool) -> bool:
@@ -66,11 +64,10 @@ def deliveries(engine: DuckDBEngine, handled_once: bool) -> bool:
     (receives,) = _values(engine, "SELECT sum(deliveries) FROM __events__")
     if receives * PART_BYTES_PER_RECEIVE <= engine.room():
         return False
-    lo, hi = _values(engine, "SELECT min(seq), max(seq) + 1 FROM __observations__ "
-                             "WHERE kind = 'receive'")
+    first, last = _values(engine, "SELECT min(seq), max(seq) FROM __observations__ "
+                                  "WHERE kind = 'receive'")
     _build(engine, "deliveries", deliveries_sql(handled_once, part=True),
-           _starts(engine, receives * PART_BYTES_PER_RECEIVE, lo, hi),
-           lambda at, step: {"lo": at, "hi": at + step, "since": at - step})
+           receives * PART_BYTES_PER_RECEIVE, first, last, since=True)
     if _values(engine, "SELECT count(*) FROM __deliveries__ WHERE event_seq IS NULL "
                        "AND event_id IS NOT NULL")[0]:
         with engine._within_budget():
@@ -78,23 +75,26 @@ def deliveries(engine: DuckDBEngine, handled_once: bool) -> bool:
     return True
 
 
-def _starts(engine: DuckDBEngine, nbytes: int, lo: int, hi: int) -> range:
-    """Where the parts of ``[lo, hi)`` begin, so many that each holds its share of
-    ``nbytes`` in half the budget (two at least)."""
+_LOWEST = -(2**63)  # (a part's bounds stay BIGINTs, whatever seq a file holds)
+
+
+def _build(engine: DuckDBEngine, name: str, select: str, nbytes: int, first: int, last: int,
+           *, since: bool = False) -> None:
+    """Keep ``name`` as ``select`` over parts of ``seq`` from ``first`` to ``last`` (its
+    ``:lo`` and ``:last``; with ``since``, ``:since`` a part's length before it), so many
+    that each holds its share of ``nbytes`` in half the budget (two at least), one part
+    after the other (each shown as it is built, where the engine shows progress)."""
     parts = max(2, -(-nbytes // max(1, engine.room())))
-    return range(lo, hi, max(1, -(-(hi - lo) // parts)))
-
-
-def _build(engine: DuckDBEngine, name: str, select: str, starts: range,
-           params: Callable[[int, int], dict[str, int]]) -> None:
-    """Keep ``name`` as ``select`` over each part, given by ``params(start, step)``, one
-    part after the other (each shown as it is built, where the engine shows progress)."""
+    starts = range(first, last + 1, max(1, -(-(last + 1 - first) // parts)))
     select = engine._query(select)
     for i, at in enumerate(starts):
         make = f"INSERT INTO {name}" if i else f"CREATE OR REPLACE TABLE {name} AS"
+        part = {"lo": at, "last": min(last, at + starts.step - 1)}
+        if since:
+            part["since"] = max(_LOWEST, at - starts.step)
         with engine._within_budget(), \
                 engine._shown(f"building {name} ({i + 1} of {len(starts)})"):
-            engine.con.execute(f"{make} {select}", params(at, starts.step))
+            engine.con.execute(f"{make} {select}", part)
     engine.names[name] = name
 
 

@@ -32,7 +32,7 @@ RAW = "__raw__"
 """The engine's view of the files, in query text (``__name__`` names a view)."""
 
 __all__ = ["COLUMNS", "EVENTS_SEEN_EARLIER", "EVENT_ORDER", "HANDLED_ONCE", "MISSED", "RAW",
-           "SIGHTINGS", "TIMES", "backlog", "deliveries", "delivery_stats",
+           "SEQ_LIMIT", "SIGHTINGS", "TIMES", "backlog", "deliveries", "delivery_stats",
            "distinct_consumers", "events", "expand_percentiles", "fanout", "fanout_names",
            "flow_deliveries", "flows", "one_of", "summary", "views"]
 
@@ -59,7 +59,11 @@ _EVENT_COLUMNS = ("type", "subject", "source", "correlation_id", "causation_id",
                   "size", "content_type", "mode", "id_synthetic", "replay_of", "event_time")
 
 
-_RANK = 1_000_000_000_000_000_000  # kind's weight in an event's rank (seq stays below it)
+SEQ_LIMIT = 10**18
+"""Every ``seq`` (shards' shifted) is from 0 to below this, which the engines check when
+a trace is opened: an event's best row is found by one number, its kind's rank times
+this plus its ``seq``, which must stay a BIGINT and below the next rank."""
+_RANK = SEQ_LIMIT
 
 
 def views(sharded: bool = False) -> dict[str, str]:
@@ -105,11 +109,11 @@ and published, its deliveries and publishes, its first ``seq``."""
 def events(part: bool = False) -> str:
     """The ``events`` view: each event's best row (:data:`SIGHTINGS`) with its sightings'
     sums. With ``part``, from a kept ``sightings`` view, the events whose best row's
-    ``seq`` is in ``[:lo, :hi)``: both sides of the join cut alike (it is on ``seq``), so
+    ``seq`` is from ``:lo`` to ``:last``: both sides of the join cut alike (it is on ``seq``), so
     the parts together are the whole and each fits in memory where the whole join spilled
     (at 100 M events, 29 GB)."""
     best = ", ".join(f"m.{c}" for c in _EVENT_COLUMNS)
-    sightings = "(SELECT * FROM __sightings__ WHERE best >= :lo AND best < :hi)" if part \
+    sightings = "(SELECT * FROM __sightings__ WHERE best BETWEEN :lo AND :last)" if part \
         else f"({SIGHTINGS})"
     return f"""
 SELECT m.event_id, {best},
@@ -119,7 +123,7 @@ SELECT m.event_id, {best},
        CASE WHEN m.kind = 'publish' THEN m.ref END AS emitted_seq,
        s.deliveries, s.publishes, s.first_seq
 FROM __observations__ m JOIN {sightings} s ON m.seq = s.best""" + (
-        "\nWHERE m.seq >= :lo AND m.seq < :hi" if part else "")
+        "\nWHERE m.seq BETWEEN :lo AND :last" if part else "")
 
 
 def deliveries(handled_once: bool, part: bool = False) -> str:
@@ -132,14 +136,14 @@ def deliveries(handled_once: bool, part: bool = False) -> str:
     (no aggregate over the handled rows to find each receive's last, nor a join back to
     them: 16 → 12 s).
 
-    With ``part``, one part of them: the receives whose ``seq`` is in ``[:lo, :hi)`` (and
+    With ``part``, one part of them: the receives whose ``seq`` is from ``:lo`` to ``:last`` (and
     so the handled rows whose ``ref`` is), each with its event only if that was first
     seen at ``:since`` or later (``first_seq``; never after the receive, one of its
-    sightings, so before ``:hi``): a part joins a slice of the events, not all of them,
+    sightings, so not after ``:last``): a part joins a slice of the events, not all of them,
     and fits in memory where the whole join would spill. A receive of an event first
     seen earlier has no event columns (``event_seq`` NULL): :data:`EVENTS_SEEN_EARLIER`
     fills them in."""
-    within = " AND ref >= :lo AND ref < :hi" if part else ""
+    within = " AND ref BETWEEN :lo AND :last" if part else ""
     handled = "SELECT ref, ts, started_at, outcome, error, ack FROM __observations__ " \
         f"WHERE kind = 'handled'{within}"
     if not handled_once:
@@ -147,9 +151,9 @@ def deliveries(handled_once: bool, part: bool = False) -> str:
         FROM __observations__ h JOIN (
             SELECT ref, max(seq) AS seq FROM __observations__ WHERE kind = 'handled'{within}
             GROUP BY ref) last ON h.seq = last.seq"""
-    events = "(SELECT * FROM __events__ WHERE first_seq >= :since AND first_seq < :hi)" \
+    events = "(SELECT * FROM __events__ WHERE first_seq BETWEEN :since AND :last)" \
         if part else "__events__"
-    receives = " AND r.seq >= :lo AND r.seq < :hi" if part else ""
+    receives = " AND r.seq BETWEEN :lo AND :last" if part else ""
     return f"""
 SELECT r.event_id, r.consumer, r.queue, r.observer, r.subject, e.type, e.correlation_id,
        e.published_at, r.ts AS received_at, h.started_at,
