@@ -378,6 +378,22 @@ def test_tables_that_would_not_fit_are_built_in_parts(tmp_path, monkeypatch, twi
         same_answers(trace, ds, "10ms")
 
 
+def test_a_trace_without_events_is_built_when_parts_are_due(tmp_path, monkeypatch):
+    """Parts due by size on a trace with no message rows (a disconnect only): its events
+    table is there, empty, and so are the deliveries."""
+    from evtkit.engine import parts
+
+    path = tmp_path / "quiet.parquet"
+    writer = SegmentWriter(path, {})
+    writer.write(0, [("disconnect", 1_700_000_000_000_000_000, "obs", None, None, None, None,
+                      None, None, "gone")])
+    writer.close({})
+    with ek.open(path) as ds:
+        monkeypatch.setattr(parts, "EVENT_BYTES_PER_ROW", ds._engine.room() + 1)
+        assert (ds.summary()["events"], ds.summary()["deliveries"]) == (0, 0)
+        assert "sightings" not in ds._engine.names
+
+
 def test_the_engine_lends_memory_to_what_the_diagnosis_holds_and_takes_it_back(faulty):
     """While the rules hold a consumer's rows in pandas, DuckDB's limit is lowered by what
     they hold (down to half of it at most) and restored after, even on an error."""
