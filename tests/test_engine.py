@@ -8,6 +8,7 @@ import contextlib
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -200,7 +201,8 @@ def test_refusals_are_clear(tmp_path):
 def test_rows_numbered_beyond_what_the_engine_ranks_are_refused(tmp_path):
     """An event's best row is found by rank × 10^18 + seq: a file whose ``seq`` is
     negative or reaches 10^18 (alone, or with the shards before it) would lose its events
-    (at 2^63 - 90 the summary said 0 events of 30); it is refused, saying why."""
+    (at 2^63 - 90 the summary said 0 events of 30); it is refused, saying why, as are rows
+    without a seq (parts by seq would drop them) and a seq that is not an integer."""
     start = 1_700_000_000_000_000_000
 
     def write(path, first, shard=None):
@@ -219,6 +221,15 @@ def test_rows_numbered_beyond_what_the_engine_ranks_are_refused(tmp_path):
         write(tmp_path / "shards.parquet", 6 * 10**17, shard)
     with pytest.raises(ek.TraceFormatError, match=r"shards number \d+ rows"):
         ek.open(tmp_path / "shards.parquet")
+    table = pq.read_table(tmp_path / "edge.parquet")
+    at = table.schema.get_field_index("seq")
+    for name, seq, refusal in (
+            ("unnumbered", pa.array([None, *table["seq"].to_pylist()[1:]], pa.int64()),
+             "rows without seq"),
+            ("text", table["seq"].cast(pa.string()), "no integer seq")):
+        pq.write_table(table.set_column(at, "seq", seq), tmp_path / f"{name}.parquet")
+        with pytest.raises(ek.TraceFormatError, match=refusal):
+            ek.open(tmp_path / f"{name}.parquet")
 
 
 def test_cli_info_on_disk_states_the_engines_numbers(capsys):
@@ -378,6 +389,50 @@ def test_tables_that_would_not_fit_are_built_in_parts(tmp_path, monkeypatch, twi
         same_answers(trace, ds, "10ms")
 
 
+def test_a_drained_backlog_gets_its_events_in_parts_and_a_failure_keeps_nothing(
+        tmp_path, monkeypatch):
+    """A consumer that drains a backlog published before it began: each part of its
+    receives finds few of its events among those first seen just before it, so most are
+    given their events after, in parts of the events too. A failure there leaves the
+    deliveries unbuilt (built again when next asked), never kept without their events."""
+    from evtkit.engine import parts
+
+    start, n = 1_700_000_000_000_000_000, 100
+    made = _rows(n, "alpha", start, 0)
+    rows = made[0::3]  # every publish first, then each receive and its handler row
+    for i in range(n):
+        seq = n + 2 * i
+        receive, handled = made[3 * i + 1], made[3 * i + 2]
+        rows += [receive, handled[:-1] + ((seq, *handled[-1][1:]),)]
+    path = tmp_path / "drain.parquet"
+    writer = SegmentWriter(path, {})
+    writer.write(0, rows)
+    writer.close({})
+    trace = ek.load(path)
+    with ek.open(path) as ds:
+        whole = ds.deliveries()
+    with ek.open(path) as ds:
+        room = ds._engine.room()
+        monkeypatch.setattr(parts, "PART_BYTES_PER_RECEIVE", room // 20 + 1)
+        monkeypatch.setattr(parts, "JOIN_BYTES_PER_EVENT", room // 20 + 1)
+        real = parts.EVENTS_SEEN_EARLIER
+        monkeypatch.setattr(parts, "EVENTS_SEEN_EARLIER",
+                            "SELECT * FROM no_such_table WHERE :lo < :last")
+        with pytest.raises(Exception, match="no_such_table"):
+            ds.deliveries()
+        assert "deliveries" not in ds._engine.names
+        monkeypatch.setattr(parts, "EVENTS_SEEN_EARLIER", real)
+        shown = calls_to(ds._engine, "_shown")
+        got = ds.deliveries()
+        given = [s for s in shown if s.startswith("giving deliveries their events")]
+        k = len(given)
+        assert k >= 2 and given == [f"giving deliveries their events ({i} of {k})"
+                                    for i in range(1, k + 1)]
+        pd.testing.assert_frame_equal(got, whole)
+        pd.testing.assert_frame_equal(got, trace.deliveries, check_categorical=False)
+        assert got["published_at"].notna().all()
+
+
 def test_a_trace_without_events_is_built_when_parts_are_due(tmp_path, monkeypatch):
     """Parts due by size on a trace with no message rows (a disconnect only): its events
     table is there, empty, and so are the deliveries."""
@@ -428,7 +483,6 @@ def test_an_event_without_an_id_is_no_root(tmp_path):
     """A file may hold message rows without an ``event_id`` (``ek.load`` refuses it; the
     engine reads it): such an event has no place in the causal tree, so its flow's root is
     the first event with an id that roots it, never a missing one."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
     trace = ek.testing.make_trace(40, seed=2)

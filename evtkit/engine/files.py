@@ -93,8 +93,12 @@ def trace_files(path: str | os.PathLike[str], filesystem: Any
                 footer = pq.ParquetFile(fs.open(file, "rb") if fs else file)
                 metas.append(store.trace_metadata(file, footer.schema_arrow))
                 low, sizes[file] = _seq_range(footer)
+            except TraceFormatError:
+                raise
             except (pa.ArrowException, OSError) as exc:
                 raise TraceFormatError(file, f"not a readable Parquet file: {exc}") from exc
+            except ValueError as exc:  # (the seq column's)
+                raise TraceFormatError(file, str(exc)) from exc
             if low < 0 or sizes[file] > SEQ_LIMIT:
                 raise TraceFormatError(file, f"its rows are numbered (seq) from {low} to "
                                              f"{sizes[file] - 1}: a trace's run from 0 up, "
@@ -119,16 +123,22 @@ def trace_files(path: str | os.PathLike[str], filesystem: Any
 
 def _seq_range(footer: Any) -> tuple[int, int]:
     """The smallest ``seq`` of a Parquet trace file and one past its largest ((0, 0) when
-    it has no rows), from the footer's statistics where they exist."""
+    it has no rows), from the footer's statistics where they exist; ValueError where some
+    row has none, or the column is not of integers (loading refuses those files too)."""
     column = footer.schema_arrow.get_field_index("seq")
+    if column < 0 or not pa.types.is_integer(footer.schema_arrow.field(column).type):
+        raise ValueError("its rows are not numbered (no integer seq column)")
     low, end = None, 0
     for i in range(footer.metadata.num_row_groups):
         stats = footer.metadata.row_group(i).column(column).statistics
-        if stats is None or not stats.has_min_max:
-            bounds = pa.compute.min_max(footer.read_row_group(i, columns=["seq"])["seq"])
+        if stats is None or not stats.has_min_max or not stats.has_null_count:
+            seq = footer.read_row_group(i, columns=["seq"])["seq"]
+            bounds, nulls = pa.compute.min_max(seq), seq.null_count
             least, top = bounds["min"].as_py(), bounds["max"].as_py()
         else:
-            least, top = stats.min, stats.max
+            least, top, nulls = stats.min, stats.max, stats.null_count
+        if nulls:
+            raise ValueError("it has rows without seq")
         if top is not None:
             low = least if low is None else min(low, least)
             end = max(end, top + 1)

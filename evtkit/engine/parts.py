@@ -5,7 +5,7 @@ DuckDB spills a join or aggregate that outgrows its budget, and a spilled join i
 best rows took 28.6 s and the deliveries' joins 41–46 s; at 100 M events with 5 GB the
 deliveries ran into the spill bound. Cut by ``seq`` so that each part holds a slice of
 both sides of its joins, the same tables take 15 s and 20.5 s (whole analysis 106–113 →
-~75 s), and the tables of 100 M events are built in 8 minutes.
+71 s), and the tables of 100 M events are built in 6 minutes.
 
 Each function here builds its table in parts and returns True, or returns False where one
 query fits (the caller then runs it): :class:`evtkit.engine.backends.DuckDBEngine` asks.
@@ -47,11 +47,16 @@ def events(engine: DuckDBEngine) -> bool:
     if engine._rows() * EVENT_BYTES_PER_ROW <= engine.room():
         return False
     engine._define("sightings", engine.text(SIGHTINGS), keep=True)
-    n, first, last = _values(engine, "SELECT count(*), min(best), max(best) FROM __sightings__")
-    if n:
-        _build(engine, "events", events_sql(part=True), n * JOIN_BYTES_PER_EVENT, first, last)
-    engine.con.execute("DROP TABLE sightings")
-    del engine.names["sightings"]
+    try:
+        n, first, last = _values(engine, "SELECT count(*), min(best), max(best) "
+                                         "FROM __sightings__")
+        if n:
+            _build(engine, "building events", _kept("events", events_sql(part=True)),
+                   n * JOIN_BYTES_PER_EVENT, first, last)
+            engine.names["events"] = "events"
+    finally:  # (also when a part failed: the sightings are of no use then)
+        engine.con.execute("DROP TABLE IF EXISTS sightings")
+        del engine.names["sightings"]
     return bool(n)
 
 
@@ -59,43 +64,58 @@ def deliveries(engine: DuckDBEngine, handled_once: bool) -> bool:
     """Keep ``deliveries`` in parts unless its joins fit in half the budget
     (:data:`PART_BYTES_PER_RECEIVE` per receive): the receives by ``seq``, each part
     joined to its handled rows and to its slice of the events (those first seen from the
-    part before it on), then the few receives of events first seen earlier given theirs
-    (:data:`~evtkit.engine.sql.EVENTS_SEEN_EARLIER`)."""
+    part before it on); then the receives of events first seen earlier given theirs
+    (:data:`~evtkit.engine.sql.EVENTS_SEEN_EARLIER`), in parts of the events by
+    ``first_seq`` too where there are many (every receive, when a consumer drains a
+    backlog published before it began). Not kept unless all of it is done."""
     (receives,) = _values(engine, "SELECT sum(deliveries) FROM __events__")
     if receives * PART_BYTES_PER_RECEIVE <= engine.room():
         return False
     first, last = _values(engine, "SELECT min(seq), max(seq) FROM __observations__ "
                                   "WHERE kind = 'receive'")
-    _build(engine, "deliveries", deliveries_sql(handled_once, part=True),
-           receives * PART_BYTES_PER_RECEIVE, first, last, since=True)
-    if _values(engine, "SELECT count(*) FROM __deliveries__ WHERE event_seq IS NULL "
-                       "AND event_id IS NOT NULL")[0]:
-        with engine._within_budget():
-            engine.con.execute(engine.text(EVENTS_SEEN_EARLIER))
+    try:
+        _build(engine, "building deliveries",
+               _kept("deliveries", deliveries_sql(handled_once, part=True)),
+               receives * PART_BYTES_PER_RECEIVE, first, last, since=True)
+        engine.names["deliveries"] = "deliveries"
+        (missed,) = _values(engine, "SELECT count(*) FROM __deliveries__ "
+                                    "WHERE event_seq IS NULL AND event_id IS NOT NULL")
+        if missed:
+            events, first, last = _values(engine, "SELECT count(*), min(first_seq), "
+                                                  "max(first_seq) FROM __events__")
+            update = engine.text(EVENTS_SEEN_EARLIER)
+            _build(engine, "giving deliveries their events", (update, update),
+                   min(missed * PART_BYTES_PER_RECEIVE, events * JOIN_BYTES_PER_EVENT),
+                   first, last, at_least=1)
+    except BaseException:  # (not kept: the next analysis builds them again)
+        engine.names.pop("deliveries", None)
+        raise
     return True
+
+
+def _kept(name: str, select: str) -> tuple[str, str]:
+    """The statements that keep ``select`` as table ``name``: its first part, the rest."""
+    return f"CREATE OR REPLACE TABLE {name} AS {select}", f"INSERT INTO {name} {select}"
 
 
 _LOWEST = -(2**63)  # (a part's bounds stay BIGINTs, whatever seq a file holds)
 
 
-def _build(engine: DuckDBEngine, name: str, select: str, nbytes: int, first: int, last: int,
-           *, since: bool = False) -> None:
-    """Keep ``name`` as ``select`` over parts of ``seq`` from ``first`` to ``last`` (its
-    ``:lo`` and ``:last``; with ``since``, ``:since`` a part's length before it), so many
-    that each holds its share of ``nbytes`` in half the budget (two at least), one part
-    after the other (each shown as it is built, where the engine shows progress)."""
-    parts = max(2, -(-nbytes // max(1, engine.room())))
+def _build(engine: DuckDBEngine, label: str, statements: tuple[str, str], nbytes: int,
+           first: int, last: int, *, since: bool = False, at_least: int = 2) -> None:
+    """Run the first of ``statements`` over the first part of ``seq`` from ``first`` to
+    ``last`` (``:lo`` to ``:last``; with ``since``, ``:since`` a part's length before
+    ``:lo``), the second over each part after it, so many parts (``at_least``) that each
+    holds its share of ``nbytes`` in half the budget; each shown as ``label (i of n)``
+    where the engine shows progress."""
+    parts = max(at_least, -(-nbytes // max(1, engine.room())))
     starts = range(first, last + 1, max(1, -(-(last + 1 - first) // parts)))
-    select = engine._query(select)
     for i, at in enumerate(starts):
-        make = f"INSERT INTO {name}" if i else f"CREATE OR REPLACE TABLE {name} AS"
         part = {"lo": at, "last": min(last, at + starts.step - 1)}
         if since:
             part["since"] = max(_LOWEST, at - starts.step)
-        with engine._within_budget(), \
-                engine._shown(f"building {name} ({i + 1} of {len(starts)})"):
-            engine.con.execute(f"{make} {select}", part)
-    engine.names[name] = name
+        with engine._within_budget(), engine._shown(f"{label} ({i + 1} of {len(starts)})"):
+            engine.con.execute(engine._query(statements[min(i, 1)]), part)
 
 
 def _values(engine: DuckDBEngine, sql: str) -> tuple[int, ...]:

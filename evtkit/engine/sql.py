@@ -178,10 +178,12 @@ UPDATE __deliveries__ SET type = e.type, correlation_id = e.correlation_id,
        published_at = e.published_at, event_seq = e.first_seq,
        queue_s = {_seconds("__deliveries__.started_at", "e.published_at")}
 FROM __events__ e
-WHERE __deliveries__.event_seq IS NULL AND e.event_id = __deliveries__.event_id"""
+WHERE __deliveries__.event_seq IS NULL AND e.event_id = __deliveries__.event_id
+  AND e.first_seq BETWEEN :lo AND :last"""
 """Gives the deliveries built in parts (``deliveries(part=True)``) the event columns of
-the events a part did not join (first seen before its slice): one ``UPDATE`` (DuckDB's
-dialect; Spark builds them in one query) of the few rows without them."""
+the events a part did not join (first seen before its slice), from the events first seen
+from ``:lo`` to ``:last``: an ``UPDATE`` (DuckDB's dialect; Spark builds the deliveries in
+one query) of the rows without them."""
 
 
 HANDLED_ONCE = """
