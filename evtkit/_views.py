@@ -94,13 +94,15 @@ def deliveries_of(obs: pd.DataFrame, events: pd.DataFrame) -> tuple[pd.DataFrame
         recv_seq = seq[receives]
     handled = np.flatnonzero((kind == "handled").to_numpy())
     # Match each handled row to its receive by seq (the last one wins if repeated).
-    ref = obs["ref"].to_numpy(dtype=np.float64, na_value=np.nan)[handled]
+    # (as integers: a float64 is exact to 2^53 only, and seq may reach 10^18)
+    ref = obs["ref"].to_numpy(dtype=np.int64, na_value=0)[handled]
+    known = obs["ref"].notna().to_numpy()[handled]
     by_seq = np.argsort(recv_seq, kind="stable")
     at = np.minimum(np.searchsorted(recv_seq[by_seq], ref), len(recv_seq) - 1)
-    hit = recv_seq[by_seq][at] == ref
+    hit = (recv_seq[by_seq][at] == ref) & known
     done = np.full(len(receives), -1, np.int64)
     done[by_seq[at[hit]]] = handled[hit]
-    del seq, recv_seq, ref, by_seq, at, hit, handled
+    del seq, recv_seq, ref, known, by_seq, at, hit, handled
     where = positions(obs["event_id"].iloc[receives], events["event_id"])
     outcome = _take(obs["outcome"], done, fill=True)
     dropped = np.asarray(outcome == "dropped", dtype=bool)
