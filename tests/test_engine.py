@@ -143,6 +143,14 @@ def _rows(n: int, consumer: str, start_ns: int, first_seq: int) -> list[tuple]:
     return rows
 
 
+def _write(path, rows: list[tuple], first_seq: int = 0, shard: str | None = None) -> None:
+    """``rows`` as one segment of a Parquet trace at ``path`` (of ``shard``), numbered
+    from ``first_seq``."""
+    writer = SegmentWriter(path, {"shard": shard} if shard else {}, shard=shard)
+    writer.write(first_seq, rows)
+    writer.close({})
+
+
 def test_shards_join_as_loading_does(tmp_path):
     path = tmp_path / "sharded.parquet"
     for shard, consumer in (("a", "alpha"), ("b", "beta")):
@@ -206,9 +214,7 @@ def test_rows_numbered_beyond_what_the_engine_ranks_are_refused(tmp_path):
     start = 1_700_000_000_000_000_000
 
     def write(path, first, shard=None):
-        writer = SegmentWriter(path, {"shard": shard} if shard else {}, shard=shard)
-        writer.write(first, _rows(30, "alpha", start, first))
-        writer.close({})
+        _write(path, _rows(30, "alpha", start, first), first, shard)
 
     for first in (-5, 10**18 - 89, 2**63 - 90):
         write(tmp_path / f"at{first}.parquet", first)
@@ -335,9 +341,7 @@ def test_a_receive_handled_twice_takes_its_last_handler_row(tmp_path):
     rows = _rows(6, "alpha", 1_700_000_000_000_000_000, 0)
     again = rows[2][:-1] + ((1, rows[2][-1][1], "error", "late"),)  # receive seq 1, again
     path = tmp_path / "twice.parquet"
-    writer = SegmentWriter(path, {})
-    writer.write(0, [*rows, again])
-    writer.close({})
+    _write(path, [*rows, again])
     trace = ek.load(path)
     with ek.open(path) as ds:
         got = ds.deliveries()
@@ -364,9 +368,7 @@ def test_tables_that_would_not_fit_are_built_in_parts(tmp_path, monkeypatch, twi
     if twice:
         rows.append(rows[5][:-1] + ((4, rows[5][-1][1], "error", "late"),))
     path = tmp_path / "late.parquet"
-    writer = SegmentWriter(path, {})
-    writer.write(0, rows)
-    writer.close({})
+    _write(path, rows)
     trace = ek.load(path)
     every = "SELECT * FROM __events__ ORDER BY first_seq"
     with ek.open(path) as ds:
@@ -410,9 +412,7 @@ def test_a_drained_backlog_gets_its_events_in_parts_and_a_failure_keeps_nothing(
         receive, handled = made[3 * i + 1], made[3 * i + 2]
         rows += [receive, handled[:-1] + ((seq, *handled[-1][1:]),)]
     path = tmp_path / "drain.parquet"
-    writer = SegmentWriter(path, {})
-    writer.write(0, rows)
-    writer.close({})
+    _write(path, rows)
     trace = ek.load(path)
     with ek.open(path) as ds:
         whole = ds.deliveries()
@@ -444,10 +444,8 @@ def test_a_trace_without_events_is_built_when_parts_are_due(tmp_path, monkeypatc
     from evtkit.engine import parts
 
     path = tmp_path / "quiet.parquet"
-    writer = SegmentWriter(path, {})
-    writer.write(0, [("disconnect", 1_700_000_000_000_000_000, "obs", None, None, None, None,
-                      None, None, "gone")])
-    writer.close({})
+    _write(path, [("disconnect", 1_700_000_000_000_000_000, "obs", None, None, None, None,
+                   None, None, "gone")])
     with ek.open(path) as ds:
         monkeypatch.setattr(parts, "EVENT_BYTES_PER_ROW", ds._engine.room() + 1)
         assert (ds.summary()["events"], ds.summary()["deliveries"]) == (0, 0)

@@ -101,8 +101,7 @@ def trace_files(path: str | os.PathLike[str], filesystem: Any
                 raise TraceFormatError(file, str(exc)) from exc
             if low < 0 or sizes[file] > SEQ_LIMIT:
                 raise TraceFormatError(file, f"its rows are numbered (seq) from {low} to "
-                                             f"{sizes[file] - 1}: a trace's run from 0 up, "
-                                             "below 10^18")
+                                             f"{sizes[file] - 1}: {_NUMBERED}")
     meta = store.merge_metadata(files, metas)
     meta["source_path"] = shown
     shards: dict[str, int] = {}
@@ -116,9 +115,12 @@ def trace_files(path: str | os.PathLike[str], filesystem: Any
         shift[shard] = before
         before += shards[shard]
     if before > SEQ_LIMIT:
-        raise TraceFormatError(shown, f"its shards number {before} rows (seq) in all: a "
-                                      "trace's run from 0 up, below 10^18")
+        raise TraceFormatError(shown, f"its shards number {before} rows (seq) in all: "
+                                      f"{_NUMBERED}")
     return files, meta, {os.path.basename(f): shift[store.shard_of(f) or ""] for f in files}, fs
+
+
+_NUMBERED = "a trace's run from 0 up, below 10^18"  # (SEQ_LIMIT, said as people read it)
 
 
 def _seq_range(footer: Any) -> tuple[int, int]:
