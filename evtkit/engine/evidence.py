@@ -46,6 +46,7 @@ class EngineEvidence(Evidence):
         self._reads_ahead = read_ahead
         self._ahead: list[str] = []  # whose rows the diagnosis reads next, in order
         self._next: tuple[str, Future[pd.DataFrame]] | None = None  # being read
+        self._counts: dict[str, int] | None = None  # each consumer's deliveries
 
     def _frame(self, sql: str, categories: tuple[str, ...] = (), times: tuple[str, ...] = (),
                **params: Any) -> pd.DataFrame:
@@ -56,9 +57,17 @@ class EngineEvidence(Evidence):
         return (s["first_ns"], s["last_ns"]) if s["observations"] else (0, 0)
 
     def consumers(self) -> list[str]:
-        names = self._frame("SELECT DISTINCT consumer FROM __deliveries__ "
-                            "WHERE consumer IS NOT NULL")["consumer"]
-        return sorted(str(c) for c in names)
+        return sorted(self._sizes())
+
+    def _sizes(self) -> dict[str, int]:
+        """How many deliveries each consumer has (so its rows are read into arrays of that
+        size: see :func:`evtkit._arrow.filled`)."""
+        if self._counts is None:
+            counts = self._frame("SELECT consumer, count(*) AS n FROM __deliveries__ "
+                                 "WHERE consumer IS NOT NULL GROUP BY consumer")
+            self._counts = {str(c): int(n) for c, n in zip(counts["consumer"], counts["n"],
+                                                           strict=True)}
+        return self._counts
 
     def read_ahead(self, consumers: list[str]) -> None:
         self._ahead = list(consumers)
@@ -79,15 +88,17 @@ class EngineEvidence(Evidence):
         at once."""
         if self._next is None and self._ahead and self._reads_ahead and \
                 self.ds._engine.reads_aside:
-            sql, params, options = self._rows_query(self._ahead[0])
+            sql, params, options = self._rows_query(self._ahead[0], self._sizes())
             self._next = self._ahead[0], self.ds._engine.frame_soon(sql, params, **options)
 
     @staticmethod
-    def _rows_query(consumer: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    def _rows_query(consumer: str, sizes: dict[str, int]
+                    ) -> tuple[str, dict[str, Any], dict[str, Any]]:
         return (f"SELECT {', '.join(ROWS)} FROM __deliveries__ WHERE consumer = :c",
                 {"c": consumer},  # (in any order: pace.start_order orders them)
                 # (as the trace in memory holds them: fewer bytes, quicker tests)
-                {"categories": ("observer", "subject", "outcome", "error"), "times": _TIMES})
+                {"categories": ("observer", "subject", "outcome", "error"), "times": _TIMES,
+                 "size": sizes.get(consumer, 0)})
 
     def deliveries_of(self, consumer: str) -> pd.DataFrame:
         if consumer in self._ahead:  # (those before it were not asked for after all)
@@ -98,7 +109,7 @@ class EngineEvidence(Evidence):
             del self._ahead[:1]
         else:  # out of turn: read now, the read under way kept if it is still the next
             self._keep_next()
-            sql, params, options = self._rows_query(consumer)
+            sql, params, options = self._rows_query(consumer, self._sizes())
             rows = self.ds._engine.frame(sql, params, **options)
             if self._ahead[:1] == [consumer]:
                 del self._ahead[:1]

@@ -10,7 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from .backends import Engine, to_pandas
+from .._arrow import to_pandas
+from .backends import Engine
 from .sql import COLUMNS
 
 __all__ = ["SparkEngine"]
@@ -63,8 +64,10 @@ class SparkEngine(Engine):
             .createOrReplaceTempView(self.names["shifts"])
 
     def frame(self, sql: str, params: Mapping[str, Any] | None = None, *,
-              categories: Sequence[str] = (), times: Sequence[str] = ()) -> pd.DataFrame:
-        """Run ``sql`` (with ``:name`` parameters) and return the result as pandas."""
+              categories: Sequence[str] = (), times: Sequence[str] = (),
+              size: int | None = None) -> pd.DataFrame:
+        """Run ``sql`` (with ``:name`` parameters) and return the result as pandas (its
+        ``size`` not needed: Spark hands it over whole)."""
         self.prepare()
         result = self.spark.sql(self.text(sql), args=dict(params or {}))
         return to_pandas(result.toArrow(), categories, times)
