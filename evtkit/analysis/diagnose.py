@@ -100,10 +100,10 @@ from .finding import COLUMNS, HANDLER_KINDS, KINDS, NAT, SEVERITIES, Finding, fr
 from .pace import (
     by_worker,
     in_start_order,
+    moments,
     running_median_reaches,
     select,
     typical_time,
-    unique_sorted,
     with_time,
 )
 
@@ -262,14 +262,14 @@ class Diagnosis:
             done = rows["done_at"].array.asi8
             avail = rows["published_at"].array.asi8
             avail = np.where(avail == NAT, rows["received_at"].array.asi8, avail)
-            begun = np.where(start == NAT, self.t_end, start)
-            progress = unique_sorted(np.concatenate([start[start != NAT], done[done != NAT]]))
+            progress = moments(start, done)
             if (done == NAT).any():
                 progress = with_time(progress, self.t_end)
             if len(progress) and (avail != NAT).any():  # hung from before the first call
                 progress = with_time(progress, int(avail[avail != NAT].min()))
-            gap = np.diff(progress)
-            for k in np.flatnonzero(gap >= limit):
+            long = np.flatnonzero(np.subtract(progress[1:], progress[:-1]) >= max(limit, 1))
+            begun = np.where(start == NAT, self.t_end, start) if len(long) else start
+            for k in long:
                 lo, hi = int(progress[k]), int(progress[k + 1])
                 # Someone waited through (at least half of) it, unserved.
                 if not ((avail <= lo + (hi - lo) // 2) & (begun >= hi)).any():

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 import evtkit as ek
 from evtkit._units import duration
 from evtkit.analysis import diagnose as diagnose_module
-from evtkit.analysis.finding import COLUMNS, KINDS, SEVERITIES
+from evtkit.analysis.finding import COLUMNS, KINDS, NAT, SEVERITIES
 from evtkit.analysis.pace import (
     centred_count,
+    moments,
     running_median,
     running_median_reaches,
     start_order,
@@ -541,13 +542,26 @@ class TestProbed:
 def test_running_median_shortcut_equals_the_running_median(values: list[float], window: int,
                                                            data: st.DataObject) -> None:
     """The slow rule skips the running median where no window can reach the level: the
-    answer is pandas' centred running median compared with the level, everywhere."""
+    answer is pandas' centred running median compared with the level, everywhere (a
+    median of too few known values counting as 0: at a level of 0 or less, reached)."""
     min_periods = data.draw(st.integers(1, window))
+    level = data.draw(st.sampled_from([3.0, 0.5, 0.0, -1.0]))
     x = np.array(values, float)
     expected = np.nan_to_num(pd.Series(x).rolling(window, center=True, min_periods=min_periods)
-                             .median().to_numpy(), nan=0.0) >= 3.0
-    got = running_median_reaches(x, window, min_periods, 3.0)
+                             .median().to_numpy(), nan=0.0) >= level
+    got = running_median_reaches(x, window, min_periods, level)
     assert got.tolist() == expected.tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(times=st.lists(st.lists(st.one_of(st.integers(-10, 10), st.none()), max_size=30),
+                      min_size=1, max_size=3))
+def test_moments_are_the_known_times_sorted(times: list[list[int | None]]) -> None:
+    """The stall rule's moments: every known time of every array (NaT left out, repeats
+    kept), sorted."""
+    arrays = [np.array([NAT if t is None else t for t in ts], np.int64) for ts in times]
+    expected = sorted(t for ts in times for t in ts if t is not None)
+    assert moments(*arrays).tolist() == expected
 
 
 @settings(max_examples=300, deadline=None)
