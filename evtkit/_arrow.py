@@ -308,7 +308,7 @@ def filled(batches: Iterable[pa.RecordBatch], schema: pa.Schema, size: int, *,
     """A result of ``size`` rows, read batch by batch into arrays of that size: only one
     batch is ever held as Arrow beside the pandas columns (a whole result as an Arrow
     table and then as pandas held it twice: a consumer's 33 M deliveries at 100 M events
-    were ~5 GB at once). 64-bit integers become pandas' nullable ints, floats keep NaN for
+    were ~5 GB at once). 64-bit integers become pandas' nullable ints, 64-bit floats keep NaN for
     missing values, the text columns named in ``categories`` (few distinct values)
     become categoricals with sorted categories and the smallest codes, the integer (or
     timestamp) columns named in ``times`` UTC timestamps; other columns are kept as Arrow
@@ -374,7 +374,7 @@ class _Filling:
             return _Numbers(kind, np.empty(size, np.int64), NS_MISSING, time=True)
         if pa.types.is_int64(kind):
             return _Numbers(kind, np.empty(size, np.int64), 0, mask=np.empty(size, bool))
-        if pa.types.is_floating(kind):
+        if pa.types.is_float64(kind):
             return _Numbers(kind, np.empty(size, np.float64), np.nan)
         return _Filling(kind)
 
@@ -396,8 +396,8 @@ class _Numbers(_Filling):
         self.data, self.missing, self.mask, self.time = data, missing, mask, time
 
     def put(self, at: int, end: int, values: pa.Array) -> None:
-        if pa.types.is_timestamp(values.type):
-            values = values.cast(pa.int64())
+        if self.time:  # (as the whole-table conversion takes them: integers as ns)
+            values = values.cast(pa.timestamp("ns", tz="UTC")).cast(pa.int64())
         self.data[at:end] = values.fill_null(self.missing).to_numpy(zero_copy_only=False)
         if self.mask is not None:
             self.mask[at:end] = values.is_null().to_numpy(zero_copy_only=False)

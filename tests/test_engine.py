@@ -176,6 +176,22 @@ def test_memory_budget_reaches_duckdb(faulty):
         assert ds.summary()["events"] > 0
 
 
+def test_a_read_that_fails_part_way_leaves_the_engine_as_it_was(faulty):
+    """A large result read batch by batch that fails (here: more rows than it was said to
+    have; in use, DuckDB out of memory or Ctrl-C) says its own error, and the connection
+    and its memory limit are as before (an open stream once refused every later query)."""
+    _, path = faulty
+    with ek.open(path, memory_limit="300MB") as ds:
+        engine = ds._engine
+        limit = "SELECT current_setting('memory_limit') AS m"
+        before = ds.query(limit)["m"].iloc[0]
+        with pytest.raises(ValueError, match="more than the 5 rows"), engine.lend(100 << 20):
+            engine.frame("SELECT i::BIGINT AS a FROM range(10) r(i)", size=5)
+        assert ds.query(limit)["m"].iloc[0] == before
+        assert engine.frame("SELECT 1 AS one", size=1)["one"].tolist() == [1]
+        assert ds.summary()["events"] > 0
+
+
 def test_a_file_on_an_fsspec_filesystem(faulty):
     import fsspec  # a dependency of evtkit: missing, this fails rather than skips
 

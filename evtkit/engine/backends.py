@@ -395,8 +395,11 @@ class DuckDBEngine(Engine):
             result = con.sql(query, params=dict(params or {}))
             if size is None:
                 return to_pandas(result.to_arrow_table(), categories, times)
-            batches = result.to_arrow_reader(BATCH_ROWS)  # (DuckDB streams it)
-            return filled(batches, batches.schema, size, categories=categories, times=times)
+            # (DuckDB streams it; closed even when reading fails part way, else the
+            # connection refuses every query while the exception's traceback lives)
+            with result.to_arrow_reader(BATCH_ROWS) as batches:
+                return filled(batches, batches.schema, size, categories=categories,
+                              times=times)
 
     @contextlib.contextmanager
     def _within_budget(self) -> Iterator[None]:
