@@ -379,7 +379,10 @@ class _Filling:
         return _Filling(kind)
 
     def put(self, at: int, end: int, values: pa.Array) -> None:
-        self.chunks.append(values)
+        # A copy of its own: the columns of a batch an engine hands over may be freed only
+        # together, so keeping one column's buffers kept the whole batch (at 100 M events
+        # the 33 M flows' ids kept every other column of theirs: ~3 GB).
+        self.chunks.append(pa.concat_arrays([values, values.slice(0, 0)]))
 
     def done(self, n: int) -> Any:
         values = pa.chunked_array(self.chunks, self.kind)
