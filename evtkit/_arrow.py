@@ -385,8 +385,7 @@ class _Filling:
         self.chunks.append(pa.concat_arrays([values, values.slice(0, 0)]))
 
     def done(self, n: int) -> Any:
-        values = pa.chunked_array(self.chunks, self.kind)
-        return pa.table({"x": values}).to_pandas(types_mapper=_result_type)["x"].array
+        return to_pandas(pa.table({"x": pa.chunked_array(self.chunks, self.kind)}))["x"].array
 
 
 class _Numbers(_Filling):
@@ -435,7 +434,6 @@ class _Codes(_Filling):
         rank = np.empty(len(words) + 1, codes_dtype(len(words)))
         rank[[self.words[w] for w in words]] = np.arange(len(words))
         rank[-1] = -1
-        categories = pd.Index(pa.array(words, pa.large_string()).to_pandas(
-            types_mapper=pandas_type), dtype=TEXT)
+        categories = pd.Index(text(pa.array(words, pa.large_string())), dtype=TEXT)
         return pd.Categorical.from_codes(rank[self.codes[:n]], dtype=id_dtype(categories),
                                          validate=False)
