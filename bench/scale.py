@@ -22,6 +22,7 @@ DuckDB: the ratio is printed (target ≤ 1.5×).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import resource
@@ -193,6 +194,9 @@ def analyse(path: str, engine: str, memory_limit: str) -> dict[str, Any]:
         result = run()
         times[name] = time.perf_counter() - began
         peaks[name] = _peak(engine)
+        # (to the parent, which shows it: at 100 M events the analysis takes 20 minutes)
+        print(f"{STEP}{engine} {name}: {times[name]:.1f} s, peak so far {gb(peaks[name])}",
+              file=sys.stderr, flush=True)
         return result
 
     if engine == "pandas":
@@ -292,12 +296,26 @@ def hand_written(path: str, memory_limit: str) -> Any:
         FROM d GROUP BY consumer ORDER BY consumer""").df()
 
 
+STEP = "step: "
+"""How the child's line for each finished step begins (the rest of its stderr is the
+engine's progress, kept only to show when the child fails)."""
+
+
 def run_child(path: Path, engine: str, memory_limit: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--child", str(path), engine, memory_limit],
-                         capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"{engine} on {path} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """One analysis in a child process (see :func:`analyse`), each step shown as it ends."""
+    with subprocess.Popen([sys.executable, __file__, "--child", str(path), engine,
+                           memory_limit], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as child:
+        assert child.stdout is not None and child.stderr is not None
+        tail: collections.deque[str] = collections.deque(maxlen=60)
+        for line in child.stderr:
+            if line.startswith(STEP):
+                print("    " + line.removeprefix(STEP), end="", flush=True)
+            tail.append(line)
+        out = child.stdout.read()
+    if child.returncode != 0:
+        raise RuntimeError(f"{engine} on {path} failed:\n{''.join(tail)[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def gb(n: float) -> str:
