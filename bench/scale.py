@@ -29,6 +29,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -303,16 +304,19 @@ engine's progress, kept only to show when the child fails)."""
 
 def run_child(path: Path, engine: str, memory_limit: str) -> dict[str, Any]:
     """One analysis in a child process (see :func:`analyse`), each step shown as it ends."""
-    with subprocess.Popen([sys.executable, __file__, "--child", str(path), engine,
-                           memory_limit], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as child:
-        assert child.stdout is not None and child.stderr is not None
-        tail: collections.deque[str] = collections.deque(maxlen=60)
+    tail: collections.deque[str] = collections.deque(maxlen=60)
+    # (its result to a file: a pipe nobody reads while stderr is read could fill and stall it)
+    with tempfile.TemporaryFile("w+") as result, subprocess.Popen(
+            [sys.executable, __file__, "--child", str(path), engine, memory_limit],
+            stdout=result, stderr=subprocess.PIPE, text=True) as child:
+        assert child.stderr is not None
         for line in child.stderr:
             if line.startswith(STEP):
                 print("    " + line.removeprefix(STEP), end="", flush=True)
             tail.append(line)
-        out = child.stdout.read()
+        child.wait()
+        result.seek(0)
+        out = result.read()
     if child.returncode != 0:
         raise RuntimeError(f"{engine} on {path} failed:\n{''.join(tail)[-3000:]}")
     return json.loads(out.strip().splitlines()[-1])
