@@ -176,6 +176,23 @@ def test_memory_budget_reaches_duckdb(faulty):
         assert ds.summary()["events"] > 0
 
 
+def test_duckdb_counts_what_its_percentiles_hold_in_its_budget():
+    """What ``Dataset.by_consumers`` relies on (DuckDB >= 2.0): the values a percentile
+    aggregate holds are in DuckDB's budget and are not spilled, so 10 M values (80 MB)
+    run a 100 MB budget out of memory and fit a 1 GB one. (DuckDB 1.x held them beside
+    its budget, and evtkit lowered the limit by them, which now starves the query.)"""
+    import duckdb
+
+    query = ("SELECT g, quantile_cont(x, [0.5, 0.95]) AS ps FROM (SELECT range % 2 AS g, "
+             "range::DOUBLE AS x FROM range(10000000)) GROUP BY g ORDER BY g")
+    with duckdb.connect(config={"memory_limit": "100MB", "threads": 2}) as con, \
+            pytest.raises(duckdb.OutOfMemoryException):
+        con.sql(query).fetchall()
+    with duckdb.connect(config={"memory_limit": "1GB", "threads": 2}) as con:
+        medians = [ps[0] for _, ps in con.sql(query).fetchall()]
+    assert medians == [4999999.0, 5000000.0]
+
+
 def test_a_read_that_fails_part_way_leaves_the_engine_as_it_was(faulty):
     """A large result read batch by batch that fails (here: more rows than it was said to
     have; in use, DuckDB out of memory or Ctrl-C) says its own error, and the connection
@@ -486,10 +503,10 @@ def test_the_engine_lends_memory_to_what_the_diagnosis_holds_and_takes_it_back(f
             raise RuntimeError("a rule failed")
         assert engine._budget() == before
         assert not ds.diagnose().empty and engine._budget() == before
-        # lag()'s percentiles, whose values DuckDB holds outside its budget, run lent too.
+        # lag()'s percentiles are not lent for: DuckDB counts what they hold in its budget.
         seen = calls_to(engine, "frame", lambda q, *a, **k: (q, engine._budget()))
         ds.lag()
-        assert [b < before for q, b in seen if "queue_s_ps" in q] == [True]
+        assert [b == before for q, b in seen if "queue_s_ps" in q] == [True]
         assert engine._budget() == before
     with ek.open(path) as ds:  # DuckDB's default budget, set again as the default
         before = ds._engine._budget()
@@ -539,9 +556,10 @@ def test_spilling_is_bounded_and_reaching_the_bound_says_so(tmp_path):
 
 
 def test_percentiles_that_would_not_fit_are_taken_a_few_consumers_at_a_time(faulty, monkeypatch):
-    """Where every delivery's values would not fit beside DuckDB's budget, lag()'s
+    """Where every delivery's values would not fit in half DuckDB's budget, lag()'s
     percentiles (and a baseline's handler medians) are taken consumer by consumer, each
-    part lent for what it holds: the same numbers, in the same order, as at once."""
+    part with DuckDB's whole budget (what they hold is counted in it: lowering the limit by
+    it ran DuckDB out of memory): the same numbers, in the same order, as at once."""
     from evtkit.engine import dataset
 
     trace, path = faulty
@@ -555,12 +573,13 @@ def test_percentiles_that_would_not_fit_are_taken_a_few_consumers_at_a_time(faul
         monkeypatch.setattr(dataset, "PERCENTILE_BYTES_PER_ROW",
                             ds._engine.room() // (counts.max() * 5 // 4) + 1)
         engine = ds._engine
+        budget = engine._budget()
         seen = calls_to(engine, "frame", lambda q, *a, **k: (q, engine._budget()))
         parts = ds.lag(FREQ)
         pd.testing.assert_frame_equal(parts, whole)
         asked = [q for q, _ in seen if "queue_s_ps" in q]
         assert len(asked) == len(counts) and all("consumer IN (:consumer0)" in q for q in asked)
-        assert all(b < engine._full for q, b in seen if "queue_s_ps" in q)
+        assert all(b == budget for q, b in seen if "queue_s_ps" in q)
         seen.clear()
         assert ek.engine.evidence.EngineEvidence(ds).handler_medians() == medians
         asked = [q for q, _ in seen if "percentile_cont(0.5)" in q]
