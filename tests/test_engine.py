@@ -180,7 +180,8 @@ def test_duckdb_counts_what_its_percentiles_hold_in_its_budget():
     """What ``Dataset.by_consumers`` relies on (DuckDB >= 2.0): the values a percentile
     aggregate holds are in DuckDB's budget and are not spilled, so 10 M values (80 MB)
     run a 100 MB budget out of memory and fit a 1 GB one. (DuckDB 1.x held them beside
-    its budget, and evtkit lowered the limit by them, which now starves the query.)"""
+    its budget — 1.5.6 ran this with 30 MB — and evtkit lowered the limit by them, which
+    under DuckDB 2 starves the query.)"""
     import duckdb
 
     query = ("SELECT g, quantile_cont(x, [0.5, 0.95]) AS ps FROM (SELECT range % 2 AS g, "
