@@ -90,6 +90,15 @@ class Holding:
                 reads.append(c.name)
         self.evidence.read_ahead(reads)
 
+    def release(self) -> None:
+        """Let go of every consumer's rows held (the diagnosis is done). The consumers,
+        this holding and the diagnosis refer to each other, so they wait for Python's
+        cycle collector: rows left in them outlived the diagnosis (at 100 M events a
+        consumer's 33 M deliveries, ~3 GB, into ``lag()``)."""
+        for c in self._held:
+            c.release()
+        self._held.clear()
+
     def _make_room(self, held: list[Consumer]) -> list[Consumer]:
         """Take out of ``held`` (and return) those read longest ago, so that one more
         consumer's rows fit in what the evidence lets a diagnosis hold."""

@@ -150,8 +150,9 @@ def diagnose(trace: Trace | Evidence, baseline: Trace | Evidence | None = None, 
     d = Diagnosis(_evidence(trace), None if baseline is None else _evidence(baseline), rules)
     try:
         return frame(d.run())
-    finally:  # (done, or a rule failed: nothing more will be read)
+    finally:  # (done, or a rule failed: nothing more will be read, nor held)
         d.holding.visit([])
+        d.holding.release()
 
 
 def _evidence(source: Trace | Evidence) -> Evidence:
