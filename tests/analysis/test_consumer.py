@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import pandas as pd
 import pytest
 
@@ -74,25 +72,3 @@ def test_a_diagnosis_in_memory_holds_one_consumers_rows_at_a_time(monkeypatch):
     monkeypatch.setattr(Holding, "load", counted)
     findings = ek.testing.make_trace(300, seed=2, slow="audit").diagnose()
     assert len(findings) and most == 1
-
-
-@pytest.mark.parametrize("on_disk", [False, True])
-def test_no_rows_outlive_the_diagnosis(on_disk, tmp_path):
-    """The consumers, their holding and the diagnosis refer to each other, so they wait
-    for Python's cycle collector: the rows they held go when the diagnosis ends instead
-    (left, a consumer's 33 M deliveries at 100 M events, ~3 GB, lasted into lag())."""
-    import gc
-
-    trace = ek.testing.make_trace(300, seed=2, slow="audit")
-    path = tmp_path / "t.parquet"
-    trace.save(path)
-    with ek.open(path) if on_disk else contextlib.nullcontext(trace) as source:
-        gc.collect()
-        gc.disable()  # (as between two of the collector's runs)
-        try:
-            assert len(source.diagnose())
-            held = [c.name for c in gc.get_objects()
-                    if isinstance(c, Consumer) and c._rows is not None]
-        finally:
-            gc.enable()
-    assert held == []
