@@ -1,8 +1,14 @@
-"""Row orders by several integer keys, quickly: the order of one key by numpy's quicksort,
+"""Row orders by several integer keys, quickly: the order of one key by numpy's stable sort,
 then only the runs of rows that tie on it sorted by the keys after it. ``np.lexsort`` makes
 a stable pass per key (1.5 s for 4 keys of 3.3 M rows); this takes 0.2 s plus the ties'.
 (A consumer's deliveries come from an engine in any order: a database's sort moves whole
-rows, half the time of reading them.)"""
+rows, half the time of reading them.)
+
+Times in a trace come nearly in order (captured in order; the engines keep the order rows
+were inserted in), and numpy's stable sort of int64 (timsort) finds such runs: sorting a
+consumer's four time columns (3.3 M rows each) took 0.13 s stable against 0.86 s by
+quicksort, and shuffled times take about as long either way. So times are sorted with
+``kind="stable"`` throughout the analysis."""
 
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ def lex_order(keys: Sequence[np.ndarray]) -> np.ndarray:
     """Positions that put rows in ``keys``' order (as ``np.lexsort(keys[::-1])``; ties on
     every key in any order)."""
     first = keys[0]
-    order = np.argsort(first)
+    order = np.argsort(first, kind="stable")
     if len(keys) > 1:
         ordered = first[order]
         tied = np.flatnonzero(ordered[1:] == ordered[:-1])

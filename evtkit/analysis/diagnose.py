@@ -449,7 +449,7 @@ class Diagnosis:
         f.affected = max(f.affected, int((waits >= self.lag_limit(c)).sum()))
         # Waiting at each moment a handler started in the window, and at its end.
         probe = np.append(stop[inside & (stop <= f.end)], f.end)
-        waiting = np.searchsorted(np.sort(pub[pub != NAT]), probe, "right") - \
-            np.searchsorted(np.sort(stop), probe, "right")
+        waiting = np.searchsorted(np.sort(pub[pub != NAT], kind="stable"), probe, "right") - \
+            np.searchsorted(np.sort(stop, kind="stable"), probe, "right")
         f.peak_backlog = float(max(int(waiting.max()), 0))
 

@@ -113,7 +113,8 @@ class Evidence:
         idx = self.trace.delivery_events[(self.trace.deliveries["consumer"] == consumer)
                                          .to_numpy()]
         delivered[idx[idx >= 0]] = True
-        return np.sort(pub[mine]), np.sort(pub[mine & ~delivered])
+        return (np.sort(pub[mine], kind="stable"),
+                np.sort(pub[mine & ~delivered], kind="stable"))
 
     def root_publishes(self) -> Iterator[tuple[tuple[str, str], np.ndarray]]:
         """Per producer (``source``) and subject of root events, their publish times."""

@@ -112,8 +112,8 @@ def _per_consumer(trace: Trace, ends: np.ndarray, step: int) -> dict[str, dict[s
         finished = np.where(dropped, received, done)
         finished = np.where(finished == nat, never, finished)
         # Waiting from publish until finished: backlog = started waiting - stopped waiting.
-        waiting = np.searchsorted(np.sort(pub), ends, "right") - np.searchsorted(
-            np.sort(finished), ends, "right")
+        waiting = np.searchsorted(np.sort(pub, kind="stable"), ends, "right") - np.searchsorted(
+            np.sort(finished, kind="stable"), ends, "right")
         # Oldest waiting at t: among those still waiting after t (finished > t), the
         # earliest publish — if that is not after t.
         by_end = np.argsort(finished, kind="stable")

@@ -28,7 +28,7 @@ def moments(*times: np.ndarray) -> np.ndarray:
         n = int(k.sum())
         np.compress(k, ns, out=out[at:at + n])
         at += n
-    out.sort()
+    out.sort(kind="stable")
     return out
 
 

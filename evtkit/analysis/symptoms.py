@@ -63,7 +63,7 @@ def bursts(d: Diagnosis) -> list[Finding]:
     r = d.rules
     out = []
     for (source, subject), times in d.evidence.root_publishes():
-        t = np.sort(times)
+        t = np.sort(times, kind="stable")
         t = t[t != NAT]
         if len(t) < r.min_burst:
             continue

@@ -42,10 +42,10 @@ def stopped(d: Diagnosis, c: Consumer) -> None:
     chance is less likely than one in a million: the others took its share, nothing
     was lost."""
     r = d.rules
-    everyone = np.sort(c.rows["received_at"].array.asi8)
+    everyone = np.sort(c.rows["received_at"].array.asi8, kind="stable")
     everyone = everyone[everyone != NAT]
     for worker, rows in c.rows.groupby("observer", sort=True):
-        got = np.sort(rows["received_at"].array.asi8)
+        got = np.sort(rows["received_at"].array.asi8, kind="stable")
         got = got[got != NAT]
         if len(got) < 2:
             continue

@@ -31,7 +31,7 @@ _TIMES = ("published_at", "received_at", "started_at", "done_at")
 
 def _times(frame: pd.DataFrame) -> np.ndarray:
     """A frame's ``published_at`` (ns), sorted."""
-    return np.sort(frame["published_at"].to_numpy(dtype=np.int64))
+    return np.sort(frame["published_at"].to_numpy(dtype=np.int64), kind="stable")
 
 
 class EngineEvidence(Evidence):
