@@ -44,8 +44,8 @@ from ..schema import fill, utc
 if TYPE_CHECKING:
     from ..trace import Trace
 
-__all__ = ["LAG_COLUMNS", "STATUSES", "add_server_samples", "backlog", "backlog_frame", "grid",
-           "judged", "lag", "lag_status", "nice_width"]
+__all__ = ["LAG_COLUMNS", "STATUSES", "add_server_samples", "backlog", "backlog_frame",
+           "bin_counts", "grid", "judged", "lag", "lag_status", "nice_width"]
 
 STATUSES = ("OK", "WARN", "ERR", "STALL", "STOP")
 """Lag statuses from least to most severe."""
@@ -96,7 +96,6 @@ def _per_consumer(trace: Trace, ends: np.ndarray, step: int) -> dict[str, dict[s
     ev = trace.events
     out: dict[str, dict[str, np.ndarray]] = {}
     never, nat = np.iinfo(np.int64).max, np.iinfo(np.int64).min
-    edges = np.concatenate([[ends[0] - step], ends])
     ev_pub = ev["published_at"].array.asi8
     ev_subject, _ = pd.factorize(ev["subject"])
     dv_event = trace.delivery_events
@@ -128,7 +127,7 @@ def _per_consumer(trace: Trace, ends: np.ndarray, step: int) -> dict[str, dict[s
         delivered = np.zeros(len(ev), bool)
         delivered[dv_event[rows][dv_event[rows] >= 0]] = True
         missed = expected & ~delivered
-        count = lambda t: np.histogram(t, edges)[0]  # noqa: E731 - local shorthand
+        count = lambda t: bin_counts(t, int(ends[0]) - step, step, len(ends))  # noqa: E731
         handled_at = done[~dropped & (done != nat)]
         out[str(consumer)] = {
             "backlog": waiting,
@@ -142,6 +141,17 @@ def _per_consumer(trace: Trace, ends: np.ndarray, step: int) -> dict[str, dict[s
         }
     add_server_samples(trace, ends, out)
     return out
+
+
+def bin_counts(times: np.ndarray, start: int, step: int, bins: int) -> np.ndarray:
+    """How many of ``times`` (ns; NaT and values outside the bins left out) fall in each of
+    ``bins`` bins of ``step`` ns from ``start``, the last bin closed: ``np.histogram(times,
+    edges)[0]`` for those uniform edges, without the sort ``np.histogram`` makes of the
+    values (0.3 s of the in-memory ``lag()`` of 1 M events)."""
+    stop = start + bins * step
+    inside = times[(times >= start) & (times <= stop)]
+    at = (inside - start) // step
+    return np.bincount(np.minimum(at, bins - 1), minlength=bins)
 
 
 def _sampler(part: pd.DataFrame, pick: np.ndarray, have: np.ndarray):  # noqa: ANN202

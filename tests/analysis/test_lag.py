@@ -129,6 +129,23 @@ def test_statuses_hold_across_seeds_and_rates(seed, rate):
     assert trace.lag().set_index("consumer")["status"].to_dict() == want
 
 
+NAT = np.iinfo(np.int64).min
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.just(NAT), st.integers(-50, 250)), max_size=40),
+       st.integers(-20, 20), st.integers(1, 30), st.integers(1, 8))
+def test_bin_counts_equal_numpy_histogram(times, start, step, bins):
+    """Counts per uniform bin (NaT, values before the first edge and after the last left
+    out, the last bin closed) are np.histogram's, value for value."""
+    from evtkit.analysis.lag import bin_counts
+
+    values = np.array(times, np.int64)
+    edges = start + step * np.arange(bins + 1, dtype=np.int64)
+    want = np.histogram(values[values != NAT], edges)[0]
+    assert bin_counts(values, start, step, bins).tolist() == want.tolist()
+
+
 QS = (0.5, 0.95, 0.99, 1.0)
 
 
