@@ -4,11 +4,14 @@ a stable pass per key (1.5 s for 4 keys of 3.3 M rows); this takes 0.2 s plus th
 (A consumer's deliveries come from an engine in any order: a database's sort moves whole
 rows, half the time of reading them.)
 
-Times in a trace come nearly in order (captured in order; the engines keep the order rows
-were inserted in), and numpy's stable sort of int64 (timsort) finds such runs: sorting a
-consumer's four time columns (3.3 M rows each) took 0.13 s stable against 0.86 s by
-quicksort, and shuffled times take about as long either way. So where the analysis sorts
-times itself it asks for ``kind="stable"``."""
+Times in a trace are close to sorted as an engine returns them (captured in order, read back
+a block at a time), and numpy's stable sort of int64 (timsort) gains from that where its
+quicksort does not: at 10 M events one consumer's 3.3 M publish times fell from one row to
+the next 4 times, its receive, start and done times at ~40 % of rows, each within 1.05 M
+rows of its sorted place, and each column sorted in 0.010–0.039 s stable against 0.19 s by
+quicksort; shuffled times take
+about as long either way (0.23 s). So where the analysis sorts times itself it asks for
+``kind="stable"``."""
 
 from __future__ import annotations
 
