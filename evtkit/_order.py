@@ -9,9 +9,8 @@ a block at a time), and numpy's stable sort of int64 (timsort) gains from that w
 quicksort does not: at 10 M events one consumer's 3.3 M publish times fell from one row to
 the next 4 times, its receive, start and done times at ~40 % of rows, each within 1.05 M
 rows of its sorted place, and each column sorted in 0.010–0.039 s stable against 0.19 s by
-quicksort; shuffled times take
-about as long either way (0.23 s). So where the analysis sorts times itself it asks for
-``kind="stable"``."""
+quicksort; shuffled times take about as long either way (0.23 s). So where the analysis
+sorts times itself it asks for ``kind="stable"``."""
 
 from __future__ import annotations
 
