@@ -104,6 +104,7 @@ from .pace import (
     running_median_reaches,
     select,
     typical_time,
+    waiting,
     with_time,
 )
 
@@ -449,7 +450,5 @@ class Diagnosis:
         f.affected = max(f.affected, int((waits >= self.lag_limit(c)).sum()))
         # Waiting at each moment a handler started in the window, and at its end.
         probe = np.append(stop[inside & (stop <= f.end)], f.end)
-        waiting = np.searchsorted(np.sort(pub[pub != NAT], kind="stable"), probe, "right") - \
-            np.searchsorted(np.sort(stop, kind="stable"), probe, "right")
-        f.peak_backlog = float(max(int(waiting.max()), 0))
+        f.peak_backlog = float(max(int(waiting(pub[pub != NAT], stop, probe).max()), 0))
 

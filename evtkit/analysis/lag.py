@@ -40,6 +40,7 @@ import pandas as pd
 
 from .._units import duration
 from ..schema import fill, utc
+from .pace import waiting
 
 if TYPE_CHECKING:
     from ..trace import Trace
@@ -111,8 +112,7 @@ def _per_consumer(trace: Trace, ends: np.ndarray, step: int) -> dict[str, dict[s
         finished = np.where(dropped, received, done)
         finished = np.where(finished == nat, never, finished)
         # Waiting from publish until finished: backlog = started waiting - stopped waiting.
-        waiting = np.searchsorted(np.sort(pub, kind="stable"), ends, "right") - np.searchsorted(
-            np.sort(finished, kind="stable"), ends, "right")
+        backlog = waiting(pub, finished, ends)
         # Oldest waiting at t: among those still waiting after t (finished > t), the
         # earliest publish — if that is not after t.
         by_end = np.argsort(finished, kind="stable")
@@ -130,7 +130,7 @@ def _per_consumer(trace: Trace, ends: np.ndarray, step: int) -> dict[str, dict[s
         count = lambda t: bin_counts(t, int(ends[0]) - step, step, len(ends))  # noqa: E731
         handled_at = done[~dropped & (done != nat)]
         out[str(consumer)] = {
-            "backlog": waiting,
+            "backlog": backlog,
             "oldest_s": oldest,
             "arrivals": count(ev_pub[expected]),
             "received": count(received),

@@ -14,7 +14,8 @@ from .._order import in_order, lex_order
 from .finding import NAT
 
 __all__ = ["by_worker", "centred_count", "in_start_order", "moments", "running_median",
-           "running_median_reaches", "select", "start_order", "typical_time", "with_time"]
+           "running_median_reaches", "select", "start_order", "typical_time", "waiting",
+           "with_time"]
 
 
 def moments(*times: np.ndarray) -> np.ndarray:
@@ -30,6 +31,14 @@ def moments(*times: np.ndarray) -> np.ndarray:
         at += n
     out.sort(kind="stable")
     return out
+
+
+def waiting(starts: np.ndarray, stops: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """How many are waiting at each instant of ``at`` (ns): started (``starts``) at or
+    before it, less those stopped (``stops``) by then — a backlog from two sorts, no loop
+    over the instants (times sorted stable: see :mod:`evtkit._order`)."""
+    return np.searchsorted(np.sort(starts, kind="stable"), at, "right") - np.searchsorted(
+        np.sort(stops, kind="stable"), at, "right")
 
 
 def with_time(times: np.ndarray, t: int) -> np.ndarray:
