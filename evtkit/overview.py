@@ -1,21 +1,32 @@
 """A trace at a glance, verdict first: what ``evtkit info`` prints and what a notebook shows
-for a :class:`~evtkit.trace.Trace`.
+for a :class:`~evtkit.trace.Trace`, or for a :class:`~evtkit.engine.Dataset` left on disk.
 
-Both lead with the verdict (one sentence per critical finding of ``trace.diagnose()``),
-then the warning and critical findings, then the numbers in human units.
+Both lead with the verdict (one sentence per critical finding of ``diagnose()``), then the
+warning and critical findings, then the numbers in human units.
 """
 
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._units import clock, count, duration
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .trace import Trace
 
-__all__ = ["describe", "to_html"]
+__all__ = ["Diagnosed", "describe", "findings", "html_view", "to_html"]
+
+
+class Diagnosed(Protocol):
+    """What has a verdict: a :class:`~evtkit.trace.Trace` or a
+    :class:`~evtkit.engine.Dataset`."""
+
+    def diagnose(self) -> pd.DataFrame: ...  # noqa: D102 - as Trace.diagnose
+
+    def verdict(self) -> list[str]: ...  # noqa: D102 - as Trace.verdict
 
 
 def _facts(trace: Trace) -> list[tuple[str, str]]:
@@ -59,38 +70,48 @@ def _facts(trace: Trace) -> list[tuple[str, str]]:
     return facts
 
 
-def _alarms(trace: Trace) -> Any:
-    found = trace.diagnose()
+def _alarms(view: Diagnosed) -> Any:
+    found = view.diagnose()
     return found[found["severity"] != "info"]
 
 
-def describe(trace: Trace) -> str:
-    """The text of ``evtkit info``: verdict, findings, then the summary."""
-    lines = ["verdict", *(f"  {line}" for line in trace.verdict())]
-    alarms = _alarms(trace)
+def findings(view: Diagnosed) -> list[str]:
+    """The lines ``evtkit info`` begins with: the verdict, then each warning and critical
+    finding (a symptom says of what)."""
+    lines = ["verdict", *(f"  {line}" for line in view.verdict())]
+    alarms = _alarms(view)
     if len(alarms):
         lines.append("findings")
         for row in alarms.itertuples(index=False):
             symptom = f" (symptom of {row.caused_by})" if not row.root_cause else ""
             lines.append(f"  {row.finding_id} {row.severity} {row.kind}{symptom}: "
                          f"{row.evidence}")
-    lines.append("")
-    lines += [f"{label:<13}{text}" for label, text in _facts(trace)]
-    return "\n".join(lines)
+    return lines
+
+
+def describe(trace: Trace) -> str:
+    """The text of ``evtkit info``: verdict, findings, then the summary."""
+    return "\n".join([*findings(trace), "", *(f"{label:<13}{text}"
+                                             for label, text in _facts(trace))])
 
 
 def to_html(trace: Trace) -> str:
     """The notebook view of a trace: verdict, findings, summary; every text escaped."""
-    verdict = "".join(f"<li>{html.escape(line)}</li>" for line in trace.verdict())
-    alarms = _alarms(trace)
-    findings = "".join(
+    return html_view(trace, _facts(trace), "evtkit Trace")
+
+
+def html_view(view: Diagnosed, facts: list[tuple[str, str]], title: str) -> str:
+    """A notebook view: ``title``, the verdict, the findings, then ``facts`` (label and
+    text pairs); every text escaped."""
+    verdict = "".join(f"<li>{html.escape(line)}</li>" for line in view.verdict())
+    rows = "".join(
         f"<tr><td>{html.escape(row.finding_id)}</td><td>{html.escape(row.severity)}</td>"
         f"<td>{html.escape(row.kind)}</td><td style='text-align:left;white-space:normal'>"
-        f"{html.escape(row.evidence)}</td></tr>" for row in alarms.itertuples(index=False))
+        f"{html.escape(row.evidence)}</td></tr>" for row in _alarms(view).itertuples(index=False))
     table = (f"<table><tr><th>id</th><th>severity</th><th>kind</th><th>evidence</th></tr>"
-             f"{findings}</table>") if findings else ""
-    facts = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
-                    f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
-                    for k, v in _facts(trace))
-    return (f"<div><b>evtkit Trace</b><ul>{verdict}</ul>{table}"
-            f"<table>{facts}</table></div>")
+             f"{rows}</table>") if rows else ""
+    summary = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+                      f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+                      for k, v in facts)
+    return (f"<div><b>{html.escape(title)}</b><ul>{verdict}</ul>{table}"
+            f"<table>{summary}</table></div>")

@@ -5,6 +5,7 @@ directories, and the recorded shop traces in data/."""
 from __future__ import annotations
 
 import contextlib
+import html
 
 import numpy as np
 import pandas as pd
@@ -279,18 +280,43 @@ def test_rows_numbered_beyond_what_the_engine_ranks_are_refused(tmp_path):
 
 def test_cli_info_on_disk_states_the_engines_numbers(capsys):
     from evtkit.cli import main
+    from evtkit.overview import findings
 
     path = ROOT / "data" / "shop-incident.parquet"
     assert main(["info", str(path), "--engine", "duckdb"]) == 0
     out = capsys.readouterr().out
-    lag = ek.load(path).lag().set_index("consumer")
+    trace = ek.load(path)
+    lag = trace.lag().set_index("consumer")
+    # The verdict first, as the trace loaded says it: the same findings, in the same words.
+    head = out.split("\n\n")[0].splitlines()
+    assert head == findings(trace) and head[0] == "verdict"
+    assert any("shipping stalled" in line for line in head[1:])
     assert "duckdb (the trace stays on disk)" in out
-    billing = next(line for line in out.splitlines() if line.strip().startswith("billing"))
+    billing = next(line for line in out.split("consumers (by oldest wait)\n")[1].splitlines()
+                   if line.strip().startswith("billing"))
     assert f"{lag.loc['billing', 'errors']} errors" in billing
     assert f"{lag.loc['billing', 'deliveries']} deliveries" in billing
     # the consumer that waited longest comes first
     first = out.split("consumers (by oldest wait)\n")[1].split()[0]
     assert first == lag["oldest_max_s"].idxmax()
+
+
+def test_a_dataset_in_a_notebook_shows_its_verdict_first_escaped(tmp_path):
+    path = ROOT / "data" / "shop-incident.parquet"
+    table = pq.read_table(path)
+    at = table.schema.get_field_index("consumer")
+    hostile = pa.array([None if c is None else c.replace("billing", "<b>billing")
+                        for c in table["consumer"].to_pylist()], pa.string())
+    pq.write_table(table.set_column(at, "consumer", hostile), tmp_path / "t.parquet")
+    with ek.open(tmp_path / "t.parquet") as ds:
+        page = ds._repr_html_()
+        verdict = ds.verdict()
+    assert page.startswith("<div><b>evtkit Dataset</b><ul><li>")
+    first = page.index("<li>") + len("<li>")
+    assert page[first:page.index("</li>")] == html.escape(verdict[0])
+    assert any("&lt;b&gt;billing" in line for line in map(html.escape, verdict))
+    assert "<b>billing" not in page and "&lt;b&gt;billing" in page
+    assert page.index("</ul>") < page.index("(the trace stays on disk)")
 
 
 def test_cli_info_chooses_the_engine_by_the_memory_budget(capsys):

@@ -154,26 +154,43 @@ class Dataset:
         self.close()
 
     def describe(self) -> str:
-        """The text of ``evtkit info`` for a trace analysed on disk: what it holds, then one
-        line per consumer (latency percentiles, errors, drops, backlog peak), worst first."""
+        """The text of ``evtkit info`` for a trace analysed on disk, the verdict first (as
+        :meth:`Trace.describe`): the verdict and findings of :meth:`diagnose`, what the
+        trace holds, then one line per consumer (latency percentiles, errors, drops,
+        backlog peak), worst first."""
+        from ..overview import findings
+
+        facts, consumers = self._facts()
+        return "\n".join([*findings(self), "", *(f"{k:<13}{v}" for k, v in facts),
+                          "consumers (by oldest wait)",
+                          *(f"  {k:<20} {v}" for k, v in consumers)])
+
+    def _repr_html_(self) -> str:
+        from ..overview import html_view
+
+        facts, consumers = self._facts()
+        return html_view(self, facts + consumers, "evtkit Dataset")
+
+    def _facts(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """What :meth:`describe` states after the verdict, as (label, text): the trace's
+        counts, and each consumer's line, the one that waited longest first."""
         from .._units import count, duration
 
         s = self.summary()
         span = (s["last_ns"] - s["first_ns"]) / 1e9
-        lines = [f"{'engine':<13}{self.engine} (the trace stays on disk)",
-                 f"{'events':<13}{count(s['events'])} in {duration(span)}",
-                 f"{'deliveries':<13}{count(s['deliveries'])}: {count(s['errors'])} failed, "
-                 f"{count(s['dropped'])} dropped, {count(s['pending'])} not handled",
-                 "consumers (by oldest wait)"]
+        facts = [("engine", f"{self.engine} (the trace stays on disk)"),
+                 ("events", f"{count(s['events'])} in {duration(span)}"),
+                 ("deliveries", f"{count(s['deliveries'])}: {count(s['errors'])} failed, "
+                                f"{count(s['dropped'])} dropped, {count(s['pending'])} not "
+                                "handled")]
         lag = self.lag().sort_values(["oldest_max_s", "consumer"], ascending=[False, True])
-        for row in lag.itertuples(index=False):
-            lines.append(
-                f"  {row.consumer:<20} {count(row.deliveries)} deliveries, waited p50 "
-                f"{duration(row.queue_p50_s)} / p99 {duration(row.queue_p99_s)}, handler p50 "
-                f"{duration(row.processing_p50_s)}, {count(row.errors)} errors, "
-                f"{count(row.dropped)} dropped, up to {count(row.backlog_max)} waiting "
-                f"({duration(row.oldest_max_s)})")
-        return "\n".join(lines)
+        return facts, [(str(row.consumer),
+                        f"{count(row.deliveries)} deliveries, waited p50 "
+                        f"{duration(row.queue_p50_s)} / p99 {duration(row.queue_p99_s)}, "
+                        f"handler p50 {duration(row.processing_p50_s)}, {count(row.errors)} "
+                        f"errors, {count(row.dropped)} dropped, up to "
+                        f"{count(row.backlog_max)} waiting ({duration(row.oldest_max_s)})")
+                       for row in lag.itertuples(index=False)]
 
     def query(self, text: str, **params: Any) -> pd.DataFrame:
         """Run your own SQL on the engine over the views of :func:`evtkit.engine.sql.views`
