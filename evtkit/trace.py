@@ -416,7 +416,7 @@ class Trace:
         that nothing went wrong; see :func:`evtkit.analysis.finding.headlines`."""
         from .analysis.finding import headlines
 
-        return headlines(self.diagnose())
+        return headlines(self.diagnose(), failed=self.lag)
 
     def describe(self) -> str:
         """A one-screen text summary, the verdict first (what ``evtkit info`` prints)."""

@@ -3,6 +3,7 @@ returns, and the lag status each finding implies."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,6 +89,21 @@ class Finding:
         self.cause = cause
 
 
+def _seldom_failures(lag: pd.DataFrame) -> str | None:
+    """The handler errors no finding reports, in a sentence (None when there are none):
+    failures spread too thin for the failing-handler rule are not nothing."""
+    from .._units import count, percent
+
+    hit = lag[lag["errors"] > 0].sort_values(["errors", "consumer"], ascending=[False, True])
+    if hit.empty:
+        return None
+    each = [f"{row.consumer} {count(row.errors)} of its {count(row.deliveries)} deliveries "
+            f"({percent(row.errors / row.deliveries)})" for row in hit.head(3).itertuples()]
+    more = f" and {count(len(hit) - 3)} more consumers" if len(hit) > 3 else ""
+    return (f"No warning or critical finding, but handlers failed {count(hit['errors'].sum())} "
+            f"times, too seldom for a finding: {', '.join(each)}{more}.")
+
+
 def runs(flags: np.ndarray) -> list[tuple[int, int]]:
     """``[lo, hi)`` index ranges where ``flags`` is True."""
     padded = np.concatenate([[False], flags.astype(bool), [False]])
@@ -142,15 +158,19 @@ def statuses(findings: pd.DataFrame) -> dict[str, tuple[str, str, str]]:
 
 
 
-def headlines(findings: pd.DataFrame, most: int = 5) -> list[str]:
+def headlines(findings: pd.DataFrame, most: int = 5,
+              failed: Callable[[], pd.DataFrame] | None = None) -> list[str]:
     """What a person should read first: one sentence per critical finding (root causes
     first, a symptom says what it is a symptom of), or, without any, how many warnings
-    there are and the worst; or that nothing went wrong."""
+    there are and the worst; or that nothing went wrong — unless handlers failed too
+    seldom for a finding, which ``failed`` tells (called only then: deliveries and errors
+    per consumer, as ``lag()`` gives them)."""
     critical = findings[findings["severity"] == "critical"]
     if critical.empty:
         warnings = findings[findings["severity"] == "warning"]
         if warnings.empty:
-            return ["Nothing went wrong: no warning or critical finding."]
+            thin = _seldom_failures(failed()) if failed is not None else None
+            return [thin or "Nothing went wrong: no warning or critical finding."]
         first = str(warnings["evidence"].iloc[0])
         many = f"{len(warnings)} warnings" if len(warnings) > 1 else "one warning"
         return [f"No critical finding; {many}. {first}."]

@@ -355,7 +355,7 @@ class Dataset:
         wrong (as :meth:`Trace.verdict`)."""
         from ..analysis.finding import headlines
 
-        return headlines(self.diagnose())
+        return headlines(self.diagnose(), failed=self.lag)
 
     def fanout(self) -> pd.DataFrame:
         """One row per subject and type: ``subject, type, events, deliveries, consumers,

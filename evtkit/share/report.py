@@ -130,7 +130,7 @@ def build_report(trace: Trace | Dataset, *, title: str | None = None,
     side = trace if isinstance(trace, Trace) else trace.trace(kinds=_SIDE)
     numbers = _numbers(trace, side)
     findings = trace.diagnose()
-    page["headlines"] = headlines(findings)
+    page["headlines"] = headlines(findings, failed=trace.lag)
     shown = findings[findings["severity"] != "info"] if (findings["severity"] != "info").any() \
         else findings
     since = (shown["start"] - numbers["start"]).dt.total_seconds()

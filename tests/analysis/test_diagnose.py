@@ -266,6 +266,26 @@ def test_rules_are_relative_to_the_consumer():
     assert not steady.diagnose()["severity"].isin(ALARMS).any()
 
 
+def test_failures_too_seldom_for_a_finding_are_not_called_nothing(tmp_path):
+    """A handler failing 1.5 % of its calls, evenly, makes no finding (the rule asks 5 % in
+    a stretch); the verdict must not say nothing went wrong, in memory or on disk."""
+    trace = ek.testing.make_trace(3_000, seed=7, failing={"audit": 0.02})
+    assert not trace.diagnose()["severity"].isin(ALARMS).any()
+    d = trace.deliveries
+    audit = d[d["consumer"] == "audit"]
+    failed = int((audit["outcome"] == "error").sum())
+    assert failed == int((d["outcome"] == "error").sum()) > 0  # audit's only
+    want = (f"No warning or critical finding, but handlers failed {failed} times, too "
+            f"seldom for a finding: audit {failed} of its {len(audit):,} deliveries "
+            f"({failed / len(audit) * 100:g}%).")
+    assert trace.verdict() == [want]
+    trace.save(tmp_path / "t.parquet")
+    with ek.open(tmp_path / "t.parquet") as ds:
+        assert ds.verdict() == [want]
+    calm = ek.testing.make_trace(3_000, seed=7)
+    assert calm.verdict() == ["Nothing went wrong: no warning or critical finding."]
+
+
 def test_rules_can_be_tightened():
     calls = _fifo([0.2 if i == 50 else 0.003 for i in range(200)], 0.01)
     trace = ek.Trace(build_observations(_rows(calls)))
