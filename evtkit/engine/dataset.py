@@ -303,8 +303,10 @@ class Dataset:
         status, status now and reason from :meth:`diagnose`."""
         from ..analysis.lag import LAG_COLUMNS, judged
 
-        stats = sql.expand_percentiles(self.by_consumers(
-            lambda where: sql.delivery_stats(self._engine.percentiles, where)))
+        if "delivery_stats" not in self._cache:  # (the verdict may ask before describe())
+            self._cache["delivery_stats"] = sql.expand_percentiles(self.by_consumers(
+                lambda where: sql.delivery_stats(self._engine.percentiles, where)))
+        stats = cast(pd.DataFrame, self._cache["delivery_stats"]).copy()
         series = self._series(freq)[0]
         if stats.empty:  # as the in-memory path: JetStream consumers known from samples only
             if not series:
