@@ -111,8 +111,9 @@ class SyntheticIds:
 
 
 # Times a trace can hold: nanoseconds since the epoch in an int64 (1677-09-21 to 2262-04-11).
-_EARLIEST = datetime(1677, 9, 22, tzinfo=UTC)
-_LATEST = datetime(2262, 4, 11, tzinfo=UTC)
+EARLIEST = datetime(1677, 9, 22, tzinfo=UTC)
+LATEST = datetime(2262, 4, 11, tzinfo=UTC)
+"""The days a ``ce-time`` may fall on: those whose every nanosecond fits an int64."""
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -132,7 +133,7 @@ def parse_time(value: str | None) -> datetime | None:
         when = datetime.fromisoformat(text).astimezone(UTC)
     except (ValueError, OverflowError):
         return None
-    return when if _EARLIEST <= when < _LATEST else None
+    return when if EARLIEST <= when < LATEST else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._headers import CLOUDEVENTS, header_name, joined, parse_block, parse_joined
-from .event import RFC3339, STRUCTURED, decode_message, js_position, parse_time, synthetic_id
+from .event import (
+    EARLIEST,
+    LATEST,
+    RFC3339,
+    STRUCTURED,
+    decode_message,
+    js_position,
+    parse_time,
+    synthetic_id,
+)
 from .schema import OBSERVATIONS, to_frame
 
 __all__ = ["CONSUMER_INFO_FIELDS", "MESSAGE_KINDS", "ROW_FIELDS", "Row", "build_observations",
@@ -333,14 +342,27 @@ def times(values: pa.Array) -> pa.Array:
     """RFC 3339 strings to UTC timestamps; null where missing, malformed or out of range
     (the rule of :func:`evtkit.event.parse_time`, which handlers see)."""
     ok = pc.fill_null(pc.match_substring_regex(values, pattern=RFC3339), False)
-    text = pc.if_else(ok, values, pa.scalar(None, values.type))
+    # RFC 3339 lets "T" and "Z" be written in lower case; Arrow's parser only takes upper.
+    text = pc.utf8_upper(pc.if_else(ok, values, pa.scalar(None, values.type)))
     try:
-        return text.cast(_TS)
+        return _held(text.cast(_TS))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         # Shaped like RFC 3339 but not a time a trace can hold (month 13, year 9999...):
         # decide row by row, as a handler's event does.
         usable = pa.array([parse_time(v) is not None for v in text.to_pylist()], pa.bool_())
-        return pc.if_else(usable, text, pa.scalar(None, values.type)).cast(_TS)
+        return pc.if_else(usable, text, pa.scalar(None, text.type)).cast(_TS)
+
+
+def _held(when: pa.Array) -> pa.Array:
+    """Times outside the days parse_time takes (the first and last of what nanoseconds in
+    an int64 reach) made null, as a handler's event has them."""
+    outside = pc.or_(pc.less(when, _EARLIEST), pc.greater_equal(when, _LATEST))
+    if not pc.any(outside).as_py():
+        return when
+    return pc.if_else(outside, pa.scalar(None, _TS), when)
+
+
+_EARLIEST, _LATEST = pa.scalar(EARLIEST, _TS), pa.scalar(LATEST, _TS)
 
 
 def _kind_details(kind: Sequence[str], extra: Sequence[Any], reply: pa.Array
