@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evtkit._headers import CLOUDEVENTS, KNOWN, header_name, joined, parse_block, parse_blocks
+from tests.hostile import blocks as _blocks
 
 
 class TestParseBlock:
@@ -27,30 +28,6 @@ class TestParseBlock:
         assert parse_block(b"NATS/1.0 503\r\n\r\n").headers == {}
         assert parse_block(b"NATS/1.0\r\nk: \xff\xfe\r\n\r\n").headers == {"k": "\ufffd\ufffd"}
         assert parse_block(None).headers == {}
-
-
-# Header lines built from pieces that stress the parser: known names in odd cases,
-# blanks, colons, stray CR/LF, non-UTF-8 bytes.
-_names = st.one_of(
-    st.sampled_from(KNOWN).map(lambda n: n.encode()),
-    st.sampled_from(KNOWN).map(lambda n: n.upper().encode()),
-    st.binary(max_size=12),
-    st.sampled_from([b"", b" ce-id", b"ce-id ", b"X-Other", b"ce\rid", b"\xff"]),
-)
-_values = st.one_of(
-    st.binary(max_size=40),
-    st.text(max_size=20).map(lambda t: t.encode("utf-8", "surrogatepass")),
-    st.sampled_from([b"", b"  ", b" \t x \t ", b"\xc3", b"a:b", b"00-" + b"a" * 32]),
-)
-_lines = st.one_of(
-    st.tuples(_names, _values).map(lambda kv: kv[0] + b":" + kv[1]),
-    st.binary(max_size=20),
-)
-_blocks = st.one_of(
-    st.none(),
-    st.lists(_lines, max_size=8).map(lambda ls: b"NATS/1.0\r\n" + b"\r\n".join(ls) + b"\r\n\r\n"),
-    st.binary(max_size=80),
-)
 
 
 class TestBulkAgreesWithOneByOne:

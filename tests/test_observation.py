@@ -19,6 +19,7 @@ from evtkit.observation import (
     check_rows,
 )
 from evtkit.schema import KINDS, OBSERVATIONS, as_dicts
+from tests.hostile import HEXES, traceparents
 
 SEC = 1_000_000_000
 T = 1_700_000_000 * SEC
@@ -306,23 +307,6 @@ class TestBuildObservations:
         assert frame.loc[0, "subject"] == "bad.\ufffd"
 
 
-_HEXES = st.text("0123456789abcdefABCDEF-xz", min_size=1, max_size=3)
-
-
-def _traceparents() -> st.SearchStrategy[str]:
-    """W3C traceparent values, valid and nearly valid: 55 characters mostly."""
-    piece = st.sampled_from(["0", "f", "a", "F", "-", "x"])
-    valid = st.tuples(st.sampled_from(["00", "01", "ff", "0g"]),
-                      st.text("0123456789abcdef", min_size=32, max_size=32),
-                      st.text("0123456789abcdef", min_size=16, max_size=16),
-                      st.sampled_from(["00", "01", "03", "0f", "10", "zz"]))
-    shaped = valid.map(lambda v: "-".join(v))
-    zeros = st.just("00-" + "0" * 32 + "-" + "1" * 16 + "-01")
-    mutated = st.tuples(shaped, st.integers(0, 54), piece).map(
-        lambda t: t[0][:t[1]] + t[2] + t[0][t[1] + 1:])
-    return st.one_of(shaped, zeros, mutated)
-
-
 class TestTraceparentColumns:
     """The bulk traceparent reading (fixed positions when every value has 55 characters,
     else a regex) agrees with parse_traceparent, value by value."""
@@ -344,13 +328,13 @@ class TestTraceparentColumns:
                 assert (got["trace_id"], got["parent_id"], bool(got["sampled"])) == want, value
 
     @settings(max_examples=200, deadline=None)
-    @given(st.lists(st.one_of(st.none(), _traceparents()), min_size=1, max_size=8))
+    @given(st.lists(st.one_of(st.none(), traceparents()), min_size=1, max_size=8))
     def test_values_of_55_characters(self, values):
         self.check(values)
 
     @settings(max_examples=100, deadline=None)
-    @given(st.lists(st.one_of(st.none(), _traceparents(),
-                              st.tuples(_traceparents(), _HEXES).map("".join)),
+    @given(st.lists(st.one_of(st.none(), traceparents(),
+                              st.tuples(traceparents(), HEXES).map("".join)),
                     min_size=1, max_size=8))
     def test_values_of_other_lengths_too(self, values):
         self.check(values)
