@@ -19,6 +19,7 @@ than building the frame. This module imports nothing from evtkit.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -27,12 +28,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["POOL", "TEXT", "arrow", "categorical", "codes_dtype", "dictionary", "filled",
+__all__ = ["POOL", "TEXT", "arrow", "categorical", "codes_dtype", "cores", "dictionary", "filled",
            "id_dtype", "ids", "masked", "nullable_ints", "positions", "same", "same_categories",
            "share", "text", "to_pandas", "utc_times"]
 
 TEXT = pd.StringDtype(na_value=float("nan"))
 """The pandas ``str`` dtype of text columns and of categories (Arrow-backed)."""
+
+def cores() -> int:
+    """Cores this process may run on (the threads evtkit's bulk steps may use)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
 
 POOL = pa.system_memory_pool()
 """Where evtkit's large Arrow temporaries (hash tables, joined values) are allocated: the C

@@ -21,7 +21,6 @@ replaced with U+FFFD.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from typing import cast
 import numpy as np
 import pyarrow as pa
 
-from ._arrow import POOL
+from ._arrow import POOL, cores
 
 STATUS_LINE = b"NATS/1.0"
 CRLF = b"\r\n"
@@ -167,7 +166,7 @@ def parse_joined(raw: np.ndarray, offsets: np.ndarray, chunk: int = 5_000) -> Pa
     def parse(lo: int) -> pa.Array:  # the chunk's values, name after name
         return _parse_range(raw, words, offsets, lo, min(lo + chunk, n), counts)
 
-    workers = min(_cores(), 4, n // (4 * chunk))
+    workers = min(cores(), 4, n // (4 * chunk))
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
             parts = list(pool.map(parse, range(0, n, chunk)))
@@ -176,19 +175,9 @@ def parse_joined(raw: np.ndarray, offsets: np.ndarray, chunk: int = 5_000) -> Pa
     known = {}
     for k, name in enumerate(KNOWN):
         pieces = [p.slice(k * (len(p) // len(KNOWN)), len(p) // len(KNOWN)) for p in parts]
-        known[name] = _text(pa.concat_arrays(pieces, memory_pool=POOL)) if pieces else \
+        known[name] = text(pa.concat_arrays(pieces, memory_pool=POOL)) if pieces else \
             pa.nulls(0, pa.large_string())
     return ParsedBlocks(known, counts[0], counts[0] - counts[1], counts[2])
-
-
-def _cores() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 
 
 _PAD = 8  # zero bytes before and after the joined buffer, so 8-byte reads never fall off
@@ -331,16 +320,18 @@ def _trimmed(raw: np.ndarray, start: np.ndarray, stop: np.ndarray
     return start, stop
 
 
+_LARGE_TEXT = pa.large_string()
 _BLANK = np.zeros(256, bool)
 _BLANK[[9, 32]] = True
 
 
-def _text(arr: pa.Array) -> pa.Array:
-    """Binary to string; invalid UTF-8 is replaced with U+FFFD, like ``bytes.decode``."""
+def text(arr: pa.Array, kind: pa.DataType = _LARGE_TEXT) -> pa.Array:
+    """Binary to ``kind`` (string or large string); invalid UTF-8 is replaced with U+FFFD,
+    like ``bytes.decode(errors="replace")``."""
     try:
-        return arr.cast(pa.large_string())
+        return arr.cast(kind)
     except pa.ArrowInvalid:
         return pa.array(
             [None if v is None else v.decode("utf-8", "replace") for v in arr.to_pylist()],
-            type=pa.large_string(),
+            type=kind,
         )

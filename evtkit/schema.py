@@ -31,6 +31,7 @@ Python object per row; :func:`as_bytes` and :func:`as_dicts` give plain Python v
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import cast
 
@@ -356,14 +357,18 @@ def frame_of(columns: dict[str, object], schema: Schema, n: int) -> pd.DataFrame
 def to_frame(table: pa.Table, schema: Schema) -> pd.DataFrame:
     """Arrow table → pandas frame with the schema's dtypes (the one conversion path used by
     capture and by trace files alike). Each converted column is released from ``table``'s
-    copy as soon as it is converted."""
+    copy as soon as it is converted; the ids (a hash of every distinct id, the largest step)
+    are converted on a second thread meanwhile (Arrow lets go of the GIL in both)."""
     table = table.select(schema.names)
-    out: dict[str, object] = dict(ids({name: table.column(name) for name in schema.ids}))
-    table = table.drop_columns(schema.ids)
-    for spec in schema.columns:
-        if not spec.is_id:
-            out[spec.name] = column(table.column(spec.name), spec)
-            table = table.drop_columns([spec.name])
+    with ThreadPoolExecutor(1) as pool:
+        made = pool.submit(ids, {name: table.column(name) for name in schema.ids})
+        table = table.drop_columns(schema.ids)
+        out: dict[str, object] = {}
+        for spec in schema.columns:
+            if not spec.is_id:
+                out[spec.name] = column(table.column(spec.name), spec)
+                table = table.drop_columns([spec.name])
+        out.update(made.result())
     return frame_of(out, schema, table.num_rows)
 
 
@@ -480,14 +485,6 @@ def _unused(values: pd.Categorical) -> bool:
     for start in range(0, len(codes), 1 << 20):  # (indices become 8 bytes each: in slices)
         used[codes[start:start + (1 << 20)]] = True
     return not used[:-1].all()
-
-
-def distinct(values: pd.Series) -> bool:
-    """Whether an integer column without missing values holds no value twice; no hash table
-    when the values increase (as a trace's ``seq`` does), which millions of rows would need."""
-    ints = values.array.to_numpy(dtype=np.int64, copy=False) \
-        if isinstance(values.dtype, pd.Int64Dtype) else np.asarray(values, dtype=np.int64)
-    return bool((ints[1:] > ints[:-1]).all()) or not values.duplicated().any()
 
 
 def _dtype_name(column: Column) -> str:

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
@@ -51,7 +52,6 @@ from .schema import (
     OBSERVATIONS,
     SCHEMA_VERSION,
     concat,
-    distinct,
     to_table,
 )
 from .trace import Trace
@@ -422,5 +422,13 @@ def _check_rows(path: str | Path, frame: pd.DataFrame) -> None:
     if nameless.any():
         raise TraceFormatError(path, f"{int(nameless.sum())} message rows without event_id "
                                      f"(the first has seq {frame['seq'][nameless].iloc[0]})")
-    if not distinct(frame["seq"]):
+    if not _distinct(frame["seq"]):
         raise TraceFormatError(path, "duplicate seq numbers (parts from different traces?)")
+
+
+def _distinct(values: pd.Series) -> bool:
+    """Whether an integer column without missing values holds no value twice; no hash table
+    when the values increase (as a trace's ``seq`` does), which millions of rows would need."""
+    ints = values.array.to_numpy(dtype=np.int64, copy=False) \
+        if isinstance(values.dtype, pd.Int64Dtype) else np.asarray(values, dtype=np.int64)
+    return bool((ints[1:] > ints[:-1]).all()) or not values.duplicated().any()
