@@ -32,6 +32,7 @@ import nats
 import orjson
 
 import evtkit as ek
+from evtkit._columns import compiled
 
 SUBJECT = "bench.orders"
 BUILD_TARGET_S = 1.5
@@ -269,9 +270,10 @@ def main() -> None:
         per_million = 1e6 / tap["rows"]
         build = tap["build_observations_s"]
         rate = build * per_million
+        path = "compiled" if compiled() else "numpy/Arrow (evtkit/_columnar.c not built)"
         print(f"\n(c) frame build from {tap['rows']:,} captured rows "
               f"({tap['build_cores']} core{'s' if tap['build_cores'] > 1 else ''}, first build "
-              "in the capturing process):")
+              f"in the capturing process, {path} path):")
         print(f"    observations {build:.2f} s = {rate:.2f} s per million rows "
               f"(target ≤ {BUILD_TARGET_S} s: {'met' if rate <= BUILD_TARGET_S else 'not met'})"
               f"; events {tap['build_events_s']:.2f} s")

@@ -2,10 +2,12 @@
 
 The hot path appends one plain tuple per observation (:data:`ROW_FIELDS`); nothing is
 parsed there. :func:`build_observations` turns a list of rows into the ``observations``
-frame (see :mod:`evtkit.schema`) in one go: header blocks are split with numpy/Arrow, ids and
-causality are read with Arrow compute, and only rare rows (structured-mode CloudEvents,
-messages without any id) take a per-row Python path. The results agree with
-:func:`evtkit.event.decode_message`, which handlers use for one message at a time.
+frame (see :mod:`evtkit.schema`) in one go: :mod:`evtkit._columns` lays the rows out as
+columns and splits their header blocks (in compiled code when it was built, else with
+numpy and Arrow), ids and causality are read with Arrow compute, and only rare rows
+(structured-mode CloudEvents, messages without any id) take a per-row Python path. The
+results agree with :func:`evtkit.event.decode_message`, which handlers use for one message
+at a time.
 """
 
 from __future__ import annotations
@@ -18,17 +20,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._headers import CLOUDEVENTS, header_name, joined, parse_block, parse_joined
-from .event import (
-    EARLIEST,
-    LATEST,
-    RFC3339,
-    STRUCTURED,
-    decode_message,
-    js_position,
-    parse_time,
-    synthetic_id,
-)
+from ._columns import columns
+from ._headers import CLOUDEVENTS, header_name, parse_block, text
+from .event import STRUCTURED, decode_message, js_position, synthetic_id
 from .schema import OBSERVATIONS, to_frame
 
 __all__ = ["CONSUMER_INFO_FIELDS", "MESSAGE_KINDS", "ROW_FIELDS", "Row", "build_observations",
@@ -110,57 +104,52 @@ _CARRIES_EVENT = (*MESSAGE_KINDS, "hop")
 _JS_ACK = b"$JS.ACK."
 _MESSAGE_SET = frozenset(MESSAGE_KINDS)
 
-# version-trace-parent-flags, and for versions after 00 optionally "-" and more.
-_TRACEPARENT = r"(?s)^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$"
 _TS = pa.timestamp("ns", tz="UTC")
 # Columns that describe the event carried by a message row, null on other rows.
 _EVENT_COLUMNS = ("event_id", "correlation_id", "trace_id", "parent_id", "sampled",
                   "id_synthetic", "mode")
 
 
-def build_observations(rows: Sequence[tuple[Any, ...]], first_seq: int = 0) -> pd.DataFrame:
+def build_observations(rows: Sequence[tuple[Any, ...]], first_seq: int = 0, *,
+                       native: bool = True) -> pd.DataFrame:
     """Build the ``observations`` frame from captured rows (see :data:`ROW_FIELDS`).
 
     Args:
         rows: the tuples, in capture order.
         first_seq: ``seq`` of the first row (rows drained earlier keep their numbers).
+        native: read the rows with the compiled extension when it is installed (the
+            numpy/Arrow path gives the same frame, about half as fast).
     """
     if not rows:
         return OBSERVATIONS.empty()
-    # One pass per field (zip(*rows) is several times slower on a million rows).
-    kind, ts, observer, consumer, queue, subject, reply, payload, block, extra = (
-        [row[i] for row in rows] for i in range(len(ROW_FIELDS))
-    )
     n = len(rows)
-    kinds = pa.array(kind, pa.string())
-    is_message = pc.is_in(kinds, value_set=pa.array(MESSAGE_KINDS))
-    blocks, raw, offsets = joined(block)
-    parsed = parse_joined(raw, offsets)
-    del raw, offsets
-    known = {name: _blank_to_null(arr) for name, arr in parsed.known.items()}
-
-    stored = pa.array([x if type(x) is str else None for x in extra], pa.large_string()) \
-        if extra.count(None) < n else pa.nulls(n, pa.large_string())
-    payloads, _, sizes = joined(payload)
+    c = columns(rows, native=native)
+    is_message = c.kind_in(MESSAGE_KINDS)
+    known = c.parsed.known
+    stored: list[str | None] = [None] * n if len(c.given) else []
+    for i in c.given.tolist():
+        x = rows[i][Row.EXTRA]
+        if type(x) is str:
+            stored[i] = x
     given_id = known["ce-id"]
-    trace, parent, sampled = _traceparent(known["traceparent"])
+    trace, parent, sampled = c.traceparent
     event_id = _fill_missing_ids(
-        pc.coalesce(given_id, stored), np.asarray(is_message), subject, block, payload
-    )
+        pc.coalesce(given_id, pa.array(stored, pa.large_string()) if stored else
+                    pa.nulls(n, pa.large_string())), is_message, rows)
     binary = pc.or_kleene(pc.is_valid(given_id), pc.is_valid(known["ce-specversion"]))
     cols: dict[str, Any] = {
         "seq": pa.array(np.arange(first_seq, first_seq + n, dtype=np.int64)),
-        "kind": kinds,
-        "ts": pa.array(np.fromiter(ts, np.int64, n)).cast(_TS),
-        "observer": pa.array(observer, pa.string()),
-        "consumer": pa.array(consumer, pa.string()),
-        "queue": pa.array(queue, pa.string()),
-        "subject": _text(subject),
-        "reply": _text(reply),
-        "size": pa.array(np.diff(sizes), mask=np.asarray(payloads.is_null())),
-        "payload": payloads,
-        "header_block": blocks,
-        "headers": _other_headers(block, parsed.extra),
+        "kind": c.kind,
+        "ts": pa.array(c.ts).cast(_TS),
+        "observer": c.observer,
+        "consumer": c.consumer,
+        "queue": c.queue,
+        "subject": text(c.subject, pa.string()),
+        "reply": text(c.reply, pa.string()),
+        "size": pc.binary_length(c.payload).cast(pa.int64()),
+        "payload": c.payload,
+        "header_block": c.block,
+        "headers": _other_headers(rows, c.parsed.extra),
         "event_id": event_id,
         "type": known["ce-type"],
         "source": known["ce-source"],
@@ -169,149 +158,49 @@ def build_observations(rows: Sequence[tuple[Any, ...]], first_seq: int = 0) -> p
         "trace_id": trace,
         "parent_id": parent,
         "sampled": sampled,
-        "event_time": times(known["ce-time"]),
+        "event_time": c.event_time,
         "content_type": pc.coalesce(known["ce-datacontenttype"], known["content-type"]),
         "mode": pc.if_else(binary, "binary", "bare"),
         "id_synthetic": pc.is_null(given_id),
         "replay_of": known["evtkit-replay-of"],
-        "malformed": pa.array(parsed.malformed, pa.int64()),
+        "malformed": pa.array(c.parsed.malformed, pa.int64()),
     }
-    carries_event = pc.is_in(kinds, value_set=pa.array(_CARRIES_EVENT))
-    for name in _EVENT_COLUMNS:
-        cols[name] = pc.if_else(carries_event, cols[name], pa.scalar(None, cols[name].type))
-    cols.update(_kind_details(kind, extra, cols["reply"]))
-    _apply_structured(cols, known["content-type"], np.asarray(is_message), extra)
+    carries_event = c.kind_in(_CARRIES_EVENT)
+    if not carries_event.all():  # (a tap's rows all do)
+        for name in _EVENT_COLUMNS:
+            cols[name] = pc.if_else(pa.array(carries_event), cols[name],
+                                    pa.scalar(None, cols[name].type))
+    cols.update(_kind_details(rows, c.given, cols["reply"]))
+    _apply_structured(cols, known["content-type"], is_message, rows)
     table = pa.table({name: cols[name] for name in OBSERVATIONS.names})
     return to_frame(table, OBSERVATIONS)
 
 
-def _other_headers(block: Sequence[bytes | None], extra: np.ndarray) -> pa.Array:
+def _other_headers(rows: Sequence[tuple[Any, ...]], extra: np.ndarray) -> pa.Array:
     """Headers beyond the CloudEvents/traceparent ones, as a map; only rows that have some
     are split in Python."""
-    values: list[list[tuple[str, str]] | None] = [None] * len(block)
+    values: list[list[tuple[str, str]] | None] = [None] * len(rows)
     for i in np.flatnonzero(extra).tolist():
         values[i] = [
             (k, v)
-            for k, v in parse_block(block[i]).headers.items()
+            for k, v in parse_block(rows[i][Row.HEADERS]).headers.items()
             if header_name(k) not in CLOUDEVENTS
         ]
     return pa.array(values, pa.map_(pa.string(), pa.string()))
 
 
-def _blank_to_null(arr: pa.Array) -> pa.Array:
-    """Empty strings mean 'absent' (a malformed attribute never raises, it is dropped)."""
-    blank = pc.equal(pc.binary_length(arr), 0)
-    if not pc.any(blank).as_py():  # the usual case: nothing to copy
-        return arr
-    return pc.if_else(blank, pa.scalar(None, arr.type), arr)
-
-
-def _text(values: Sequence[bytes | None]) -> pa.Array:
-    """bytes → string array; invalid UTF-8 replaced, as ``bytes.decode(errors='replace')``."""
-    arr = pa.array(values, pa.binary())
-    try:
-        return arr.cast(pa.string())
-    except pa.ArrowInvalid:
-        return pa.array(
-            [None if v is None else v.decode("utf-8", "replace") for v in values], pa.string()
-        )
-
-
-def _fill_missing_ids(
-    event_id: pa.Array,
-    is_message: np.ndarray,
-    subject: Sequence[bytes | None],
-    block: Sequence[bytes | None],
-    payload: Sequence[bytes | None],
-) -> pa.Array:
+def _fill_missing_ids(event_id: pa.Array, is_message: np.ndarray,
+                      rows: Sequence[tuple[Any, ...]]) -> pa.Array:
     """Messages with neither an id nor a stored synthetic one get one from their bytes."""
     missing = np.flatnonzero(is_message & np.asarray(pc.is_null(event_id)))
     if not len(missing):
         return event_id
     values = event_id.to_pylist()
     for i in missing.tolist():
-        values[i] = synthetic_id(subject[i] or b"", block[i], payload[i] or b"", 0)
+        row = rows[i]
+        values[i] = synthetic_id(row[Row.SUBJECT] or b"", row[Row.HEADERS],
+                                 row[Row.PAYLOAD] or b"", 0)
     return pa.array(values, pa.large_string())
-
-
-def _traceparent(values: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
-    """Trace id, parent id and sampled flag; null where the header is absent or malformed.
-
-    The same rules as :func:`evtkit.event.parse_traceparent`, on whole columns: when
-    every value has the usual 55 characters, fixed-position checks of the bytes with numpy;
-    otherwise a regex match (no captures, which are slow) and fixed-position slices.
-    """
-    fast = _traceparent55(values)
-    if fast is not None:
-        return fast
-    text = pc.fill_null(values, "")
-    shaped = pc.match_substring_regex(text, pattern=_TRACEPARENT)
-    version = pc.utf8_slice_codeunits(text, 0, 2)
-    trace = pc.utf8_slice_codeunits(text, 3, 35)
-    parent = pc.utf8_slice_codeunits(text, 36, 52)
-    longer = pc.greater(pc.utf8_length(text), 55)
-    valid = pc.and_(
-        pc.and_(shaped, pc.not_equal(version, "ff")),
-        pc.and_(
-            pc.and_(pc.not_equal(trace, "0" * 32), pc.not_equal(parent, "0" * 16)),
-            pc.invert(pc.and_(longer, pc.equal(version, "00"))),
-        ),
-    )
-    sampled = pc.match_substring_regex(pc.utf8_slice_codeunits(text, 53, 55),
-                                       pattern="[13579bdf]$")
-    null_text = pa.scalar(None, trace.type)
-    return (
-        pc.if_else(valid, trace, null_text),
-        pc.if_else(valid, parent, null_text),
-        pc.if_else(valid, sampled, pa.scalar(None, pa.bool_())),
-    )
-
-
-_ODD = np.zeros(256, bool)
-_ODD[np.frombuffer(b"13579bdf", np.uint8)] = True
-
-
-def _traceparent55(values: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array] | None:
-    """:func:`_traceparent` when every value present is 55 bytes long (version, ids and
-    flags, nothing more): the values as rows of a byte matrix, checked column by column.
-    None when some value is shorter or longer."""
-    values = values.cast(pa.large_string())
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    n = len(values)
-    offsets = np.frombuffer(values.buffers()[1], np.int64, n + 1, values.offset * 8)
-    length = np.diff(offsets)
-    present = np.asarray(values.is_valid())
-    if not (length[present] == 55).all() or (length[~present] != 0).any():
-        return None
-    rows = int(present.sum())
-    data = values.buffers()[2]
-    mat = np.frombuffer(data, np.uint8, rows * 55, int(offsets[0])).reshape(rows, 55)
-    ok = ((mat - 48) < 10) | ((mat - 97) < 6)  # 0-9, a-f (uint8: the rest wraps above)
-    ok[:, [2, 35, 52]] = mat[:, [2, 35, 52]] == 45  # the dashes
-    good = (ok.all(axis=1) & ~((mat[:, 0] == 102) & (mat[:, 1] == 102))  # version ff
-            & (mat[:, 3:35] != 48).any(axis=1) & (mat[:, 36:52] != 48).any(axis=1))
-    valid = np.zeros(n, bool)
-    valid[present] = good
-    return (_fixed(mat[good, 3:35], valid), _fixed(mat[good, 36:52], valid),
-            pa.array(_sampled(mat, good, valid), mask=~valid))
-
-
-def _sampled(mat: np.ndarray, good: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(valid), bool)
-    out[valid] = _ODD[mat[good, 54]]
-    return out
-
-
-def _fixed(chars: np.ndarray, valid: np.ndarray) -> pa.Array:
-    """Rows of a byte matrix as a string array, one per ``valid`` place (null elsewhere)."""
-    width = chars.shape[1]
-    offsets = np.zeros(len(valid) + 1, np.int64)
-    np.cumsum(valid * width, out=offsets[1:])
-    mask = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    return pa.Array.from_buffers(pa.large_string(), len(valid), [
-        mask, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(chars))],
-        null_count=int(len(valid) - valid.sum()))
 
 
 def hop_event_ids(obs: pd.DataFrame) -> pd.Series:
@@ -338,60 +227,35 @@ def hop_event_ids(obs: pd.DataFrame) -> pd.Series:
     return ids.reset_index(drop=True)
 
 
-def times(values: pa.Array) -> pa.Array:
-    """RFC 3339 strings to UTC timestamps; null where missing, malformed or out of range
-    (the rule of :func:`evtkit.event.parse_time`, which handlers see)."""
-    ok = pc.fill_null(pc.match_substring_regex(values, pattern=RFC3339), False)
-    # RFC 3339 lets "T" and "Z" be written in lower case; Arrow's parser only takes upper.
-    text = pc.utf8_upper(pc.if_else(ok, values, pa.scalar(None, values.type)))
-    try:
-        return _held(text.cast(_TS))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        # Shaped like RFC 3339 but not a time a trace can hold (month 13, year 9999...):
-        # decide row by row, as a handler's event does.
-        usable = pa.array([parse_time(v) is not None for v in text.to_pylist()], pa.bool_())
-        return pc.if_else(usable, text, pa.scalar(None, text.type)).cast(_TS)
-
-
-def _held(when: pa.Array) -> pa.Array:
-    """Times outside the days parse_time takes (the first and last of what nanoseconds in
-    an int64 reach) made null, as a handler's event has them."""
-    outside = pc.or_(pc.less(when, _EARLIEST), pc.greater_equal(when, _LATEST))
-    if not pc.any(outside).as_py():
-        return when
-    return pc.if_else(outside, pa.scalar(None, _TS), when)
-
-
-_EARLIEST, _LATEST = pa.scalar(EARLIEST, _TS), pa.scalar(LATEST, _TS)
-
-
-def _kind_details(kind: Sequence[str], extra: Sequence[Any], reply: pa.Array
+def _kind_details(rows: Sequence[tuple[Any, ...]], given: np.ndarray, reply: pa.Array
                   ) -> dict[str, pa.Array]:
-    """Columns that only some kinds fill, from each row's ``extra`` slot (and, for JetStream
-    deliveries, from the ``$JS.ACK...`` reply subject, which states where the message is).
+    """Columns that only some kinds fill, from each row's ``extra`` slot (``given``: the rows
+    that have one) and, for JetStream deliveries, from the ``$JS.ACK...`` reply subject,
+    which states where the message is.
 
     Most rows are plain messages: a column no row fills is made all-null in one step, and
     Python only visits the rows that have details."""
-    n = len(kind)
+    n = len(rows)
     col: dict[str, list[Any]] = {}
 
     def put(name: str, i: int, value: Any) -> None:
         if value is not None:
             col.setdefault(name, [None] * n)[i] = value
 
-    given = [i for i, x in enumerate(extra) if x is not None]  # (a tap's usually are not)
-    if given:
-        col["ref"] = [x if type(x) is int else None for x in extra]
-    for i in [i for i in given if type(extra[i]) is tuple or kind[i] not in _MESSAGE_SET]:
-        k, x = kind[i], extra[i]
+    for i in given.tolist():  # (a tap's rows usually have no extra)
+        k, x = rows[i][Row.KIND], rows[i][Row.EXTRA]
+        if type(x) is int:
+            put("ref", i, x)
+        if type(x) is not tuple and k in _MESSAGE_SET:
+            continue
         if k == "handled":
-            col["ref"][i] = x[0]
+            put("ref", i, x[0])
             put("started_at", i, x[1])
             put("outcome", i, x[2])
             put("error", i, x[3])
             put("ack", i, x[4] if len(x) > 4 else None)
         elif k == "publish":
-            col["ref"][i] = x[0]
+            put("ref", i, x[0])
             put("stream", i, x[1])
             put("stream_seq", i, x[2])
         elif k == "drop":
@@ -415,7 +279,7 @@ def _kind_details(kind: Sequence[str], extra: Sequence[Any], reply: pa.Array
     acks = pc.fill_null(pc.starts_with(reply, pattern="$JS.ACK."), False)
     for i in np.flatnonzero(np.asarray(acks)).tolist():
         position = js_position(reply[i].as_py().encode())
-        if position is not None and kind[i] in _MESSAGE_SET:
+        if position is not None and rows[i][Row.KIND] in _MESSAGE_SET:
             for name, value in (("stream", position.stream),
                                 ("stream_seq", position.stream_seq),
                                 ("consumer_seq", position.consumer_seq),
@@ -439,23 +303,28 @@ _DETAIL_COLUMNS = {
 
 
 def _apply_structured(
-    cols: dict[str, Any], content_type: pa.Array, is_message: np.ndarray, extra: Sequence[Any]
+    cols: dict[str, Any], content_type: pa.Array, is_message: np.ndarray,
+    rows: Sequence[tuple[Any, ...]]
 ) -> None:
     """Read the attributes of structured-mode CloudEvents from their JSON, row by row."""
-    media = pc.utf8_lower(pc.utf8_trim(pc.fill_null(content_type, ""), " \t"))
-    rows = np.flatnonzero(np.asarray(pc.starts_with(media, pattern=STRUCTURED)) & is_message)
-    if not len(rows):
+    kinds = pc.drop_null(pc.unique(content_type))  # few media types: each looked at once
+    media = pc.utf8_lower(pc.utf8_trim(kinds, " \t"))
+    structured = kinds.filter(pc.starts_with(media, pattern=STRUCTURED))
+    if not len(structured):
+        return
+    which = np.flatnonzero(np.asarray(pc.is_in(content_type, value_set=structured)) & is_message)
+    if not len(which):
         return
     fields = ("event_id", "type", "source", "correlation_id", "causation_id", "trace_id",
               "parent_id", "sampled", "event_time", "mode", "id_synthetic")
     patched = {name: cols[name].to_pylist() for name in fields}
-    for i in rows.tolist():
+    for i in which.tolist():
         subject = cols["subject"][i].as_py() or ""
         event = decode_message(
             subject,
             cols["payload"][i].as_py() or b"",
             cols["header_block"][i].as_py(),
-            synthetic=extra[i] if isinstance(extra[i], str) else None,
+            synthetic=synthetic if isinstance(synthetic := rows[i][Row.EXTRA], str) else None,
         )
         if event.mode != "structured":
             continue
