@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -29,8 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 __all__ = ["POOL", "TEXT", "arrow", "categorical", "codes_dtype", "cores", "dictionary", "filled",
-           "id_dtype", "ids", "masked", "nullable_ints", "positions", "same", "same_categories",
-           "share", "text", "to_pandas", "utc_times"]
+           "id_dtype", "ids", "ids_soon", "masked", "nullable_ints", "positions", "same",
+           "same_categories", "share", "text", "to_pandas", "utc_times"]
 
 TEXT = pd.StringDtype(na_value=float("nan"))
 """The pandas ``str`` dtype of text columns and of categories (Arrow-backed)."""
@@ -192,6 +193,17 @@ def ids(columns: Mapping[str, pa.Array | pa.ChunkedArray]) -> dict[str, pd.Categ
         codes = _codes(plan, found, out, n, small)
         out[name] = pd.Categorical.from_codes(codes, dtype=dtype, validate=False)
     return out
+
+
+def ids_soon(columns: Mapping[str, pa.Array | pa.ChunkedArray]
+             ) -> Future[dict[str, pd.Categorical]]:
+    """:func:`ids` of ``columns``, started now on a thread of its own: Arrow lets go of the
+    GIL while it hashes, so the caller gets on with other columns meanwhile."""
+    pool = ThreadPoolExecutor(1)
+    try:
+        return pool.submit(ids, columns)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _plan_plain(values: pa.Array, earlier: list[tuple[str, pa.Array]], todo: list[pa.Array]

@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._arrow import ids_soon
 from ._columns import columns
 from ._headers import CLOUDEVENTS, header_name, parse_block, text
 from .event import STRUCTURED, decode_message, js_position, synthetic_id
@@ -149,7 +150,6 @@ def build_observations(rows: Sequence[tuple[Any, ...]], first_seq: int = 0, *,
         "size": pc.binary_length(c.payload).cast(pa.int64()),
         "payload": c.payload,
         "header_block": c.block,
-        "headers": _other_headers(rows, c.parsed.extra),
         "event_id": event_id,
         "type": known["ce-type"],
         "source": known["ce-source"],
@@ -170,10 +170,13 @@ def build_observations(rows: Sequence[tuple[Any, ...]], first_seq: int = 0, *,
         for name in _EVENT_COLUMNS:
             cols[name] = pc.if_else(pa.array(carries_event), cols[name],
                                     pa.scalar(None, cols[name].type))
-    cols.update(_kind_details(rows, c.given, cols["reply"]))
     _apply_structured(cols, known["content-type"], is_message, rows)
-    table = pa.table({name: cols[name] for name in OBSERVATIONS.names})
-    return to_frame(table, OBSERVATIONS)
+    # The ids are final: their hashing (the frame's largest step) starts on a thread of its
+    # own while the rest is built.
+    made = ids_soon({name: cols.pop(name) for name in OBSERVATIONS.ids})
+    cols["headers"] = _other_headers(rows, c.parsed.extra)
+    cols.update(_kind_details(rows, c.given, cols["reply"]))
+    return to_frame(pa.table(cols), OBSERVATIONS, made)
 
 
 def _other_headers(rows: Sequence[tuple[Any, ...]], extra: np.ndarray) -> pa.Array:

@@ -31,7 +31,7 @@ Python object per row; :func:`as_bytes` and :func:`as_dicts` give plain Python v
 from __future__ import annotations
 
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import cast
 
@@ -41,7 +41,7 @@ import pyarrow as pa
 
 from ._arrow import TEXT as _TEXT
 from ._arrow import arrow as _arrow
-from ._arrow import categorical, dictionary, ids, masked, same_categories, share, text
+from ._arrow import categorical, dictionary, ids, ids_soon, masked, same_categories, share, text
 from ._arrow import pandas_type as _pandas_type
 from ._arrow import positions as positions  # (re-exported: the analyses use them)
 from ._arrow import same as same
@@ -354,21 +354,22 @@ def frame_of(columns: dict[str, object], schema: Schema, n: int) -> pd.DataFrame
     return frame
 
 
-def to_frame(table: pa.Table, schema: Schema) -> pd.DataFrame:
+def to_frame(table: pa.Table, schema: Schema,
+             made: Future[dict[str, pd.Categorical]] | None = None) -> pd.DataFrame:
     """Arrow table → pandas frame with the schema's dtypes (the one conversion path used by
     capture and by trace files alike). Each converted column is released from ``table``'s
     copy as soon as it is converted; the ids (a hash of every distinct id, the largest step)
-    are converted on a second thread meanwhile (Arrow lets go of the GIL in both)."""
-    table = table.select(schema.names)
-    with ThreadPoolExecutor(1) as pool:
-        made = pool.submit(ids, {name: table.column(name) for name in schema.ids})
-        table = table.drop_columns(schema.ids)
-        out: dict[str, object] = {}
-        for spec in schema.columns:
-            if not spec.is_id:
-                out[spec.name] = column(table.column(spec.name), spec)
-                table = table.drop_columns([spec.name])
-        out.update(made.result())
+    are converted on a second thread meanwhile — or were started already: ``made``, from
+    :func:`ids_soon` (then ``table`` need not have the id columns)."""
+    if made is None:
+        made = ids_soon({name: table.column(name) for name in schema.ids})
+    table = table.select([name for name in schema.names if name not in _ID_NAMES])
+    out: dict[str, object] = {}
+    for spec in schema.columns:
+        if not spec.is_id:
+            out[spec.name] = column(table.column(spec.name), spec)
+            table = table.drop_columns([spec.name])
+    out.update(made.result())
     return frame_of(out, schema, table.num_rows)
 
 
