@@ -21,8 +21,10 @@
  *
  * The header rules are those of evtkit._headers.parse_block; the tests check that the two
  * agree on hostile blocks. Rows not shaped as capture makes them raise TypeError (the
- * caller then takes the reference path, which says what is wrong). Every read stays
- * inside the bytes object it belongs to.
+ * caller then takes the reference path, which says what is wrong), and a byte column
+ * over 2 GiB OverflowError (the reference path cuts it into chunks). Every read stays
+ * inside the bytes object it belongs to. Threads are POSIX threads: where there are none
+ * (Windows) this does not build, and evtkit takes the reference path.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -33,6 +35,7 @@
 
 enum { KIND, TS, OBSERVER, CONSUMER, QUEUE, SUBJECT, REPLY, PAYLOAD, HEADERS, EXTRA, FIELDS };
 enum { MAX_NAMES = 32, MAX_THREADS = 8, TP_LEN = 55, TRACE_LEN = 32, PARENT_LEN = 16 };
+static const Py_ssize_t LARGEST = INT32_MAX; /* bytes a binary column (int32 offsets) holds */
 static const int BINARY[] = {SUBJECT, REPLY, PAYLOAD, HEADERS};
 static const int TEXT[] = {KIND, OBSERVER, CONSUMER, QUEUE};
 enum { NBIN = 4, NTEXT = 4 };
@@ -577,6 +580,7 @@ static Py_ssize_t read_objects(Work *w, Py_ssize_t n) {
             if (v == Py_None) {
                 w->bin_nulls[b]++;
             } else if (PyBytes_CheckExact(v)) {
+                if (PyBytes_GET_SIZE(v) > LARGEST - size[b]) goto too_big;
                 w->bin_valid[b][i] = 1;
                 size[b] += PyBytes_GET_SIZE(v);
             } else {
@@ -595,6 +599,9 @@ static Py_ssize_t read_objects(Work *w, Py_ssize_t n) {
     return given;
 shape:
     PyErr_SetString(PyExc_TypeError, "not a capture row");
+    return -1;
+too_big:
+    PyErr_SetString(PyExc_OverflowError, "a byte column over 2 GiB (Arrow's binary offsets)");
     return -1;
 }
 
@@ -663,12 +670,17 @@ static PyObject *split(PyObject *self, PyObject *args) {
     Name names[MAX_NAMES];
     for (int k = 0; k < count; k++) {
         PyObject *name = PyTuple_GET_ITEM(names_in, k);
-        if (!PyBytes_Check(name) || PyBytes_GET_SIZE(name) == 0) {
-            PyErr_SetString(PyExc_TypeError, "names must be non-empty lower-case bytes");
+        PyObject *cloud = PyTuple_GET_ITEM(cloud_in, k);
+        int lower_case = PyBytes_Check(name) && PyBytes_GET_SIZE(name) > 0;
+        for (Py_ssize_t j = 0; lower_case && j < PyBytes_GET_SIZE(name); j++)
+            lower_case = lower((unsigned char)PyBytes_AS_STRING(name)[j]) ==
+                         (unsigned char)PyBytes_AS_STRING(name)[j];
+        if (!lower_case || !PyBool_Check(cloud)) {
+            PyErr_SetString(PyExc_ValueError, "names must be non-empty lower-case bytes, "
+                                              "cloudevents bools");
             return NULL;
         }
-        names[k] = (Name){PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name),
-                          PyObject_IsTrue(PyTuple_GET_ITEM(cloud_in, k)) == 1};
+        names[k] = (Name){PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), cloud == Py_True};
     }
     Work w;
     memset(&w, 0, sizeof w);

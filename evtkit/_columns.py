@@ -41,7 +41,6 @@ _TRACEPARENT, _TIME = KNOWN.index("traceparent"), KNOWN.index("ce-time")
 _FIELDS = 10  # observation.ROW_FIELDS
 ROWS_PER_THREAD = 10_000
 """Fewer rows than this per thread are split on fewer threads (starting one costs more)."""
-_LARGEST = 2**31  # bytes a binary column (int32 offsets) can hold
 _BINARY, _LARGE, _TEXT = pa.binary(), pa.large_binary(), pa.large_string()
 _TS = pa.timestamp("ns", tz="UTC")
 
@@ -88,22 +87,17 @@ def columns(rows: Sequence[tuple[Any, ...]], *, native: bool = True,
     (up to 4), each with at least :data:`ROWS_PER_THREAD` rows."""
     if native and _columnar is not None:
         if threads is None:
-            threads = max(1, min(cores(), 4, len(rows) // ROWS_PER_THREAD))
+            threads = min(cores(), 4, len(rows) // ROWS_PER_THREAD)
         try:
-            done = _split(_columnar.split(rows, _NAMES, _CLOUD, _TRACEPARENT, _TIME, threads),
-                          len(rows))
-        except TypeError:  # not rows as capture makes them: the reference path says why
-            done = None
-        if done is not None:
-            return done
+            return _split(_columnar.split(rows, _NAMES, _CLOUD, _TRACEPARENT, _TIME,
+                                          max(1, min(threads, 8))), len(rows))
+        except (TypeError, OverflowError):  # rows not as capture makes them, or a byte
+            pass  # column over 2 GiB: the reference path says why, or cuts it in chunks
     return _reference(rows)
 
 
-def _split(out: tuple[Any, ...], n: int) -> Columns | None:
+def _split(out: tuple[Any, ...], n: int) -> Columns:
     ts, texts, given, binaries, known, counts, (trace, parent, sampled, state), when = out
-    if any(np.frombuffer(offsets, np.int64, n + 1)[-1] >= _LARGEST
-           for _, offsets, _, _, _ in binaries):
-        return None  # over 2 GiB in one column: the reference path cuts it into chunks
     kind, observer, consumer, queue = (_dictionary(codes, values, n) for codes, values in texts)
     subject, reply, payload, block = (_binary(c) for c in binaries)
     count = np.frombuffer(counts, np.int64, 3 * n).reshape(n, 3)

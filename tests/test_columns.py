@@ -97,6 +97,19 @@ class TestCompiledAgreesWithReference:
         row = ("tap", T, "t", None, None, b"s", None, bytearray(b"pay"), None, None)
         assert build_observations([row]).loc[0, "payload"] == b"pay"
 
+    @pytest.mark.skipif(not compiled(), reason="the compiled path is not built here")
+    def test_a_byte_column_over_2_gib_is_declined_before_anything_is_copied(self):
+        """Arrow's binary columns hold up to 2 GiB: past that the compiled path refuses in
+        its first look at the rows (the reference path then cuts the column in chunks).
+        Eight rows sharing one 270 MB payload: 2.16 GB, nothing copied."""
+        from evtkit import _columnar
+        from evtkit._columns import _CLOUD, _NAMES, _TIME, _TRACEPARENT
+
+        big = bytes(270_000_000)
+        rows = [("tap", T, "t", None, None, b"s", None, big, None, None)] * 8
+        with pytest.raises(OverflowError, match="2 GiB"):
+            _columnar.split(rows, _NAMES, _CLOUD, _TRACEPARENT, _TIME, 2)
+
     @pytest.mark.parametrize("native", [True, False])
     def test_known_names_are_the_parsers(self, native):
         parsed = columns([("tap", T, "t", None, None, b"s", None, b"", None, None)],
