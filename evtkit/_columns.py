@@ -89,10 +89,11 @@ def columns(rows: Sequence[tuple[Any, ...]], *, native: bool = True,
         if threads is None:
             threads = min(cores(), 4, len(rows) // ROWS_PER_THREAD)
         try:
-            return _split(_columnar.split(rows, _NAMES, _CLOUD, _TRACEPARENT, _TIME,
-                                          max(1, min(threads, 8))), len(rows))
+            out = _columnar.split(rows, _NAMES, _CLOUD, _TRACEPARENT, _TIME,
+                                  max(1, min(threads, 8)))
         except (TypeError, OverflowError):  # rows not as capture makes them, or a byte
-            pass  # column over 2 GiB: the reference path says why, or cuts it in chunks
+            return _reference(rows)  # column over 2 GiB: this says why, or cuts it in chunks
+        return _split(out, len(rows))
     return _reference(rows)
 
 
