@@ -36,6 +36,7 @@ __all__ = ["POOL", "TEXT", "arrow", "categorical", "codes_dtype", "cores", "dict
 TEXT = pd.StringDtype(na_value=float("nan"))
 """The pandas ``str`` dtype of text columns and of categories (Arrow-backed)."""
 
+
 def cores() -> int:
     """Cores this process may run on (the threads evtkit's bulk steps may use)."""
     try:

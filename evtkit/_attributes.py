@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from .event import EARLIEST, LATEST, RFC3339, parse_time
 
-__all__ = ["times", "traceparent"]
+__all__ = ["TS", "times", "traceparent"]
 
 TS = pa.timestamp("ns", tz="UTC")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -61,7 +61,7 @@ _ODD[np.frombuffer(b"13579bdf", np.uint8)] = True
 
 
 def _traceparent55(values: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array] | None:
-    """:func:`_traceparent` when every value present is 55 bytes long (version, ids and
+    """the :func:`traceparent` rules when every value present is 55 bytes long (version, ids and
     flags, nothing more): the values as rows of a byte matrix, checked column by column.
     None when some value is shorter or longer."""
     values = values.cast(pa.large_string())

@@ -6,8 +6,9 @@ Two paths give the same :class:`Columns`:
   header block while the bytes are in the CPU's caches — about twice as fast in all;
 * the reference one, numpy and Arrow over the whole batch (one list per field, one joined
   buffer per byte field, the bulk header parser of :mod:`evtkit._headers`), taken when the
-  extension was not built (no C compiler at install) or the rows are not shaped as capture
-  makes them (the reference path then says what is wrong).
+  extension was not built (no C compiler at install), the rows are not shaped as capture
+  makes them (the reference path then says what is wrong) or a byte column would pass 2 GiB
+  (the reference path cuts it in chunks).
 
 The tests build every frame both ways and compare them, hostile header blocks included.
 """
@@ -24,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._arrow import cores
-from ._attributes import times, traceparent
-from ._headers import CLOUDEVENTS, KNOWN, ParsedBlocks, joined, parse_joined, text
+from ._attributes import TS, times, traceparent
+from ._headers import CLOUDEVENTS, KNOWN, ParsedBlocks, decoded, joined, parse_joined
 
 _columnar: ModuleType | None
 try:
@@ -42,7 +43,6 @@ _FIELDS = 10  # observation.ROW_FIELDS
 ROWS_PER_THREAD = 10_000
 """Fewer rows than this per thread are split on fewer threads (starting one costs more)."""
 _BINARY, _LARGE, _TEXT = pa.binary(), pa.large_binary(), pa.large_string()
-_TS = pa.timestamp("ns", tz="UTC")
 
 
 @dataclass(slots=True)
@@ -102,7 +102,7 @@ def _split(out: tuple[Any, ...], n: int) -> Columns:
     kind, observer, consumer, queue = (_dictionary(codes, values, n) for codes, values in texts)
     subject, reply, payload, block = (_binary(c) for c in binaries)
     count = np.frombuffer(counts, np.int64, 3 * n).reshape(n, 3)
-    values = {name: text(_binary(c, _LARGE)) for name, c in zip(KNOWN, known, strict=True)}
+    values = {name: decoded(_binary(c, _LARGE)) for name, c in zip(KNOWN, known, strict=True)}
     # The traceparent of the usual length came split (trace id, parent id, sampled; null
     # where invalid); any other one came whole, for the general rule.
     other = values.pop("traceparent")
@@ -118,7 +118,7 @@ def _split(out: tuple[Any, ...], n: int) -> Columns:
     # the general rule (times()), for the whole column.
     time_states = np.frombuffer(when[1], np.uint8, n)
     event_time = times(values["ce-time"]) if (time_states == 2).any() else \
-        pa.Array.from_buffers(_TS, n, [_mask(time_states == 1), pa.py_buffer(when[0])])
+        pa.Array.from_buffers(TS, n, [_mask(time_states == 1), pa.py_buffer(when[0])])
     return Columns(kind, np.frombuffer(ts, np.int64, n), observer, consumer, queue, subject,
                    reply, payload, block, np.frombuffer(given, np.int64), parsed, tp, event_time)
 

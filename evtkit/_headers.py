@@ -175,7 +175,7 @@ def parse_joined(raw: np.ndarray, offsets: np.ndarray, chunk: int = 5_000) -> Pa
     known = {}
     for k, name in enumerate(KNOWN):
         pieces = [p.slice(k * (len(p) // len(KNOWN)), len(p) // len(KNOWN)) for p in parts]
-        known[name] = text(pa.concat_arrays(pieces, memory_pool=POOL)) if pieces else \
+        known[name] = decoded(pa.concat_arrays(pieces, memory_pool=POOL)) if pieces else \
             pa.nulls(0, pa.large_string())
     return ParsedBlocks(known, counts[0], counts[0] - counts[1], counts[2])
 
@@ -325,7 +325,7 @@ _BLANK = np.zeros(256, bool)
 _BLANK[[9, 32]] = True
 
 
-def text(arr: pa.Array, kind: pa.DataType = _LARGE_TEXT) -> pa.Array:
+def decoded(arr: pa.Array, kind: pa.DataType = _LARGE_TEXT) -> pa.Array:
     """Binary to ``kind`` (string or large string); invalid UTF-8 is replaced with U+FFFD,
     like ``bytes.decode(errors="replace")``."""
     try:

@@ -21,8 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._arrow import ids_soon
+from ._attributes import TS as _TS
 from ._columns import columns
-from ._headers import CLOUDEVENTS, header_name, parse_block, text
+from ._headers import CLOUDEVENTS, decoded, header_name, parse_block
 from .event import STRUCTURED, decode_message, js_position, synthetic_id
 from .schema import OBSERVATIONS, to_frame
 
@@ -105,7 +106,6 @@ _CARRIES_EVENT = (*MESSAGE_KINDS, "hop")
 _JS_ACK = b"$JS.ACK."
 _MESSAGE_SET = frozenset(MESSAGE_KINDS)
 
-_TS = pa.timestamp("ns", tz="UTC")
 # Columns that describe the event carried by a message row, null on other rows.
 _EVENT_COLUMNS = ("event_id", "correlation_id", "trace_id", "parent_id", "sampled",
                   "id_synthetic", "mode")
@@ -145,8 +145,8 @@ def build_observations(rows: Sequence[tuple[Any, ...]], first_seq: int = 0, *,
         "observer": c.observer,
         "consumer": c.consumer,
         "queue": c.queue,
-        "subject": text(c.subject, pa.string()),
-        "reply": text(c.reply, pa.string()),
+        "subject": decoded(c.subject, pa.string()),
+        "reply": decoded(c.reply, pa.string()),
         "size": pc.binary_length(c.payload).cast(pa.int64()),
         "payload": c.payload,
         "header_block": c.block,
