@@ -355,7 +355,12 @@ def to_pandas(table: pa.Table, categories: Sequence[str] = (), times: Sequence[s
     """An engine's Arrow result as pandas, integers kept exact where values are missing
     (nanosecond times do not fit a float), ``categories`` dictionary-encoded by Arrow,
     ``times`` taken as UTC timestamps by Arrow (the same 64 bits: no masked integers to
-    convert again)."""
+    convert again). Dictionary columns (DuckDB's ``ENUM``) come as text, or, in
+    ``categories``, with the values they hold (an ``ENUM``'s dictionary is its whole type)."""
+    for at, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(at, field.name,
+                                     table[field.name].cast(field.type.value_type))
     for name in categories:
         at = table.schema.get_field_index(name)
         table = table.set_column(at, name, pc.dictionary_encode(table[name]))
@@ -446,10 +451,16 @@ class _Codes(_Filling):
     def put(self, at: int, end: int, values: pa.Array) -> None:
         if not pa.types.is_dictionary(values.type):
             values = pc.dictionary_encode(values)
-        mapping = np.array([-1 if word is None else self.words.setdefault(word, len(self.words))
-                            for word in values.dictionary.cast(pa.large_string()).to_pylist()]
-                           + [-1], np.int32)  # (a missing value's index: -1, last)
-        self.codes[at:end] = mapping[np.asarray(pc.fill_null(values.indices, -1))]
+        indices = np.asarray(pc.fill_null(values.indices.cast(pa.int32()), -1))
+        words = values.dictionary.cast(pa.large_string()).to_pylist()
+        # Only the words the batch holds (an ENUM's dictionary is every value of its type).
+        held = np.zeros(len(words) + 1, bool)
+        held[indices] = True
+        mapping = np.full(len(words) + 1, -1, np.int32)  # (a missing value's index: -1, last)
+        for i in np.flatnonzero(held[:-1]):
+            if words[i] is not None:
+                mapping[i] = self.words.setdefault(words[i], len(self.words))
+        self.codes[at:end] = mapping[indices]
 
     def done(self, n: int) -> Any:
         words = sorted(self.words)

@@ -378,14 +378,15 @@ def test_kept_tables_in_a_database_file_give_the_same_answers_and_go_on_close(fa
 
 
 def test_storage_is_chosen_by_size_against_the_budget(faulty):
-    """``storage="auto"``: in memory while the kept tables (90 bytes per observation row)
+    """``storage="auto"``: in memory while the kept tables (72 bytes per observation row)
     stay within 4 budgets — 10 M events (70 M rows) with 3 GB — in a file beyond (100 M);
     the engine reads the budget DuckDB reports; anything else is refused."""
-    from evtkit.engine.backends import keep_on_disk
+    from evtkit.engine.backends import KEPT_BYTES_PER_ROW, keep_on_disk
 
     assert not keep_on_disk(70_000_000, 3 * 10**9)
     assert keep_on_disk(700_000_000, 3 * 10**9)
-    assert not keep_on_disk(1000, 90 * 1000 // 4) and keep_on_disk(1001, 90 * 1000 // 4)
+    budget = KEPT_BYTES_PER_ROW * 1000 // 4
+    assert not keep_on_disk(1000, budget) and keep_on_disk(1001, budget)
     _, path = faulty
     engine = ek.open(path, memory_limit="3GB")._engine
     assert 0.95 * 3e9 < engine._budget() < 1.05 * 3e9  # (DuckDB says "2.7 GiB")

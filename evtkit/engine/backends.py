@@ -25,6 +25,7 @@ import pandas as pd
 from .._arrow import filled, to_pandas
 from ..errors import EngineError, TraceFormatError
 from . import parts
+from .enums import Enums
 from .progress import shown
 from .sql import COLUMNS, HANDLED_ONCE, deliveries, events, views
 
@@ -168,10 +169,11 @@ class DuckDBEngine(Engine):
     """DuckDB in this process: all cores, spilling to ``temp_directory`` beyond
     ``memory_limit`` (DuckDB's default: 80 % of the machine's memory).
 
-    The kept tables (events, deliveries) live in memory, spilling as they are (~90 bytes
-    per observation row), unless they would be more than :data:`ON_DISK_BEYOND` times the
-    budget: then in a database file in ``temp_directory``, compressed (5× smaller,
-    measured at 10 M events: 5.9 → 1.2 GB) at the cost of compressing them (about a
+    The kept tables (events, deliveries) live in memory, spilling as they are (~72 bytes
+    per observation row, text with few values as ENUMs: :mod:`evtkit.engine.enums`), unless
+    more than :data:`ON_DISK_BEYOND` times the budget: then in a database file in
+    ``temp_directory``, compressed (measured at 10 M events before ENUMs: 5.9 → 1.2 GB) at
+    the cost of compressing them (about a
     third more time to build them); kept uncompressed, the tables of 100 M events would
     be ~60 GB of spill. (Building the events spills its aggregate as well: at 100 M
     events, 32 GB of disk; the rest of their building is done in parts that fit where
@@ -203,12 +205,11 @@ class DuckDBEngine(Engine):
         self._spill = None if temp_directory else weakref.finalize(
             self, shutil.rmtree, spill, ignore_errors=True)
         self._kept: weakref.finalize[Any, Any] | None = None
-        # No query here relies on the order rows were inserted in (each says ORDER BY):
-        # keeping it made building the tables of 100 M events run out of a 3 GB budget.
-        # A name no table has is an error, never a scan of a Python variable that happens
-        # to be called so (DuckDB's replacement scans). Memory a thread of DuckDB's freed
-        # goes back to the system even when that thread then idles (frame_soon's
-        # connection: at 10 M events the process otherwise kept ~0.3 GB more: 4.2 GB).
+        # No query here relies on insertion order (each says ORDER BY): keeping it ran
+        # the tables of 100 M events out of a 3 GB budget. A name no table has is an
+        # error, never a scan of a Python variable so called (replacement scans). Memory
+        # a DuckDB thread freed goes back even when that thread idles (frame_soon's
+        # connection: at 10 M events the process kept ~0.3 GB more otherwise: 4.2 GB).
         config: dict[str, str | bool | int | float | list[str]] = {
             "temp_directory": spill, "preserve_insertion_order": False,
             "python_enable_replacements": False, "allocator_background_threads": True,
@@ -230,6 +231,7 @@ class DuckDBEngine(Engine):
         self._reading: set[Future[pd.DataFrame]] = set()
         self._stop: weakref.finalize[Any, Any] | None = None
         self.names = {"raw": "raw"}
+        self.enums = Enums()  # (the kept tables' few-valued text)
         if filesystem is not None:
             self.con.register_filesystem(filesystem)
         self.files = files
@@ -278,8 +280,8 @@ class DuckDBEngine(Engine):
         # (every row fetched: a result left open makes the next query refuse to run)
         got = self.con.execute("SELECT current_setting('memory_limit')").fetchall()
         number, _, unit = str(got[0][0] if got else "0 B").partition(" ")
-        scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KiB": 2**10,
-                 "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}.get(unit.strip(), 1)
+        scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KiB": 2**10, "MiB": 2**20,
+                 "GiB": 2**30, "TiB": 2**40}.get(unit.strip(), 1)
         return int(float(number) * scale)
 
     def room(self) -> int:  # noqa: D102 - see Engine
@@ -330,10 +332,13 @@ class DuckDBEngine(Engine):
         # connection reads them too (each connection sees only its own temporary tables).
         what = "TABLE" if keep else "TEMP VIEW"
         with self._within_budget(), self._shown(f"building {name}"):
-            self.con.execute(f"CREATE OR REPLACE {what} {name} AS {select}")
+            self.con.execute(f"CREATE OR REPLACE {what} {name} AS "
+                             f"{self.enums.cast(name, select) if keep else select}")
         self.names[name] = name
 
     def _events(self) -> None:
+        with self._within_budget(), self._shown("listing words"):
+            self.enums.make(self.con, self.names["observations"])
         if not parts.events(self):
             super()._events()
 
@@ -465,11 +470,8 @@ def _free_space(path: str) -> int:
 
 
 def _decimal(nbytes: int) -> str:
-    """``nbytes`` as DuckDB reads a size and people read it, rounded down: ``34.6GB``,
-    ``512MB``."""
-    if nbytes >= 10**9:
-        return f"{nbytes // 10**8 / 10:.1f}GB"
-    return f"{nbytes // 10**6}MB"
+    """``nbytes`` as DuckDB and people read a size, rounded down (``34.6GB``, ``512MB``)."""
+    return f"{nbytes // 10**8 / 10:.1f}GB" if nbytes >= 10**9 else f"{nbytes // 10**6}MB"
 
 
 def _remove(*paths: str) -> None:
@@ -480,9 +482,9 @@ def _remove(*paths: str) -> None:
 
 BATCH_ROWS = 1 << 20
 """Rows per batch of a large result read into pandas (see :meth:`Engine.frame`)."""
-KEPT_BYTES_PER_ROW = 90
+KEPT_BYTES_PER_ROW = 72
 """What the kept events and deliveries tables take in DuckDB's memory per observation row
-(measured: 5.9 GB for the 70 M rows of 10 M events), uncompressed."""
+(measured: 5.0 GB for the 70 M rows of 10 M events; 7.4 GB before :mod:`.enums`)."""
 ON_DISK_BEYOND = 4
 """Kept tables more than this many times DuckDB's memory budget go to a database file."""
 

@@ -51,7 +51,7 @@ def events(engine: DuckDBEngine) -> bool:
         n, first, last = _values(engine, "SELECT count(*), min(best), max(best) "
                                          "FROM __sightings__")
         if n:
-            _build(engine, "building events", _kept("events", events_sql(part=True)),
+            _build(engine, "building events", _kept(engine, "events", events_sql(part=True)),
                    n * JOIN_BYTES_PER_EVENT, first, last)
             engine.names["events"] = "events"
     finally:  # (also when a part failed: the sightings are of no use then)
@@ -75,7 +75,7 @@ def deliveries(engine: DuckDBEngine, handled_once: bool) -> bool:
                                   "WHERE kind = 'receive'")
     try:
         _build(engine, "building deliveries",
-               _kept("deliveries", deliveries_sql(handled_once, part=True)),
+               _kept(engine, "deliveries", deliveries_sql(handled_once, part=True)),
                receives * PART_BYTES_PER_RECEIVE, first, last, since=True)
         engine.names["deliveries"] = "deliveries"
         (missed,) = _values(engine, "SELECT count(*) FROM __deliveries__ "
@@ -93,8 +93,9 @@ def deliveries(engine: DuckDBEngine, handled_once: bool) -> bool:
     return True
 
 
-def _kept(name: str, select: str) -> tuple[str, str]:
+def _kept(engine: DuckDBEngine, name: str, select: str) -> tuple[str, str]:
     """The statements that keep ``select`` as table ``name``: its first part, the rest."""
+    select = engine.enums.cast(name, select)
     return f"CREATE OR REPLACE TABLE {name} AS {select}", f"INSERT INTO {name} {select}"
 
 
