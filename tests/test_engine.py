@@ -378,7 +378,7 @@ def test_kept_tables_in_a_database_file_give_the_same_answers_and_go_on_close(fa
 
 
 def test_storage_is_chosen_by_size_against_the_budget(faulty):
-    """``storage="auto"``: in memory while the kept tables (72 bytes per observation row)
+    """``storage="auto"``: in memory while the kept tables (64 bytes per observation row)
     stay within 4 budgets — 10 M events (70 M rows) with 3 GB — in a file beyond (100 M);
     the engine reads the budget DuckDB reports; anything else is refused."""
     from evtkit.engine.backends import KEPT_BYTES_PER_ROW, keep_on_disk

@@ -25,7 +25,7 @@ import pandas as pd
 from .._arrow import filled, to_pandas
 from ..errors import EngineError, TraceFormatError
 from . import parts
-from .enums import Enums
+from .kept import Kept
 from .progress import shown
 from .sql import COLUMNS, HANDLED_ONCE, deliveries, events, views
 
@@ -169,15 +169,14 @@ class DuckDBEngine(Engine):
     """DuckDB in this process: all cores, spilling to ``temp_directory`` beyond
     ``memory_limit`` (DuckDB's default: 80 % of the machine's memory).
 
-    The kept tables (events, deliveries) live in memory, spilling as they are (~72 bytes
-    per observation row, text with few values as ENUMs: :mod:`evtkit.engine.enums`), unless
-    more than :data:`ON_DISK_BEYOND` times the budget: then in a database file in
-    ``temp_directory``, compressed (measured at 10 M events before ENUMs: 5.9 → 1.2 GB) at
-    the cost of compressing them (about a
-    third more time to build them); kept uncompressed, the tables of 100 M events would
-    be ~60 GB of spill. (Building the events spills its aggregate as well: at 100 M
-    events, 32 GB of disk; the rest of their building is done in parts that fit where
-    one query would spill: :mod:`evtkit.engine.parts`.)
+    The kept tables (events, deliveries) live in memory, spilling as they are (~64 bytes
+    per observation row, stored small: :mod:`evtkit.engine.kept`), unless more than
+    :data:`ON_DISK_BEYOND` times the budget: then in a database file in ``temp_directory``,
+    compressed (at 10 M events, before they were stored small: 5.9 → 1.2 GB) at the cost
+    of compressing them (about a third more time to build them); kept uncompressed, the
+    tables of 100 M events would be ~45 GB of spill. (Building the events spills its
+    aggregate as well: at 100 M events, 32 GB of disk; the rest of their building is done
+    in parts that fit where one query would spill: :mod:`evtkit.engine.parts`.)
 
     Args:
         files: Parquet files (local paths or URLs of a registered fsspec filesystem).
@@ -231,7 +230,7 @@ class DuckDBEngine(Engine):
         self._reading: set[Future[pd.DataFrame]] = set()
         self._stop: weakref.finalize[Any, Any] | None = None
         self.names = {"raw": "raw"}
-        self.enums = Enums()  # (the kept tables' few-valued text)
+        self.kept = Kept()  # (how the kept tables are stored)
         if filesystem is not None:
             self.con.register_filesystem(filesystem)
         self.files = files
@@ -333,18 +332,19 @@ class DuckDBEngine(Engine):
         what = "TABLE" if keep else "TEMP VIEW"
         with self._within_budget(), self._shown(f"building {name}"):
             self.con.execute(f"CREATE OR REPLACE {what} {name} AS "
-                             f"{self.enums.cast(name, select) if keep else select}")
+                             f"{self.kept.rows(name, select) if keep else select}")
         self.names[name] = name
 
     def _events(self) -> None:
         with self._within_budget(), self._shown("listing words"):
-            self.enums.make(self.con, self.names["observations"])
+            self.kept.make(self.con, self.names["observations"])
         if not parts.events(self):
             super()._events()
 
     def _deliveries(self, handled_once: bool) -> None:
         if not parts.deliveries(self, handled_once):
             super()._deliveries(handled_once)
+        self.names["deliveries"] = self.kept.deliveries(self.con)  # (with their durations)
 
     def _shifts(self) -> None:
         self.con.execute("CREATE OR REPLACE TEMP TABLE shifts (file VARCHAR, shift BIGINT)")
@@ -482,9 +482,9 @@ def _remove(*paths: str) -> None:
 
 BATCH_ROWS = 1 << 20
 """Rows per batch of a large result read into pandas (see :meth:`Engine.frame`)."""
-KEPT_BYTES_PER_ROW = 72
+KEPT_BYTES_PER_ROW = 64
 """What the kept events and deliveries tables take in DuckDB's memory per observation row
-(measured: 5.0 GB for the 70 M rows of 10 M events; 7.4 GB before :mod:`.enums`)."""
+(measured: 4.5 GB for the 70 M rows of 10 M events; 7.4 GB before :mod:`.kept`)."""
 ON_DISK_BEYOND = 4
 """Kept tables more than this many times DuckDB's memory budget go to a database file."""
 

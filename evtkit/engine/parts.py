@@ -95,7 +95,7 @@ def deliveries(engine: DuckDBEngine, handled_once: bool) -> bool:
 
 def _kept(engine: DuckDBEngine, name: str, select: str) -> tuple[str, str]:
     """The statements that keep ``select`` as table ``name``: its first part, the rest."""
-    select = engine.enums.cast(name, select)
+    select = engine.kept.rows(name, select)
     return f"CREATE OR REPLACE TABLE {name} AS {select}", f"INSERT INTO {name} {select}"
 
 

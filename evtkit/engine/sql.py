@@ -31,10 +31,10 @@ from ..schema import OBSERVATIONS
 RAW = "__raw__"
 """The engine's view of the files, in query text (``__name__`` names a view)."""
 
-__all__ = ["COLUMNS", "EVENTS_SEEN_EARLIER", "EVENT_ORDER", "HANDLED_ONCE", "MISSED", "RAW",
-           "SEQ_LIMIT", "SIGHTINGS", "TIMES", "backlog", "deliveries", "delivery_stats",
-           "distinct_consumers", "events", "expand_percentiles", "fanout", "fanout_names",
-           "flow_deliveries", "flows", "one_of", "summary", "views"]
+__all__ = ["COLUMNS", "DURATIONS", "EVENTS_SEEN_EARLIER", "EVENT_ORDER", "HANDLED_ONCE",
+           "MISSED", "RAW", "SEQ_LIMIT", "SIGHTINGS", "TIMES", "backlog", "deliveries",
+           "delivery_stats", "distinct_consumers", "durations", "events", "expand_percentiles",
+           "fanout", "fanout_names", "flow_deliveries", "flows", "one_of", "summary", "views"]
 
 
 def _sql_type(arrow: pa.DataType) -> str:
@@ -159,9 +159,9 @@ SELECT r.event_id, r.consumer, r.queue, r.observer, r.subject, e.type, e.correla
        e.published_at, r.ts AS received_at, h.started_at,
        CASE WHEN h.outcome = 'dropped' THEN NULL ELSE h.ts END AS done_at,
        coalesce(h.outcome, 'pending') AS outcome, h.error, r.delivery_count, h.ack, r.seq,
-       e.first_seq AS event_seq, {_seconds("h.started_at", "e.published_at")} AS queue_s,
-       {_seconds("CASE WHEN h.outcome = 'dropped' THEN NULL ELSE h.ts END", "h.started_at")}
-       AS processing_s
+       e.first_seq AS event_seq,
+       {durations("h.started_at", "e.published_at",
+                  "CASE WHEN h.outcome = 'dropped' THEN NULL ELSE h.ts END")}
 FROM __observations__ r
 LEFT JOIN ({handled}) h ON h.ref = r.seq
 LEFT JOIN {events} e ON e.event_id = r.event_id
@@ -173,17 +173,28 @@ def _seconds(end: str, start: str) -> str:
     return f"CAST({end} - {start} AS DOUBLE) / 1e9"
 
 
-EVENTS_SEEN_EARLIER = f"""
+DURATIONS = ("queue_s", "processing_s")
+"""The deliveries' columns computed from their times (:func:`durations`), last of them."""
+
+
+def durations(started: str, published: str, done: str) -> str:
+    """A delivery's :data:`DURATIONS` from the expressions of its handler's start, its
+    event's publish and its handler's end: from publish to start, from start to end."""
+    return (f"{_seconds(started, published)} AS queue_s, "
+            f"{_seconds(done, started)} AS processing_s")
+
+
+EVENTS_SEEN_EARLIER = """
 UPDATE __deliveries__ SET type = e.type, correlation_id = e.correlation_id,
-       published_at = e.published_at, event_seq = e.first_seq,
-       queue_s = {_seconds("__deliveries__.started_at", "e.published_at")}
+       published_at = e.published_at, event_seq = e.first_seq
 FROM __events__ e
 WHERE __deliveries__.event_seq IS NULL AND e.event_id = __deliveries__.event_id
   AND e.first_seq BETWEEN :lo AND :last"""
 """Gives the deliveries built in parts (``deliveries(part=True)``) the event columns of
 the events a part did not join (first seen before its slice), from the events first seen
 from ``:lo`` to ``:last``: an ``UPDATE`` (DuckDB's dialect; Spark builds the deliveries in
-one query) of the rows without them."""
+one query) of the rows without them. (DuckDB keeps no :data:`DURATIONS`: its view of the
+deliveries computes them, see :mod:`evtkit.engine.kept`.)"""
 
 
 HANDLED_ONCE = """

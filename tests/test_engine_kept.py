@@ -1,6 +1,6 @@
-"""The kept tables' few-valued text as DuckDB ENUMs (evtkit/engine/enums.py): smaller
-tables, the same answers — whatever the words are, and where a column has too many
-distinct values to be one."""
+"""The kept tables stored small (evtkit/engine/kept.py): few-valued text as DuckDB ENUMs,
+the deliveries' durations computed where read — the same answers, whatever the words are,
+and where a column has too many distinct values to be an ENUM."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 import evtkit as ek
 from evtkit._arrow import filled, to_pandas
-from evtkit.engine import enums
+from evtkit.engine import kept
 from tests.test_engine import same_answers
 from tests.test_engine_diagnose import same_verdicts
 
@@ -33,7 +33,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> tuple[ek.Trace, str]:
         renamed = {name: f"{HOSTILE[i % len(HOSTILE)]}{i // len(HOSTILE) or ''}"
                    for i, name in enumerate(names)}
         obs[column] = values.map(renamed, na_action="ignore")
-    path = str(tmp_path_factory.mktemp("enums") / "hostile.parquet")
+    path = str(tmp_path_factory.mktemp("kept") / "hostile.parquet")
     ek.Trace(obs, base.metadata).save(path)
     return ek.load(path), path
 
@@ -43,15 +43,16 @@ def _types(ds: ek.Dataset, table: str) -> dict[str, str]:
     return {str(name): str(kind) for name, kind, *_ in con.execute(f"DESCRIBE {table}").fetchall()}
 
 
-def test_few_valued_text_is_kept_as_enums_with_the_same_answers(hostile):
+def test_kept_tables_are_stored_small_with_the_same_answers(hostile):
     trace, path = hostile
     with ek.open(path) as ds:
         same_answers(trace, ds)
         pd.testing.assert_frame_equal(ds.deliveries(), trace.deliveries, check_categorical=False)
-        kept = _types(ds, "deliveries")
+        stored = _types(ds, "deliveries")
         for column in ("consumer", "queue", "observer", "subject", "outcome", "error"):
-            assert kept[column].startswith("ENUM("), (column, kept[column])
-        assert kept["event_id"] == "VARCHAR"  # one per event: text
+            assert stored[column].startswith("ENUM("), (column, stored[column])
+        assert stored["event_id"] == "VARCHAR"  # one per event: text
+        assert "queue_s" not in stored and "processing_s" not in stored  # (computed)
         assert _types(ds, "events")["subject"].startswith("ENUM(")
         # The diagnosis blames the same consumers by their (hostile) names.
         found = same_verdicts(trace, ds)
@@ -61,12 +62,12 @@ def test_few_valued_text_is_kept_as_enums_with_the_same_answers(hostile):
 def test_a_column_with_too_many_values_stays_text_with_the_same_answers(hostile, monkeypatch):
     trace, path = hostile
     subjects = trace.observations["subject"].nunique()
-    monkeypatch.setattr(enums, "MOST", subjects - 1)  # subjects: one too many
+    monkeypatch.setattr(kept, "MOST", subjects - 1)  # subjects: one too many
     with ek.open(path) as ds:
         same_answers(trace, ds)
-        kept = _types(ds, "deliveries")
-        assert kept["subject"] == "VARCHAR"
-        assert kept["outcome"].startswith("ENUM(")  # (three values)
+        stored = _types(ds, "deliveries")
+        assert stored["subject"] == "VARCHAR"
+        assert stored["outcome"].startswith("ENUM(")  # (three values)
 
 
 def test_an_enum_result_reads_as_text_and_its_categories_as_held():

@@ -1,25 +1,34 @@
-"""The kept tables' text with few distinct values as DuckDB ``ENUM`` columns.
+"""How DuckDB keeps the events and deliveries tables: small, so less of them is spilled.
 
-A kept table holds each text value as a 16-byte string; consumer, subject, outcome and the
-like take a handful of values each. As ``ENUM`` types (one to two bytes a value) the kept
-tables of 10 M events are half as large, so DuckDB spills less of them under its budget
-and every analysis reads less (measured in ``bench/scale.py``; see the README). The types
-are made from the trace's own values, sorted, so an ``ENUM`` orders, compares and groups as
-its text does; a column with more than :data:`MOST` distinct values (an error message with
-an id in it, a subject per order) stays text. Results come back as Arrow dictionaries,
-which :mod:`evtkit._arrow` turns into the same pandas columns as text.
+At 10 M events with a 3 GB budget the two tables were 7.4 GB in DuckDB's memory, most of it
+spilled and read back by every analysis (the same analysis took 55 s given 12 GB, 79 s
+given 3 GB). Two things make them smaller (5.0 GB, then 4.5 GB; measured in
+``bench/scale.py``, see the README):
+
+- **Few-valued text as ``ENUM`` columns.** A kept table holds each text value as a 16-byte
+  string; consumer, subject, outcome and the like take a handful of values each. Their
+  ``ENUM`` types are made once from the trace's own values, sorted, so an ``ENUM`` orders,
+  compares and groups as its text does; a column with more than :data:`MOST` distinct
+  values (an error message with an id in it, a subject per order) stays text. Results come
+  back as Arrow dictionaries, which :mod:`evtkit._arrow` turns into the same pandas
+  columns as text.
+- **The deliveries' durations computed where read.** ``queue_s`` and ``processing_s`` are
+  differences of the delivery's times (:func:`evtkit.engine.sql.durations`): the table
+  keeps the times, and a view of it (what the analyses read as ``deliveries``) adds them.
 
 DuckDB only: Spark caches its tables compressed already, and the SQL of
-:mod:`evtkit.engine.sql` stays the same for both (the casts wrap it).
+:mod:`evtkit.engine.sql` stays the same for both (this wraps it).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ADDED", "KEPT", "MOST", "Enums"]
+from .sql import DURATIONS, durations
 
-KEPT = {
+__all__ = ["ADDED", "ENUMS", "MOST", "Kept"]
+
+ENUMS = {
     "events": {"type": "type", "subject": "subject", "source": "source",
                "content_type": "content_type", "mode": "mode", "producer": "observer",
                "emitted_by": "consumer"},
@@ -38,8 +47,9 @@ MOST = 65_536
 Counted approximately (HyperLogLog, ~2 %): only the codes' width depends on it."""
 
 
-class Enums:
-    """The ``ENUM`` types of one DuckDB database, made once from its observations."""
+class Kept:
+    """The ``ENUM`` types of one DuckDB database, made once from its observations, and
+    the statements that keep its tables with them."""
 
     def __init__(self) -> None:
         self.types: dict[str, str] | None = None
@@ -51,7 +61,7 @@ class Enums:
         distinct values (approximately), the second listing those of the few."""
         if self.types is not None:
             return
-        sources = sorted({source for columns in KEPT.values() for source in columns.values()})
+        sources = sorted({source for columns in ENUMS.values() for source in columns.values()})
         counts = con.execute("SELECT " + ", ".join(
             f"approx_count_distinct({s})" for s in sources) + f" FROM {observations}"
         ).fetchall()[0]
@@ -72,12 +82,22 @@ class Enums:
                 con.execute("DROP TABLE evtkit_words")
         self.types = types
 
-    def cast(self, table: str, select: str) -> str:
-        """``select`` (the rows of kept table ``table``) with its few-valued text columns
-        cast to their types; other tables' as they are."""
-        columns = {c: self.types[s] for c, s in KEPT.get(table, {}).items()
+    def rows(self, table: str, select: str) -> str:
+        """What kept table ``table`` stores of ``select`` (its rows): the few-valued text
+        cast to its types, the deliveries without their durations; other tables' as
+        they are."""
+        columns = {c: self.types[s] for c, s in ENUMS.get(table, {}).items()
                    if self.types and s in self.types}
-        if not columns:
+        left = f" EXCLUDE ({', '.join(DURATIONS)})" if table == "deliveries" else ""
+        if not columns and not left:
             return select
         casts = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in columns.items())
-        return f"SELECT * REPLACE ({casts}) FROM ({select}) AS typed"
+        return f"SELECT *{left}{f' REPLACE ({casts})' if casts else ''} FROM ({select}) AS kept"
+
+    @staticmethod
+    def deliveries(con: Any) -> str:
+        """Define the view of kept table ``deliveries`` with its durations (as
+        :func:`evtkit.engine.sql.deliveries` has them, last) and return its name."""
+        con.execute("CREATE OR REPLACE VIEW deliveries_timed AS SELECT *, "
+                    f"{durations('started_at', 'published_at', 'done_at')} FROM deliveries")
+        return "deliveries_timed"
