@@ -15,9 +15,10 @@ from tests.test_engine import same_answers
 from tests.test_engine_diagnose import same_verdicts
 
 # Quotes, an empty name, a backslash, text that reads as SQL, words that sort differently
-# by bytes and by locale, and the word the deliveries make of a receive not handled.
+# by bytes and by locale, the word the deliveries make of a receive not handled, a NUL
+# byte and a line break.
 HOSTILE = ["o'brien", "", "back\\slash", "x'); DROP TABLE events; --", "Émile", "zoë",
-           "Zed", "pending", "a b"]
+           "Zed", "pending", "a b", "nul\x00byte", "line\nbreak"]
 
 
 @pytest.fixture(scope="module")
