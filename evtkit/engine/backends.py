@@ -279,8 +279,8 @@ class DuckDBEngine(Engine):
         # (every row fetched: a result left open makes the next query refuse to run)
         got = self.con.execute("SELECT current_setting('memory_limit')").fetchall()
         number, _, unit = str(got[0][0] if got else "0 B").partition(" ")
-        scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KiB": 2**10, "MiB": 2**20,
-                 "GiB": 2**30, "TiB": 2**40}.get(unit.strip(), 1)
+        scale = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KiB": 2**10,
+                 "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}.get(unit.strip(), 1)
         return int(float(number) * scale)
 
     def room(self) -> int:  # noqa: D102 - see Engine

@@ -48,8 +48,9 @@ Counted approximately (HyperLogLog, ~2 %): only the codes' width depends on it."
 
 
 class Kept:
-    """The ``ENUM`` types of one DuckDB database, made once from its observations, and
-    the statements that keep its tables with them."""
+    """How one DuckDB database keeps its tables: the ``ENUM`` types, made once from its
+    observations, the statements that store a table's rows with them, and the view that
+    gives the deliveries their durations."""
 
     def __init__(self) -> None:
         self.types: dict[str, str] | None = None
