@@ -180,8 +180,8 @@ DURATIONS = ("queue_s", "processing_s")
 def durations(started: str, published: str, done: str) -> str:
     """A delivery's :data:`DURATIONS` from the expressions of its handler's start, its
     event's publish and its handler's end: from publish to start, from start to end."""
-    return (f"{_seconds(started, published)} AS queue_s, "
-            f"{_seconds(done, started)} AS processing_s")
+    queue, processing = DURATIONS
+    return f"{_seconds(started, published)} AS {queue}, {_seconds(done, started)} AS {processing}"
 
 
 EVENTS_SEEN_EARLIER = """
