@@ -172,9 +172,8 @@ class DuckDBEngine(Engine):
     The kept tables (events, deliveries) live in memory, spilling as they are (~64 bytes
     per observation row, stored small: :mod:`evtkit.engine.kept`), unless more than
     :data:`ON_DISK_BEYOND` times the budget: then in a database file in ``temp_directory``,
-    compressed (at 10 M events, before they were stored small: 5.9 → 1.2 GB) at the cost
-    of compressing them (about a third more time to build them); kept uncompressed, the
-    tables of 100 M events would be ~45 GB of spill. (Building the events spills its
+    compressed by DuckDB's quicker methods (:data:`evtkit.engine.kept.SLOW`; uncompressed,
+    the tables of 100 M events would be ~45 GB of spill). (Building the events spills its
     aggregate as well: at 100 M events, 32 GB of disk; the rest of their building is done
     in parts that fit where one query would spill: :mod:`evtkit.engine.parts`.)
 
@@ -243,6 +242,7 @@ class DuckDBEngine(Engine):
             kept = os.path.join(spill, f"kept-{os.getpid()}-{id(self)}.duckdb")
             self.con.execute(f"ATTACH '{kept.replace(chr(39), chr(39) * 2)}' AS kept")
             self.con.execute("USE kept")
+            self.kept.on_disk(self.con)
             if temp_directory:  # (a private directory goes as a whole)
                 self._kept = weakref.finalize(self, _remove, kept, kept + ".wal")
         select = []

@@ -16,6 +16,10 @@ given 3 GB). Two things make them smaller (5.0 GB, then 4.5 GB; measured in
   differences of the delivery's times (:func:`evtkit.engine.sql.durations`): the table
   keeps the times, and a view of it (what the analyses read as ``deliveries``) adds them.
 
+Where the tables go to a database file (traces many times the budget:
+:data:`evtkit.engine.backends.ON_DISK_BEYOND`), DuckDB compresses them as it writes them,
+but not by its :data:`SLOW` methods.
+
 DuckDB only: Spark caches its tables compressed already, and the SQL of
 :mod:`evtkit.engine.sql` stays the same for both (this wraps it).
 """
@@ -26,7 +30,7 @@ from typing import Any
 
 from .sql import DURATIONS, durations
 
-__all__ = ["ADDED", "ENUMS", "MOST", "Kept"]
+__all__ = ["ADDED", "ENUMS", "MOST", "SLOW", "Kept"]
 
 ENUMS = {
     "events": {"type": "type", "subject": "subject", "source": "source",
@@ -45,6 +49,14 @@ error, never a wrong answer."""
 MOST = 65_536
 """Most distinct values of a column kept as an ``ENUM`` (two-byte codes); beyond it, text.
 Counted approximately (HyperLogLog, ~2 %): only the codes' width depends on it."""
+
+SLOW = ("fsst", "dict_fsst")
+"""DuckDB's compression methods a kept database file goes without: its string compression
+(FSST, alone or behind a dictionary) tried on every text column of every row group as the
+tables are written. At 10 M events kept on disk, one part of the deliveries took 808 ns
+per receive with them, 600 ns without, 480 ns uncompressed; the whole analysis 71.7 s,
+65.7 s and 61.5 s; the file 1.2, 2.4 and 4.3 GB (``bench/scale.py``, see the README).
+The ids stay text as they are; the few-valued text is ``ENUM`` codes, bit-packed."""
 
 
 class Kept:
@@ -94,6 +106,12 @@ class Kept:
             return select
         casts = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in columns.items())
         return f"SELECT *{left}{f' REPLACE ({casts})' if casts else ''} FROM ({select}) AS kept"
+
+    @staticmethod
+    def on_disk(con: Any) -> None:
+        """Have the database of connection ``con`` write its tables without the
+        :data:`SLOW` compression methods."""
+        con.execute(f"SET disabled_compression_methods = '{','.join(SLOW)}'")
 
     @staticmethod
     def deliveries(con: Any) -> str:
